@@ -1,0 +1,52 @@
+# Rollout-data pipeline. `make` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DVC := $(VENV)/bin/dvc
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-fast serve params-diff plots clean bench rl-iter rl lock
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@# The machine's pip config lists optional local indexes; their 'is ignored' notices are noise.
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+
+run: setup ## dvc repro on the embedded default server, then show metrics and outputs
+	$(DVC) repro
+	@echo; $(DVC) metrics show
+	@echo; echo "Outputs:"; for f in data/prompts/*.jsonl data/rollouts/*.jsonl data/sft/*.jsonl data/dpo/*.jsonl; do \
+	  [ -f "$$f" ] && printf "  %-32s %8s records\n" "$$f" "$$(wc -l < $$f)"; done; true
+
+test: setup ## run the test suite
+	$(PY) -m pytest -q
+
+serve: setup ## run the embedded default server in the foreground (PORT=8000)
+	$(PY) scripts/serve.py --port $${PORT:-8000}
+
+params-diff: setup ## what changed in params.yaml against the last commit
+	$(DVC) params diff
+
+plots: setup ## render the DVC plots to HTML and print the path
+	$(DVC) plots show --out dvc_plots
+
+bench: setup ## run the benchmarks and append a dated section to bench/RESULTS.md
+	$(PY) bench/run_all.py
+
+clean: ## remove generated data and caches (keeps .venv)
+	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+lock: ## re-pin every dependency into requirements.lock
+	rm -rf /tmp/rollout-lock-venv && python3 -m venv /tmp/rollout-lock-venv
+	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test]'
+	{ head -2 requirements.lock; /tmp/rollout-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rollout'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

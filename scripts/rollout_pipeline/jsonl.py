@@ -1,0 +1,109 @@
+"""JSONL reading and writing: streaming, with file:line errors, atomic replacement."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+from .errors import UserError
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes, one line, keys in insertion order (so seeded runs are byte-identical)."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _decode_line(raw: bytes, path: str, lineno: int) -> Any:
+    if len(raw) > MAX_LINE_BYTES:
+        raise UserError(f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {uexc.start}; save the file as UTF-8") from None
+        raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+
+
+def iter_jsonl(path: str | os.PathLike, *, objects_only: bool = True) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, value) for each non-blank line, streaming; bad lines raise UserError naming file:line."""
+    name = str(path)
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{name}: is a directory, expected a JSONL file") from None
+    except PermissionError:
+        raise UserError(f"{name}: permission denied") from None
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            value = _decode_line(raw, name, lineno)
+            if objects_only and not isinstance(value, dict):
+                kind = type(value).__name__.replace("dict", "object").replace("list", "array")
+                raise UserError(f"{name}:{lineno}: expected a JSON object, got a JSON {kind}")
+            yield lineno, value
+
+
+def read_records(path: str | os.PathLike) -> Iterator[dict]:
+    """Stream the JSON objects of a JSONL file."""
+    for _, value in iter_jsonl(path):
+        yield value
+
+
+def _check_writable_dir(directory: Path) -> None:
+    if not directory.exists():
+        raise UserError(f"{directory}: output directory does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"{directory}: output directory is not writable")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, make_dirs: bool = True) -> Iterator[IO[bytes]]:
+    """Write to a temporary file beside `path`, then rename over it; on any error the old file stays intact."""
+    target = Path(path)
+    if make_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable_dir(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb", buffering=1024 * 1024) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise UserError(f"{target}: could not write ({exc.strerror or exc}); the previous file is unchanged") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterator[Any] | list) -> int:
+    """Atomically write records as JSONL; returns how many were written."""
+    count = 0
+    with atomic_writer(path) as handle:
+        for record in records:
+            handle.write(dumps(record))
+            handle.write(b"\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write one pretty JSON document (for metrics and stats)."""
+    with atomic_writer(path) as handle:
+        handle.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2))
+        handle.write(b"\n")

@@ -1,0 +1,69 @@
+"""Input rows: NeMo Gym's canonical format, convenience forms, stable prompt ids."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from .errors import UserError
+
+Message = dict[str, Any]
+
+
+def _content_text(content: Any) -> str:
+    """Flatten OpenAI-style content parts ([{type: input_text, text}...]) to plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def input_messages(value: Any) -> list[Message]:
+    """`responses_create_params.input` (a string or a list of messages) as a list of {role, content}."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        messages = []
+        for item in value:
+            if not isinstance(item, dict) or "content" not in item:
+                raise ValueError("each input message must be an object with 'role' and 'content'")
+            messages.append({"role": item.get("role", "user"), "content": _content_text(item["content"])})
+        if messages:
+            return messages
+    raise ValueError("input must be a non-empty string or a non-empty list of {role, content} messages")
+
+
+def normalize_row(row: dict, where: str) -> dict:
+    """Return the row in canonical form (responses_create_params.input set); `where` is 'file:line' for errors."""
+    params = row.get("responses_create_params")
+    if params is not None and not isinstance(params, dict):
+        raise UserError(f"{where}: 'responses_create_params' must be an object")
+    if params and "input" in params:
+        source: Any = params["input"]
+    elif "prompt" in row:
+        source = row["prompt"]
+    elif "messages" in row:
+        source = row["messages"]
+    else:
+        raise UserError(f"{where}: row has no input; give 'responses_create_params.input', 'prompt' or 'messages'")
+    try:
+        messages = input_messages(source)
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if not any(m["content"].strip() for m in messages):
+        raise UserError(f"{where}: input is empty")
+    out = {k: v for k, v in row.items() if k not in ("prompt", "messages", "responses_create_params")}
+    out["responses_create_params"] = {**(params or {}), "input": source}
+    out["_messages"] = messages
+    return out
+
+
+def prompt_id(row: dict) -> str:
+    """The row's `id` or `task_id` if present, else a short hash of its canonical input messages."""
+    for key in ("id", "task_id"):
+        if key in row and row[key] is not None:
+            return str(row[key])
+    canonical = orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
