@@ -19,7 +19,7 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _decode_line(raw: bytes, path: str, lineno: int) -> Any:
+def decode_line(raw: bytes, path: str, lineno: int) -> Any:
     if len(raw) > MAX_LINE_BYTES:
         raise UserError(f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit")
     try:
@@ -47,7 +47,7 @@ def iter_jsonl(path: str | os.PathLike, *, objects_only: bool = True) -> Iterato
         for lineno, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            value = _decode_line(raw, name, lineno)
+            value = decode_line(raw, name, lineno)
             if objects_only and not isinstance(value, dict):
                 kind = type(value).__name__.replace("dict", "object").replace("list", "array")
                 raise UserError(f"{name}:{lineno}: expected a JSON object, got a JSON {kind}")
@@ -75,6 +75,8 @@ def atomic_writer(path: str | os.PathLike, *, make_dirs: bool = True) -> Iterato
         target.parent.mkdir(parents=True, exist_ok=True)
     _check_writable_dir(target.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # mkstemp makes the file owner-only; outputs get the ordinary permissions the umask allows.
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb", buffering=1024 * 1024) as handle:
             yield handle
@@ -89,6 +91,12 @@ def atomic_writer(path: str | os.PathLike, *, make_dirs: bool = True) -> Iterato
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterator[Any] | list) -> int:

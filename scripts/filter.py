@@ -1,0 +1,45 @@
+"""filter stage: rollouts -> SFT records (reward >= filter.min_reward, optional jq `where`, dedupe).
+
+    python scripts/filter.py --in data/rollouts/sft.jsonl --out data/sft/train.jsonl
+
+Settings come from params.yaml's `filter` section; the flags override them for ad-hoc runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rollout_pipeline.errors import run_cli
+from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.sft_filter import FilterConfig, run_filter
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="filter", description=__doc__.splitlines()[0])
+    parser.add_argument("--in", dest="input", metavar="PATH", default="data/rollouts/sft.jsonl", help="rollout JSONL (default: %(default)s)")
+    parser.add_argument("--out", dest="output", metavar="PATH", default="data/sft/train.jsonl", help="SFT JSONL to write (default: %(default)s)")
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
+    parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
+    parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    section = load_params(args.params)["filter"]
+    config = FilterConfig(
+        min_reward=section["min_reward"] if args.min_reward is None else args.min_reward,
+        where=section["where"] if args.where is None else args.where,
+        dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
+        where_source="filter.where" if args.where is None else "--where",
+    )
+    summary = run_filter(args.input, args.output, config)
+    print("\n".join(summary.lines(config, args.output)))
+    if summary.kept == 0:
+        print("filter: warning: no rollout passed the filter; check filter.min_reward and filter.where", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "filter")

@@ -1,0 +1,38 @@
+"""pair stage: rollouts -> DPO preference pairs (highest vs lowest reward per prompt).
+
+    python scripts/pair.py --in data/rollouts/dpo.jsonl --out data/dpo/pairs.jsonl
+
+Settings come from params.yaml's `pair` section; the flags override them for ad-hoc runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rollout_pipeline.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.errors import run_cli
+from rollout_pipeline.params import PARAMS_FILE, load_params
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pair", description=__doc__.splitlines()[0])
+    parser.add_argument("--in", dest="input", metavar="PATH", default="data/rollouts/dpo.jsonl", help="rollout JSONL (default: %(default)s)")
+    parser.add_argument("--out", dest="output", metavar="PATH", default="data/dpo/pairs.jsonl", help="DPO JSONL to write (default: %(default)s)")
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument("--min-margin", type=float, help="override pair.min_margin")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    section = load_params(args.params)["pair"]
+    config = PairConfig(min_margin=section["min_margin"] if args.min_margin is None else args.min_margin)
+    summary = run_pair(args.input, args.output, config)
+    print("\n".join(summary.lines(config, args.output)))
+    if summary.pairs == 0:
+        print("pair: warning: no pairs written; see the skip reasons above", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "pair")
