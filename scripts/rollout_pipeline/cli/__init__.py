@@ -1,0 +1,1 @@
+"""Command-line front ends (thin: parse arguments, call the library)."""

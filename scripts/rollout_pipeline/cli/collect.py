@@ -1,0 +1,140 @@
+"""`scripts/collect.py` / `ng_collect_rollouts`: two front ends onto one collector engine.
+
+- The seed documents' syntax: ``+agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... +num_repeats=N
+  +num_samples_in_parallel=K +limit=M +responses_create_params.<key>=<value>`` (values parsed as YAML scalars).
+- ``--objective rl|sft|dpo``: that objective's settings from params.yaml (what dvc.yaml uses).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..collector import CollectSettings, Collector
+from ..errors import UserError, did_you_mean, run_cli
+from ..params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
+from ..schema import validate
+
+SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath", "num_repeats", "num_samples_in_parallel",
+             "limit", "seed", "max_failure_rate", "responses_create_params")
+REQUIRED_SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath")
+
+
+def parse_seed_args(argv: list[str]) -> dict:
+    """Parse ``+key=value`` / ``key=value`` arguments into a nested dict; unknown keys suggest the closest."""
+    values: dict = {}
+    for arg in argv:
+        text = arg[1:] if arg.startswith("+") else arg
+        key, sep, raw = text.partition("=")
+        if not sep or not key:
+            raise UserError(f"argument {arg!r}: expected +key=value, e.g. +num_repeats=4")
+        top, _, sub = key.partition(".")
+        if top not in SEED_KEYS:
+            raise UserError(f"unknown argument +{key}{did_you_mean(top, SEED_KEYS)}; known: "
+                            + ", ".join(f"+{k}" for k in SEED_KEYS[:-1]) + ", +responses_create_params.<key>")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if top == "responses_create_params":
+            if not sub:
+                raise UserError(f"argument {arg!r}: give a key, e.g. +responses_create_params.temperature=0.7")
+            values.setdefault(top, {})[sub] = value
+        elif sub:
+            raise UserError(f"argument {arg!r}: +{top} takes no sub-key")
+        else:
+            values[top] = value
+    missing = [k for k in REQUIRED_SEED_KEYS if k not in values]
+    if missing:
+        raise UserError("missing " + ", ".join(f"+{k}=..." for k in missing))
+    return values
+
+
+def settings_from_seed_args(argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True) -> CollectSettings:
+    values = parse_seed_args(argv)
+    params = load_params(params_path)
+    agent_name = str(values["agent_name"])
+    agent = agent_settings(params, agent_name, params_path)
+    try:
+        objective = _validate_seed_objective(agent_name, values)
+    except UserError as exc:
+        # Name the flag the way the user typed it: +num_repeats, not arguments.num_repeats.
+        raise UserError(str(exc).replace("arguments.", "+", 1)) from None
+    return _settings(agent_name, agent, objective, Path(str(values["output_jsonl_fpath"])), show_progress)
+
+
+def _validate_seed_objective(agent_name: str, values: dict) -> dict:
+    return validate(OBJECTIVE, {
+        "agent_name": agent_name,
+        "prompts": str(values["input_jsonl_fpath"]),
+        **{k: values[k] for k in ("num_repeats", "num_samples_in_parallel", "limit", "seed", "max_failure_rate")
+           if k in values},
+        "responses_create_params": values.get("responses_create_params", {}),
+    }, "arguments")
+
+
+def _settings(agent_name: str, agent: dict, objective: dict, output: Path, show_progress: bool) -> CollectSettings:
+    return CollectSettings(
+        agent_name=agent_name, agent=agent,
+        input_path=Path(objective["prompts"]), output_path=output,
+        num_repeats=objective["num_repeats"], num_samples_in_parallel=objective["num_samples_in_parallel"],
+        limit=objective["limit"], seed=objective["seed"], max_failure_rate=objective["max_failure_rate"],
+        responses_create_params={k: v for k, v in objective["responses_create_params"].items() if v is not None},
+        show_progress=show_progress,
+    )
+
+
+def settings_from_objective(objective_name: str, params_path: str, output: str | None,
+                            show_progress: bool = True) -> CollectSettings:
+    params = load_params(params_path)
+    objective = objective_settings(params, objective_name, params_path)
+    agent = agent_settings(params, objective["agent_name"], params_path)
+    out = Path(output) if output else Path("data/rollouts") / f"{objective_name}.jsonl"
+    return _settings(objective["agent_name"], agent, objective, out, show_progress)
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collect.py",
+        description="Collect scored rollouts. Either --objective NAME (settings from params.yaml), or the seed "
+                    "syntax: +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+num_repeats=N] "
+                    "[+num_samples_in_parallel=K] [+limit=M] [+responses_create_params.KEY=VALUE ...]")
+    parser.add_argument("--objective", help="rl, sft, dpo (or any objective in params.yaml)")
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
+    parser.add_argument("--out", help="output JSONL (default: data/rollouts/<objective>.jsonl)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _argument_parser()
+    options, rest = parser.parse_known_args(argv)
+    seed_args = [a for a in rest if "=" in a and not a.startswith("-")]
+    unknown = [a for a in rest if a not in seed_args]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if options.objective and seed_args:
+        raise UserError("give either --objective or +key=value arguments, not both")
+    if options.objective:
+        settings = settings_from_objective(options.objective, options.params, options.out, not options.no_progress)
+    elif seed_args:
+        settings = settings_from_seed_args(seed_args, options.params, not options.no_progress)
+    else:
+        parser.print_help()
+        return 2
+    return Collector(settings).run()
+
+
+def seed_main() -> None:
+    """Entry point of the `ng_collect_rollouts` command."""
+    run_cli(main, "ng_collect_rollouts")
+
+
+def script_main() -> None:
+    """Entry point of `python scripts/collect.py`."""
+    run_cli(main, "collect.py")
+
+

@@ -1,0 +1,150 @@
+"""The progress file: finished rollouts streamed to disk as they complete, so a crash or Ctrl-C loses nothing.
+
+It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
+those before it runs a stage. Its first line is the run identity (hash of the input file, the agent and the
+effective settings); a resume only happens when it matches. Each further line is one rollout record. A truncated
+last line (a crash mid-write) is cut off on open.
+
+Memory stays flat in the number of rollouts: finished rollouts are indexed by an array of byte offsets (8 bytes
+per rollout), and the sorted output is written by reading records back in (task_index, rollout_index) order.
+"""
+from __future__ import annotations
+
+import os
+from array import array
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from .errors import UserError
+from .jsonl import atomic_writer, dumps
+
+NOT_DONE = -1
+
+
+def progress_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.progress.jsonl")
+
+
+class ProgressStore:
+    """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
+
+    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int) -> None:
+        self.output = output
+        self.path = progress_path(output)
+        self.identity = identity
+        self.num_repeats = num_repeats
+        self.total = num_tasks * num_repeats
+        self.offsets = array("q", [NOT_DONE]) * self.total
+        self.done = 0
+        self.resume_note = ""
+        self._handle = None
+
+    # -- opening ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
+        header = dumps({"run_identity": self.identity}) + b"\n"
+        if self.path.exists():
+            reason = self._load_existing(header)
+            if reason is None:
+                self._handle = open(self.path, "ab", buffering=0)
+                return
+            self.resume_note = f"starting fresh: {reason}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "wb", buffering=0)
+            self._handle.write(header)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+
+    def _load_existing(self, header: bytes) -> str | None:
+        """Index the finished rollouts of an existing progress file; return why it cannot be resumed, or None."""
+        with open(self.path, "rb") as handle:
+            first = handle.readline()
+            try:
+                old = orjson.loads(first).get("run_identity", {})
+            except (orjson.JSONDecodeError, AttributeError):
+                return "the previous progress file has no readable header"
+            if first != header:
+                return _identity_change(old, self.identity)
+            good_end = handle.tell()
+            for line in iter(handle.readline, b""):
+                if not line.endswith(b"\n"):
+                    break  # truncated by a crash mid-write: cut it off below
+                try:
+                    record = orjson.loads(line)
+                    rank = record["task_index"] * self.num_repeats + record["rollout_index"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    break
+                if 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
+                    self.offsets[rank] = good_end
+                    self.done += 1
+                good_end += len(line)
+        if good_end < self.path.stat().st_size:
+            os.truncate(self.path, good_end)
+        self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done"
+        return None
+
+    # -- during the run --------------------------------------------------------------------------
+    def is_done(self, task_index: int, rollout_index: int) -> bool:
+        return self.offsets[task_index * self.num_repeats + rollout_index] != NOT_DONE
+
+    def add(self, record: dict) -> None:
+        """Append one finished rollout; unbuffered, so a kill right after loses nothing."""
+        rank = record["task_index"] * self.num_repeats + record["rollout_index"]
+        line = dumps(record) + b"\n"
+        assert self._handle is not None
+        offset = self._handle.tell()
+        try:
+            self._handle.write(line)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
+        self.offsets[rank] = offset
+        self.done += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    # -- at the end ------------------------------------------------------------------------------
+    def iter_sorted(self) -> Iterator[bytes]:
+        """The finished records' lines in (task_index, rollout_index) order."""
+        with open(self.path, "rb", buffering=1024 * 1024) as handle:
+            for offset in self.offsets:
+                if offset != NOT_DONE:
+                    handle.seek(offset)
+                    yield handle.readline()
+
+    def write_output(self) -> int:
+        """Write the sorted records atomically to the output path; returns the count."""
+        count = 0
+        with atomic_writer(self.output) as out:
+            for line in self.iter_sorted():
+                out.write(line)
+                count += 1
+        return count
+
+    def discard(self) -> None:
+        """The output is complete: the progress file has served its purpose."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _identity_change(old: dict, new: dict) -> str:
+    """One line saying what differs between two run identities."""
+    if not isinstance(old, dict):
+        return "the previous run's identity is unreadable"
+    if old.get("input_sha256") != new.get("input_sha256"):
+        return "the input file changed since the previous run"
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key != "input_sha256" and old.get(key) != new.get(key):
+            changed.append(f"{key} {_short(old.get(key))} -> {_short(new.get(key))}")
+    return "settings changed since the previous run: " + "; ".join(changed) if changed else "the run identity changed"
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,63 @@
+"""The collector's input pass: validate every row and hash the file before anything is sent or written."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+
+from .errors import UserError
+from .jsonl import decode_line
+from .rows import normalize_row
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InputScan:
+    rows: int          # rows that will be used (after limit)
+    sha256: str        # hash of the whole file's bytes: part of the run identity
+
+
+def scan_input(path: Path, limit: int | None) -> InputScan:
+    """One streaming pass: every line up to `limit` must be a usable row; a bad one names file:line."""
+    if not path.exists():
+        raise UserError(f"{path}: input file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a JSONL file of prompts")
+    digest = hashlib.sha256()
+    rows = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            digest.update(raw)
+            if limit is not None and rows >= limit or not raw.strip():
+                continue
+            _parse_row(raw, str(path), lineno)
+            rows += 1
+    if rows == 0:
+        raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
+    return InputScan(rows=rows, sha256=digest.hexdigest())
+
+
+def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
+    value = decode_line(raw, name, lineno)
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else type(value).__name__
+        raise UserError(f"{name}:{lineno}: expected a JSON object (a prompt row), got a JSON {kind}")
+    return normalize_row(value, f"{name}:{lineno}")
+
+
+def iter_rows(path: Path, limit: int | None) -> Iterator[dict]:
+    """Stream the normalized rows (already validated by scan_input)."""
+    rows = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if limit is not None and rows >= limit:
+                return
+            if not raw.strip():
+                continue
+            yield _parse_row(raw, str(path), lineno)
+            rows += 1
+
+

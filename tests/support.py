@@ -1,0 +1,85 @@
+"""Helpers shared by the tests: real subprocesses, real files, no mocks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SCRIPTS = ROOT / "scripts"
+
+
+def make_prompts(path: Path, count: int, difficulty: str = "mixed", seed: int = 0) -> Path:
+    """Write a prompt set with the project's own generator."""
+    subprocess.run([PY, str(SCRIPTS / "prompts.py"), "--count", str(count), "--difficulty", difficulty,
+                    "--seed", str(seed), "--out", str(path)], check=True, capture_output=True)
+    return path
+
+
+def agent(url: str | list[str] = "embedded", **overrides) -> dict:
+    settings = {"protocol": "chat", "url": url, "model": "reference", "verifier": "math",
+                "timeout_s": 10, "max_retries": 5, "retry_backoff_s": 0.01}
+    settings.update(overrides)
+    return settings
+
+
+def write_params(directory: Path, agents: dict, objectives: dict | None = None, **sections) -> Path:
+    """A params.yaml for a test: only the sections a test needs (the rest take their defaults)."""
+    params = {"agents": agents, "objectives": objectives or {}}
+    params.update(sections)
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def collect(args: list[str], cwd: Path, params: Path | None = None, env: dict | None = None,
+            timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python scripts/collect.py ARGS` as a real process."""
+    command = [PY, str(SCRIPTS / "collect.py"), *args, "--no-progress"]
+    if params is not None:
+        command += ["--params", str(params)]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"collect failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def seed_args(inp: Path, out: Path, agent_name: str = "math_agent", **extra) -> list[str]:
+    args = [f"+agent_name={agent_name}", f"+input_jsonl_fpath={inp}", f"+output_jsonl_fpath={out}"]
+    for key, value in extra.items():
+        args.append(f"+{key.replace('__', '.')}={value}")
+    return args
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def server_stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/stats", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
