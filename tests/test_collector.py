@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,9 +19,15 @@ SEED_DOC = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_46c80
 
 
 def _served(url: str) -> int:
-    """Generation requests the server answered (any status)."""
-    stats = server_stats(url)
-    return sum(stats["requests"].get(path, 0) for path in ("/v1/chat/completions", "/v1/responses", "/run"))
+    """Generation requests the server answered (any status), once requests still in flight have landed."""
+    def count() -> int:
+        stats = server_stats(url)
+        return sum(stats["requests"].get(path, 0) for path in ("/v1/chat/completions", "/v1/responses", "/run"))
+    previous = -1
+    while (current := count()) != previous:
+        previous = current
+        time.sleep(0.2)
+    return current
 
 
 @pytest.fixture(scope="module")
