@@ -15,7 +15,7 @@ from rollout_pipeline.embedded import start_embedded_server
 from support import (PY, SCRIPTS, agent, collect, count_lines, make_prompts, read_jsonl, seed_args,
                      server_stats, wait_for, write_params)
 
-SEED_DOC = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_46c80efc949f60b0.txt"
+SEED_DOC = Path(__file__).resolve().parent / "seed_docs" / "000_46c80efc949f60b0.txt"
 
 
 def _served(url: str) -> int:

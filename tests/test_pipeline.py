@@ -1,0 +1,135 @@
+"""The DVC pipeline, for real: `dvc repro` in temporary git repositories copied from this project."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import PY, ROOT
+
+VENV_BIN = Path(PY).parent
+ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+OUTPUTS = ["data/prompts/math.jsonl", "data/rollouts/rl.jsonl", "data/rollouts/sft.jsonl", "data/rollouts/dpo.jsonl",
+           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json"]
+
+
+def sh(command: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"`{command}` failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def copy_project(destination: Path, prompt_count: int | None = None) -> Path:
+    """The project's tracked files in a new git repository (generated data and dvc.lock left behind)."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if name == "dvc.lock" or name.startswith("metrics/"):
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    if prompt_count is not None:
+        params_path = destination / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        for prompt_set in params["prompts"]["sets"].values():
+            prompt_set["count"] = prompt_count
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", destination)
+    return destination
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small_project(tmp_path_factory) -> Path:
+    """A copy with 40 prompts, reproduced once and committed (the baseline the tests below change)."""
+    project = copy_project(tmp_path_factory.mktemp("small"), prompt_count=40)
+    sh("dvc repro", project)
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", project)
+    return project
+
+
+@pytest.mark.slow
+def test_make_run_in_a_fresh_clone_produces_every_output_and_a_second_repro_does_nothing(tmp_path):
+    source = copy_project(tmp_path / "source", prompt_count=40)
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {source} {clone}", tmp_path)
+    # Reuse this test run's virtualenv; -o marks its install stamp as up to date so make does not reinstall.
+    venv = VENV_BIN.parent
+    result = sh(f"make run VENV={venv} -o {venv}/.installed", clone, timeout=600)
+    for output in OUTPUTS:
+        assert (clone / output).stat().st_size > 0, output
+    assert "Outputs:" in result.stdout and "reward_mean" in result.stdout
+    again = sh("dvc repro", clone)
+    assert stages_run(again.stdout) == set()
+    assert "Data and pipelines are up to date." in again.stdout
+
+
+def test_changing_one_objective_reruns_only_its_own_stages(small_project):
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["objectives"]["dpo"]["responses_create_params"]["temperature"] = 0.75
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+        diff = sh("dvc params diff --md", small_project).stdout
+        changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
+        assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
+
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo"}
+    finally:
+        params_path.write_text(original)
+        sh("dvc repro", small_project)
+
+
+def test_metrics_show_and_plots_render(small_project):
+    shown = sh("dvc metrics show", small_project).stdout
+    for objective in ("rl", "sft", "dpo"):
+        assert f"metrics/{objective}.json" in shown
+    assert "pass@1" in shown and "reward_mean" in shown
+
+    result = sh(f"make plots VENV={VENV_BIN.parent} -o {VENV_BIN.parent}/.installed", small_project)
+    html = small_project / "dvc_plots" / "index.html"
+    assert html.exists() and "pass_at_k" in html.read_text()
+    assert "dvc_plots/index.html" in result.stdout
+
+
+def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_path):
+    before = {name: digest(small_project / name) for name in OUTPUTS if name.startswith("data/")}
+    sh(f"dvc remote add -f -d storage {tmp_path / 'remote'} && dvc push -q", small_project)
+    try:
+        shutil.rmtree(small_project / "data")
+        shutil.rmtree(small_project / ".dvc" / "cache")
+        sh("dvc pull -q", small_project)
+        assert {name: digest(small_project / name) for name in before} == before
+    finally:
+        sh("dvc remote remove storage", small_project)
+        sh("git checkout -q .dvc/config", small_project, check=False)
+
+
+def test_a_malformed_params_value_stops_the_stage_with_one_clear_line(small_project):
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    try:
+        params_path.write_text(original.replace("num_repeats: 4", "num_repeats: four"))
+        result = sh("dvc repro collect@dpo", small_project, check=False)
+        assert result.returncode != 0
+        combined = result.stdout + result.stderr
+        assert "objectives.dpo.num_repeats: expected an integer, got 'four'" in combined
+        assert "Traceback" not in combined
+    finally:
+        params_path.write_text(original)
