@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
-from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.params import load_params
 from rollout_pipeline.sft_filter import FilterConfig, run_filter
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="filter", description=__doc__.splitlines()[0])
-    parser.add_argument("--in", dest="input", metavar="PATH", default="data/rollouts/sft.jsonl", help="rollout JSONL (default: %(default)s)")
-    parser.add_argument("--out", dest="output", metavar="PATH", default="data/sft/train.jsonl", help="SFT JSONL to write (default: %(default)s)")
-    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    parser = stage_parser("filter", __doc__, "data/rollouts/sft.jsonl", "data/sft/train.jsonl", output_help="SFT JSONL to write")
     parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
     parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
     parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")

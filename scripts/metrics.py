@@ -11,19 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
-from rollout_pipeline.params import PARAMS_FILE, load_params, objective_settings
+from rollout_pipeline.params import load_params, objective_settings
 from rollout_pipeline.rollout_metrics import run_metrics
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="metrics", description=__doc__.splitlines()[0])
+    parser = stage_parser("metrics", __doc__, None, None, input_help="rollout JSONL (default: data/rollouts/<objective>.jsonl)",
+                          output_help="metrics JSON to write (default: metrics/<objective>.json)")
     parser.add_argument("--objective", required=True, help="objective name in params.yaml (rl, sft, dpo)")
-    parser.add_argument("--in", dest="input", metavar="PATH", help="rollout JSONL (default: data/rollouts/<objective>.jsonl)")
-    parser.add_argument("--out", dest="output", metavar="PATH", help="metrics JSON to write (default: metrics/<objective>.json)")
     parser.add_argument("--curve", help="pass@k curve JSON to write (default: metrics/pass_at_k/<objective>.json)")
     parser.add_argument("--stats", help="collector run stats (default: <input stem>.stats.json beside the input)")
-    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
     parser.add_argument("--pass-threshold", type=float, help="override metrics.pass_threshold")
     return parser.parse_args()
 

@@ -10,15 +10,13 @@ import argparse
 import sys
 
 from rollout_pipeline.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
-from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.params import load_params
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pair", description=__doc__.splitlines()[0])
-    parser.add_argument("--in", dest="input", metavar="PATH", default="data/rollouts/dpo.jsonl", help="rollout JSONL (default: %(default)s)")
-    parser.add_argument("--out", dest="output", metavar="PATH", default="data/dpo/pairs.jsonl", help="DPO JSONL to write (default: %(default)s)")
-    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    parser = stage_parser("pair", __doc__, "data/rollouts/dpo.jsonl", "data/dpo/pairs.jsonl", output_help="DPO JSONL to write")
     parser.add_argument("--min-margin", type=float, help="override pair.min_margin")
     return parser.parse_args()
 
