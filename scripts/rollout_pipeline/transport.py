@@ -9,7 +9,6 @@ import asyncio
 import email.utils
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
@@ -22,10 +21,11 @@ MAX_RETRY_AFTER_S = 300.0
 class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
-    def __init__(self, cause: str, message: str, retryable: bool) -> None:
+    def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
+        self.retry_after = retry_after  # the server's Retry-After, in seconds, when it sent one
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -61,14 +61,6 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text or '(empty body)'}"
 
 
-@dataclass
-class Attempt:
-    """Outcome of one attempt, kept small: the collector aggregates causes and latencies."""
-
-    cause: str | None
-    latency_s: float
-
-
 async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
                     timeout: aiohttp.ClientTimeout) -> tuple[Any, float]:
     """POST once; returns (decoded JSON, latency). Raises RequestFailed with a retryable flag and a cause."""
@@ -93,22 +85,15 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
     message = f"{url}: {_error_message(status, raw)}"
-    if status == 429:
-        failure = RequestFailed("http_429", message, True)
-        failure.retry_after = retry_after_seconds(retry_after)  # type: ignore[attr-defined]
-        raise failure
-    if status >= 500:
-        failure = RequestFailed(f"http_{status}", message, True)
-        failure.retry_after = retry_after_seconds(retry_after)  # type: ignore[attr-defined]
-        raise failure
+    if status == 429 or status >= 500:
+        raise RequestFailed(f"http_{status}", message, True, retry_after_seconds(retry_after))
     raise RequestFailed(f"http_{status}", message, False)
 
 
 def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
     """Full-jitter exponential backoff, or the server's Retry-After when it gave one."""
-    hinted = getattr(failure, "retry_after", None)
-    if hinted is not None:
-        return hinted
+    if failure.retry_after is not None:
+        return failure.retry_after
     return random.uniform(0, min(MAX_BACKOFF_S, base * (2 ** attempt)))
 
 
