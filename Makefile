@@ -41,6 +41,16 @@ plots: setup ## render the DVC plots to HTML and print the path
 bench: setup ## run the benchmarks and append a dated section to bench/RESULTS.md
 	$(PY) bench/run_all.py
 
+ITERS ?= 10
+rl-iter: setup ## bring the RL loop up to iteration N (make rl-iter N=5): add missing rl.iterations, dvc repro
+	@test -n "$(N)" || { echo "make rl-iter: which iteration? e.g. make rl-iter N=5" >&2; exit 2; }
+	$(PY) scripts/rl.py extend --to $(N)
+	@targets="$$($(PY) scripts/rl.py targets --to $(N))" && echo "$(DVC) repro $$targets" && $(DVC) repro $$targets
+	@echo; $(PY) scripts/rl.py table --to $(N)
+
+rl: setup ## run the RL loop up to iteration ITERS (default 10) and print the reward progression
+	@$(MAKE) --no-print-directory rl-iter N=$(ITERS)
+
 clean: ## remove generated data and caches (keeps .venv)
 	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

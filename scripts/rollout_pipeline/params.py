@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import UserError, did_you_mean
-from .schema import Field, MapOf, Section, validate
+from .schema import Field, ListOf, MapOf, Section, validate
 
 PARAMS_FILE = "params.yaml"
 OBJECTIVES = ("rl", "sft", "dpo")
@@ -79,6 +80,121 @@ PROMPT_SET = Section({
     "seed": Field((int,), default=0),
 })
 
+# ---- rl: the online RL loop (see rl_loop.py and the README's "The RL loop") -------------------------
+
+ITERATION_KEY_RE = re.compile(r"\d{3}")
+DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"
+TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "lr", "steps", "python")
+UPDATE_PLACEHOLDERS = ("checkpoint", "model", "iteration")
+
+
+def _check_iteration_key(value: str) -> str | None:
+    if ITERATION_KEY_RE.fullmatch(value):
+        return None
+    return f'iterations are three digits in quotes, like "004" (got {value!r})'
+
+
+def _template(*allowed: str):
+    """A check for a str.format template that may only use the `allowed` placeholders."""
+    def check(value: str) -> str | None:
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            return f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        for name in names:
+            if name not in allowed:
+                return (f"unknown placeholder {{{name}}}{did_you_mean(name, allowed)}; "
+                        f"placeholders: {', '.join('{' + a + '}' for a in allowed)}")
+        return None
+    return check
+
+
+def _check_http_url(value: str) -> str | None:
+    return None if re.match(r"^https?://[^\s/]+", value) else f"{value!r} is not an http(s) URL"
+
+
+def _check_update_body(value: dict) -> str | None:
+    check = _template(*UPDATE_PLACEHOLDERS)
+    for key, item in value.items():
+        problem = check(item) if isinstance(item, str) else None
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
+RL_SCHEMA = Section({
+    "collect": Section({
+        "agent_name": Field((str,), nullable=True),
+        "num_repeats": Field((int,), default=8, minimum=1),
+        **{key: OBJECTIVE.fields[key] for key in ("num_samples_in_parallel", "limit", "max_failure_rate",
+                                                 "responses_create_params")},
+    }),
+    "schedule": Section({
+        "temperature": Section({
+            "start": Field((float,), default=0.9, minimum=0, maximum=2),
+            "end": Field((float,), default=0.3, minimum=0, maximum=2),
+            "over": Field((int,), default=10, minimum=1),
+            "shape": Field((str,), default="linear", choices=("linear", "cosine", "exponential")),
+        }),
+        "curriculum": ListOf(Section({
+            "from": Field((int,), required=True, minimum=1),
+            "prompts": Field((str,), required=True),
+        })),
+        "seed": Field((int,), nullable=True),
+    }),
+    "init": Field((str,), default="reference"),
+    "train": Section({
+        "cmd": Field((str,), default=DEFAULT_TRAIN_CMD, check=_template(*TRAIN_PLACEHOLDERS)),
+        "lr": Field((float,), default=0.15, minimum=0, exclusive_minimum=True),
+        "steps": Field((int,), default=10, minimum=1),
+    }),
+    "update": Section({
+        "model": Field((str,), default="iter_{iteration}", check=_template("iteration")),
+        "cmd": Field((str,), nullable=True, check=_template(*UPDATE_PLACEHOLDERS)),
+        "url": Field((str,), nullable=True, check=_check_http_url),
+        "body": Field((dict,), nullable=True, check=_check_update_body),
+        "timeout_s": Field((float,), default=60.0, minimum=0, exclusive_minimum=True),
+    }),
+    "iterations": MapOf(Section({
+        "prev": Field((str,), required=True, check=_check_iteration_key),
+        "temperature": Field((float,), required=True, minimum=0, maximum=2),
+        "prompts": Field((str,), required=True),
+        "seed": Field((int,), nullable=True),
+    }), key_pattern=lambda key: _check_iteration_key(key) or ("iteration 000 is the initial checkpoint (rl.init)"
+                                                              if key == "000" else None)),
+})
+
+
+def _check_rl(rl: dict, agents: dict, source: str) -> None:
+    """Cross-checks the schema cannot express: references between keys."""
+    where = f"{source}: rl"
+    agent = rl["collect"]["agent_name"]
+    if agent is not None and agent not in agents:
+        raise UserError(f"{where}.collect.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
+                        f"known agents: {', '.join(agents) or '(none)'}")
+    if rl["collect"]["responses_create_params"].get("temperature") is not None:
+        raise UserError(f"{where}.collect.responses_create_params.temperature: the temperature is set per iteration "
+                        "(rl.iterations.NNN.temperature, filled from rl.schedule.temperature); remove it here")
+    temperature = rl["schedule"]["temperature"]
+    if temperature["shape"] == "exponential" and min(temperature["start"], temperature["end"]) <= 0:
+        raise UserError(f"{where}.schedule.temperature: the exponential shape needs start > 0 and end > 0")
+    phases = [phase["from"] for phase in rl["schedule"]["curriculum"]]
+    if phases and phases[0] != 1:
+        raise UserError(f"{where}.schedule.curriculum[0].from: the first phase must start at iteration 1, got {phases[0]}")
+    for index in range(1, len(phases)):
+        if phases[index] <= phases[index - 1]:
+            raise UserError(f"{where}.schedule.curriculum[{index}].from: phases must start at increasing iterations "
+                            f"({phases[index]} does not come after {phases[index - 1]})")
+    iterations = rl["iterations"]
+    for key, entry in iterations.items():
+        prev = entry["prev"]
+        if prev >= key:
+            raise UserError(f"{where}.iterations.{key}.prev: must be an earlier iteration than {key}, got {prev!r}")
+        if prev != "000" and prev not in iterations:
+            raise UserError(f"{where}.iterations.{key}.prev: no iteration {prev!r} in rl.iterations "
+                            f"(use \"000\" for the initial checkpoint)")
+
+
 SCHEMA = Section({
     "prompts": Section({"sets": MapOf(PROMPT_SET)}),
     "agents": MapOf(AGENT, required=True),
@@ -90,7 +206,7 @@ SCHEMA = Section({
     }),
     "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
     "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),
-    "rl": Section({}, open=True),
+    "rl": RL_SCHEMA,
 })
 
 
@@ -100,6 +216,13 @@ def load_yaml(path: str | os.PathLike) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a YAML file such as params.yaml") from None
+    except UnicodeDecodeError as exc:
+        text_line = exc.object[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{text_line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -120,6 +243,7 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
         if agent not in agents:
             raise UserError(f"{source}: objectives.{name}.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
                             f"known agents: {', '.join(agents) or '(none)'}")
+    _check_rl(params["rl"], agents, source)
     return params
 
 

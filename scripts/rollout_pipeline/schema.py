@@ -43,6 +43,16 @@ class MapOf:
     default: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose items all follow one schema (e.g. curriculum phases); errors name the item as key[i]."""
+
+    value: Any
+    required: bool = False
+    min_items: int = 0
+    default: list = field(default_factory=list)
+
+
 def _type_name(types: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list", dict: "a mapping"}
     return " or ".join(names.get(t, t.__name__) for t in types)
@@ -80,6 +90,8 @@ def validate(spec: Any, value: Any, where: str) -> Any:
     """Validate `value` against `spec`; returns it with defaults filled in. `where` is the dotted key path."""
     if isinstance(spec, Field):
         return _check_leaf(spec, value, where)
+    if isinstance(spec, ListOf):
+        return _validate_list(spec, value, where)
     if value is None:
         value = {} if not getattr(spec, "required", False) else None
         if value is None:
@@ -110,3 +122,15 @@ def validate(spec: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where}.{key}: required key is missing")
         out[key] = validate(sub, None, f"{where}.{key}") if not isinstance(sub, Field) else sub.default
     return out
+
+
+def _validate_list(spec: ListOf, value: Any, where: str) -> list:
+    if value is None:
+        if spec.required:
+            raise UserError(f"{where}: a list is required")
+        value = list(spec.default)
+    if not isinstance(value, list):
+        raise UserError(f"{where}: expected a list, got {value!r}")
+    if len(value) < spec.min_items:
+        raise UserError(f"{where}: needs at least {spec.min_items} item{'s' if spec.min_items != 1 else ''}")
+    return [validate(spec.value, item, f"{where}[{index}]") for index, item in enumerate(value)]

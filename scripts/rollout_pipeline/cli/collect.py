@@ -3,6 +3,8 @@
 - The seed documents' syntax: ``+agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... +num_repeats=N
   +num_samples_in_parallel=K +limit=M +responses_create_params.<key>=<value>`` (values parsed as YAML scalars).
 - ``--objective rl|sft|dpo``: that objective's settings from params.yaml (what dvc.yaml uses).
+- ``--rl-iteration NNN``: iteration NNN of the RL loop (params.yaml's rl.iterations.NNN, collecting with the
+  previous iteration's checkpoint; what the rl_collect@NNN stages run).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import yaml
 from ..collector import CollectSettings, Collector
 from ..errors import UserError, did_you_mean, run_cli
 from ..params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
+from ..rl_loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
 from ..schema import validate
 
 SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath", "num_repeats", "num_samples_in_parallel",
@@ -46,6 +49,10 @@ def parse_seed_args(argv: list[str]) -> dict:
             raise UserError(f"argument {arg!r}: +{top} takes no sub-key")
         else:
             values[top] = value
+    for key in REQUIRED_SEED_KEYS:
+        if key in values and (values[key] is None or str(values[key]).strip() == ""):
+            raise UserError(f"+{key}= has no value; give one, e.g. +{key}="
+                            + ("math_agent" if key == "agent_name" else "path/to/file.jsonl"))
     missing = [k for k in REQUIRED_SEED_KEYS if k not in values]
     if missing:
         raise UserError("missing " + ", ".join(f"+{k}=..." for k in missing))
@@ -75,14 +82,15 @@ def _validate_seed_objective(agent_name: str, values: dict) -> dict:
     }, "arguments")
 
 
-def _settings(agent_name: str, agent: dict, objective: dict, output: Path, show_progress: bool) -> CollectSettings:
+def _settings(agent_name: str, agent: dict, objective: dict, output: Path, show_progress: bool,
+              model_revision: str | None = None) -> CollectSettings:
     return CollectSettings(
         agent_name=agent_name, agent=agent,
         input_path=Path(objective["prompts"]), output_path=output,
         num_repeats=objective["num_repeats"], num_samples_in_parallel=objective["num_samples_in_parallel"],
         limit=objective["limit"], seed=objective["seed"], max_failure_rate=objective["max_failure_rate"],
         responses_create_params={k: v for k, v in objective["responses_create_params"].items() if v is not None},
-        show_progress=show_progress,
+        show_progress=show_progress, model_revision=model_revision,
     )
 
 
@@ -95,6 +103,17 @@ def settings_from_objective(objective_name: str, params_path: str, output: str |
     return _settings(objective["agent_name"], agent, objective, out, show_progress)
 
 
+def settings_from_rl_iteration(iteration: str, params_path: str, output: str | None,
+                               show_progress: bool = True) -> CollectSettings:
+    """Iteration NNN of the RL loop: its entry in rl.iterations, rl.collect, and the previous checkpoint as model."""
+    params = load_params(params_path)
+    key = iteration_key(iteration)
+    agent_name, agent, objective, out = collect_plan(params, key, params_path)
+    prev = params["rl"]["iterations"][key]["prev"]
+    return _settings(agent_name, agent, objective, Path(output) if output else out, show_progress,
+                     model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
+
+
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collect.py",
@@ -102,6 +121,8 @@ def _argument_parser() -> argparse.ArgumentParser:
                     "syntax: +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+num_repeats=N] "
                     "[+num_samples_in_parallel=K] [+limit=M] [+responses_create_params.KEY=VALUE ...]")
     parser.add_argument("--objective", help="rl, sft, dpo (or any objective in params.yaml)")
+    parser.add_argument("--rl-iteration", metavar="NNN",
+                        help="iteration NNN of the RL loop (rl.iterations in params.yaml)")
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     parser.add_argument("--out", help="output JSONL (default: data/rollouts/<objective>.jsonl)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,9 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     seed_args = [a for a in rest if "=" in a and not a.startswith("-")]
     unknown = [a for a in rest if a not in seed_args]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if options.objective and seed_args:
-        raise UserError("give either --objective or +key=value arguments, not both")
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)}; seed-syntax arguments look like "
+                        "+num_repeats=4 (see --help)")
+    if sum(map(bool, (options.objective, options.rl_iteration, seed_args))) > 1:
+        raise UserError("give one of --objective, --rl-iteration or +key=value arguments")
+    if options.rl_iteration:
+        key = iteration_key(options.rl_iteration)
+        settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
+        print(f"=== RL Iteration {key} ===", flush=True)
+        code = Collector(settings).run()
+        if code == 0:
+            print(reward_line(key, average_reward(settings.output_path)))
+        return code
     if options.objective:
         settings = settings_from_objective(options.objective, options.params, options.out, not options.no_progress)
     elif seed_args:

@@ -1,0 +1,91 @@
+"""`python scripts/rl.py COMMAND`: the RL loop's commands (what `make rl-iter` / `make rl` and the rl_* stages run).
+
+    extend --to N        add the missing rl.iterations 001..N to params.yaml from rl.schedule (never rewrites)
+    targets --to N       the DVC targets that bring the loop up to iteration N (for `dvc repro`)
+    init                 stage rl_init: write checkpoint 000 from rl.init
+    metrics --iteration NNN    stage rl_metrics@NNN: metrics/rl/iter_NNN.json
+    train --iteration NNN      stage rl_train@NNN: run rl.train.cmd, then the update hook
+    update --iteration NNN     call the update hook again for checkpoint NNN (after fixing rl.update)
+    progress             stage rl_progress: metrics/rl_progress.csv (one row per iteration)
+    table [--to N]       print the reward progression table from the metrics written so far
+Collecting is `python scripts/collect.py --rl-iteration NNN` (stage rl_collect@NNN); it prints
+"=== RL Iteration NNN ===" first and "Iteration NNN: avg_reward=..." last, like the seed's loop.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError, run_cli
+from ..jsonl import atomic_writer
+from ..params import PARAMS_FILE, load_params
+from ..rl_hooks import init_checkpoint, run_train, run_update
+from ..rl_loop import (PROGRESS_CSV, extend_params, format_table, iteration_entry, iteration_key, metrics_path,
+                       progress_csv, progress_rows, repro_targets, rollouts_path)
+from ..rollout_metrics import run_metrics
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rl.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in ("extend", "targets"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--to", required=True, metavar="N", help="iteration number (1-999)")
+    commands.add_parser("init")
+    for name in ("metrics", "train", "update"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--iteration", required=True, metavar="NNN")
+    commands.add_parser("progress")
+    table = commands.add_parser("table")
+    table.add_argument("--to", metavar="N", help="last iteration to show (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    source = args.params
+    if args.command == "extend":
+        to = int(iteration_key(args.to))
+        added = extend_params(source, to)
+        if added:
+            print(f"{source}: added rl.iterations {', '.join(added)} from rl.schedule")
+        else:
+            print(f"{source}: rl.iterations 001-{to:03d} already present (existing entries are never rewritten)")
+        return 0
+    params = load_params(source)
+    if args.command == "targets":
+        print(" ".join(repro_targets(params, iteration_key(args.to))))
+    elif args.command == "init":
+        print(f"rl.init {params['rl']['init']!r} -> {init_checkpoint(params)}")
+    elif args.command == "metrics":
+        key = iteration_key(args.iteration)
+        iteration_entry(params, key, source)
+        result = run_metrics(rollouts_path(key), metrics_path(key), params["metrics"]["pass_threshold"])
+        print("\n".join(result.lines(metrics_path(key))))
+        for note in result.notes:
+            print(f"metrics: {note}", file=sys.stderr)
+    elif args.command == "train":
+        run_train(params, iteration_key(args.iteration))
+    elif args.command == "update":
+        key = iteration_key(args.iteration)
+        iteration_entry(params, key, source)
+        if params["rl"]["update"]["cmd"] is None and params["rl"]["update"]["url"] is None:
+            raise UserError(f"{source}: rl.update.cmd and rl.update.url are both null; nothing to call")
+        run_update(params, key)
+    elif args.command == "progress":
+        rows = progress_rows(params)
+        with atomic_writer(PROGRESS_CSV) as handle:
+            handle.write(progress_csv(rows).encode())
+        print(f"{len(rows)} iterations -> {PROGRESS_CSV} (`dvc plots show`; `python scripts/rl.py table` prints it)")
+    elif args.command == "table":
+        upto = iteration_key(args.to) if args.to else None
+        print(format_table(progress_rows(params, upto, missing_ok=True)))
+    return 0
+
+
+def script_main() -> None:
+    """Entry point of `python scripts/rl.py`."""
+    run_cli(main, "rl.py")
