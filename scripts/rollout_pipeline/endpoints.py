@@ -38,6 +38,11 @@ class EndpointPool:
 
     def acquire(self, task_index: int) -> Endpoint:
         """The endpoint for this prompt's next request (counted as outstanding until release)."""
+        if len(self.endpoints) == 1:  # nothing to choose: skip the clock and the affinity table
+            chosen = self.endpoints[0]
+            chosen.outstanding += 1
+            chosen.requests += 1
+            return chosen
         now = time.monotonic()
         chosen = self._affinity.get(task_index)
         if chosen is None or not chosen.healthy(now):

@@ -58,7 +58,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _reward(record: dict, where: str) -> float:
     if "reward" not in record:
-        raise UserError(f"{where}: record has no 'reward'; every rollout needs the verifier's reward")
+        raise UserError(f"{where}: record has no 'reward'; every rollout needs the verifier's reward "
+                        "(is this a collector output? run collect on the prompts first)")
     value = record["reward"]
     # bool is an int subclass in Python, but `true` as a reward is almost certainly a bug upstream.
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -21,7 +21,8 @@ def dumps(obj: Any) -> bytes:
 
 def decode_line(raw: bytes, path: str, lineno: int) -> Any:
     if len(raw) > MAX_LINE_BYTES:
-        raise UserError(f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+        raise UserError(f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit; each line "
+                        "must be one prompt row or record (is this a single JSON document rather than JSONL?)")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

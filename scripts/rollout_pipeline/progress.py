@@ -10,6 +10,7 @@ per rollout), and the sorted output is written by reading records back in (task_
 """
 from __future__ import annotations
 
+import math
 import os
 from array import array
 from pathlib import Path
@@ -40,6 +41,8 @@ class ProgressStore:
         self.done = 0
         self.resume_note = ""
         self._handle = None
+        self._end = 0  # byte offset of the progress file's end: where the next record goes
+        self.reward_sum = ExactSum()  # of every finished rollout, resumed or new: the run's mean reward
 
     # -- opening ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -49,12 +52,14 @@ class ProgressStore:
             reason = self._load_existing(header)
             if reason is None:
                 self._handle = open(self.path, "ab", buffering=0)
+                self._end = self._handle.seek(0, os.SEEK_END)
                 return
             self.resume_note = f"starting fresh: {reason}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "wb", buffering=0)
-            self._handle.write(header)
+            self._end = 0
+            self._append(header)
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
 
@@ -75,11 +80,13 @@ class ProgressStore:
                 try:
                     record = orjson.loads(line)
                     rank = record["task_index"] * self.num_repeats + record["rollout_index"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    reward = float(record["reward"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     break
                 if 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
                     self.offsets[rank] = good_end
                     self.done += 1
+                    self.reward_sum.add(reward)
                 good_end += len(line)
         if good_end < self.path.stat().st_size:
             os.truncate(self.path, good_end)
@@ -95,13 +102,22 @@ class ProgressStore:
         rank = record["task_index"] * self.num_repeats + record["rollout_index"]
         line = dumps(record) + b"\n"
         assert self._handle is not None
-        offset = self._handle.tell()
+        offset = self._end
         try:
-            self._handle.write(line)
+            self._append(line)
         except OSError as exc:
             raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
         self.offsets[rank] = offset
         self.done += 1
+        self.reward_sum.add(record["reward"])
+
+    def _append(self, data: bytes) -> None:
+        """One write(2) to the unbuffered file: once it returns the bytes are the OS's, safe from a kill of this
+        process. The file's end is tracked here rather than asked for (tell() would be a second syscall)."""
+        written = self._handle.write(data)
+        while written < len(data):  # a short write (rare: a signal, a full disk) continues where it stopped
+            written += self._handle.write(memoryview(data)[written:])
+        self._end += len(data)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -130,6 +146,33 @@ class ProgressStore:
         """The output is complete: the progress file has served its purpose."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+class ExactSum:
+    """A running sum of floats that is exact until the final rounding, so it does not depend on the order the
+    values arrive in (Shewchuk's algorithm, as math.fsum): rollouts finish in any order, resumed ones first,
+    and the mean reward must not change with that. Usually one partial; adding one costs well under a us."""
+
+    def __init__(self) -> None:
+        self._partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        partials = self._partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low:
+                partials[i] = low
+                i += 1
+            x = high
+        partials[i:] = [x]
+
+    @property
+    def value(self) -> float:
+        return math.fsum(self._partials)
 
 
 def _identity_change(old: dict, new: dict) -> str:

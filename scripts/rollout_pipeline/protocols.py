@@ -93,6 +93,57 @@ def _without_timing(response: dict) -> dict:
     return {k: v for k, v in response.items() if k not in ("created_at", "created")}
 
 
+def _usage(value: Any, keys: tuple[str, ...], where: str) -> dict:
+    """`usage` checked: absent or an object whose token counts are non-negative integers (else the reply is broken)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidReply(f"{where} 'usage' is not an object")
+    for key in keys:
+        count = value.get(key)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise InvalidReply(f"{where} 'usage.{key}' is {count!r}, not a token count")
+    return value
+
+
+# Responses statuses that mean "no finished generation here" (incomplete is a finished, truncated one).
+_UNFINISHED = ("failed", "cancelled", "in_progress", "queued")
+
+
+def _check_response(response: dict, where: str) -> None:
+    """A Responses object must be a finished generation with well-formed message items: a failed response
+    or a malformed message would otherwise become an empty output, and the verifier would score it 0."""
+    if response.get("error") or response.get("status") in _UNFINISHED:
+        error = response.get("error")
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise InvalidReply(f"{where} status is {response.get('status')!r}" + (f" ({detail})" if detail else ""))
+    output = response.get("output")
+    if not isinstance(output, list):
+        raise InvalidReply(f"{where} has no 'output' list (Responses API)")
+    for item in output:
+        if not isinstance(item, dict):
+            raise InvalidReply(f"{where} has an output item that is not an object")
+        if item.get("type") == "message":
+            parts = item.get("content")
+            if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts) or any(
+                    p.get("type") == "output_text" and not isinstance(p.get("text"), str) for p in parts):
+                raise InvalidReply(f"{where} has a message whose 'content' is not a list of output_text parts")
+    _usage(response.get("usage"), ("input_tokens", "output_tokens"), where)
+
+
+def _chat_text(choice: Any) -> str:
+    """The assistant text of one chat choice; InvalidReply when the choice is not shaped like one."""
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise InvalidReply("reply has a choice without a 'message' object (chat completion)")
+    message = choice["message"]
+    if "content" not in message:
+        raise InvalidReply("reply has a message without 'content' (chat completion)")
+    content = message["content"]
+    if content is not None and not isinstance(content, str):
+        raise InvalidReply(f"reply has a message whose 'content' is {type(content).__name__}, not a string")
+    return content or ""
+
+
 def _chat_choice_to_response(reply: dict, choice: dict, usage: dict, n: int, text_share: float) -> dict:
     message = _require(choice, "message", "chat choice")
     text = message.get("content") or ""
@@ -130,16 +181,16 @@ def parse_reply(protocol: str, reply: Any, n: int = 1) -> list[Result]:
         reward = _require(reply, "reward", "agent /run")
         if not isinstance(response, dict) or not isinstance(reward, (int, float)) or isinstance(reward, bool):
             raise InvalidReply("agent reply has a non-object 'response' or a non-numeric 'reward'")
+        _check_response(response, "agent reply's 'response'")
         return [Result(_without_timing(response), response_text(response), float(reward), reply)]
     if protocol == "responses":
-        if "output" not in reply or not isinstance(reply["output"], list):
-            raise InvalidReply("reply has no 'output' list (Responses API)")
+        _check_response(reply, "reply")
         return [Result(_without_timing(reply), response_text(reply))]
     choices = _require(reply, "choices", "chat completion")
     if not isinstance(choices, list) or len(choices) < n:
         raise InvalidReply(f"expected {n} choice(s), got {len(choices) if isinstance(choices, list) else 'none'}")
-    usage = reply.get("usage") or {}
-    texts = [((c.get("message") or {}).get("content") or "") if isinstance(c, dict) else "" for c in choices[:n]]
+    usage = _usage(reply.get("usage"), ("prompt_tokens", "completion_tokens"), "reply")
+    texts = [_chat_text(c) for c in choices[:n]]
     total_chars = sum(len(t) for t in texts) or 1
     results = []
     for choice, text in zip(choices[:n], texts):

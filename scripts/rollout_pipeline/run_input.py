@@ -20,8 +20,11 @@ class InputScan:
     sha256: str        # hash of the whole file's bytes: part of the run identity
 
 
-def scan_input(path: Path, limit: int | None) -> InputScan:
-    """One streaming pass: every line up to `limit` must be a usable row; a bad one names file:line."""
+def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> InputScan:
+    """One streaming pass: every line up to `limit` must be a usable row; a bad one names file:line.
+
+    `answer_for` names the in-process verifier (math, exact) when there is one: it needs every row's
+    `expected_answer`, so a row without one is an input error here, before anything is sent."""
     if not path.exists():
         raise UserError(f"{path}: input file not found")
     if path.is_dir():
@@ -33,7 +36,10 @@ def scan_input(path: Path, limit: int | None) -> InputScan:
             digest.update(raw)
             if limit is not None and rows >= limit or not raw.strip():
                 continue
-            _parse_row(raw, str(path), lineno)
+            row = _parse_row(raw, str(path), lineno)
+            if answer_for is not None and row.get("expected_answer") is None:
+                raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
+                                f"{answer_for} needs to score the output; add it, or use another verifier")
             rows += 1
     if rows == 0:
         raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")

@@ -57,7 +57,8 @@ def _error_message(status: int, body: bytes) -> str:
             return f"HTTP {status}: {str(error)[:300]}"
     except orjson.JSONDecodeError:
         pass
-    text = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
+    # One line, whatever the body holds: an HTML page's \r\n would break the message (and a terminal line).
+    text = " ".join(body[:200].decode("utf-8", "replace").split())
     return f"HTTP {status}: {text or '(empty body)'}"
 
 

@@ -27,6 +27,7 @@ _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?\s*(.+?)(?:\.\s|\.?$|\n)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _LEADING_NUMBER_RE = re.compile(r"(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)(?:\s+[A-Za-z].*)?$")
+_PLAIN_INT_RE = re.compile(r"-?[0-9]{1,300}")  # bounded: int() refuses over 4300 digits
 _NUMERIC_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?")
 
 
@@ -64,8 +65,10 @@ def extract_answer(text: str) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
-def as_number(text: str) -> Fraction | None:
+def as_number(text: str) -> Fraction | int | None:
     """Exact value of a plain numeric answer ('1,234', '-0.50', '3/4', '$12', '85.'), else None."""
+    if _PLAIN_INT_RE.fullmatch(text):
+        return int(text)  # the common case, without the cost of a Fraction (equal to it in comparisons)
     cleaned = text.strip().strip("$").replace(",", "").replace("\\!", "").replace(" ", "").rstrip(".")
     if cleaned.startswith("\\$"):
         cleaned = cleaned[2:]
@@ -91,6 +94,8 @@ def _math_verify_equal(expected: str, answer: str) -> bool:
 
 def answers_match(expected: str, answer: str) -> bool:
     """Numeric equality when both are numbers, math-verify otherwise."""
+    if expected == answer:
+        return True  # what the checks below would conclude, at the cost of one comparison
     a, b = as_number(expected), as_number(answer)
     if a is not None and b is not None:
         return a == b

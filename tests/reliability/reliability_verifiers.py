@@ -1,0 +1,40 @@
+"""Verifiers that misbehave on some outputs (module:function verifiers for the reliability suite).
+
+Each scores like the math verifier, except on the rollouts `_unlucky` picks (about a third, by a hash of the
+output and row, so the same rollout is unlucky on every retry), where it raises or returns a non-reward.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from rollout_pipeline.verifiers import verify
+
+
+def _unlucky(row: dict, output: str) -> bool:
+    return hashlib.sha256(f"{row.get('task_id')}|{output}".encode()).digest()[0] % 3 == 0
+
+
+def _score(row: dict, output: str, bad):
+    return bad() if _unlucky(row, output) else verify("math", output, row)
+
+
+def raises(row, output, response):
+    def bad():
+        raise KeyError("expected_answer_v2")
+    return _score(row, output, bad)
+
+
+def returns_nan(row, output, response):
+    return _score(row, output, lambda: float("nan"))
+
+
+def returns_none(row, output, response):
+    return _score(row, output, lambda: None)
+
+
+def returns_string(row, output, response):
+    return _score(row, output, lambda: {"reward": "1.0"})
+
+
+async def async_raises(row, output, response):
+    return raises(row, output, response)

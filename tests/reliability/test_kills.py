@@ -1,0 +1,266 @@
+"""Kills: SIGKILL at random points with resumes, SIGINT / SIGTERM clean stops, and `dvc repro` interrupted in collect.
+
+The promise under test: a kill loses nothing that was finished, a resume sends no request for a finished
+rollout, the final output is exactly an uninterrupted seeded run's, and a clean stop says in one line what
+it kept and leaves no temp files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE_RUN
+from reliability_support import (children_of, collect_command, count_lines, fast_agent, last_line, listing,
+                                 pid_alive, result_of, run_collect, run_concurrently, wait_until)
+from rollout_pipeline.collector import rollout_seed
+from rollout_pipeline.embedded import start_embedded_server
+from support import read_jsonl
+
+RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts
+TOTAL = 72
+PROGRESS = ".out.jsonl.progress.jsonl"
+SUMMARY_RE = re.compile(r"^(interrupted|terminated): (\d+) of (\d+) rollouts done and kept in (\S+); "
+                        r"run the same command again to resume$")
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """30 ms per request, logging every request (with its per-rollout seed) to a file."""
+    log = tmp_path_factory.mktemp("kill-log") / "requests.jsonl"
+    with start_embedded_server(["--latency-ms", "30", "--request-log", str(log)]) as server:
+        server.log = log
+        yield server
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, prompts, upstream) -> Path:
+    work = tmp_path_factory.mktemp("uninterrupted")
+    out = work / "out.jsonl"
+    result = run_collect(work, prompts, out, fast_agent(upstream.url), **RUN)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _finished(progress: Path) -> set[tuple[int, int]]:
+    """(task_index, rollout_index) of every complete record line in a progress file (header skipped)."""
+    done = set()
+    with open(progress, "rb") as handle:
+        lines = handle.read().split(b"\n")
+    header = json.loads(lines[0])
+    assert "run_identity" in header
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the (possibly) cut-off last line
+        done.add((record["task_index"], record["rollout_index"]))
+    return done
+
+
+def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupted_output(
+        tmp_path, prompts, slow_server, uninterrupted):
+    out = tmp_path / "out.jsonl"
+    progress = tmp_path / PROGRESS
+    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
+    rng = random.Random(20240607)
+    # One kill during start-up (before any rollout is stored), then five at random numbers of stored rollouts.
+    # (The last point leaves 20 rollouts, ~150 ms of work, so the kill always lands before the run ends.)
+    points = [("startup", rng.uniform(0.05, 0.3))] + [("done", n) for n in sorted(rng.sample(range(2, TOTAL - 20), 5))]
+    kills = []
+    for what, point in points:
+        log_before = count_lines(slow_server.log)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if what == "startup":
+                time.sleep(point)
+            else:
+                assert wait_until(lambda: count_lines(progress) - 1 >= point or process.poll() is not None, 60)
+            assert process.poll() is None, "the run finished before the kill point"
+        finally:
+            process.kill()
+            process.wait(10)
+        done = _finished(progress) if progress.exists() else set()
+        kills.append((log_before, count_lines(slow_server.log), done))
+    assert not out.exists()
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    done_before_last = kills[-1][2]
+    assert f"resuming: {len(done_before_last)} of {TOTAL} rollouts already done" in result.stdout
+
+    # Identical, as a set of (task_index, rollout_index, output) -- and in fact byte for byte.
+    key = lambda r: (r["task_index"], r["rollout_index"], r["output"])  # noqa: E731
+    assert {key(r) for r in read_jsonl(out)} == {key(r) for r in read_jsonl(uninterrupted)}
+    assert out.read_bytes() == uninterrupted.read_bytes()
+
+    # No request is ever sent for a rollout that was finished when the process was killed.
+    requests = read_jsonl(slow_server.log)
+    seed_of = {rollout_seed(RUN["seed"], t, r): (t, r) for t in range(12) for r in range(6)}
+    for index, (_, log_after_kill, done) in enumerate(kills):
+        later = [seed_of[entry["seed"]] for entry in requests[log_after_kill:]]
+        resent = done & set(later)
+        assert not resent, f"after kill {index + 1}: requests sent again for finished rollouts {sorted(resent)}"
+    assert sum(1 for what, _ in points) >= 5
+    assert listing(tmp_path) == {"out.jsonl", "out.stats.json", "out.failures.jsonl", "params.yaml"}, \
+        "the progress file is gone once the output is complete, and no temp file is left"
+
+
+def test_sigkill_of_the_collector_takes_its_embedded_server_down_too(tmp_path, prompts):
+    out = tmp_path / "out.jsonl"
+    command = collect_command(tmp_path, prompts, out, fast_agent("embedded", embedded_args=["--latency-ms", "50"]),
+                              **RUN)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 3, 30)
+        servers = children_of(process.pid)
+        assert servers, "the embedded server runs as a child process"
+    finally:
+        process.kill()
+        process.wait(10)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in servers), 10), "an orphaned embedded server"
+
+
+def _read_stdout_until(process: subprocess.Popen, text: str, timeout: float) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 4096).decode()
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize("sig,when,bar", [
+    (signal.SIGINT, "mid-run", True),
+    (signal.SIGTERM, "mid-run", False),
+    (signal.SIGINT, "start-up", False),
+    (signal.SIGTERM, "start-up", True),
+], ids=["SIGINT-mid-run", "SIGTERM-mid-run", "SIGINT-start-up", "SIGTERM-start-up"])
+def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(tmp_path, prompts, slow_server, uninterrupted,
+                                                                  sig, when, bar):
+    out = tmp_path / "out.jsonl"
+    # Start-up signals land while the embedded server is starting: after the first lines, before any request.
+    url = slow_server.url if when == "mid-run" else "embedded"
+    command = collect_command(tmp_path, prompts, out, fast_agent(url), **RUN)
+    if bar:
+        command.remove("--no-progress")
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if when == "mid-run":
+            assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20, 30)
+        else:
+            assert "Querying with" in _read_stdout_until(process, "Querying with", 30)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    stderr = stderr.decode()
+    assert process.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], stderr
+    assert "Traceback" not in stderr
+    match = SUMMARY_RE.match(last_line(stderr))
+    assert match, f"the last line is the one-line summary: {stderr!r}"
+    assert match.group(1) == {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]
+    kept = int(match.group(2))
+    assert int(match.group(3)) == TOTAL and Path(match.group(4)).name == PROGRESS
+    assert len(_finished(tmp_path / PROGRESS)) == kept, "the summary counts what the progress file holds"
+    if when == "mid-run":
+        assert kept >= 20
+    assert listing(tmp_path) == {PROGRESS, "params.yaml"}, "no temp file, no output, no half-written side file"
+
+    # The resume picks up exactly what was kept.
+    resumed = run_collect(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {kept} of {TOTAL} rollouts already done" in resumed.stdout
+    assert out.read_bytes() == uninterrupted.read_bytes()
+
+
+# -- dvc repro interrupted during collect ----------------------------------------------------------------
+@pytest.mark.slow
+def test_dvc_repro_interrupted_during_collect_resumes_on_the_next_repro(dvc_project):
+    first, second = dvc_project.first, dvc_project.second
+    assert first.returncode != 0, "the interrupted repro fails"
+    assert "interrupted: " in first.stdout + first.stderr
+    kept = dvc_project.kept
+    assert 0 < kept < dvc_project.rl_total
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming: {kept} of {dvc_project.rl_total} rollouts already done" in second.stdout
+    stats = json.loads((dvc_project.root / "data/rollouts/rl.stats.json").read_text())
+    assert stats["resumed_rollouts"] == kept and stats["new_rollouts"] == dvc_project.rl_total - kept
+    assert stats["rollouts"] == dvc_project.rl_total
+    assert len(read_jsonl(dvc_project.root / "data/rollouts/rl.jsonl")) == dvc_project.rl_total
+    assert not list((dvc_project.root / "data/rollouts").glob(".*progress*"))
+
+
+# -- a resume never mixes in stale data ------------------------------------------------------------------
+def _partial_then_resume(workdir: Path, prompts: Path, faulty_url: str, upstream_url: str, first: dict, tamper=None):
+    """A first run that fails about half its rollouts (keeping the rest in the progress file), an optional tamper
+    with that file, then the baseline run's settings against a healthy server."""
+    def job():
+        out = workdir / "out.jsonl"
+        failed = run_collect(workdir, prompts, out, fast_agent(faulty_url, max_retries=0), **first)
+        assert failed.returncode == 1 and count_lines(workdir / PROGRESS) > 3, failed.stderr
+        if tamper is not None:
+            tamper(workdir / PROGRESS)
+        return run_collect(workdir, prompts, out, fast_agent(upstream_url), **BASE_RUN), out
+    return job
+
+
+def _garble_header(path: Path) -> None:
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([b"{not json"] + lines[1:]))
+
+
+def _cut_last_line(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-15])
+
+
+def _garbage_in_the_middle(path: Path) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = b'{"task_index": 0, "rollout_index": "x"'
+    path.write_bytes(b"\n".join(lines))
+
+
+STALE = {
+    # name: (first run's settings, tamper, what the second run must say)
+    "seed changed": ({"num_repeats": 2, "seed": 22}, None,
+                     "starting fresh: settings changed since the previous run: seed 22 -> 21"),
+    "num_repeats changed": ({"num_repeats": 3, "seed": 21}, None,
+                            "starting fresh: settings changed since the previous run: num_repeats 3 -> 2"),
+    "limit changed": ({"num_repeats": 2, "seed": 21, "limit": 6}, None,
+                      "starting fresh: settings changed since the previous run: limit 6 -> null"),
+    "temperature changed": ({"num_repeats": 2, "seed": 21, "responses_create_params__temperature": 0.3}, None,
+                            "starting fresh: settings changed since the previous run: responses_create_params"),
+    "header garbled": ({"num_repeats": 2, "seed": 21}, _garble_header,
+                       "starting fresh: the previous progress file has no readable header"),
+    "last line cut off by a crash": ({"num_repeats": 2, "seed": 21}, _cut_last_line, "resuming: "),
+    "garbage line in the middle": ({"num_repeats": 2, "seed": 21}, _garbage_in_the_middle, "resuming: 2 of 24"),
+    "only parallelism changed": ({"num_repeats": 2, "seed": 21, "num_samples_in_parallel": 3}, None, "resuming: "),
+}
+
+
+@pytest.fixture(scope="module")
+def stale_runs(tmp_path_factory, prompts, upstream):
+    with start_embedded_server(["--fail-500", "0.5", "--fault-seed", "6"]) as faulty:
+        return run_concurrently({name: _partial_then_resume(tmp_path_factory.mktemp("stale"), prompts, faulty.url,
+                                                            upstream.url, first, tamper)
+                                 for name, (first, tamper, _) in STALE.items()}, workers=4)
+
+
+@pytest.mark.parametrize("name", list(STALE))
+def test_a_resume_never_mixes_in_stale_or_damaged_progress(stale_runs, baseline, name):
+    result, out = result_of(stale_runs, name)
+    assert result.returncode == 0, result.stderr
+    assert STALE[name][2] in result.stdout, result.stdout
+    assert out.read_bytes() == baseline().read_bytes(), "exactly the new settings' rollouts, nothing stale"
