@@ -445,3 +445,15 @@ def test_a_server_that_cannot_start_reports_why(tmp_path):
     from rollout_pipeline.errors import UserError
     with pytest.raises(UserError, match="checkpoint-dir"):
         start_embedded_server(["--checkpoint-dir", str(tmp_path / "nope")])
+
+
+def test_checkpoints_without_a_json_suffix_are_listed_and_served(start_server, tmp_path):
+    # The RL loop writes checkpoints as data/rl/checkpoints/iter_NNN; a trainer may write any file name.
+    shutil.copy(REFERENCE_PATH, tmp_path / "iter_004")
+    shutil.copy(REFERENCE_PATH, tmp_path / "warm.json")
+    (tmp_path / ".iter_005.tmp").write_text("{}")
+    server = start_server("--checkpoint-dir", str(tmp_path))
+    status, models = call(server.url, "/v1/models")
+    assert status == 200 and [m["id"] for m in models["data"]] == ["reference", "iter_004", "warm"]
+    status, reply = chat(server.url, model="iter_004", temperature=0)
+    assert status == 200 and reply["model"] == "iter_004"

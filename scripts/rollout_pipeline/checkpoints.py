@@ -162,11 +162,14 @@ class CheckpointStore:
         return checkpoint
 
     def list_models(self) -> list[str]:
-        """`reference` plus the *.json checkpoints directly inside the checkpoint directory (by stem)."""
+        """`reference` plus every regular file directly inside the checkpoint directory, named the way a request
+        names it (a `.json` suffix dropped; the RL loop's checkpoints, like `iter_004`, have none)."""
         names = [REFERENCE_NAME]
         if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
             root = os.path.realpath(self.checkpoint_dir)
-            for entry in sorted(self.checkpoint_dir.glob("*.json")):
-                if entry.stem != REFERENCE_NAME and _inside(root, os.path.realpath(entry)) and entry.is_file():
-                    names.append(entry.stem)
+            for entry in sorted(self.checkpoint_dir.iterdir()):
+                name = entry.stem if entry.suffix == ".json" else entry.name
+                if (name != REFERENCE_NAME and not entry.name.startswith(".")
+                        and _inside(root, os.path.realpath(entry)) and entry.is_file()):
+                    names.append(name)
         return names
