@@ -299,6 +299,6 @@ def test_a_dead_server_names_the_url_and_does_not_hang(tmp_path, prompts_200):
     result = collect(seed_args(prompts_200, tmp_path / "o.jsonl", limit=5), tmp_path, params, timeout=60)
     assert result.returncode != 0
     assert dead in result.stderr and "Traceback" not in result.stderr
-    failures = read_jsonl(tmp_path / "o.failures.jsonl")
+    failures = read_jsonl(tmp_path / "o.failures.ndjson")
     assert len(failures) == 5 and all(f["cause"] == "connection" for f in failures)
     assert not (tmp_path / "o.jsonl").exists(), "no output with made-up rewards"

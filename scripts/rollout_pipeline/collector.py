@@ -86,7 +86,8 @@ class CollectSettings:
 
 
 def side_path(output: Path, suffix: str) -> Path:
-    """Files that go beside the output: rl.jsonl -> rl.stats.json, rl.failures.jsonl."""
+    """Files that go beside the output: rl.jsonl -> rl.stats.json, rl.failures.ndjson. Neither ends in .jsonl,
+    so globs over rollout files (the seed's `outputs/rl_iter_*.jsonl`) never pick them up."""
     stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
     return output.with_name(f"{stem}{suffix}")
 
@@ -259,17 +260,14 @@ class Collector:
                 server.stop()
             if self.store is not None:
                 self.store.close()
-            if self._bar is not None:
-                self._bar.close()
+            self._close_bar()
         if self._fatal is not None:
             self._close_failures(keep=True)
             raise self._fatal
         return self._finish()
 
     def _interrupted(self, how: str) -> None:
-        if self._bar is not None:  # first, so that the summary is the last line, not the bar's final redraw
-            self._bar.close()
-            self._bar = None
+        self._close_bar()  # first, so that the summary is the last line, not the bar's final redraw
         self._close_failures(keep=False)
         if self.store is None:
             print(f"{how}: stopped before any rollout was collected; nothing was written", file=self.err)
@@ -444,7 +442,7 @@ class Collector:
         self.stats.retries[failure.cause] = self.stats.retries.get(failure.cause, 0) + 1
 
     def _open_failures(self) -> None:
-        path = side_path(self.s.output_path, ".failures.jsonl")
+        path = side_path(self.s.output_path, ".failures.ndjson")
         self._failures_tmp = path.with_name(f".{path.name}.tmp")
         self._failures_handle = open(self._failures_tmp, "wb")
 
@@ -454,7 +452,7 @@ class Collector:
         self._failures_handle.close()
         self._failures_handle = None
         if keep:
-            os.replace(self._failures_tmp, side_path(self.s.output_path, ".failures.jsonl"))
+            os.replace(self._failures_tmp, side_path(self.s.output_path, ".failures.ndjson"))
         else:
             self._failures_tmp.unlink(missing_ok=True)
 
@@ -487,6 +485,15 @@ class Collector:
                          file=self.err, mininterval=0.2 if interactive else 5.0, dynamic_ncols=True)
         self._bar_last = 0.0
 
+    def _close_bar(self) -> None:
+        if self._bar is None:
+            return
+        # The running mean is refreshed at most twice a second; the last view shows the final one.
+        self._bar.set_postfix_str(f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}",
+                                  refresh=True)
+        self._bar.close()
+        self._bar = None
+
     def _tick(self) -> None:
         if self._bar is None:
             return
@@ -501,9 +508,6 @@ class Collector:
     def _finish(self) -> int:
         assert self.store is not None
         s, stats, store = self.s, self.stats, self.store
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
         wall = time.perf_counter() - stats.started
         allowed = int(s.max_failure_rate * store.total)
         ok = stats.failures <= allowed and store.done + stats.failures == store.total
@@ -520,7 +524,7 @@ class Collector:
               f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
         if not ok:
             print(f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
-                  f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.jsonl')}. "
+                  f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
                   f"The {store.done} finished rollouts are kept; run again to retry only the rest.", file=self.err)
             return 1
         print(orjson.dumps({"reward": round(reward_mean, 6) if reward_mean is not None else None},

@@ -61,7 +61,7 @@ def _old_output(directory: Path, prompts: Path, url: str) -> bytes:
     result = run_collect(directory, prompts, directory / "out.jsonl", fast_agent(url), **OLD_RUN)
     assert result.returncode == 0, result.stderr
     (directory / "out.stats.json").unlink()
-    (directory / "out.failures.jsonl").unlink()
+    (directory / "out.failures.ndjson").unlink()
     return (directory / "out.jsonl").read_bytes()
 
 

@@ -110,7 +110,7 @@ def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupte
         resent = done & set(later)
         assert not resent, f"after kill {index + 1}: requests sent again for finished rollouts {sorted(resent)}"
     assert sum(1 for what, _ in points) >= 5
-    assert listing(tmp_path) == {"out.jsonl", "out.stats.json", "out.failures.jsonl", "params.yaml"}, \
+    assert listing(tmp_path) == {"out.jsonl", "out.stats.json", "out.failures.ndjson", "params.yaml"}, \
         "the progress file is gone once the output is complete, and no temp file is left"
 
 

@@ -60,7 +60,7 @@ def test_the_api_key_is_sent_to_the_server_but_never_written_anywhere(tmp_path, 
     assert f"environment variable {KEY_ENV} holds a control character" in one_line_error(control)
     bearer = hashlib.sha256(f"Bearer {SECRET}".encode()).hexdigest()
     assert auth == [bearer] and denied_auth == [bearer], "the key is sent, as a bearer token, stripped"
-    assert read_jsonl(tmp_path / "denied.failures.jsonl"), "the failures (with the server's messages) were written"
+    assert read_jsonl(tmp_path / "denied.failures.ndjson"), "the failures (with the server's messages) were written"
     assert not _grep(SECRET, tmp_path), "the key is in a file the run wrote"
     assert not [text for text in printed if SECRET in text], "the key was printed"
 

@@ -66,7 +66,7 @@ def _assert_failed_clearly(result: subprocess.CompletedProcess, out, rollouts: i
     assert "Traceback" not in result.stderr, result.stderr
     assert last_line(result.stderr).startswith(f"error: {rollouts} of {rollouts} rollouts failed"), result.stderr
     assert not out.exists(), "a failed run writes no output"
-    failures = read_jsonl(out.with_name(out.name.replace(".jsonl", ".failures.jsonl")))
+    failures = read_jsonl(out.with_name(out.name.replace(".jsonl", ".failures.ndjson")))
     assert len(failures) == rollouts and {f["cause"] for f in failures} <= causes, failures
     assert all("reward" not in f for f in failures)
     progress = out.with_name(f".{out.name}.progress.jsonl")
@@ -323,7 +323,7 @@ def test_connection_refused_for_good_gives_up_after_20_rollouts(endpoint_runs):
     line = last_line(run.result.stderr)
     assert line.startswith("collect.py: error: giving up: the last 20 rollouts all failed"), run.result.stderr
     assert "http://127.0.0.1:" in line and "cannot connect" in line
-    failures = read_jsonl(run.out.with_name("out.failures.jsonl"))
+    failures = read_jsonl(run.out.with_name("out.failures.ndjson"))
     assert 20 <= len(failures) <= 21 and all(f["cause"] == "connection" for f in failures)
     assert not run.out.exists()
 
@@ -349,7 +349,7 @@ def test_failures_over_max_failure_rate_fail_the_run_keep_the_rest_and_a_rerun_f
     with start_embedded_server(["--fail-500", "0.4", "--fault-seed", "9"]) as faulty:
         result = run_collect(tmp_path, prompts, out, fast_agent(faulty.url, max_retries=0), **BASE_RUN)
     assert result.returncode == 1, result.stderr
-    failed = len(read_jsonl(tmp_path / "out.failures.jsonl"))
+    failed = len(read_jsonl(tmp_path / "out.failures.ndjson"))
     assert 0 < failed < 24 and last_line(result.stderr).startswith(f"error: {failed} of 24 rollouts failed")
     kept = read_jsonl(tmp_path / ".out.jsonl.progress.jsonl")[1:]
     assert len(kept) == 24 - failed
@@ -370,7 +370,7 @@ def test_failures_within_max_failure_rate_write_only_real_rollouts(tmp_path, pro
         result = run_collect(tmp_path, prompts, out, fast_agent(faulty.url, max_retries=0),
                              max_failure_rate=0.9, **BASE_RUN)
     assert result.returncode == 0, result.stderr
-    records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.jsonl")
+    records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.ndjson")
     assert failures and len(records) + len(failures) == 24
     assert all(record == reference[(record["task_index"], record["rollout_index"])] for record in records)
     failed_keys = {(f["task_index"], f["rollout_index"]) for f in failures}
@@ -391,7 +391,7 @@ def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollout
                          fast_agent(upstream.url, verifier=f"reliability_verifiers:{function}", max_retries=1),
                          env=env, max_failure_rate=1.0, **BASE_RUN)
     assert result.returncode == 0, result.stderr
-    records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.jsonl")
+    records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.ndjson")
     assert records and failures and len(records) + len(failures) == 24
     assert {f["cause"] for f in failures} == {cause}
     for record in records:  # the others are scored normally (the math verifier's reward) ...
