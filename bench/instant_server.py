@@ -1,60 +1,121 @@
 #!/usr/bin/env python3
-"""An agent that answers instantly: the fixed reply of a chat completion (or Responses / /run reply).
+"""An agent that answers instantly: a fixed chat-completion reply, from a raw HTTP/1.1 keep-alive responder.
 
-Benchmarks run it in its own process, so what they measure is the client. `--latency-ms` adds a fixed delay
-(for Little's-law efficiency). Prints `listening on http://127.0.0.1:PORT` like the embedded server.
+Benchmarks run it in its own process so that what they measure is the client. It is an `asyncio.Protocol` on
+uvloop that parses just enough HTTP/1.1 (request line, Content-Length, pipelining) to answer every request on
+a connection with the same pre-encoded bytes: no framework, no per-request JSON. On this machine it serves
+several times more requests per second than an aiohttp client can send, so it is never the bottleneck.
+`--latency-ms` delays every reply by a fixed time (for the Little's-law benchmark); replies on one
+connection keep their order. `GET /health` answers {"status":"ok"}; every other request gets the chat reply,
+with as many choices as the body's "n" asks for (repeat_mode: n), each reply pre-encoded once.
+
+Prints `listening on http://127.0.0.1:PORT` (like the embedded server) and exits when stdin closes.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
-from aiohttp import web
-
-CHAT = (b'{"id":"c","object":"chat.completion","model":"instant","choices":[{"index":0,"finish_reason":"stop",'
-        b'"message":{"role":"assistant","content":"2 + 2 = 4. The answer is \\\\boxed{4}."}}],'
-        b'"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26}}')
+CHOICE = (b'{"index":%d,"finish_reason":"stop","message":{"role":"assistant",'
+          b'"content":"2 + 2 = 4. The answer is \\\\boxed{4}."}}')
+HEALTH = b'{"status":"ok"}'
 
 
-def build_app(latency_s: float) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
-        await request.read()
-        if latency_s:
-            await asyncio.sleep(latency_s)
-        return web.Response(body=CHAT, content_type="application/json")
+def chat(n: int) -> bytes:
+    choices = b",".join(CHOICE % i for i in range(n))
+    return (b'{"id":"c","object":"chat.completion","model":"instant","choices":[' + choices +
+            b'],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}' % (14 * n, 12 + 14 * n))
 
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/health", health)
-    return app
+def _reply(body: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: keep-alive\r\n\r\n" % len(body)) + body
+
+
+CHAT_REPLIES: dict[int, bytes] = {1: _reply(chat(1))}
+HEALTH_REPLY = _reply(HEALTH)
+
+
+def chat_reply(body: bytes) -> bytes:
+    """The reply for a request body: n choices when it asks for n (the collector writes `"n":K` only when K > 1)."""
+    at = body.find(b'"n":')
+    if at < 0:
+        return CHAT_REPLIES[1]
+    digits = body[at + 4:at + 12]
+    n = int(digits[:len(digits) - len(digits.lstrip(b"0123456789"))] or b"1") if digits[:1].isdigit() else 1
+    if n not in CHAT_REPLIES:
+        CHAT_REPLIES[n] = _reply(chat(n))
+    return CHAT_REPLIES[n]
+
+
+class Responder(asyncio.Protocol):
+    """One connection: split the byte stream into requests, answer each with fixed bytes."""
+
+    latency_s = 0.0
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        replies = []
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[:end]
+            length = 0
+            at = head.find(b"ontent-Length:")
+            if at < 0:
+                at = head.lower().find(b"ontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at)
+                length = int(head[at + 14:stop if stop >= 0 else len(head)])
+            total = end + 4 + length
+            if len(buffer) < total:
+                break
+            replies.append(HEALTH_REPLY if head.startswith(b"GET /health") else chat_reply(buffer[end + 4:total]))
+            buffer = buffer[total:]
+        self.buffer = buffer
+        if replies:
+            payload = b"".join(replies) if len(replies) > 1 else replies[0]
+            if self.latency_s:
+                asyncio.get_running_loop().call_later(self.latency_s, self._send, payload)
+            else:
+                self.transport.write(payload)
+
+    def _send(self, payload: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(payload)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
+    Responder.latency_s = args.latency_ms / 1000
     try:
         import uvloop
-        uvloop.install()
+        loop = uvloop.new_event_loop()
     except ImportError:
-        pass
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(loop.create_server(Responder, "127.0.0.1", args.port, backlog=4096))
+    port = server.sockets[0].getsockname()[1]
+    print(f"listening on http://127.0.0.1:{port}", flush=True)
+    # Exit when the parent closes our stdin, so no benchmark leaves a server behind.
+    stopped = loop.create_future()
 
-    async def serve() -> None:
-        runner = web.AppRunner(build_app(args.latency_ms / 1000), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
-        # Exit when the parent closes our stdin, so no benchmark leaves a server behind.
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(serve())
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 4096) and not stopped.done():
+            stopped.set_result(None)
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    loop.run_until_complete(stopped)
+    server.close()
 
 
 if __name__ == "__main__":

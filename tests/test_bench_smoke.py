@@ -1,0 +1,65 @@
+"""The benchmark suite still runs: `bench/run_all.py --smoke` end to end, in seconds.
+
+No timing is asserted (CI machines are shared and noisy): only that every benchmark family runs, produces the
+rows RESULTS.md is made of, and appends a well-formed dated section.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from support import PY, ROOT
+
+EXPECTED = {  # family -> (case, figure) pairs that must be present
+    "throughput": [("parallel 16", "collector rollouts/s"), ("parallel 16", "collector CPU per rollout"),
+                   ("parallel 16", "bare loop requests/s (default GC)"),
+                   ("parallel 16", "ratio collector / bare loop (same GC)")],
+    "concurrency": [("parallel 16, 20 ms", "Little's-law limit P/L"), ("parallel 16, 20 ms", "collector efficiency"),
+                    ("parallel 16, 20 ms", "bare loop efficiency (default GC)"),
+                    ("parallel 16, 20 ms", "bare loop efficiency (collector's GC)")],
+    "collector_memory": [("100 rollouts", "collector peak RSS"), ("2,000 rollouts", "collector peak RSS"),
+                         ("100 -> 2,000 rollouts", "peak RSS growth")],
+    "startup": [("1 row, instant server", "wall time (median)"), ("1 row, url: embedded", "peak RSS (median)")],
+    "repeat_mode": [("repeat_mode: separate", "requests sent"), ("repeat_mode: n", "requests sent"),
+                    ("n vs separate", "wall-time speed-up")],
+    "pipeline": [("dvc status (smoke)", "wall time"), ("filter, 2,000 rollouts", "peak RSS"),
+                 ("pair, 2,000 rollouts", "wall time"), ("metrics, 200 -> 2,000 rollouts", "peak RSS growth")],
+}
+
+
+@pytest.mark.slow
+def test_run_all_smoke_produces_every_benchmark_row(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    figures_json = tmp_path / "figures.json"
+    run = subprocess.run([PY, str(ROOT / "bench" / "run_all.py"), "--smoke", "--results", str(results),
+                          "--json", str(figures_json)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    figures = json.loads(figures_json.read_text())
+    assert set(figures) == set(EXPECTED)
+    for family, rows in EXPECTED.items():
+        present = {(f["case"], f["metric"]) for f in figures[family]}
+        assert set(rows) <= present, (family, sorted(present))
+        for figure in figures[family]:
+            assert isinstance(figure["value"], (int, float)) and figure["command"], figure
+
+    # The smoke run's numbers are what the code measured: requests sent follow from the settings.
+    by_name = {(f["case"], f["metric"]): f["value"] for f in figures["repeat_mode"]}
+    assert by_name[("repeat_mode: separate", "requests sent")] == 16 * 8
+    assert by_name[("repeat_mode: n", "requests sent")] == 16
+
+    text = results.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "`make bench` --smoke" in text and "### Targets" in text
+    for title in ("1. Throughput", "2. Concurrency", "3. Collector memory", "4. Start-up", "5. repeat_mode",
+                  "6. Pipeline overhead"):
+        assert f"### {title}" in text
+    assert "python scripts/collect.py +agent_name=bench" in text  # each figure names its command
+
+
+def test_run_all_rejects_an_unknown_family():
+    run = subprocess.run([PY, str(ROOT / "bench" / "run_all.py"), "--smoke", "--only", "throughput,nope"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "nope" in run.stderr
