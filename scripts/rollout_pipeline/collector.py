@@ -249,13 +249,7 @@ class Collector:
             elif isinstance(urls, str):
                 urls = [urls]
             _run_async(self._collect(urls, headers))
-        except KeyboardInterrupt:
-            self._interrupted("interrupted")
-            return 130
-        except _Terminated:
-            self._interrupted("terminated")
-            return 143
-        finally:
+        finally:  # Ctrl-C and SIGTERM pass through to run(), which reports what was kept
             if server is not None:
                 server.stop()
             if self.store is not None:
