@@ -11,33 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
-import math
 import os
 import signal
 import sys
 import time
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
-from .endpoints import EndpointPool
+from .collector_processes import auto_processes, collect_in_processes, peak_rss_mb
 from .errors import UserError
+from .fetcher import POOL_CAP, Fetcher, work_items
 from .jsonl import atomic_writer, dumps, write_json
 from .progress import ProgressStore
-from .protocols import PATHS, InvalidReply, build_body, parse_reply, sampling_params
-from .rows import prompt_id
-from .run_input import iter_rows, scan_input
+from .run_input import scan_input
+from .run_stats import RunStats
 from .scoring import make_scorer
-from .transport import RequestFailed, post_json, with_retries
-
-# aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
-POOL_CAP = 1024
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
 MIN_GIVE_UP_STREAK = 20
 # Generation-0 GC threshold while collecting (Python's default is 700): see young_gc_threshold().
@@ -62,6 +53,9 @@ class CollectSettings:
     # What the model name alone does not pin down, e.g. a hash of the checkpoint it serves (the RL loop
     # retrains a checkpoint under the same name): part of the identity when set, so a resume never mixes.
     model_revision: str | None = None
+    # Collector processes: None = auto (collector_processes.auto_processes). How rollouts are fetched, not what
+    # they are: not part of the identity, so a resume may use another count.
+    processes: int | None = None
 
     @property
     def parallel(self) -> int:
@@ -92,73 +86,6 @@ def side_path(output: Path, suffix: str) -> Path:
     return output.with_name(f"{stem}{suffix}")
 
 
-def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
-    """A per-rollout seed derived from the run's seed: reproducible, and different for every rollout."""
-    digest = hashlib.blake2b(f"{base}:{task_index}:{rollout_index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
-@dataclass
-class RunStats:
-    """Counters for the run's stats file. Latencies live in a fixed-size histogram."""
-
-    started: float = field(default_factory=time.perf_counter)
-    new_rollouts: int = 0
-    failures: int = 0
-    requests: int = 0
-    retries: dict[str, int] = field(default_factory=dict)
-    failure_causes: dict[str, int] = field(default_factory=dict)
-    latencies: "LatencyHistogram" = field(default_factory=lambda: LatencyHistogram())
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reward_sum: float = 0.0
-    failure_streak: int = 0
-    last_error: str = ""
-
-    def percentiles(self) -> dict[str, float | None]:
-        return self.latencies.percentiles((0.50, 0.95, 0.99))
-
-
-class LatencyHistogram:
-    """Request latencies in log-spaced buckets (0.5% wide, 10 us to 1 h): fixed memory (32 KB) whatever the
-    number of requests, and percentiles within 0.25% of the exact ones. Keeping every latency instead cost
-    4 bytes a request plus a sorted copy of them all at the end (32 bytes a request: 32 MB at a million)."""
-
-    MIN_S = 1e-5
-    GROWTH = 1.005
-    BUCKETS = 3960  # MIN_S * GROWTH ** BUCKETS > 3600 s
-
-    def __init__(self) -> None:
-        self.counts = array("q", bytes(8 * self.BUCKETS))
-        self._scale = 1 / math.log(self.GROWTH)
-        self._shift = -math.log(self.MIN_S) * self._scale
-
-    def append(self, seconds: float) -> None:
-        index = int(math.log(seconds) * self._scale + self._shift) if seconds > self.MIN_S else 0
-        self.counts[index if index < self.BUCKETS else self.BUCKETS - 1] += 1
-
-    def __len__(self) -> int:
-        return sum(self.counts)
-
-    def percentiles(self, quantiles: tuple[float, ...]) -> dict[str, float | None]:
-        """{"p50": seconds, ...}: the rank int(q * n) of the sorted latencies, as its bucket's geometric middle."""
-        names = [f"p{round(q * 100):d}" for q in quantiles]
-        total = len(self)
-        if not total:
-            return dict.fromkeys(names)
-        ranks = [min(total - 1, int(q * total)) for q in quantiles]
-        found: dict[str, float | None] = {}
-        seen = 0
-        for index, count in enumerate(self.counts):
-            seen += count
-            while len(found) < len(ranks) and ranks[len(found)] < seen:
-                middle = self.MIN_S * self.GROWTH ** (index + 0.5) if index else self.MIN_S
-                found[names[len(found)]] = round(middle, 6)
-            if len(found) == len(ranks):
-                break
-        return found
-
-
 class Collector:
     """One collection run. Use `run()`; it returns the process exit code."""
 
@@ -168,7 +95,10 @@ class Collector:
         self.err = err
         self.stats = RunStats()
         self.store: ProgressStore | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._fetcher: Fetcher | None = None
+        self.processes = 1
+        self.process_rollouts: list[int] = []
+        self.endpoints: dict = {}
         self._failures_handle: Any = None
         self._bar: Any = None
         self._fatal: BaseException | None = None
@@ -230,7 +160,7 @@ class Collector:
         headers = self._headers()
         self._check_output_dir()
         # A verifier that cannot be imported is a configuration error: say so before any file is touched.
-        make_scorer(agent["protocol"], agent["verifier"], lambda: self._session, None, headers)
+        make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats)
@@ -248,7 +178,7 @@ class Collector:
                 urls = [server.url]
             elif isinstance(urls, str):
                 urls = [urls]
-            _run_async(self._collect(urls, headers))
+            self._collect(urls, headers)
         finally:  # Ctrl-C and SIGTERM pass through to run(), which reports what was kept
             if server is not None:
                 server.stop()
@@ -271,170 +201,75 @@ class Collector:
             print(f"{how}: {self.store.done} of {self.store.total} rollouts done and kept in {self.store.path}; "
                   f"run the same command again to resume", file=self.err)
 
-    async def _collect(self, urls: list[str], headers: dict[str, str]) -> None:
+    def _collect(self, urls: list[str], headers: dict[str, str]) -> None:
+        """Fetch every pending rollout, here or in several processes; this process stays the only writer."""
         assert self.store is not None
-        connector = aiohttp.TCPConnector(limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300,
-                                         force_close=False, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=self.s.agent["timeout_s"])
-        pool = EndpointPool(urls)
+        pending = self.store.total - self.store.done
+        parallel = max(1, min(self.s.parallel, pending))
+        requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
+        self.processes = max(1, min(self.s.processes or auto_processes(parallel, requests), parallel))
         self._open_failures()
         self._make_bar()
-        async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
-                                         skip_auto_headers=("User-Agent",)) as session:
-            self._session = session
-            scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session, timeout,
-                                 _headers_for(self.s.agent["verifier"], urls, headers))
-            self.pool, self.timeout, self.headers, self.scorer = pool, timeout, headers, scorer
-            await self._schedule()
-        self._session = None
-
-    def _work(self) -> Iterator[tuple[int, list[int], dict]]:
-        """The requests still to make, in input order: (task_index, rollout_indexes, row), rows read as a stream."""
-        assert self.store is not None
-        by_n = self.s.agent["repeat_mode"] == "n"
-        for task_index, row in enumerate(iter_rows(self.s.input_path, self.s.limit)):
-            pending = [r for r in range(self.s.num_repeats) if not self.store.is_done(task_index, r)]
-            if not pending:
-                continue
-            row["_prompt_id"] = prompt_id(row)
-            row["_pending"] = len(pending) if not by_n else 1
-            if by_n:
-                yield task_index, pending, row
-            else:
-                for rollout_index in pending:
-                    yield task_index, [rollout_index], row
-
-    async def _schedule(self) -> None:
-        """`parallel` workers share one stream of requests: at most `parallel` in flight and as many live tasks,
-        whatever the input size. (A worker per slot, not a task per rollout: no task, semaphore or callback
-        churn per request.) Stops early, cancelling what is in flight, when the run turns fatal."""
-        assert self.store is not None
-        work = self._work()
-        finished = asyncio.get_running_loop().create_future()
-        count = max(1, min(self.s.parallel, self.store.total - self.store.done))
-        running = count
-
-        async def worker() -> None:
-            nonlocal running
-            try:
-                for item in work:  # next() never awaits, so the workers can share the generator
-                    if self._fatal is not None:
-                        break
-                    await self._rollouts(*item)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # a bug: surface it rather than hang the other workers
-                if not finished.done():
-                    finished.set_exception(exc)
-                raise
-            finally:
-                running -= 1
-                if (running == 0 or self._fatal is not None) and not finished.done():
-                    finished.set_result(None)
-
-        workers = [asyncio.create_task(worker()) for _ in range(count)]
+        self.stats.collect_started = time.perf_counter()
         try:
-            await finished
+            if self.processes == 1:
+                self._fetcher = Fetcher(self.s, urls, headers, self, self.stats,
+                                        work_items(self.s, self.store.is_done), parallel)
+                _run_async(self._fetcher.run())
+                self.endpoints = self._fetcher.pool.summary()
+                return
+            self.process_rollouts, ended = collect_in_processes(
+                self.s, self.processes, parallel, urls, headers, self.store.is_done, self, self.stats,
+                self.endpoints, should_stop=lambda: self._fatal is not None, run_async=_run_async,
+                interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats))
+            if ended and self._fatal is None:
+                self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same command "
+                                        "again to collect the rest")
         finally:
-            # On Ctrl-C, SIGTERM or giving up: stop what is in flight; finished rollouts are already on disk.
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            work.close()
+            self.stats.collect_ended = time.perf_counter()
 
-    async def _rollouts(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
-        """Fetch, score and store the given rollouts of one prompt (one request, or one with n choices)."""
-        try:
-            await self._fetch_and_store(task_index, rollout_indexes, row)
-        except RequestFailed as failure:
-            for rollout_index in rollout_indexes:
-                self._record_failure(task_index, rollout_index, row, failure.cause, str(failure))
-        except UserError as exc:
-            self._fatal = exc
-        finally:
-            row["_pending"] -= 1
-            if row["_pending"] == 0:
-                self.pool.forget(task_index)
-
-    async def _fetch_and_store(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
-        s = self.s
-        protocol = s.agent["protocol"]
-        n = len(rollout_indexes) if s.agent["repeat_mode"] == "n" else 1
-        seed = rollout_seed(s.seed, task_index, rollout_indexes[0]) if s.seed is not None else None
-        params = sampling_params(row, s.responses_create_params, seed)
-        body = dumps(build_body(protocol, row, params, s.agent["model"], n))
-        path = PATHS[protocol]
-
-        async def attempt() -> list[tuple[Any, float, dict]]:
-            endpoint = self.pool.acquire(task_index)
-            self.stats.requests += 1
-            ok = False
-            try:
-                reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout)
-                try:
-                    results = parse_reply(protocol, reply, n)
-                except InvalidReply as exc:
-                    raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True) from None
-                scored = []
-                for result in results:
-                    try:
-                        reward, extras = await self.scorer(row, result)
-                    except InvalidReply as exc:
-                        raise RequestFailed("invalid_reward", str(exc), True) from None
-                    except (RequestFailed, UserError):
-                        raise
-                    except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
-                        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-                        raise RequestFailed("verifier_error", f"verifier {s.agent['verifier']!r} raised {message}",
-                                            False) from None
-                    if protocol == "agent":
-                        extras = {k: v for k, v in reply.items()
-                                  if k not in row and k not in ("response", "reward", "responses_create_params")}
-                    scored.append((result, reward, extras))
-                ok = True
-                self.stats.latencies.append(latency)
-                return scored
-            finally:
-                self.pool.release(endpoint, ok)
-
-        scored = await with_retries(attempt, s.agent["max_retries"], s.agent["retry_backoff_s"], self._count_retry)
+    # -- the sink: every finished rollout, failure and retry, whichever process fetched it --------
+    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
+                input_tokens: int, output_tokens: int) -> None:
         assert self.store is not None
-        for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
-            record = self._record(task_index, rollout_index, row, params, result, reward, extras)
-            self.store.add(record)
-            usage = result.response.get("usage") or {}
-            self.stats.input_tokens += int(usage.get("input_tokens") or 0)
-            self.stats.output_tokens += int(usage.get("output_tokens") or 0)
-            self.stats.new_rollouts += 1
-            self.stats.reward_sum += reward
-            self.stats.failure_streak = 0
-            self._tick()
+        self.store.add_line(task_index, rollout_index, line, reward)
+        stats = self.stats
+        stats.input_tokens += input_tokens
+        stats.output_tokens += output_tokens
+        stats.new_rollouts += 1
+        stats.reward_sum += reward
+        stats.failure_streak = 0
+        self._tick()
 
-    def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any,
-                reward: float, extras: dict) -> dict:
-        record = {
-            "prompt_id": row["_prompt_id"],
-            "task_index": task_index,
-            "rollout_index": rollout_index,
-            "agent_name": self.s.agent_name,
-            "input": row["_messages"],
-            "output": result.output,
-            "reward": reward,
-            "responses_create_params": params,
-            "response": result.response,
-        }
-        for key, value in row.items():
-            if not key.startswith("_") and key not in record:
-                record[key] = value
-        for key, value in extras.items():
-            if key not in record:
-                record[key] = value
-        return record
+    def retry(self, cause: str) -> None:
+        self.stats.count_retry(cause)
 
-    # -- failures, retries, progress ------------------------------------------------------------
-    def _count_retry(self, failure: RequestFailed) -> None:
-        self.stats.retries[failure.cause] = self.stats.retries.get(failure.cause, 0) + 1
+    def fatal(self, error: UserError) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        if self._fetcher is not None:
+            self._fetcher.stop()
 
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None:
+        self.stats.failures += 1
+        self.stats.failure_causes[cause] = self.stats.failure_causes.get(cause, 0) + 1
+        self.stats.failure_streak += 1
+        self._failures_handle.write(dumps({
+            "prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index,
+            "cause": cause, "error": message}) + b"\n")
+        self._failures_handle.flush()
+        self.stats.last_error = message
+        line = f"rollout ({task_index}, {rollout_index}) failed: {message}"
+        if self._bar is not None:
+            self._bar.write(line, file=self.err)
+        else:
+            print(line, file=self.err)
+        give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
+        if self.stats.failure_streak >= give_up_after and self._fatal is None:
+            self.fatal(_GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed "
+                               f"(last error: {message})"))
+
+    # -- files and progress ----------------------------------------------------------------------
     def _open_failures(self) -> None:
         path = side_path(self.s.output_path, ".failures.ndjson")
         self._failures_tmp = path.with_name(f".{path.name}.tmp")
@@ -449,25 +284,6 @@ class Collector:
             os.replace(self._failures_tmp, side_path(self.s.output_path, ".failures.ndjson"))
         else:
             self._failures_tmp.unlink(missing_ok=True)
-
-    def _record_failure(self, task_index: int, rollout_index: int, row: dict, cause: str, message: str) -> None:
-        self.stats.failures += 1
-        self.stats.failure_causes[cause] = self.stats.failure_causes.get(cause, 0) + 1
-        self.stats.failure_streak += 1
-        self._failures_handle.write(dumps({
-            "prompt_id": row["_prompt_id"], "task_index": task_index, "rollout_index": rollout_index,
-            "cause": cause, "error": message}) + b"\n")
-        self._failures_handle.flush()
-        self.stats.last_error = message
-        line = f"rollout ({task_index}, {rollout_index}) failed: {message}"
-        if self._bar is not None:
-            self._bar.write(line, file=self.err)
-        else:
-            print(line, file=self.err)
-        give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
-        if self.stats.failure_streak >= give_up_after and self._fatal is None:
-            self._fatal = _GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed "
-                                  f"(last error: {message})")
 
     def _make_bar(self) -> None:
         if not self.s.show_progress:
@@ -513,7 +329,8 @@ class Collector:
             written, reward_mean = 0, None
         stats_doc = self._stats_doc(wall, written)
         write_json(side_path(s.output_path, ".stats.json"), stats_doc)
-        print(f"{stats.new_rollouts} new rollouts in {wall:.1f} s ({stats_doc['throughput_rollouts_per_s']:.1f}/s), "
+        print(f"{stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
+              f"{wall:.1f} s in all), "
               f"{store.total - stats.new_rollouts - stats.failures} resumed, {stats.failures} failed, "
               f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
         if not ok:
@@ -548,11 +365,17 @@ class Collector:
             "requests": st.requests,
             "retries": st.retries,
             "wall_s": round(wall, 3),
-            "throughput_rollouts_per_s": round(st.new_rollouts / wall, 3) if wall > 0 else 0.0,
+            "collect_s": round(st.collect_s, 3),
+            "throughput_rollouts_per_s": round(st.throughput(), 3),
             "latency_s": st.percentiles(),
             "tokens": {"input": st.input_tokens, "output": st.output_tokens},
             "parallel": self.s.parallel,
-            "endpoints": list(self.pool.summary().values()) if hasattr(self, "pool") else [],
+            "processes": self.processes,
+            **({"process_rollouts": self.process_rollouts} if self.process_rollouts else {}),
+            # Forked processes share their start-up pages, so the sum overstates the memory actually used.
+            "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": st.process_peak_rss_mb}
+                                                          if st.process_peak_rss_mb else {})},
+            "endpoints": list(self.endpoints.values()),
         }
 
 
@@ -582,19 +405,6 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _origin(url: str) -> tuple:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
-def _headers_for(url: str, agent_urls: list[str], headers: dict[str, str]) -> dict[str, str]:
-    """Headers for a request to `url` (a /verify URL): the agent's API key goes only to the agent's own origins,
-    never to another host."""
-    if not url.startswith(("http://", "https://")) or any(_origin(url) == _origin(u) for u in agent_urls):
-        return headers
-    return {k: v for k, v in headers.items() if k.lower() != "authorization"}
-
-
 def _start_embedded(agent: dict):
     from .embedded import start_embedded_server
     args = list(agent.get("embedded_args") or [])
@@ -619,8 +429,9 @@ def young_gc_threshold(threshold: int) -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
-def _run_async(coro) -> None:
-    """Run the event loop (uvloop when available). Ctrl-C raises KeyboardInterrupt; SIGTERM raises _Terminated."""
+def _run_async(coro, handle_sigterm: bool = True) -> None:
+    """Run the event loop (uvloop when available). Ctrl-C raises KeyboardInterrupt; SIGTERM raises _Terminated
+    (unless handle_sigterm is false: a child collector process leaves signals to its parent)."""
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
@@ -635,8 +446,9 @@ def _run_async(coro) -> None:
             for task in asyncio.all_tasks(loop):
                 task.cancel()
         outside_loop = signal.getsignal(signal.SIGTERM)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, on_term)
+        if handle_sigterm:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, on_term)
         try:
             runner.run(coro)
         except asyncio.CancelledError:
@@ -645,7 +457,8 @@ def _run_async(coro) -> None:
             raise
         finally:
             # The loop's handler resets SIGTERM to the default (kill) when removed: put back the one from before.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGTERM)
-                if outside_loop is not None:
-                    signal.signal(signal.SIGTERM, outside_loop)
+            if handle_sigterm:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signal.SIGTERM)
+                    if outside_loop is not None:
+                        signal.signal(signal.SIGTERM, outside_loop)

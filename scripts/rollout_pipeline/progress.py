@@ -97,10 +97,9 @@ class ProgressStore:
     def is_done(self, task_index: int, rollout_index: int) -> bool:
         return self.offsets[task_index * self.num_repeats + rollout_index] != NOT_DONE
 
-    def add(self, record: dict) -> None:
-        """Append one finished rollout; unbuffered, so a kill right after loses nothing."""
-        rank = record["task_index"] * self.num_repeats + record["rollout_index"]
-        line = dumps(record) + b"\n"
+    def add_line(self, task_index: int, rollout_index: int, line: bytes, reward: float) -> None:
+        """Append one finished rollout (its record's JSON line); unbuffered, so a kill right after loses nothing."""
+        rank = task_index * self.num_repeats + rollout_index
         assert self._handle is not None
         offset = self._end
         try:
@@ -109,7 +108,7 @@ class ProgressStore:
             raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
         self.offsets[rank] = offset
         self.done += 1
-        self.reward_sum.add(record["reward"])
+        self.reward_sum.add(reward)
 
     def _append(self, data: bytes) -> None:
         """One write(2) to the unbuffered file: once it returns the bytes are the OS's, safe from a kill of this

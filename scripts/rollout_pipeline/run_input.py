@@ -54,16 +54,26 @@ def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
     return normalize_row(value, f"{name}:{lineno}")
 
 
-def iter_rows(path: Path, limit: int | None) -> Iterator[dict]:
-    """Stream the normalized rows (already validated by scan_input)."""
-    rows = 0
+def iter_raw_rows(path: Path, limit: int | None) -> Iterator[tuple[int, int, bytes]]:
+    """Stream (task_index, line number, raw line) for the rows a run uses, undecoded: a process that collects
+    only some of the tasks decodes only those."""
+    task_index = 0
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
-            if limit is not None and rows >= limit:
+            if limit is not None and task_index >= limit:
                 return
             if not raw.strip():
                 continue
-            yield _parse_row(raw, str(path), lineno)
-            rows += 1
+            yield task_index, lineno, raw
+            task_index += 1
 
 
+def parse_row(raw: bytes, path: Path, lineno: int) -> dict:
+    """One row from `iter_raw_rows`, normalized (already validated by scan_input)."""
+    return _parse_row(raw, str(path), lineno)
+
+
+def iter_rows(path: Path, limit: int | None) -> Iterator[dict]:
+    """Stream the normalized rows (already validated by scan_input)."""
+    for _, lineno, raw in iter_raw_rows(path, limit):
+        yield _parse_row(raw, str(path), lineno)

@@ -34,6 +34,15 @@ def upstream():
         yield server
 
 
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """30 ms per request, logging every request (with its per-rollout seed) to a file; one per test module."""
+    log = tmp_path_factory.mktemp("slow-log") / "requests.jsonl"
+    with start_embedded_server(["--latency-ms", "30", "--request-log", str(log)]) as server:
+        server.log = log
+        yield server
+
+
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory, prompts, upstream):
     """baseline(protocol) -> the output file of a fault-free seeded run (computed once per protocol)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import select
@@ -72,9 +73,10 @@ def run_collect(workdir: Path, inp: Path, out: Path, agent_settings: dict, *, ti
                           env={**os.environ, **(env or {})})
 
 
-def collect_command(workdir: Path, inp: Path, out: Path, agent_settings: dict, **seed_extra) -> list[str]:
+def collect_command(workdir: Path, inp: Path, out: Path, agent_settings: dict, extra: list[str] = (),
+                    **seed_extra) -> list[str]:
     params = write_params(workdir, {"math_agent": agent_settings})
-    return [*COLLECT, *seed_args(inp, out, **seed_extra), "--no-progress", "--params", str(params)]
+    return [*COLLECT, *seed_args(inp, out, **seed_extra), *extra, "--no-progress", "--params", str(params)]
 
 
 def rollout_keys(path: Path) -> set[tuple]:
@@ -178,3 +180,17 @@ def result_of(results: dict, name: str):
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+def finished_rollouts(progress: Path) -> set[tuple[int, int]]:
+    """(task_index, rollout_index) of every complete record line in a progress file (header checked, skipped)."""
+    lines = progress.read_bytes().split(b"\n")
+    assert "run_identity" in json.loads(lines[0])
+    done = set()
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the (possibly) cut-off last line
+        done.add((record["task_index"], record["rollout_index"]))
+    return done

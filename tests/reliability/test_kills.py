@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_RUN
-from reliability_support import (children_of, collect_command, count_lines, fast_agent, last_line, listing,
-                                 pid_alive, result_of, run_collect, run_concurrently, wait_until)
-from rollout_pipeline.collector import rollout_seed
+from reliability_support import (children_of, collect_command, count_lines, fast_agent, finished_rollouts,
+                                 last_line, listing, pid_alive, result_of, run_collect, run_concurrently,
+                                 wait_until)
 from rollout_pipeline.embedded import start_embedded_server
+from rollout_pipeline.fetcher import rollout_seed
 from support import read_jsonl
 
 RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts
@@ -33,37 +34,12 @@ SUMMARY_RE = re.compile(r"^(interrupted|terminated): (\d+) of (\d+) rollouts don
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
-    """30 ms per request, logging every request (with its per-rollout seed) to a file."""
-    log = tmp_path_factory.mktemp("kill-log") / "requests.jsonl"
-    with start_embedded_server(["--latency-ms", "30", "--request-log", str(log)]) as server:
-        server.log = log
-        yield server
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, prompts, upstream) -> Path:
     work = tmp_path_factory.mktemp("uninterrupted")
     out = work / "out.jsonl"
     result = run_collect(work, prompts, out, fast_agent(upstream.url), **RUN)
     assert result.returncode == 0, result.stderr
     return out
-
-
-def _finished(progress: Path) -> set[tuple[int, int]]:
-    """(task_index, rollout_index) of every complete record line in a progress file (header skipped)."""
-    done = set()
-    with open(progress, "rb") as handle:
-        lines = handle.read().split(b"\n")
-    header = json.loads(lines[0])
-    assert "run_identity" in header
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # the (possibly) cut-off last line
-        done.add((record["task_index"], record["rollout_index"]))
-    return done
 
 
 def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupted_output(
@@ -88,7 +64,7 @@ def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupte
         finally:
             process.kill()
             process.wait(10)
-        done = _finished(progress) if progress.exists() else set()
+        done = finished_rollouts(progress) if progress.exists() else set()
         kills.append((log_before, count_lines(slow_server.log), done))
     assert not out.exists()
 
@@ -174,7 +150,7 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(tmp_path, promp
     assert match.group(1) == {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]
     kept = int(match.group(2))
     assert int(match.group(3)) == TOTAL and Path(match.group(4)).name == PROGRESS
-    assert len(_finished(tmp_path / PROGRESS)) == kept, "the summary counts what the progress file holds"
+    assert len(finished_rollouts(tmp_path / PROGRESS)) == kept, "the summary counts what the progress file holds"
     if when == "mid-run":
         assert kept >= 20
     assert listing(tmp_path) == {PROGRESS, "params.yaml"}, "no temp file, no output, no half-written side file"

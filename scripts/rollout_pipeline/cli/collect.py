@@ -126,7 +126,23 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     parser.add_argument("--out", help="output JSONL (default: data/rollouts/<objective>.jsonl)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--processes", default="auto", type=_processes,
+                        help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
+                             "requests, at most one per CPU; more only pays off for agents that answer in "
+                             "milliseconds)")
     return parser
+
+
+def _processes(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {value!r}")
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.rl_iteration:
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
+        settings.processes = options.processes
         print(f"=== RL Iteration {key} ===", flush=True)
         code = Collector(settings).run()
         if code == 0:
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.print_help()
         return 2
+    settings.processes = options.processes
     return Collector(settings).run()
 
 

@@ -1,0 +1,222 @@
+"""Run one function in several forked processes and stream their messages back to this one.
+
+Why: one Python process tops out at a few thousand HTTP requests a second (aiohttp's own cost per request
+is most of it), so a fast agent needs more than one. The children only compute and send; this process reads
+their messages and stays the only one that writes files, so a message takes effect only once it is read here.
+
+Messages are frames: one kind byte, a 4-byte length, the payload. A child stops when this process closes the
+stop pipe: on purpose (stop), on Ctrl-C or SIGTERM, or because this process died (the kernel closes the pipe
+then), so no child outlives its parent. Children ignore SIGINT and SIGTERM: a Ctrl-C at the terminal reaches
+the whole process group, and the children must finish sending what they have rather than die mid-frame.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import struct
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+FRAME_HEADER = struct.Struct("<cI")
+# A crashed child's traceback, sent as its last frame.
+CRASH = b"!"
+_READ_SIZE = 1 << 20
+_FLUSH_AT = 1 << 20
+
+
+class FrameWriter:
+    """A child's end of its pipe. Frames are buffered and written together, once per event-loop pass when a
+    loop is attached (a write per frame would cost a system call per rollout), and always by `flush()`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._loop: Any = None
+        self._scheduled = False
+
+    def attach(self, loop: Any) -> None:
+        self._loop = loop
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        self._parts.append(FRAME_HEADER.pack(kind, len(payload)))
+        self._parts.append(payload)
+        self._size += len(payload)
+        if self._size >= _FLUSH_AT:
+            self.flush()
+        elif self._loop is not None and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._parts:
+            return
+        data = memoryview(b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except BrokenPipeError:
+            os._exit(1)  # the parent is gone: nothing this process holds can be kept anyway
+
+
+@dataclass
+class Child:
+    index: int
+    pid: int
+    fd: int
+    buffer: bytearray = field(default_factory=bytearray)
+    status: int | None = None  # wait status once reaped
+
+    def describe_exit(self) -> str | None:
+        """None for a clean exit; otherwise how the child ended, in words."""
+        if self.status is None or os.WIFEXITED(self.status) and os.WEXITSTATUS(self.status) == 0:
+            return None
+        if os.WIFSIGNALED(self.status):
+            return f"was killed by signal {signal.Signals(os.WTERMSIG(self.status)).name}"
+        return f"exited with status {os.WEXITSTATUS(self.status)}"
+
+
+class ChildCrashed(Exception):
+    """A child raised: its traceback is the message."""
+
+
+def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
+            on_frame: Callable[[int, bytes, bytes], None], should_stop: Callable[[], bool],
+            interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> list[Child]:
+    """Fork `count` children running child_main(index, writer, stop_fd) -> exit code; call on_frame(index, kind,
+    payload) here for every frame they send, in the order each child sent them; return the reaped children.
+
+    When should_stop() turns true (checked after each batch of frames) the children are told to stop, and
+    their last frames are still read. On one of `interrupts` here (Ctrl-C, say), the same, then it goes on. If
+    on_frame raises, the children are stopped, their remaining frames dropped, and the exception goes on."""
+    stop_read, stop_write = os.pipe()
+    children: list[Child] = []
+    try:
+        for index in range(count):
+            children.append(_fork_child(index, child_main, stop_read, stop_write, children))
+    except BaseException:
+        os.close(stop_write)
+        _reap(children, kill=True)
+        raise
+    finally:
+        os.close(stop_read)
+    stop = _Stopper(stop_write)
+    try:
+        _pump(children, on_frame, lambda: should_stop() and stop())
+    except interrupts:
+        stop()
+        with _second_interrupt_kills(children):
+            _pump(children, on_frame, lambda: None)
+        _reap(children)
+        raise
+    except BaseException:
+        stop()
+        _reap(children, kill=True)
+        raise
+    finally:
+        stop()
+    _reap(children)
+    return children
+
+
+class _Stopper:
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def __call__(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _fork_child(index: int, child_main: Callable[[int, FrameWriter, int], int], stop_read: int, stop_write: int,
+                siblings: list[Child]) -> Child:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.close(read_end)
+            os.close(stop_write)
+            for sibling in siblings:
+                os.close(sibling.fd)
+            writer = FrameWriter(write_end)
+            try:
+                code = child_main(index, writer, stop_read)
+            except BaseException:
+                writer.send(CRASH, traceback.format_exc().encode())
+                code = 1
+            writer.flush()
+        finally:
+            os._exit(code)  # no atexit handlers, no buffered files of the parent's flushed twice
+    os.close(write_end)
+    return Child(index, pid, read_end)
+
+
+def _pump(children: list[Child], on_frame: Callable[[int, bytes, bytes], None], after_batch: Callable[[], Any]) -> None:
+    """Read every child's frames until all of them have closed their pipes."""
+    with selectors.DefaultSelector() as selector:
+        for child in children:
+            if child.fd >= 0:
+                selector.register(child.fd, selectors.EVENT_READ, child)
+        while selector.get_map():
+            for key, _ in selector.select():
+                child: Child = key.data
+                data = os.read(child.fd, _READ_SIZE)
+                if not data:
+                    selector.unregister(child.fd)
+                    os.close(child.fd)
+                    child.fd = -1
+                    continue
+                child.buffer += data
+                _dispatch(child, on_frame)
+            after_batch()
+
+
+def _dispatch(child: Child, on_frame: Callable[[int, bytes, bytes], None]) -> None:
+    buffer = child.buffer
+    position = 0
+    header = FRAME_HEADER.size
+    while len(buffer) - position >= header:
+        kind, length = FRAME_HEADER.unpack_from(buffer, position)
+        end = position + header + length
+        if end > len(buffer):
+            break
+        payload = bytes(buffer[position + header:end])
+        position = end
+        if kind == CRASH:
+            del buffer[:position]
+            raise ChildCrashed(f"collector process {child.index} raised:\n{payload.decode(errors='replace')}")
+        on_frame(child.index, kind, payload)
+    del buffer[:position]
+
+
+@contextlib.contextmanager
+def _second_interrupt_kills(children: list[Child]):
+    """While draining after a Ctrl-C, a second Ctrl-C (or SIGTERM) kills the children instead of waiting."""
+    try:
+        yield
+    except BaseException:
+        _reap(children, kill=True)
+        raise
+
+
+def _reap(children: list[Child], kill: bool = False) -> None:
+    for child in children:
+        if child.fd >= 0:
+            os.close(child.fd)
+            child.fd = -1
+        if child.status is not None:
+            continue
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        _, child.status = os.waitpid(child.pid, 0)
