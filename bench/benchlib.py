@@ -244,11 +244,23 @@ class CollectorRun:
 
     @property
     def cpu_ms_per_rollout(self) -> float:
+        """Whole-run CPU (the collector and every process it forked and reaped, os.wait4) per rollout."""
         return 1000 * self.measured.cpu_s / max(1, self.rollouts)
+
+    @property
+    def processes(self) -> int:
+        return int(self.stats.get("processes", 1))
+
+    @property
+    def peak_rss_sum_mb(self) -> float:
+        """The peaks of the collector and each of its processes, added (stats.json). Forked processes share
+        their start-up pages, so this overstates what they use together; os.wait4 reports only the largest."""
+        peaks = self.stats["peak_rss_mb"]
+        return peaks["collector"] + sum(peaks.get("processes", []))
 
 
 def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: int | None,
-                  agent: dict | None = None, tag: str = "run") -> CollectorRun:
+                  agent: dict | None = None, tag: str = "run", processes: int | None = None) -> CollectorRun:
     """Collect prompts x repeats rollouts against `url` in a fresh directory; keeps no output behind."""
     directory = work / tag
     directory.mkdir(parents=True, exist_ok=True)
@@ -258,7 +270,8 @@ def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: in
         write_prompts(prompt_file, prompts)
     out = directory / "rollouts.jsonl"
     # Relative file names (the run's directory is its cwd), so the command reads as one would type it.
-    command = collect_command(Path(params.name), Path(prompt_file.name), Path(out.name), repeats, parallel)
+    extra = ["--processes", str(processes)] if processes else None
+    command = collect_command(Path(params.name), Path(prompt_file.name), Path(out.name), repeats, parallel, extra)
     measured = run_measured(command, directory).check()
     stats = orjson.loads((directory / "rollouts.stats.json").read_bytes())
     out.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark 3 — the collector's peak RSS against the number of rollouts (1,000, 100,000, 1,000,000).
 
-An instant server in another process; prompts x 4 repeats at parallelism 256, through the real CLI; peak RSS of
-the collector process alone (os.wait4). Memory must not grow with the input: rows are streamed, live tasks are
+An instant server in another process; prompts x 4 repeats at parallelism 256, through the real CLI held to one
+process (`--processes 1`, so the series compares like with like); peak RSS of the collector process (os.wait4).
+One more run, 100,000 rollouts with `--processes auto`, gives the peaks of the collector and each process it
+forked, added up (stats.json; forked processes share their start-up pages, so the sum overstates). Memory must not grow with the input: rows are streamed, live tasks are
 bounded, finished rollouts are indexed by 8-byte offsets, latencies go into a fixed-size histogram, and the
 sorted output is written by reading the records back. Targets: peak RSS <= 100 MB at 1,000,000 rollouts, and
 flat from 1,000 up (issue 3: the peak at 100,000 within 30 MB of the peak at 1,000). To fit `make bench` in
@@ -24,7 +26,8 @@ REPEATS = 4
 PARALLEL = 256
 TARGET_MB = 100.0
 FLAT_MB = 30.0
-N_MODE_FROM = 1_000_000  # sizes from here on use repeat_mode: n unless --separate
+N_MODE_FROM = 1_000_000
+AUTO_SIZE = 100_000      # the size also run with --processes auto  # sizes from here on use repeat_mode: n unless --separate
 
 
 def run(smoke: bool = False, sizes: tuple[int, ...] | None = None, separate: bool = False) -> list[Figure]:
@@ -35,7 +38,7 @@ def run(smoke: bool = False, sizes: tuple[int, ...] | None = None, separate: boo
         for total in sizes:
             mode = "n" if total >= N_MODE_FROM and not separate else "separate"
             collected = run_collector(work, server.url, total // REPEATS, REPEATS, PARALLEL, tag=f"n{total}",
-                                      agent={"repeat_mode": mode})
+                                      agent={"repeat_mode": mode}, processes=1)
             peaks[total] = collected.measured.max_rss_mb
             command = shell(collected.measured.command) + f"  (agent repeat_mode: {mode})"
             big = total >= 1_000_000
@@ -47,6 +50,11 @@ def run(smoke: bool = False, sizes: tuple[int, ...] | None = None, separate: boo
                 Figure(NAME, case, "wall time (whole process)", round(collected.measured.wall_s, 1),
                        "s", command=command, note=f"{collected.rollouts_per_s:,.0f} rollouts/s while collecting"),
             ]
+            if total == AUTO_SIZE or smoke and total == sizes[-1]:
+                auto = run_collector(work, server.url, total // REPEATS, REPEATS, PARALLEL, tag=f"n{total}")
+                figures.append(Figure(NAME, f"{total:,} rollouts, --processes auto", "peak RSS, every process added",
+                                      round(auto.peak_rss_sum_mb, 1), "MB", command=shell(auto.measured.command),
+                                      note=f"{auto.processes} process(es): {auto.stats['peak_rss_mb']}"))
             (work / f"n{total}" / "prompts.jsonl").unlink()
     smallest = min(peaks)
     for total in sorted(peaks):

@@ -2,10 +2,11 @@
 """Benchmark 2 — concurrency efficiency against a fixed-latency server (100 ms), at parallelism 64, 256, 1024.
 
 Little's law: with P requests always in flight and a latency of L seconds, throughput is at most P / L.
-Efficiency = achieved rollouts/s (the collector's stats.json, while collecting) / (P / L). The bare aiohttp
-loop runs against the same server in the same run (with Python's default GC, and with the collector's GC
-setting), so a shortfall can be told apart from the machine's own ceiling (when P / L exceeds what one Python
-process can do at all, none of them reaches it).
+Efficiency = achieved rollouts/s (the collector's stats.json, while collecting) / (P / L). The collector runs
+as a user runs it (`--processes auto`: one process per 128 slots, at most one per CPU) and held to one process.
+The bare aiohttp loop (one process) runs against the same server in the same run (with Python's default GC,
+and with the collector's GC setting), so a shortfall can be told apart from the machine's own ceiling (when
+P / L exceeds what the machine's processes can do at all, none of them reaches it).
 Target: efficiency >= 0.95 at parallelism 256 and 1024.
 
     python bench/concurrency.py [--smoke]
@@ -35,6 +36,8 @@ def run(smoke: bool = False) -> list[Figure]:
             rollouts = parallel * rounds
             limit = parallel / latency_s
             collected = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}")
+            single = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}",
+                                   processes=1)
             bare, ceiling = run_bare_client(server.url, rollouts, parallel)
             bare_gc, tuned = run_bare_client(server.url, rollouts, parallel, GC_YOUNG_THRESHOLD)
             efficiency = collected.rollouts_per_s / limit
@@ -43,10 +46,13 @@ def run(smoke: bool = False) -> list[Figure]:
             figures += [
                 Figure(NAME, case, "Little's-law limit P/L", round(limit), "/s", command="python bench/concurrency.py"),
                 Figure(NAME, case, "collector rollouts/s", round(collected.rollouts_per_s), "/s",
-                       command=shell(collected.measured.command), note=f"{rollouts:,} rollouts"),
+                       command=shell(collected.measured.command),
+                       note=f"{rollouts:,} rollouts, {collected.processes} process(es) (auto)"),
                 Figure(NAME, case, "collector efficiency", round(efficiency, 3), "",
                        target=(">=", TARGET) if targeted else None,
                        command=shell(collected.measured.command)),
+                Figure(NAME, case, "collector efficiency, one process", round(single.rollouts_per_s / limit, 3), "",
+                       command=shell(single.measured.command)),
                 Figure(NAME, case, "bare loop efficiency (default GC)", round(ceiling["requests_per_s"] / limit, 3), "",
                        command=shell(bare.command)),
                 Figure(NAME, case, "bare loop efficiency (collector's GC)", round(tuned["requests_per_s"] / limit, 3),

@@ -72,8 +72,3 @@ def parse_row(raw: bytes, path: Path, lineno: int) -> dict:
     """One row from `iter_raw_rows`, normalized (already validated by scan_input)."""
     return _parse_row(raw, str(path), lineno)
 
-
-def iter_rows(path: Path, limit: int | None) -> Iterator[dict]:
-    """Stream the normalized rows (already validated by scan_input)."""
-    for _, lineno, raw in iter_raw_rows(path, limit):
-        yield _parse_row(raw, str(path), lineno)
