@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import signal
 import sys
@@ -31,6 +32,9 @@ from .run_stats import RunStats
 from .scoring import make_scorer
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
 MIN_GIVE_UP_STREAK = 20
+# A Retry-After wait this long (seconds) is announced, at most once per WAIT_NOTICE_EVERY_S.
+WAIT_NOTICE_S = 2.0
+WAIT_NOTICE_EVERY_S = 30.0
 # Generation-0 GC threshold while collecting (Python's default is 700): see young_gc_threshold().
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -102,6 +106,7 @@ class Collector:
         self._failures_handle: Any = None
         self._bar: Any = None
         self._fatal: BaseException | None = None
+        self._last_wait_notice = -math.inf
 
     # -- set-up ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -241,8 +246,15 @@ class Collector:
         stats.failure_streak = 0
         self._tick()
 
-    def retry(self, cause: str) -> None:
+    def retry(self, cause: str, retry_after: float | None) -> None:
         self.stats.count_retry(cause)
+        if retry_after is not None and retry_after >= WAIT_NOTICE_S:
+            # A long Retry-After would otherwise look like a hung run; one line per WAIT_NOTICE_EVERY_S is enough.
+            now = time.monotonic()
+            if now - self._last_wait_notice >= WAIT_NOTICE_EVERY_S:
+                self._last_wait_notice = now
+                self._say(f"the server asked to wait {retry_after:g} s before retrying ({cause}, Retry-After); "
+                          f"waiting (such waits are shown at most every {WAIT_NOTICE_EVERY_S:g} s)")
 
     def fatal(self, error: UserError) -> None:
         if self._fatal is None:
@@ -259,15 +271,18 @@ class Collector:
             "cause": cause, "error": message}) + b"\n")
         self._failures_handle.flush()
         self.stats.last_error = message
-        line = f"rollout ({task_index}, {rollout_index}) failed: {message}"
-        if self._bar is not None:
-            self._bar.write(line, file=self.err)
-        else:
-            print(line, file=self.err)
+        self._say(f"rollout ({task_index}, {rollout_index}) failed: {message}")
         give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
         if self.stats.failure_streak >= give_up_after and self._fatal is None:
             self.fatal(_GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed "
                                f"(last error: {message})"))
+
+    def _say(self, line: str) -> None:
+        """One line on stderr, above the progress bar when there is one."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.err)
+        else:
+            print(line, file=self.err, flush=True)
 
     # -- files and progress ----------------------------------------------------------------------
     def _open_failures(self) -> None:

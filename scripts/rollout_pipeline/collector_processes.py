@@ -65,8 +65,8 @@ class PipeSink:
         self.writer.send(_FAILURE, dumps({"task_index": task_index, "rollout_index": rollout_index,
                                           "prompt_id": prompt_id, "cause": cause, "message": message}))
 
-    def retry(self, cause: str) -> None:
-        self.writer.send(_RETRY, cause.encode())
+    def retry(self, cause: str, retry_after: float | None) -> None:
+        self.writer.send(_RETRY, dumps({"cause": cause, "retry_after": retry_after}))
 
     def fatal(self, error: UserError) -> None:
         self.writer.send(_FATAL, str(error).encode())
@@ -132,7 +132,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         elif kind == _FAILURE:
             sink.failure(**orjson.loads(payload))
         elif kind == _RETRY:
-            sink.retry(payload.decode())
+            sink.retry(**orjson.loads(payload))
         elif kind == _FATAL:
             sink.fatal(UserError(payload.decode()))
         elif kind == _LATENCIES:

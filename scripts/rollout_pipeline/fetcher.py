@@ -38,7 +38,7 @@ class Sink(Protocol):
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None: ...
 
-    def retry(self, cause: str) -> None: ...
+    def retry(self, cause: str, retry_after: float | None) -> None: ...
 
     def fatal(self, error: UserError) -> None: ...
 
@@ -105,7 +105,11 @@ class Fetcher:
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300,
                                          force_close=False, enable_cleanup_closed=True)
-        self.timeout = aiohttp.ClientTimeout(total=self.s.agent["timeout_s"])
+        agent = self.s.agent
+        # A host that drops packets (a firewall, a wrong address) fails within the connect timeout, not after
+        # the full timeout_s, which is sized for a long generation.
+        self.timeout = aiohttp.ClientTimeout(total=agent["timeout_s"],
+                                             sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"]))
         async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
                                          skip_auto_headers=("User-Agent",)) as session:
             self._session = session
@@ -166,8 +170,11 @@ class Fetcher:
     async def _fetch(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
         s = self.s
         protocol = s.agent["protocol"]
-        n = len(rollout_indexes) if s.agent["repeat_mode"] == "n" else 1
-        seed = rollout_seed(s.seed, task_index, rollout_indexes[0]) if s.seed is not None else None
+        # repeat_mode n always asks for every choice with the seed of choice 0, and keeps the ones still missing:
+        # a resume after a kill between two choices of one reply then gets exactly an uninterrupted run's choices.
+        choices = list(range(s.num_repeats)) if s.agent["repeat_mode"] == "n" else rollout_indexes
+        n = len(choices) if s.agent["repeat_mode"] == "n" else 1
+        seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
         params = sampling_params(row, s.responses_create_params, seed)
         body = dumps(build_body(protocol, row, params, s.agent["model"], n))
         path = PATHS[protocol]
@@ -182,6 +189,8 @@ class Fetcher:
                     results = parse_reply(protocol, reply, n)
                 except InvalidReply as exc:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True) from None
+                if len(rollout_indexes) < n:
+                    results = [results[index] for index in rollout_indexes]
                 scored = [await self._score(row, result, reply) for result in results]
                 ok = True
                 self.stats.latencies.append(latency)
@@ -190,7 +199,7 @@ class Fetcher:
                 self.pool.release(endpoint, ok)
 
         scored = await with_retries(attempt, s.agent["max_retries"], s.agent["retry_backoff_s"],
-                                    lambda failure: self.sink.retry(failure.cause))
+                                    lambda failure: self.sink.retry(failure.cause, failure.retry_after))
         for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
             record = self._record(task_index, rollout_index, row, params, result, reward, extras)
             usage = result.response.get("usage") or {}

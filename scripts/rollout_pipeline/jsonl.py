@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -75,6 +76,7 @@ def atomic_writer(path: str | os.PathLike, *, make_dirs: bool = True) -> Iterato
     if make_dirs:
         target.parent.mkdir(parents=True, exist_ok=True)
     _check_writable_dir(target.parent)
+    _remove_stale_temporaries(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     # mkstemp makes the file owner-only; outputs get the ordinary permissions the umask allows.
     os.fchmod(fd, 0o666 & ~_umask())
@@ -92,6 +94,14 @@ def atomic_writer(path: str | os.PathLike, *, make_dirs: bool = True) -> Iterato
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """A writer killed between creating its temporary file and renaming it (SIGKILL, a power cut) leaves
+    `.<name>.<random>.tmp` beside the target. A target has one writer at a time, so the next write removes them."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _umask() -> int:

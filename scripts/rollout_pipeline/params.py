@@ -50,6 +50,7 @@ AGENT = Section({
     "api_key_env": Field((str,), nullable=True, check=_check_env_name),
     "verifier": Field((str,), default="math", check=_check_verifier),
     "timeout_s": Field((float,), default=120.0, minimum=0, exclusive_minimum=True),
+    "connect_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
     "max_retries": Field((int,), default=5, minimum=0),
     "retry_backoff_s": Field((float,), default=0.5, minimum=0),
     "repeat_mode": Field((str,), default="separate", choices=("separate", "n")),

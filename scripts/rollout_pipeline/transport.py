@@ -71,6 +71,9 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
             raw = await resp.read()
             status = resp.status
             retry_after = resp.headers.get("Retry-After")
+    except aiohttp.ConnectionTimeoutError:
+        raise RequestFailed("connect_timeout", f"{url}: no connection within {timeout.sock_connect:g} s (is the host "
+                            "reachable? a firewall may be dropping packets)", True) from None
     except asyncio.TimeoutError:
         raise RequestFailed("timeout", f"{url}: no complete reply within {timeout.total:g} s", True) from None
     except aiohttp.ClientConnectorError as exc:

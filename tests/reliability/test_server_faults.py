@@ -7,6 +7,7 @@ fault-free seeded run); a dead endpoint never hangs the run.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -191,6 +192,10 @@ def runs_at_100_percent(tmp_path_factory, prompts, upstream):
         jobs[f"retry-after-{kind}"] = _embedded_job(
             tmp_path_factory.mktemp("retry-after"), prompts, [f"--fail-{kind}", "1", "--retry-after", retry_after],
             {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0}, limit=1, num_repeats=1)
+    # Four rollouts told to wait 2 s at the same moment: a long wait is announced, once.
+    jobs["retry-after-notice"] = _embedded_job(
+        tmp_path_factory.mktemp("retry-after-notice"), prompts, ["--fail-429", "1", "--retry-after", "2"],
+        {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0}, limit=2, num_repeats=2)
     return run_concurrently(jobs)
 
 
@@ -227,6 +232,14 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(runs_at_100_perc
     _assert_failed_clearly(run.result, run.out, 1, {"http_429"})
     assert run.server["requests"]["/v1/chat/completions"] == 2
     assert _stats(run.out)["wall_s"] >= 0.9, "waited for Retry-After (1 s; an HTTP date 2 s ahead, to the second)"
+
+
+def test_a_long_retry_after_wait_is_announced_once_not_per_rollout(runs_at_100_percent):
+    run = result_of(runs_at_100_percent, "retry-after-notice")
+    _assert_failed_clearly(run.result, run.out, 4, {"http_429"})
+    notices = [line for line in run.result.stderr.splitlines() if "asked to wait" in line]
+    assert notices == ["the server asked to wait 2 s before retrying (http_429, Retry-After); waiting (such waits "
+                       "are shown at most every 30 s)"], run.result.stderr
 
 
 # -- endpoints that die, come back, or never answer ---------------------------------------------------------
@@ -285,6 +298,23 @@ def _refused_for_good(workdir: Path, prompts: Path):
     return job
 
 
+def _drops_packets(workdir: Path, prompts: Path):
+    """A host that never completes a TCP handshake, as behind a firewall that drops packets: a listener whose
+    accept queue is full (backlog 0, one connection parked in it, never accepted), so the kernel drops SYNs."""
+    def job() -> FaultRun:
+        with socket.socket() as listener, socket.socket() as parked:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            parked.connect(listener.getsockname())
+            out = workdir / "out.jsonl"
+            started = time.monotonic()
+            agent = fast_agent(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=60, connect_timeout_s=0.3,
+                               max_retries=1)
+            result = run_collect(workdir, prompts, out, agent, num_samples_in_parallel=20, num_repeats=2, timeout=60)
+            return FaultRun(result, out, time.monotonic() - started, {})
+    return job
+
+
 @pytest.fixture(scope="module")
 def endpoint_runs(tmp_path_factory, prompts):
     mktemp = tmp_path_factory.mktemp
@@ -292,6 +322,7 @@ def endpoint_runs(tmp_path_factory, prompts):
         "dies": _dies_and_comes_back(mktemp("dies"), prompts),
         "not-up-yet": _not_up_yet(mktemp("not-up-yet"), prompts),
         "refused": _refused_for_good(mktemp("refused"), prompts),
+        "drops-packets": _drops_packets(mktemp("drops"), prompts),
         "never-answers": _embedded_job(mktemp("never"), prompts, ["--fail-hang", "1", "--hang-s", "60"],
                                        {"timeout_s": 0.5, "max_retries": 1}, num_samples_in_parallel=20, num_repeats=4),
         # 20 fast failures in a row decide it: the run stops then, not when the slow requests time out.
@@ -326,6 +357,16 @@ def test_connection_refused_for_good_gives_up_after_20_rollouts(endpoint_runs):
     failures = read_jsonl(run.out.with_name("out.failures.ndjson"))
     assert 20 <= len(failures) <= 21 and all(f["cause"] == "connection" for f in failures)
     assert not run.out.exists()
+
+
+def test_a_host_that_drops_packets_fails_within_the_connect_timeout_not_the_request_timeout(endpoint_runs):
+    run = result_of(endpoint_runs, "drops-packets")
+    line = last_line(run.result.stderr)
+    assert line.startswith("collect.py: error: giving up: the last 20 rollouts all failed"), run.result.stderr
+    assert "no connection within 0.3 s (is the host reachable? a firewall may be dropping packets)" in line
+    assert run.elapsed < 10, f"took {run.elapsed:.1f} s: timeout_s (60 s) is for replies, not for connecting"
+    failures = read_jsonl(run.out.with_name("out.failures.ndjson"))
+    assert failures and all(f["cause"] == "connect_timeout" for f in failures)
 
 
 def test_a_server_that_accepts_and_never_answers_does_not_hang_the_run(endpoint_runs):
