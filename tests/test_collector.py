@@ -242,6 +242,23 @@ def test_responses_and_agent_protocols_give_the_same_record_shape(tmp_path, serv
     assert all(r["reward"] in (0.0, 1.0) and "extracted_answer" in r for r in records)
 
 
+@pytest.mark.parametrize("protocol", ["chat", "responses", "agent"])
+def test_an_output_cut_off_by_the_token_limit_is_never_rewarded_for_a_number_it_did_not_finish(
+        tmp_path, server, prompts_200, protocol):
+    # 6 tokens cut the reference policy's "37 + 48 = 85. The final answer is \\boxed{85}." after "85": the last
+    # number is right, but no answer was given. Every protocol scores it the same: in the collector (chat,
+    # responses) or in the server's /run (agent).
+    params = write_params(tmp_path, {"math_agent": agent(server.url, protocol=protocol)})
+    out = tmp_path / "cut.jsonl"
+    collect(seed_args(prompts_200, out, num_repeats=2, limit=40, seed=4,
+                      **{"responses_create_params.max_output_tokens": 6}), tmp_path, params, check=True)
+    records = read_jsonl(out)
+    cut = [r for r in records if r["response"]["status"] == "incomplete"]
+    assert len(cut) > 40, "most outputs are cut off"
+    assert all(r["reward"] == 0.0 and r["extracted_answer"] is None for r in cut)
+    assert any(r["output"].rstrip(". ").endswith(r["expected_answer"]) for r in cut), "some stop right after it"
+
+
 # -- clear errors: one line, no traceback, nothing written -------------------------------------------
 def _one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0

@@ -25,6 +25,18 @@ def test_extraction_prefers_boxed_then_answer_is_then_the_last_number(text, answ
     assert extract_answer(text) == answer
 
 
+@pytest.mark.parametrize("text, answer", [
+    ("37 + 48 = 85. The final answer is \\boxed{85}", "85"),        # a closed box was complete before the cut
+    ("The answer is 85.\nLet me double-check: 37 + 4", "85"),        # so was an "answer is" with text after it
+    ("37 + 48 = 85. The final answer is \\boxed{8", None),           # a cut box is no answer
+    ("37 + 48 = 85. So the answer is 8", None),                      # "answer is 8" may be the 8 of 85
+    ("37 + 48 = 8", None),                                           # and so may the last number
+])
+def test_an_output_cut_off_by_the_token_limit_counts_only_an_answer_completed_before_the_cut(text, answer):
+    assert extract_answer(text, truncated=True) == answer
+    assert verify("math", text, {"expected_answer": "8"}, truncated=True)["reward"] == (1.0 if answer == "8" else 0.0)
+
+
 @pytest.mark.parametrize("expected, output, reward", [
     ("85", "\\boxed{85}", 1.0),
     ("85", "\\boxed{85.0}", 1.0),

@@ -36,10 +36,10 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
         return from_agent
 
     if verifier in ("math", "exact"):
-        from .verifiers import verify
+        from .verifiers import is_truncated, verify
 
         async def in_process(row: dict, result: Result) -> tuple[float, dict]:
-            verdict = verify(verifier, result.output, row)
+            verdict = verify(verifier, result.output, row, is_truncated(result.response))
             extras = {k: v for k, v in verdict.items() if k != "reward"}
             return finite_reward(verdict["reward"], f"the {verifier} verifier"), extras
         return in_process

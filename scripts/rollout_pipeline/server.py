@@ -48,7 +48,7 @@ from .openai_api import (RequestError, Sampling, chat_completion, error_body, ne
                          parse_responses_request, response_object, response_output_text, seeded_id)
 from .rows import input_messages
 from .tokens import count_message_tokens
-from .verifiers import VERIFIER_KINDS, verify
+from .verifiers import VERIFIER_KINDS, is_truncated, verify
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MODEL = "reference"
@@ -160,9 +160,9 @@ class ReferenceServer:
                                "responses_create_params", "missing_required_parameter")
         return params
 
-    def _verify(self, output_text: str, row: dict) -> dict[str, Any]:
+    def _verify(self, response: Any, row: dict) -> dict[str, Any]:
         try:
-            return verify(self.config.verifier, output_text, row)
+            return verify(self.config.verifier, response_output_text(response), row, is_truncated(response))
         except UserError as exc:
             raise RequestError(str(exc), "expected_answer", "missing_required_parameter") from None
 
@@ -179,7 +179,7 @@ class ReferenceServer:
             raise RequestError("row has no 'expected_answer'; the verifier needs it to score the output",
                                "expected_answer", "missing_required_parameter")
         response = self._response(sampling, params.get("metadata"))
-        scored = self._verify(response_output_text(response), body)
+        scored = self._verify(response, body)
         payload = {**body, "response": response, **scored}
         return payload, {"model": sampling.model, "input": params.get("input"), "seed": sampling.seed, "n": 1}
 
@@ -187,7 +187,7 @@ class ReferenceServer:
         params = self._row_params(body)
         if "response" not in body:
             raise RequestError("'response' (the Responses object to score) is required", "response", "missing_required_parameter")
-        scored = self._verify(response_output_text(body["response"]), body)
+        scored = self._verify(body["response"], body)
         return {**body, **scored}, {"model": params.get("model"), "input": params.get("input"), "seed": None, "n": None}
 
     # ---- HTTP plumbing ------------------------------------------------------------------------

@@ -4,6 +4,9 @@
 
 - `math`: extract the final answer -- the last `\\boxed{...}` first, then the last
   "answer is X", then the last number in the text -- and compare it with `row["expected_answer"]`.
+  An output cut off by the token limit (`truncated`) counts only an answer completed before the cut:
+  a closed box, or "answer is X" followed by more text. Its last number, or an "answer is 8" that
+  ends the text, may be the first digit of 85, and a policy must not learn to be rewarded for that.
   Numbers (integers, decimals, fractions like 3/4, with thousands separators) compare by exact
   value; only when either side is not a plain number is math-verify used (imported lazily: it
   costs ~0.4 s to import and most answers never need it).
@@ -47,12 +50,12 @@ def _boxed_contents(text: str) -> list[str]:
     return out
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer in a model's output, or None if it gives none."""
+def extract_answer(text: str, truncated: bool = False) -> str | None:
+    """The final answer in a model's output, or None if it gives none (see the module doc for `truncated`)."""
     boxed = [b.strip() for b in _boxed_contents(text) if b.strip()]
     if boxed:
         return boxed[-1]
-    stated = _ANSWER_IS_RE.findall(text)
+    stated = [m.group(1) for m in _ANSWER_IS_RE.finditer(text) if not truncated or m.end() < len(text)]
     if stated:
         answer = _BOXED_RE.sub("", stated[-1]).strip().strip("$ ").rstrip(".")  # a box cut off by max tokens
         leading = _LEADING_NUMBER_RE.match(answer)
@@ -61,6 +64,8 @@ def extract_answer(text: str) -> str | None:
             return leading.group(1).replace(",", "")
         if answer:
             return answer
+    if truncated:
+        return None
     numbers = _NUMBER_RE.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
@@ -113,27 +118,33 @@ def _expected(row: dict) -> str:
     return str(value).strip()
 
 
-def verify_math(output_text: str, row: dict) -> dict[str, Any]:
+def verify_math(output_text: str, row: dict, truncated: bool = False) -> dict[str, Any]:
     expected = _expected(row)
-    answer = extract_answer(output_text)
+    answer = extract_answer(output_text, truncated)
     reward = 1.0 if answer is not None and answers_match(expected, answer) else 0.0
     return {"reward": reward, "extracted_answer": answer}
 
 
-def verify_exact(output_text: str, row: dict) -> dict[str, Any]:
+def verify_exact(output_text: str, row: dict, truncated: bool = False) -> dict[str, Any]:
     expected = _expected(row)
     answer = output_text.strip()
     return {"reward": 1.0 if answer == expected else 0.0, "extracted_answer": answer}
 
 
-_VERIFIERS: dict[str, Callable[[str, dict], dict[str, Any]]] = {"math": verify_math, "exact": verify_exact}
+_VERIFIERS: dict[str, Callable[..., dict[str, Any]]] = {"math": verify_math, "exact": verify_exact}
 
 
-def verify(kind: str, output_text: str, row: dict) -> dict[str, Any]:
-    """Score `output_text` against the row: {"reward": 1.0 | 0.0, "extracted_answer": str | None}."""
+def is_truncated(response: Any) -> bool:
+    """Whether a Responses object was cut off by the output token limit."""
+    return isinstance(response, dict) and response.get("status") == "incomplete"
+
+
+def verify(kind: str, output_text: str, row: dict, truncated: bool = False) -> dict[str, Any]:
+    """Score `output_text` against the row: {"reward": 1.0 | 0.0, "extracted_answer": str | None}.
+    `truncated`: the output was cut off by the token limit (see the module doc)."""
     try:
         fn = _VERIFIERS[kind]
     except KeyError:
         raise UserError(f"unknown verifier {kind!r}{did_you_mean(kind, VERIFIER_KINDS)}; "
                         f"built-in verifiers: {', '.join(VERIFIER_KINDS)}") from None
-    return fn(output_text, row)
+    return fn(output_text, row, truncated)
