@@ -214,10 +214,10 @@ class Collector:
         requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
         self.processes = max(1, min(self.s.processes or auto_processes(parallel, requests), parallel))
         self._open_failures()
-        self._make_bar()
         self.stats.collect_started = time.perf_counter()
         try:
             if self.processes == 1:
+                self._make_bar()
                 self._fetcher = Fetcher(self.s, urls, headers, self, self.stats,
                                         work_items(self.s, self.store.is_done), parallel)
                 _run_async(self._fetcher.run())
@@ -226,7 +226,8 @@ class Collector:
             self.process_rollouts, ended = collect_in_processes(
                 self.s, self.processes, parallel, urls, headers, self.store.is_done, self, self.stats,
                 self.endpoints, should_stop=lambda: self._fatal is not None, run_async=_run_async,
-                interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats))
+                interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats),
+                forked=self._make_bar)  # after the fork: tqdm starts a monitor thread, which a fork must not copy
             if ended and self._fatal is None:
                 self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same command "
                                         "again to collect the rest")

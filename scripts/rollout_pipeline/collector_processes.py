@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import sys
 from typing import Any, Callable
 
 import orjson
@@ -43,8 +44,8 @@ def peak_rss_mb() -> float:
 def auto_processes(parallel: int, pending_requests: int) -> int:
     """How many processes `processes: auto` uses: one per SLOTS_PER_PROCESS slots, at most one per CPU this
     process may run on, and one only when there is too little work to be worth a fork."""
-    if not hasattr(os, "fork"):
-        return 1
+    if not sys.platform.startswith("linux"):
+        return 1  # fork is only safe to assume on Linux (macOS libraries may not survive it); --processes N forces it
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, MAX_PROCESSES, parallel // SLOTS_PER_PROCESS,
                       pending_requests // MIN_REQUESTS_PER_PROCESS))
@@ -82,7 +83,8 @@ class PipeSink:
 def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[str], headers: dict[str, str],
                          is_done: Callable[[int, int], bool], sink: Sink, stats: RunStats, endpoints: dict,
                          should_stop: Callable[[], bool], run_async: Callable[..., None],
-                         interrupts: tuple[type[BaseException], ...], pending_tasks: int) -> tuple[list[int], list[str]]:
+                         interrupts: tuple[type[BaseException], ...], pending_tasks: int,
+                         forked: Callable[[], None]) -> tuple[list[int], list[str]]:
     """Collect with `count` child processes sharing `parallel` slots; everything they send goes to `sink`,
     `stats` and `endpoints` (url -> {requests, failures}) in this process. Returns the rollouts each child
     delivered, and for each child that did not exit cleanly, how it ended (the caller decides what that means
@@ -148,6 +150,6 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         else:
             raise ValueError(f"collector process {index} sent an unknown frame kind {kind!r}")
 
-    children: list[Child] = fan_out(count, child_main, on_frame, should_stop, interrupts)
+    children: list[Child] = fan_out(count, child_main, on_frame, should_stop, interrupts, forked)
     return delivered, [f"collector process {c.index} (pid {c.pid}) {c.describe_exit()}"
                        for c in children if c.describe_exit()]

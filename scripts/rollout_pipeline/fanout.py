@@ -88,9 +88,12 @@ class ChildCrashed(Exception):
 
 def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
             on_frame: Callable[[int, bytes, bytes], None], should_stop: Callable[[], bool],
-            interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> list[Child]:
+            interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+            forked: Callable[[], None] = lambda: None) -> list[Child]:
     """Fork `count` children running child_main(index, writer, stop_fd) -> exit code; call on_frame(index, kind,
     payload) here for every frame they send, in the order each child sent them; return the reaped children.
+    `forked()` runs here once every child exists: the place to start threads (a progress bar's, say), which a
+    fork must not copy.
 
     When should_stop() turns true (checked after each batch of frames) the children are told to stop, and
     their last frames are still read. On one of `interrupts` here (Ctrl-C, say), the same, then it goes on. If
@@ -108,6 +111,7 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
         os.close(stop_read)
     stop = _Stopper(stop_write)
     try:
+        forked()
         _pump(children, on_frame, lambda: should_stop() and stop())
     except interrupts:
         stop()

@@ -86,6 +86,17 @@ def test_three_processes_write_byte_for_byte_what_one_process_writes(tmp_path, m
     assert all(three["latency_s"][p] > 0 for p in ("p50", "p95", "p99"))
 
 
+def test_the_progress_bar_counts_the_rollouts_of_every_process(tmp_path, many_prompts, upstream):
+    # The bar lives in the parent and starts after the fork (tqdm's monitor thread must not be copied).
+    command = collect_command(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(upstream.url), extra=THREE,
+                              **RUN)
+    command.remove("--no-progress")
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Collecting rollouts: 100%" in result.stderr and f"{TOTAL}/{TOTAL}" in result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+
+
 def test_retries_and_failures_from_every_process_reach_the_stats_and_the_failures_file(tmp_path, many_prompts):
     # Every request fails once in three; a retry or two usually saves it, and max_retries 0 lets some fail.
     with start_embedded_server(["--fail-rate", "0.3", "--fault-seed", "4"]) as server:
