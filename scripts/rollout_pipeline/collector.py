@@ -168,7 +168,8 @@ class Collector:
         make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
-        self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats)
+        self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats,
+                                   source=agent["url"])
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
         if self.store.resume_note:

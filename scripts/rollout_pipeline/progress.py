@@ -31,10 +31,13 @@ def progress_path(output: Path) -> Path:
 class ProgressStore:
     """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
 
-    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int) -> None:
+    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None) -> None:
         self.output = output
         self.path = progress_path(output)
         self.identity = identity
+        # Where the rollouts come from (the agent's url setting): recorded, not part of the identity (a resume
+        # may go to another replica), but a resume says when it changed.
+        self.source = source
         self.num_repeats = num_repeats
         self.total = num_tasks * num_repeats
         self.offsets = array("q", [NOT_DONE]) * self.total
@@ -47,9 +50,9 @@ class ProgressStore:
     # -- opening ---------------------------------------------------------------------------------
     def open(self) -> None:
         """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
-        header = dumps({"run_identity": self.identity}) + b"\n"
+        header = dumps({"run_identity": self.identity, "source": self.source}) + b"\n"
         if self.path.exists():
-            reason = self._load_existing(header)
+            reason = self._load_existing()
             if reason is None:
                 self._handle = open(self.path, "ab", buffering=0)
                 self._end = self._handle.seek(0, os.SEEK_END)
@@ -63,15 +66,16 @@ class ProgressStore:
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
 
-    def _load_existing(self, header: bytes) -> str | None:
+    def _load_existing(self) -> str | None:
         """Index the finished rollouts of an existing progress file; return why it cannot be resumed, or None."""
         with open(self.path, "rb") as handle:
             first = handle.readline()
             try:
-                old = orjson.loads(first).get("run_identity", {})
+                previous = orjson.loads(first)
+                old = previous.get("run_identity", {})
             except (orjson.JSONDecodeError, AttributeError):
                 return "the previous progress file has no readable header"
-            if first != header:
+            if not first.endswith(b"\n") or old != orjson.loads(dumps(self.identity)):
                 return _identity_change(old, self.identity)
             good_end = handle.tell()
             for line in iter(handle.readline, b""):
@@ -91,6 +95,10 @@ class ProgressStore:
         if good_end < self.path.stat().st_size:
             os.truncate(self.path, good_end)
         self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done"
+        if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
+            self.resume_note += (f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
+                                 f"if that serves other weights under the same model name, delete {self.path} "
+                                 "to start fresh)")
         return None
 
     # -- during the run --------------------------------------------------------------------------
@@ -190,3 +198,7 @@ def _identity_change(old: dict, new: dict) -> str:
 def _short(value: object) -> str:
     text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _urls(source: object) -> str:
+    return ", ".join(map(str, source)) if isinstance(source, list) else str(source)

@@ -242,6 +242,29 @@ def test_a_resume_never_mixes_in_stale_or_damaged_progress(stale_runs, baseline,
     assert out.read_bytes() == baseline().read_bytes(), "exactly the new settings' rollouts, nothing stale"
 
 
+def test_a_resume_against_another_server_says_where_the_kept_rollouts_came_from(tmp_path, prompts, upstream, baseline):
+    """The server is not part of the run identity (a resume may go to another replica of the same model), but
+    a resume from somewhere else says so, in case the same model name now means other weights."""
+    with start_embedded_server(["--fail-500", "0.5", "--fault-seed", "3"]) as flaky:
+        outcomes = {}
+        for name, resume_url in (("same server", flaky.url), ("another server", upstream.url)):
+            work = tmp_path / name.replace(" ", "-")
+            work.mkdir()
+            out = work / "out.jsonl"
+            failed = run_collect(work, prompts, out, fast_agent(flaky.url, max_retries=0), **BASE_RUN)
+            assert failed.returncode == 1, failed.stderr
+            kept = len(finished_rollouts(work / PROGRESS))
+            resumed = run_collect(work, prompts, out, fast_agent(resume_url, max_retries=20), **BASE_RUN)
+            assert resumed.returncode == 0, resumed.stderr
+            assert out.read_bytes() == baseline().read_bytes()
+            outcomes[name] = (kept, resumed.stdout)
+    kept, stdout = outcomes["same server"]
+    assert f"resuming: {kept} of 24 rollouts already done\n" in stdout
+    kept, stdout = outcomes["another server"]
+    assert (f"resuming: {kept} of 24 rollouts already done (fetched from {flaky.url}; this run asks {upstream.url}: "
+            "if that serves other weights under the same model name, delete ") in stdout
+
+
 # -- repeat_mode: n, killed between two choices of one reply ---------------------------------------------
 def test_a_repeat_mode_n_resume_after_a_partly_stored_reply_gives_exactly_the_uninterrupted_output(
         tmp_path, prompts, slow_server):
