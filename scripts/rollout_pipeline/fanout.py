@@ -24,6 +24,7 @@ FRAME_HEADER = struct.Struct("<cI")
 # A crashed child's traceback, sent as its last frame.
 CRASH = b"!"
 _READ_SIZE = 1 << 20
+_SIGNAL_CHECK_S = 0.2
 _FLUSH_AT = 1 << 20
 
 
@@ -111,8 +112,10 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
         os.close(stop_read)
     stop = _Stopper(stop_write)
     try:
-        forked()
-        _pump(children, on_frame, lambda: should_stop() and stop())
+        with _DeferredSignals((signal.SIGINT, signal.SIGTERM)) as signals:
+            forked()
+            _pump(children, on_frame, lambda: (should_stop() and stop(), signals.act_on_pending()))
+            signals.act_on_pending()  # one that came with the last frames
     except interrupts:
         stop()
         with _second_interrupt_kills(children):
@@ -127,6 +130,41 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
         stop()
     _reap(children)
     return children
+
+
+class _DeferredSignals:
+    """While active, SIGINT and SIGTERM are noted, not acted on, so that they never land halfway through
+    on_frame (a record appended to a file but not yet counted). `act_on_pending()` then runs, at a point
+    between frames, the handler that was there before: KeyboardInterrupt for a Ctrl-C, say."""
+
+    def __init__(self, signums: tuple[int, ...]) -> None:
+        self.signums = signums
+        self.previous: dict[int, Any] = {}
+        self.pending: list[int] = []
+
+    def __enter__(self) -> "_DeferredSignals":
+        with contextlib.suppress(ValueError):  # not the main thread: signals go elsewhere anyway
+            for signum in self.signums:
+                self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.pending.append(signum)
+
+    def act_on_pending(self) -> None:
+        if not self.pending:
+            return
+        signum = self.pending.pop(0)
+        handler = self.previous.get(signum, signal.SIG_DFL)
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:  # what would have happened: the default action (usually death)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 class _Stopper:
@@ -172,7 +210,8 @@ def _pump(children: list[Child], on_frame: Callable[[int, bytes, bytes], None], 
             if child.fd >= 0:
                 selector.register(child.fd, selectors.EVENT_READ, child)
         while selector.get_map():
-            for key, _ in selector.select():
+            # A timeout, so that a deferred Ctrl-C is acted on even while no child has anything to send.
+            for key, _ in selector.select(timeout=_SIGNAL_CHECK_S):
                 child: Child = key.data
                 data = os.read(child.fd, _READ_SIZE)
                 if not data:

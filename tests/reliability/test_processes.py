@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,27 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_and_keeps_what_every_
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {kept} of {TOTAL} rollouts already done" in resumed.stdout
     assert out.read_bytes() == one_process.read_bytes()
+
+
+def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(tmp_path, many_prompts):
+    # The parent acts on a Ctrl-C between two frames (never halfway through storing one), and it checks for
+    # one even when no frame comes: here every request takes 20 s.
+    with start_embedded_server(["--latency-ms", "20000"]) as server:
+        command = collect_command(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(server.url, timeout_s=60),
+                                  extra=THREE, **RUN)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_until(lambda: len(children_of(process.pid)) == 3, 30)
+            time.sleep(0.5)
+            sent = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+            waited = time.monotonic() - sent
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert last_line(stderr).startswith(f"interrupted: 0 of {TOTAL} rollouts done and kept in "), stderr
+    assert waited < 3, f"took {waited:.1f} s to stop"
 
 
 def test_a_dead_server_gives_up_in_one_line_with_every_process_gone(tmp_path, many_prompts):
