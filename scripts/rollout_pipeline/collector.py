@@ -22,6 +22,11 @@ from typing import Any, Iterator
 
 import orjson
 
+try:  # imported with the module, under launch.py's Ctrl-C guard: a C extension's import must not be interrupted
+    import uvloop
+except ImportError:
+    uvloop = None
+
 from .collector_processes import auto_processes, collect_in_processes, peak_rss_mb
 from .errors import UserError
 from .fetcher import POOL_CAP, Fetcher, work_items
@@ -230,8 +235,11 @@ class Collector:
                 interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats),
                 forked=self._make_bar)  # after the fork: tqdm starts a monitor thread, which a fork must not copy
             if ended and self._fatal is None:
-                self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same command "
-                                        "again to collect the rest")
+                if self.store.done + self.stats.failures < self.store.total:
+                    self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same "
+                                            "command again to collect the rest")
+                else:  # it had sent everything it collected: the run is complete
+                    self._say("note: " + "; ".join(ended) + " after its last rollout")
         finally:
             self.stats.collect_ended = time.perf_counter()
 
@@ -390,8 +398,8 @@ class Collector:
             "processes": self.processes,
             **({"process_rollouts": self.process_rollouts} if self.process_rollouts else {}),
             # Forked processes share their start-up pages, so the sum overstates the memory actually used.
-            "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": st.process_peak_rss_mb}
-                                                          if st.process_peak_rss_mb else {})},
+            "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": [
+                st.process_peak_rss_mb.get(i) for i in range(self.processes)]} if st.process_peak_rss_mb else {})},
             "endpoints": list(self.endpoints.values()),
         }
 
@@ -449,10 +457,7 @@ def young_gc_threshold(threshold: int) -> Iterator[None]:
 def _run_async(coro, handle_sigterm: bool = True) -> None:
     """Run the event loop (uvloop when available). Ctrl-C raises KeyboardInterrupt; SIGTERM raises _Terminated
     (unless handle_sigterm is false: a child collector process leaves signals to its parent)."""
-    loop_factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-        loop_factory = uvloop.new_event_loop
+    loop_factory = uvloop.new_event_loop if uvloop is not None else None
     with young_gc_threshold(GC_YOUNG_THRESHOLD), asyncio.Runner(loop_factory=loop_factory) as runner:
         loop = runner.get_loop()
         terminated = False

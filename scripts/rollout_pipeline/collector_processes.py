@@ -8,15 +8,17 @@ run, so resume and kill-safety do not change. A child killed mid-request loses o
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import struct
 import sys
+import tempfile
 from typing import Any, Callable
 
 import orjson
 
 from .errors import UserError
-from .fanout import Child, FrameWriter, fan_out
+from .fanout import Child, ForkFailed, FrameWriter, fan_out
 from .fetcher import Fetcher, Sink, work_items
 from .jsonl import dumps
 from .run_stats import RunStats
@@ -49,6 +51,30 @@ def auto_processes(parallel: int, pending_requests: int) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, MAX_PROCESSES, parallel // SLOTS_PER_PROCESS,
                       pending_requests // MIN_REQUESTS_PER_PROCESS))
+
+
+class SharedCounter:
+    """A counter that forked processes share: 8 bytes in an unlinked temporary file, changed under a POSIX
+    record lock (fcntl.lockf). Unlike a semaphore, that lock goes when its holder dies, so a child killed in the
+    middle of a claim cannot block the others for good (a dead claimer's range was never written: the next
+    claim takes it)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self.fd = self._file.fileno()
+        os.pwrite(self.fd, bytes(8), 0)
+
+    def fetch_add(self, amount: int) -> int:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            value = int.from_bytes(os.pread(self.fd, 8, 0), "little")
+            os.pwrite(self.fd, (value + amount).to_bytes(8, "little"), 0)
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        return value
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class PipeSink:
@@ -89,17 +115,13 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
     `stats` and `endpoints` (url -> {requests, failures}) in this process. Returns the rollouts each child
     delivered, and for each child that did not exit cleanly, how it ended (the caller decides what that means
     for the run)."""
-    from multiprocessing import Value  # only multi-process runs pay for the import
-
-    next_range = Value("q", 0)
+    next_range = SharedCounter()
     requests_per_task = 1 if settings.agent["repeat_mode"] == "n" else settings.num_repeats
     tasks_per_claim = max(1, min(CLAIM_REQUESTS // requests_per_task, pending_tasks // (count * CLAIMS_PER_PROCESS)))
     delivered = [0] * count
 
     def claim() -> range:
-        with next_range.get_lock():
-            start = next_range.value
-            next_range.value = start + tasks_per_claim
+        start = next_range.fetch_add(tasks_per_claim)
         return range(start, start + tasks_per_claim)
 
     def child_main(index: int, writer: FrameWriter, stop_fd: int) -> int:
@@ -120,7 +142,12 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
             loop.add_reader(stop_fd, on_stop)
             await fetcher.run()
 
-        run_async(main(), handle_sigterm=False)
+        try:
+            run_async(main(), handle_sigterm=False)
+        except UserError as exc:  # e.g. the input file changed under the run: one line, as in one process
+            writer.attach(None)
+            writer.send(_FATAL, str(exc).encode())
+            return 1
         writer.attach(None)  # the loop is closed: what is sent from here on is written by the final flush
         child_sink.summary(child_stats, fetcher.pool.summary())
         return 0
@@ -142,7 +169,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         elif kind == _SUMMARY:
             summary = orjson.loads(payload)
             stats.requests += summary["requests"]
-            stats.process_peak_rss_mb.append(summary["peak_rss_mb"])
+            stats.process_peak_rss_mb[index] = summary["peak_rss_mb"]
             for url, counts in summary["endpoints"].items():
                 merged = endpoints.setdefault(url, {"requests": 0, "failures": 0})
                 merged["requests"] += counts["requests"]
@@ -150,6 +177,11 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         else:
             raise ValueError(f"collector process {index} sent an unknown frame kind {kind!r}")
 
-    children: list[Child] = fan_out(count, child_main, on_frame, should_stop, interrupts, forked)
+    try:
+        children: list[Child] = fan_out(count, child_main, on_frame, should_stop, interrupts, forked)
+    except ForkFailed as exc:
+        raise UserError(f"{exc}; run with --processes 1, or free some processes or open files") from None
+    finally:
+        next_range.close()
     return delivered, [f"collector process {c.index} (pid {c.pid}) {c.describe_exit()}"
                        for c in children if c.describe_exit()]

@@ -8,6 +8,8 @@ Messages are frames: one kind byte, a 4-byte length, the payload. A child stops 
 stop pipe: on purpose (stop), on Ctrl-C or SIGTERM, or because this process died (the kernel closes the pipe
 then), so no child outlives its parent. Children ignore SIGINT and SIGTERM: a Ctrl-C at the terminal reaches
 the whole process group, and the children must finish sending what they have rather than die mid-frame.
+In this process, SIGINT and SIGTERM are held back across each fork and deferred while frames are handled:
+they take effect between two frames, never halfway through one.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import signal
 import struct
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NoReturn
 
 FRAME_HEADER = struct.Struct("<cI")
 # A crashed child's traceback, sent as its last frame.
@@ -87,6 +89,10 @@ class ChildCrashed(Exception):
     """A child raised: its traceback is the message."""
 
 
+class ForkFailed(OSError):
+    """No pipe or no process for a child (EMFILE, EAGAIN, ENOMEM): said in one line."""
+
+
 def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
             on_frame: Callable[[int, bytes, bytes], None], should_stop: Callable[[], bool],
             interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
@@ -101,26 +107,25 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
     on_frame raises, the children are stopped, their remaining frames dropped, and the exception goes on."""
     stop_read, stop_write = os.pipe()
     children: list[Child] = []
-    try:
-        for index in range(count):
-            children.append(_fork_child(index, child_main, stop_read, stop_write, children))
-    except BaseException:
-        os.close(stop_write)
-        _reap(children, kill=True)
-        raise
-    finally:
-        os.close(stop_read)
     stop = _Stopper(stop_write)
     try:
-        with _DeferredSignals((signal.SIGINT, signal.SIGTERM)) as signals:
+        # Signals wait for a point between frames from before the first fork on: a Ctrl-C can then neither
+        # leave a child untracked nor land halfway through storing a record.
+        with _DeferredSignals(_STOP_SIGNALS) as signals:
+            try:
+                for index in range(count):
+                    children.append(_fork_child(index, child_main, stop_read, stop_write, children))
+            finally:
+                os.close(stop_read)
             forked()
             _pump(children, on_frame, lambda: (should_stop() and stop(), signals.act_on_pending()))
             signals.act_on_pending()  # one that came with the last frames
     except interrupts:
         stop()
-        with _second_interrupt_kills(children):
-            _pump(children, on_frame, lambda: None)
-        _reap(children)
+        # Drain what the children finished; a second Ctrl-C (or SIGTERM) kills them instead of waiting.
+        with _DeferredSignals(_STOP_SIGNALS) as again:
+            _pump(children, on_frame, lambda: again.pending and _kill(children))
+            _reap(children)
         raise
     except BaseException:
         stop()
@@ -132,10 +137,14 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
     return children
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _DeferredSignals:
     """While active, SIGINT and SIGTERM are noted, not acted on, so that they never land halfway through
     on_frame (a record appended to a file but not yet counted). `act_on_pending()` then runs, at a point
-    between frames, the handler that was there before: KeyboardInterrupt for a Ctrl-C, say."""
+    between frames, the handler that was there before: KeyboardInterrupt for a Ctrl-C, say. A signal that was
+    ignored stays ignored; one whose handler Python cannot restore (set from C) is left alone."""
 
     def __init__(self, signums: tuple[int, ...]) -> None:
         self.signums = signums
@@ -143,14 +152,17 @@ class _DeferredSignals:
         self.pending: list[int] = []
 
     def __enter__(self) -> "_DeferredSignals":
-        with contextlib.suppress(ValueError):  # not the main thread: signals go elsewhere anyway
+        with _signals_blocked(self.signums), contextlib.suppress(ValueError):  # ValueError: not the main thread
             for signum in self.signums:
-                self.previous[signum] = signal.signal(signum, self._note)
+                current = signal.getsignal(signum)
+                if current is not None and current != signal.SIG_IGN:
+                    self.previous[signum] = signal.signal(signum, self._note)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+        with _signals_blocked(self.signums):
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
 
     def _note(self, signum: int, frame: object) -> None:
         self.pending.append(signum)
@@ -167,6 +179,16 @@ class _DeferredSignals:
             os.kill(os.getpid(), signum)
 
 
+@contextlib.contextmanager
+def _signals_blocked(signums: tuple[int, ...]) -> Iterator[None]:
+    """Hold these signals back (they stay pending) for the length of the block."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _Stopper:
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
@@ -179,28 +201,53 @@ class _Stopper:
 
 def _fork_child(index: int, child_main: Callable[[int, FrameWriter, int], int], stop_read: int, stop_write: int,
                 siblings: list[Child]) -> Child:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as exc:
+        raise ForkFailed(f"cannot start collector process {index}: no pipe ({exc.strerror})") from None
+    # Blocked across the fork: a signal reaching the child before it ignores them would run the parent's
+    # handler on a copy of the parent's stack (cleanup code deleting the parent's files, say).
+    with _signals_blocked(_STOP_SIGNALS):
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            pid = os.fork()
+        except OSError as exc:
             os.close(read_end)
-            os.close(stop_write)
-            for sibling in siblings:
-                os.close(sibling.fd)
-            writer = FrameWriter(write_end)
-            try:
-                code = child_main(index, writer, stop_read)
-            except BaseException:
-                writer.send(CRASH, traceback.format_exc().encode())
-                code = 1
-            writer.flush()
-        finally:
-            os._exit(code)  # no atexit handlers, no buffered files of the parent's flushed twice
+            os.close(write_end)
+            raise ForkFailed(f"cannot start collector process {index} ({exc.strerror})") from None
+        if pid == 0:  # the child: never returns
+            _child(index, child_main, read_end, write_end, stop_read, stop_write, siblings)
     os.close(write_end)
     return Child(index, pid, read_end)
+
+
+def _child(index: int, child_main: Callable[[int, FrameWriter, int], int], read_end: int, write_end: int,
+           stop_read: int, stop_write: int, siblings: list[Child]) -> NoReturn:
+    code = 1
+    try:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        os.close(read_end)
+        os.close(stop_write)
+        for sibling in siblings:
+            os.close(sibling.fd)
+        writer = FrameWriter(write_end)
+        try:
+            code = child_main(index, writer, stop_read)
+        except BaseException:
+            writer.attach(None)  # its event loop may be closed already: the report goes out by the flush below
+            writer.send(CRASH, traceback.format_exc().encode())
+            code = 1
+        writer.flush()
+    finally:
+        os._exit(code)  # no atexit handlers, no buffered files of the parent's flushed twice
+
+
+def _kill(children: list[Child]) -> None:
+    for child in children:
+        if child.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
 
 
 def _pump(children: list[Child], on_frame: Callable[[int, bytes, bytes], None], after_batch: Callable[[], Any]) -> None:
@@ -242,24 +289,12 @@ def _dispatch(child: Child, on_frame: Callable[[int, bytes, bytes], None]) -> No
     del buffer[:position]
 
 
-@contextlib.contextmanager
-def _second_interrupt_kills(children: list[Child]):
-    """While draining after a Ctrl-C, a second Ctrl-C (or SIGTERM) kills the children instead of waiting."""
-    try:
-        yield
-    except BaseException:
-        _reap(children, kill=True)
-        raise
-
-
 def _reap(children: list[Child], kill: bool = False) -> None:
+    if kill:
+        _kill(children)
     for child in children:
         if child.fd >= 0:
             os.close(child.fd)
             child.fd = -1
-        if child.status is not None:
-            continue
-        if kill:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
-        _, child.status = os.waitpid(child.pid, 0)
+        if child.status is None:
+            _, child.status = os.waitpid(child.pid, 0)

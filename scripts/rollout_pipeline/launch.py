@@ -23,8 +23,10 @@ def interruptible_start(prog: str) -> Iterator[None]:
         interrupted = True
 
     try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            raise ValueError("Ctrl-C is ignored or handled elsewhere (a background job): leave it so")
         previous = signal.signal(signal.SIGINT, note)
-    except ValueError:  # not the main thread: nothing to guard
+    except ValueError:  # that, or not the main thread: nothing to guard
         yield
         return
     try:

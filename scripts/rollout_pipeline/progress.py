@@ -10,6 +10,8 @@ per rollout), and the sorted output is written by reading records back in (task_
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 from array import array
@@ -44,6 +46,7 @@ class ProgressStore:
         self.done = 0
         self.resume_note = ""
         self._handle = None
+        self._lock_fd: int | None = None
         self._end = 0  # byte offset of the progress file's end: where the next record goes
         self.reward_sum = ExactSum()  # of every finished rollout, resumed or new: the run's mean reward
 
@@ -51,7 +54,8 @@ class ProgressStore:
     def open(self) -> None:
         """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
         header = dumps({"run_identity": self.identity, "source": self.source}) + b"\n"
-        if self.path.exists():
+        self._lock()
+        if self.path.stat().st_size > 0:  # empty: just created by _lock, nothing to resume
             reason = self._load_existing()
             if reason is None:
                 self._handle = open(self.path, "ab", buffering=0)
@@ -65,6 +69,22 @@ class ProgressStore:
             self._append(header)
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+
+    def _lock(self) -> None:
+        """One collector per output at a time: two would interleave their appends and corrupt each other's
+        index. An exclusive flock on the progress file, held until close (the kernel drops it if we die)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{self.output}: another collector is writing it right now (its progress file {self.path} "
+                            "is locked); wait for that run to end, or give this one another output") from None
+        self._lock_fd = fd
 
     def _load_existing(self) -> str | None:
         """Index the finished rollouts of an existing progress file; return why it cannot be resumed, or None."""
@@ -109,10 +129,14 @@ class ProgressStore:
         """Append one finished rollout (its record's JSON line); unbuffered, so a kill right after loses nothing."""
         rank = task_index * self.num_repeats + rollout_index
         assert self._handle is not None
+        if self.offsets[rank] != NOT_DONE:
+            return  # delivered twice (it cannot happen; if it did, counting it twice would hide a missing one)
         offset = self._end
         try:
             self._append(line)
         except OSError as exc:
+            with contextlib.suppress(OSError):  # no fragment for the next record to be appended after
+                os.ftruncate(self._handle.fileno(), self._end)
             raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
         self.offsets[rank] = offset
         self.done += 1
@@ -130,6 +154,9 @@ class ProgressStore:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- at the end ------------------------------------------------------------------------------
     def iter_sorted(self) -> Iterator[bytes]:
@@ -150,9 +177,10 @@ class ProgressStore:
         return count
 
     def discard(self) -> None:
-        """The output is complete: the progress file has served its purpose."""
-        self.close()
+        """The output is complete: the progress file has served its purpose (removed while still locked, so no
+        other collector can take it up in between)."""
         self.path.unlink(missing_ok=True)
+        self.close()
 
 
 class ExactSum:

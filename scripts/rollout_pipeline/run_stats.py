@@ -80,7 +80,7 @@ class RunStats:
     reward_sum: float = 0.0
     failure_streak: int = 0
     last_error: str = ""
-    process_peak_rss_mb: list[float] = field(default_factory=list)  # of each child process, when there are some
+    process_peak_rss_mb: dict[int, float] = field(default_factory=dict)  # child process index -> its peak
 
     @property
     def collect_s(self) -> float:

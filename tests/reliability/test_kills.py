@@ -336,3 +336,41 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
                         "interrupted: stopped before any rollout was collected; nothing was written") \
             or SUMMARY_RE.match(line), stderr
     assert sum(last_line(stderr).startswith("collect.py: interrupted during start-up") for _, stderr in outcomes) >= 5
+
+
+# -- two collectors on one output, and Ctrl-C ignored -------------------------------------------------------
+def test_a_second_collector_on_the_same_output_is_refused_and_the_first_is_unharmed(
+        tmp_path, prompts, slow_server, uninterrupted):
+    out = tmp_path / "out.jsonl"
+    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 5, 30)
+        second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        _, first_stderr = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert last_line(second.stderr) == (f"collect.py: error: {out}: another collector is writing it right now "
+                                        f"(its progress file {tmp_path / PROGRESS} is locked); wait for that run to "
+                                        "end, or give this one another output")
+    assert first.returncode == 0, first_stderr
+    assert out.read_bytes() == uninterrupted.read_bytes()
+
+
+def test_a_collector_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, prompts, slow_server, uninterrupted):
+    # A shell starts background jobs with SIGINT ignored; a Ctrl-C meant for the foreground must not stop them.
+    out = tmp_path / "out.jsonl"
+    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(0.1)  # during the start-up imports
+        process.send_signal(signal.SIGINT)
+        assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 10 or process.poll() is not None, 30)
+        process.send_signal(signal.SIGINT)  # and while collecting
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert out.read_bytes() == uninterrupted.read_bytes()

@@ -222,6 +222,29 @@ def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(t
     assert waited < 3, f"took {waited:.1f} s to stop"
 
 
+def test_an_input_line_broken_mid_run_is_the_same_one_line_error_as_in_one_process(tmp_path, slow_server):
+    # The input is checked before anything is sent; a line changed afterwards is found by the process that
+    # reads it, which tells the parent, which stops the others and says it in one line.
+    prompts = make_prompts(tmp_path / "prompts.jsonl", 300, seed=29)
+    lines = prompts.read_bytes().splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), extra=THREE, num_repeats=1,
+                              seed=SEED, num_samples_in_parallel=6)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20 or process.poll() is not None, 30)
+        with open(prompts, "r+b") as handle:  # in place, same length: line 290 is no longer JSON
+            handle.seek(sum(len(line) for line in lines[:289]))
+            handle.write(b"#" * (len(lines[289]) - 1))
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    error = one_line_error(result)
+    assert error.startswith(f"collect.py: error: {prompts}:290: not valid JSON"), error
+    assert PROGRESS in listing(tmp_path) and not out.exists()
+
+
 def test_a_dead_server_gives_up_in_one_line_with_every_process_gone(tmp_path, many_prompts):
     out = tmp_path / "out.jsonl"
     agent = fast_agent("http://127.0.0.1:9", max_retries=0)  # port 9 (discard): nothing listens
