@@ -7,6 +7,7 @@ Streaming: apart from the current record, only the current prompt's output diges
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import Counter
@@ -137,5 +138,21 @@ def _filtered(path: str | os.PathLike, config: FilterConfig, accepts: Callable[[
 def run_filter(in_path: str | os.PathLike, out_path: str | os.PathLike, config: FilterConfig) -> FilterSummary:
     """Filter `in_path` into `out_path` (written atomically: on any error the previous output stays)."""
     summary = FilterSummary()
-    write_jsonl(out_path, filter_rollouts(in_path, config, summary))
+    with environment_hidden() if config.where is not None else contextlib.nullcontext():
+        write_jsonl(out_path, filter_rollouts(in_path, config, summary))
     return summary
+
+
+@contextlib.contextmanager
+def environment_hidden() -> Iterator[None]:
+    """Run a block with an empty process environment, then put it back.
+
+    jq reads the environment (`$ENV` when it compiles, `env` when it runs), and an error message carries
+    what it read: `$ENV.OPENAI_API_KEY | tonumber` would print the key in the stage's error. A filter needs
+    nothing from the environment, so while the `where` expression is compiled and run there is none."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -240,6 +240,28 @@ def test_the_where_expression_cannot_run_shell_commands(tmp_path, rollout_file, 
         assert "filter.where: invalid jq expression" in one_line_error(result, "filter")
 
 
+@pytest.mark.parametrize("where,outcome", [
+    ("$ENV.OPENAI_API_KEY | tonumber", "error"),      # jq's message would quote the value it could not parse
+    ("env.OPENAI_API_KEY | tonumber", "error"),
+    ('error("key: \\($ENV.OPENAI_API_KEY)")', "error"),
+    ("env.OPENAI_API_KEY == null and $ENV == {}", "kept"),  # the expression sees no environment at all
+])
+def test_the_where_expression_cannot_read_the_api_key_from_the_environment(tmp_path, rollout_file, where, outcome):
+    params = write_params(tmp_path, {"math_agent": agent(api_key_env="OPENAI_API_KEY")},
+                          filter={"where": where, "min_reward": 0.0})
+    result = subprocess.run([PY, str(SCRIPTS / "filter.py"), "--in", str(rollout_file), "--out",
+                             str(tmp_path / "sft.jsonl"), "--params", str(params)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "OPENAI_API_KEY": SECRET})
+    # jq shortens long values in its messages, so look for the start of the key's random part too.
+    for leaked in (SECRET, SECRET[len("sk-rel-"):][:6]):
+        assert leaked not in result.stdout + result.stderr
+        assert not any(leaked in path.read_text(errors="replace") for path in tree_files(tmp_path))
+    if outcome == "kept":
+        assert result.returncode == 0 and len(read_jsonl(tmp_path / "sft.jsonl")) == 1, result.stderr
+    else:
+        assert "filter.where" in one_line_error(result, "filter")
+
+
 # -- safe loaders only -------------------------------------------------------------------------------------
 PYTHON_TAGS = [
     "!!python/object/apply:os.system ['touch SENTINEL']",
