@@ -30,7 +30,7 @@ except ImportError:
 from .collector_processes import auto_processes, collect_in_processes, peak_rss_mb
 from .errors import UserError
 from .fetcher import POOL_CAP, Fetcher, work_items
-from .jsonl import atomic_writer, dumps, write_json
+from .jsonl import dumps, write_json
 from .progress import ProgressStore
 from .run_input import scan_input
 from .run_stats import RunStats
@@ -348,7 +348,10 @@ class Collector:
         ok = stats.failures <= allowed and store.done + stats.failures == store.total
         self._close_failures(keep=True)
         if ok:
-            written, reward_mean = self._write_output()
+            # The mean (resumed rollouts included) comes from the store's exact running sum: no record is
+            # decoded again.
+            written = store.write_output()
+            reward_mean = store.reward_sum.value / written if written else None
             store.discard()
         else:
             written, reward_mean = 0, None
@@ -366,17 +369,6 @@ class Collector:
         print(orjson.dumps({"reward": round(reward_mean, 6) if reward_mean is not None else None},
                            option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
         return 0
-
-    def _write_output(self) -> tuple[int, float | None]:
-        """Write sorted records atomically; the mean reward (resumed ones included) comes from the store's
-        exact running sum, so no record is decoded again here."""
-        assert self.store is not None
-        count = 0
-        with atomic_writer(self.s.output_path) as out:
-            for line in self.store.iter_sorted():
-                out.write(line)
-                count += 1
-        return count, (self.store.reward_sum.value / count if count else None)
 
     def _stats_doc(self, wall: float, written: int) -> dict:
         assert self.store is not None

@@ -183,5 +183,5 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         raise UserError(f"{exc}; run with --processes 1, or free some processes or open files") from None
     finally:
         next_range.close()
-    return delivered, [f"collector process {c.index} (pid {c.pid}) {c.describe_exit()}"
-                       for c in children if c.describe_exit()]
+    endings = ((child, child.describe_exit()) for child in children)
+    return delivered, [f"collector process {c.index} (pid {c.pid}) {how}" for c, how in endings if how]

@@ -27,6 +27,7 @@ FRAME_HEADER = struct.Struct("<cI")
 CRASH = b"!"
 _READ_SIZE = 1 << 20
 _SIGNAL_CHECK_S = 0.2
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _FLUSH_AT = 1 << 20
 
 
@@ -135,9 +136,6 @@ def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
         stop()
     _reap(children)
     return children
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _DeferredSignals:
