@@ -9,7 +9,7 @@ until TOTAL requests are done. No verifier, no records, no files. Prints one JSO
     python bench/bare_client.py URL TOTAL PARALLEL [--gc-threshold N]
 
 `--gc-threshold N` sets Python's generation-0 GC threshold as the collector does while collecting
-(rollout_pipeline.collector.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
+(rollout_pipeline.collect.collector.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
 """
 from __future__ import annotations
 

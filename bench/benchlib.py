@@ -130,7 +130,7 @@ def instant_server(latency_ms: float = 0.0) -> Iterator[Server]:
 def embedded_server(*flags: str) -> Iterator[Server]:
     """The project's embedded reference server (scripts/serve.py) in its own process."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from rollout_pipeline.embedded import server_command, start_embedded_server
+    from rollout_pipeline.reference.embedded import server_command, start_embedded_server
     with start_embedded_server(list(flags)) as server:
         yield Server(server.url, server.pid, server_command(list(flags)))
 

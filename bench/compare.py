@@ -23,7 +23,7 @@ import orjson
 
 from benchlib import (BENCH, PY, ROOT, collect_command, instant_server, run_bare_client, run_measured, scratch,
                       write_params, write_prompts)
-from rollout_pipeline.collector import GC_YOUNG_THRESHOLD
+from rollout_pipeline.collect.collector import GC_YOUNG_THRESHOLD
 
 
 def resolve(version: str, into: Path) -> Path:

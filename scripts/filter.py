@@ -12,7 +12,7 @@ import sys
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import load_params
-from rollout_pipeline.sft_filter import FilterConfig, run_filter
+from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
 
 
 def parse_args() -> argparse.Namespace:

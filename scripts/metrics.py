@@ -14,7 +14,7 @@ import sys
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import load_params, objective_settings
-from rollout_pipeline.rollout_metrics import run_metrics
+from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
 def parse_args() -> argparse.Namespace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rollout_pipeline.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import load_params

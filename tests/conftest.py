@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rollout_pipeline.checkpoints import REFERENCE_PATH
-from rollout_pipeline.embedded import EmbeddedServer, start_embedded_server
+from rollout_pipeline.reference.checkpoints import REFERENCE_PATH
+from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Every package module a stage's script imports is a dependency of that stage in dvc.yaml, so editing it
-re-runs the stage. (A stage that missed one would keep serving outputs of code that no longer exists.)"""
+re-runs the stage. (A stage that missed one would keep serving outputs of code that no longer exists.)
+Subpackages are named as folders; the core modules one by one."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from support import PY, ROOT
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGE = "scripts/rollout_pipeline/"
 # Imported lazily (inside functions) or in a child process, so an import of the script alone does not show them.
-LAZY = {"scripts/collect.py": ["rollout_pipeline.embedded", "rollout_pipeline.verifiers", "rollout_pipeline.server"]}
+LAZY = {"scripts/collect.py": ["rollout_pipeline.verify.verifiers", "rollout_pipeline.reference.server"]}
 
 
 def _script_and_deps(name: str) -> tuple[str, list[str]]:
@@ -38,9 +39,14 @@ print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.startswi
     return {str(Path(f).relative_to(ROOT)) for f in files}
 
 
+def _covered(source_file: str, deps: list[str]) -> bool:
+    """A file is covered by a dep naming it, or naming a folder it sits in (a subpackage)."""
+    return any(source_file == dep or source_file.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_a_stage_depends_on_every_package_module_its_script_imports(stage):
     script, deps = _script_and_deps(stage)
     assert script in deps
-    missing = sorted(_imported_modules(script) - set(deps))
+    missing = sorted(f for f in _imported_modules(script) if not _covered(f, deps))
     assert not missing, f"add to {stage}'s deps in dvc.yaml: {missing}"

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from rollout_pipeline.checkpoints import REFERENCE_PATH
+from rollout_pipeline.reference.checkpoints import REFERENCE_PATH
 from support import PY, ROOT, SCRIPTS, make_prompts, read_jsonl
 
 DOC = (Path(__file__).resolve().parent / "seed_docs" / "002_e2d8e0e22c428514.txt").read_text()

@@ -14,8 +14,8 @@ import pytest
 from stage_testkit import groups, random_rollouts, write_rollouts
 from support import read_jsonl
 
-from rollout_pipeline.dpo_pairs import PairConfig, run_pair
-from rollout_pipeline.sft_filter import FilterConfig, run_filter
+from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
 
 SEED_DOC = Path(__file__).resolve().parent / "seed_docs" / "000_46c80efc949f60b0.txt"
 

@@ -10,7 +10,7 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from .errors import UserError
+from rollout_pipeline.errors import UserError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 

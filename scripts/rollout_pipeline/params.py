@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError, did_you_mean
-from .schema import Field, ListOf, MapOf, Section, validate
+from rollout_pipeline.errors import UserError, did_you_mean
+from rollout_pipeline.schema import Field, ListOf, MapOf, Section, validate
 
 PARAMS_FILE = "params.yaml"
 OBJECTIVES = ("rl", "sft", "dpo")
@@ -81,7 +81,7 @@ PROMPT_SET = Section({
     "seed": Field((int,), default=0),
 })
 
-# ---- rl: the online RL loop (see rl_loop.py and the README's "The RL loop") -------------------------
+# ---- rl: the online RL loop (see rl/loop.py and the README's "The RL loop") -------------------------
 
 ITERATION_KEY_RE = re.compile(r"\d{3}")
 DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"

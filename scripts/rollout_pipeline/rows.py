@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .errors import UserError
+from rollout_pipeline.errors import UserError
 
 Message = dict[str, Any]
 

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import UserError, did_you_mean
+from rollout_pipeline.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)

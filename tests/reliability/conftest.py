@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from reliability_support import count_lines, fast_agent, run_collect
-from rollout_pipeline.embedded import start_embedded_server
+from rollout_pipeline.reference.embedded import start_embedded_server
 from support import PY, ROOT, make_prompts
 
 # The baseline shape every fault test compares against: 12 prompts x 2 repeats, seed 21.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rollout_pipeline.verifiers import verify
+from rollout_pipeline.verify.verifiers import verify
 
 
 def _unlucky(row: dict, output: str) -> bool:

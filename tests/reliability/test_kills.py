@@ -22,8 +22,8 @@ from conftest import BASE_RUN
 from reliability_support import (children_of, collect_command, count_lines, fast_agent, finished_rollouts,
                                  last_line, listing, pid_alive, result_of, run_collect, run_concurrently,
                                  wait_until)
-from rollout_pipeline.embedded import start_embedded_server
-from rollout_pipeline.fetcher import rollout_seed
+from rollout_pipeline.reference.embedded import start_embedded_server
+from rollout_pipeline.collect.fetcher import rollout_seed
 from support import read_jsonl
 
 RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts

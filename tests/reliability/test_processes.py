@@ -19,9 +19,9 @@ import pytest
 
 from reliability_support import (children_of, collect_command, count_lines, fast_agent, finished_rollouts,
                                  last_line, listing, one_line_error, pid_alive, run_collect, wait_until)
-from rollout_pipeline.collector_processes import SLOTS_PER_PROCESS, auto_processes
-from rollout_pipeline.embedded import start_embedded_server
-from rollout_pipeline.fetcher import rollout_seed
+from rollout_pipeline.collect.processes import SLOTS_PER_PROCESS, auto_processes
+from rollout_pipeline.reference.embedded import start_embedded_server
+from rollout_pipeline.collect.fetcher import rollout_seed
 from support import make_prompts, read_jsonl
 
 PROMPTS, REPEATS, SEED = 40, 3, 5

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from ..collector import CollectSettings, Collector
-from ..errors import UserError, did_you_mean, run_cli
-from ..params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
-from ..rl_loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
-from ..schema import validate
+from rollout_pipeline.collect.collector import CollectSettings, Collector
+from rollout_pipeline.errors import UserError, did_you_mean, run_cli
+from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
+from rollout_pipeline.params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
+from rollout_pipeline.rl.loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
+from rollout_pipeline.schema import validate
 
 SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath", "num_repeats", "num_samples_in_parallel",
              "limit", "seed", "max_failure_rate", "responses_create_params")
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
         settings.processes = options.processes
         print(f"=== RL Iteration {key} ===", flush=True)
-        code = Collector(settings).run()
+        code = Collector(settings, start_server=start_embedded).run()
         if code == 0:
             print(reward_line(key, average_reward(settings.output_path)))
         return code
@@ -173,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     settings.processes = options.processes
-    return Collector(settings).run()
+    return Collector(settings, start_server=start_embedded).run()
+
+
+def start_embedded(agent: dict) -> EmbeddedServer:
+    """The embedded reference server for an agent whose url is `embedded` (its flags and checkpoint folder)."""
+    args = list(agent.get("embedded_args") or [])
+    if agent.get("checkpoint_dir"):
+        args += ["--checkpoint-dir", agent["checkpoint_dir"]]
+    return start_embedded_server(args)
 
 
 def seed_main() -> None:

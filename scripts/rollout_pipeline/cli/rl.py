@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UserError, run_cli
-from ..jsonl import atomic_writer
-from ..params import PARAMS_FILE, load_params
-from ..rl_hooks import init_checkpoint, run_train, run_update
-from ..rl_loop import (PROGRESS_CSV, extend_params, format_table, iteration_entry, iteration_key, metrics_path,
+from rollout_pipeline.errors import UserError, run_cli
+from rollout_pipeline.jsonl import atomic_writer
+from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.rl.hooks import init_checkpoint, run_train, run_update
+from rollout_pipeline.rl.loop import (PROGRESS_CSV, extend_params, format_table, iteration_entry, iteration_key, metrics_path,
                        progress_csv, progress_rows, repro_targets, rollouts_path)
-from ..rollout_metrics import run_metrics
+from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
 def _parser() -> argparse.ArgumentParser:

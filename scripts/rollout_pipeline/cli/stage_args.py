@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..params import PARAMS_FILE
+from rollout_pipeline.params import PARAMS_FILE
 
 
 def stage_parser(prog: str, doc: str, input_default: str | None, output_default: str | None,

@@ -1,0 +1,477 @@
+"""The collector engine: stream prompts, ask the agent for `num_repeats` rollouts each, score, store, resume.
+
+Guarantees:
+- bounded parallelism AND a bounded number of live tasks, whatever the input size (memory is flat);
+- every finished rollout is on disk before it is counted (the progress file), so a kill loses nothing;
+- a failed rollout is retried, then reported in the failures file, and never written with a made-up reward;
+- the output is sorted by (task_index, rollout_index) and replaced atomically, only when the run succeeds.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+try:  # imported with the module, under launch.py's Ctrl-C guard: a C extension's import must not be interrupted
+    import uvloop
+except ImportError:
+    uvloop = None
+
+from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
+from rollout_pipeline.jsonl import dumps, write_json
+from rollout_pipeline.collect.progress import ProgressStore
+from rollout_pipeline.collect.run_input import scan_input
+from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.scoring import make_scorer
+# Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
+MIN_GIVE_UP_STREAK = 20
+# A Retry-After wait this long (seconds) is announced, at most once per WAIT_NOTICE_EVERY_S.
+WAIT_NOTICE_S = 2.0
+WAIT_NOTICE_EVERY_S = 30.0
+# Generation-0 GC threshold while collecting (Python's default is 700): see young_gc_threshold().
+GC_YOUNG_THRESHOLD = 10_000
+
+
+@dataclass
+class CollectSettings:
+    """Everything one collection run needs, whichever front end built it."""
+
+    agent_name: str
+    agent: dict
+    input_path: Path
+    output_path: Path
+    num_repeats: int = 1
+    num_samples_in_parallel: int | None = None
+    limit: int | None = None
+    seed: int | None = None
+    max_failure_rate: float = 0.0
+    responses_create_params: dict = field(default_factory=dict)
+    show_progress: bool = True
+    # What the model name alone does not pin down, e.g. a hash of the checkpoint it serves (the RL loop
+    # retrains a checkpoint under the same name): part of the identity when set, so a resume never mixes.
+    model_revision: str | None = None
+    # Collector processes: None = auto (processes.auto_processes). How rollouts are fetched, not what
+    # they are: not part of the identity, so a resume may use another count.
+    processes: int | None = None
+
+    @property
+    def parallel(self) -> int:
+        return min(self.num_samples_in_parallel or POOL_CAP, POOL_CAP)
+
+    def identity(self, input_sha256: str) -> dict:
+        """What decides whether a previous run's progress can be reused. URLs, parallelism, timeouts and
+        retries are left out on purpose: they change how rollouts are fetched, not what they are."""
+        return {
+            "input_sha256": input_sha256,
+            "agent_name": self.agent_name,
+            "protocol": self.agent["protocol"],
+            "model": self.agent["model"],
+            "verifier": self.agent["verifier"] if self.agent["protocol"] != "agent" else None,
+            "repeat_mode": self.agent["repeat_mode"],
+            "num_repeats": self.num_repeats,
+            "limit": self.limit,
+            "seed": self.seed,
+            "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
+            **({"model_revision": self.model_revision} if self.model_revision else {}),
+        }
+
+
+def side_path(output: Path, suffix: str) -> Path:
+    """Files that go beside the output: rl.jsonl -> rl.stats.json, rl.failures.ndjson. Neither ends in .jsonl,
+    so globs over rollout files (the seed's `outputs/rl_iter_*.jsonl`) never pick them up."""
+    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(f"{stem}{suffix}")
+
+
+class Collector:
+    """One collection run. Use `run()`; it returns the process exit code."""
+
+    def __init__(self, settings: CollectSettings, out=sys.stdout, err=sys.stderr,
+                 start_server: Callable[[dict], Any] | None = None) -> None:
+        # `url: embedded` needs a server started for the run; the front end that wires layers supplies how
+        # (the engine never imports the reference server). It returns an object with `.url` and `.stop()`.
+        self.s = settings
+        self.start_server = start_server
+        self.out = out
+        self.err = err
+        self.stats = RunStats()
+        self.store: ProgressStore | None = None
+        self._fetcher: Fetcher | None = None
+        self.processes = 1
+        self.process_rollouts: list[int] = []
+        self.endpoints: dict = {}
+        self._failures_handle: Any = None
+        self._bar: Any = None
+        self._fatal: BaseException | None = None
+        self._last_wait_notice = -math.inf
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        env_name = self.s.agent.get("api_key_env")
+        if env_name:
+            key = (os.environ.get(env_name) or "").strip()  # a trailing newline from `$(cat keyfile)` is common
+            if not key:
+                raise UserError(f"agent {self.s.agent_name!r}: environment variable {env_name} is not set "
+                                f"(api_key_env names it); export {env_name}=... and run again")
+            if any(ord(c) < 32 or ord(c) == 127 for c in key):
+                # Never echo the value: it is a secret.
+                raise UserError(f"agent {self.s.agent_name!r}: environment variable {env_name} holds a control "
+                                f"character (value not shown); export {env_name} as the bare key and run again")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _check_output_dir(self) -> None:
+        output = self.s.output_path
+        if output.is_dir():
+            raise UserError(f"{output}: is a directory; give the output a file name, e.g. {output / 'rollouts.jsonl'}")
+        if output.exists() and self.s.input_path.exists() and os.path.samefile(output, self.s.input_path):
+            raise UserError(f"{output}: the output path is the input file, and writing it would replace the prompts; "
+                            "give another output path")
+        directory = self.s.output_path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{directory}: cannot create the output directory ({exc.strerror})") from None
+        if not os.access(directory, os.W_OK):
+            raise UserError(f"{directory}: output directory is not writable")
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        """The whole run; returns the exit code. Ctrl-C or SIGTERM at any point (start-up, collection, the final
+        write) stops it cleanly: one line says what was kept, exit 130 / 143, and no temp file stays behind."""
+        previous = _raise_on_sigterm()
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            self._interrupted("interrupted")
+            return 130
+        except _Terminated:
+            self._interrupted("terminated")
+            return 143
+        except BaseException:
+            self._close_failures(keep=False)
+            raise
+        finally:
+            _restore_sigterm(previous)
+
+    def _run(self) -> int:
+        agent = self.s.agent
+        in_process = agent["protocol"] != "agent" and agent["verifier"] in ("math", "exact")
+        scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
+        headers = self._headers()
+        self._check_output_dir()
+        # A verifier that cannot be imported is a configuration error: say so before any file is touched.
+        make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
+        if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
+            raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
+        self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats,
+                                   source=agent["url"])
+        self.store.open()
+        print(f"Found {scan.rows} rows!", file=self.out)
+        if self.store.resume_note:
+            print(self.store.resume_note, file=self.out)
+        print(f"Querying with {self.s.parallel} concurrent requests", file=self.out)
+        self.out.flush()
+        server = None
+        try:
+            urls = self.s.agent["url"]
+            if urls == "embedded":
+                if self.start_server is None:
+                    raise UserError(f"agent {self.s.agent_name!r}: url: embedded needs a front end that starts "
+                                    "the embedded server (scripts/collect.py or ng_collect_rollouts)")
+                server = self.start_server(self.s.agent)
+                urls = [server.url]
+            elif isinstance(urls, str):
+                urls = [urls]
+            self._collect(urls, headers)
+        finally:  # Ctrl-C and SIGTERM pass through to run(), which reports what was kept
+            if server is not None:
+                server.stop()
+            if self.store is not None:
+                self.store.close()
+            self._close_bar()
+        if self._fatal is not None:
+            self._close_failures(keep=True)
+            raise self._fatal
+        return self._finish()
+
+    def _interrupted(self, how: str) -> None:
+        self._close_bar()  # first, so that the summary is the last line, not the bar's final redraw
+        self._close_failures(keep=False)
+        if self.store is None:
+            print(f"{how}: stopped before any rollout was collected; nothing was written", file=self.err)
+        elif not self.store.path.exists():  # stopped after the output was complete and the progress file discarded
+            print(f"{how}: all {self.store.total} rollouts were already written to {self.s.output_path}", file=self.err)
+        else:
+            print(f"{how}: {self.store.done} of {self.store.total} rollouts done and kept in {self.store.path}; "
+                  f"run the same command again to resume", file=self.err)
+
+    def _collect(self, urls: list[str], headers: dict[str, str]) -> None:
+        """Fetch every pending rollout, here or in several processes; this process stays the only writer."""
+        assert self.store is not None
+        pending = self.store.total - self.store.done
+        parallel = max(1, min(self.s.parallel, pending))
+        requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
+        self.processes = max(1, min(self.s.processes or auto_processes(parallel, requests), parallel))
+        self._open_failures()
+        self.stats.collect_started = time.perf_counter()
+        try:
+            if self.processes == 1:
+                self._make_bar()
+                self._fetcher = Fetcher(self.s, urls, headers, self, self.stats,
+                                        work_items(self.s, self.store.is_done), parallel)
+                _run_async(self._fetcher.run())
+                self.endpoints = self._fetcher.pool.summary()
+                return
+            self.process_rollouts, ended = collect_in_processes(
+                self.s, self.processes, parallel, urls, headers, self.store.is_done, self, self.stats,
+                self.endpoints, should_stop=lambda: self._fatal is not None, run_async=_run_async,
+                interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats),
+                forked=self._make_bar)  # after the fork: tqdm starts a monitor thread, which a fork must not copy
+            if ended and self._fatal is None:
+                if self.store.done + self.stats.failures < self.store.total:
+                    self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same "
+                                            "command again to collect the rest")
+                else:  # it had sent everything it collected: the run is complete
+                    self._say("note: " + "; ".join(ended) + " after its last rollout")
+        finally:
+            self.stats.collect_ended = time.perf_counter()
+
+    # -- the sink: every finished rollout, failure and retry, whichever process fetched it --------
+    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
+                input_tokens: int, output_tokens: int) -> None:
+        assert self.store is not None
+        self.store.add_line(task_index, rollout_index, line, reward)
+        stats = self.stats
+        stats.input_tokens += input_tokens
+        stats.output_tokens += output_tokens
+        stats.new_rollouts += 1
+        stats.reward_sum += reward
+        stats.failure_streak = 0
+        self._tick()
+
+    def retry(self, cause: str, retry_after: float | None) -> None:
+        self.stats.count_retry(cause)
+        if retry_after is not None and retry_after >= WAIT_NOTICE_S:
+            # A long Retry-After would otherwise look like a hung run; one line per WAIT_NOTICE_EVERY_S is enough.
+            now = time.monotonic()
+            if now - self._last_wait_notice >= WAIT_NOTICE_EVERY_S:
+                self._last_wait_notice = now
+                self._say(f"the server asked to wait {retry_after:g} s before retrying ({cause}, Retry-After); "
+                          f"waiting (such waits are shown at most every {WAIT_NOTICE_EVERY_S:g} s)")
+
+    def fatal(self, error: UserError) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        if self._fetcher is not None:
+            self._fetcher.stop()
+
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None:
+        self.stats.failures += 1
+        self.stats.failure_causes[cause] = self.stats.failure_causes.get(cause, 0) + 1
+        self.stats.failure_streak += 1
+        self._failures_handle.write(dumps({
+            "prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index,
+            "cause": cause, "error": message}) + b"\n")
+        self._failures_handle.flush()
+        self.stats.last_error = message
+        self._say(f"rollout ({task_index}, {rollout_index}) failed: {message}")
+        give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
+        if self.stats.failure_streak >= give_up_after and self._fatal is None:
+            self.fatal(_GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed "
+                               f"(last error: {message})"))
+
+    def _say(self, line: str) -> None:
+        """One line on stderr, above the progress bar when there is one."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.err)
+        else:
+            print(line, file=self.err, flush=True)
+
+    # -- files and progress ----------------------------------------------------------------------
+    def _open_failures(self) -> None:
+        path = side_path(self.s.output_path, ".failures.ndjson")
+        self._failures_tmp = path.with_name(f".{path.name}.tmp")
+        self._failures_handle = open(self._failures_tmp, "wb")
+
+    def _close_failures(self, keep: bool) -> None:
+        if self._failures_handle is None:
+            return
+        self._failures_handle.close()
+        self._failures_handle = None
+        if keep:
+            os.replace(self._failures_tmp, side_path(self.s.output_path, ".failures.ndjson"))
+        else:
+            self._failures_tmp.unlink(missing_ok=True)
+
+    def _make_bar(self) -> None:
+        if not self.s.show_progress:
+            return
+        from tqdm import tqdm
+        assert self.store is not None
+        interactive = self.err.isatty() if hasattr(self.err, "isatty") else False
+        self._bar = tqdm(total=self.store.total, initial=self.store.done, desc="Collecting rollouts",
+                         file=self.err, mininterval=0.2 if interactive else 5.0, dynamic_ncols=True)
+        self._bar_last = 0.0
+
+    def _close_bar(self) -> None:
+        if self._bar is None:
+            return
+        # The running mean is refreshed at most twice a second; the last view shows the final one.
+        self._bar.set_postfix_str(f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}",
+                                  refresh=True)
+        self._bar.close()
+        self._bar = None
+
+    def _tick(self) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        now = time.monotonic()
+        if now - self._bar_last > 0.5:
+            self._bar_last = now
+            mean = self.stats.reward_sum / max(1, self.stats.new_rollouts)
+            self._bar.set_postfix_str(f"reward={mean:.3f}", refresh=False)
+
+    # -- the end ---------------------------------------------------------------------------------
+    def _finish(self) -> int:
+        assert self.store is not None
+        s, stats, store = self.s, self.stats, self.store
+        wall = time.perf_counter() - stats.started
+        allowed = int(s.max_failure_rate * store.total)
+        ok = stats.failures <= allowed and store.done + stats.failures == store.total
+        self._close_failures(keep=True)
+        if ok:
+            # The mean (resumed rollouts included) comes from the store's exact running sum: no record is
+            # decoded again.
+            written = store.write_output()
+            reward_mean = store.reward_sum.value / written if written else None
+            store.discard()
+        else:
+            written, reward_mean = 0, None
+        stats_doc = self._stats_doc(wall, written)
+        write_json(side_path(s.output_path, ".stats.json"), stats_doc)
+        print(f"{stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
+              f"{wall:.1f} s in all), "
+              f"{store.total - stats.new_rollouts - stats.failures} resumed, {stats.failures} failed, "
+              f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
+        if not ok:
+            print(f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
+                  f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
+                  f"The {store.done} finished rollouts are kept; run again to retry only the rest.", file=self.err)
+            return 1
+        print(orjson.dumps({"reward": round(reward_mean, 6) if reward_mean is not None else None},
+                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
+        return 0
+
+    def _stats_doc(self, wall: float, written: int) -> dict:
+        assert self.store is not None
+        st = self.stats
+        return {
+            "rollouts": written,
+            "new_rollouts": st.new_rollouts,
+            "resumed_rollouts": self.store.done - st.new_rollouts,
+            "failures": st.failures,
+            "failure_causes": st.failure_causes,
+            "requests": st.requests,
+            "retries": st.retries,
+            "wall_s": round(wall, 3),
+            "collect_s": round(st.collect_s, 3),
+            "throughput_rollouts_per_s": round(st.throughput(), 3),
+            "latency_s": st.percentiles(),
+            "tokens": {"input": st.input_tokens, "output": st.output_tokens},
+            "parallel": self.s.parallel,
+            "processes": self.processes,
+            **({"process_rollouts": self.process_rollouts} if self.process_rollouts else {}),
+            # Forked processes share their start-up pages, so the sum overstates the memory actually used.
+            "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": [
+                st.process_peak_rss_mb.get(i) for i in range(self.processes)]} if st.process_peak_rss_mb else {})},
+            "endpoints": list(self.endpoints.values()),
+        }
+
+
+class _GiveUp(UserError):
+    """Too many consecutive failures: stop early, keep progress."""
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived; stop like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _raise_on_sigterm():
+    """Outside the event loop, SIGTERM raises _Terminated (as Ctrl-C raises KeyboardInterrupt) instead of killing
+    the process mid-write. Returns the previous handler (None when not on the main thread: nothing installed)."""
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def young_gc_threshold(threshold: int) -> Iterator[None]:
+    """Run a block with a higher generation-0 GC threshold, then restore the previous one.
+
+    aiohttp allocates container objects in bursts (hundreds of replies handled in one event-loop pass), so
+    at Python's default threshold (700) a generation-0 collection ran every ~75 requests, each traversing
+    all in-flight request state: 12-17% of the collector's CPU, and of a bare aiohttp loop's (see
+    bench/RESULTS.md). Garbage is still collected, just in larger batches; memory stays bounded."""
+    previous = gc.get_threshold()
+    gc.set_threshold(max(threshold, previous[0]), *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
+def _run_async(coro, handle_sigterm: bool = True) -> None:
+    """Run the event loop (uvloop when available). Ctrl-C raises KeyboardInterrupt; SIGTERM raises _Terminated
+    (unless handle_sigterm is false: a child collector process leaves signals to its parent)."""
+    loop_factory = uvloop.new_event_loop if uvloop is not None else None
+    with young_gc_threshold(GC_YOUNG_THRESHOLD), asyncio.Runner(loop_factory=loop_factory) as runner:
+        loop = runner.get_loop()
+        terminated = False
+
+        def on_term() -> None:
+            nonlocal terminated
+            terminated = True
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+        outside_loop = signal.getsignal(signal.SIGTERM)
+        if handle_sigterm:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, on_term)
+        try:
+            runner.run(coro)
+        except asyncio.CancelledError:
+            if terminated:
+                raise _Terminated() from None
+            raise
+        finally:
+            # The loop's handler resets SIGTERM to the default (kill) when removed: put back the one from before.
+            if handle_sigterm:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signal.SIGTERM)
+                    if outside_loop is not None:
+                        signal.signal(signal.SIGTERM, outside_loop)

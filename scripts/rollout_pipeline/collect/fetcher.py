@@ -1,0 +1,258 @@
+"""The async half of a collection run: stream the work, ask the agent, score, and hand each finished rollout
+(or failure) to a sink.
+
+The sink owns the run's files. In a single-process run it is the Collector itself (progress file, stats,
+progress bar); in a multi-process run it is a pipe to the parent process (processes.py), which then
+stays the only writer. Either way the fetcher never writes a file.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Callable, Iterator, Protocol
+
+import aiohttp
+
+from rollout_pipeline.collect.endpoints import EndpointPool
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.jsonl import dumps
+from rollout_pipeline.collect.protocols import PATHS, InvalidReply, build_body, parse_reply, sampling_params
+from rollout_pipeline.rows import prompt_id
+from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
+from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.scoring import make_scorer
+from rollout_pipeline.collect.transport import RequestFailed, post_json, with_retries
+
+# aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
+POOL_CAP = 1024
+
+# (task_index, rollout_indexes, row): one request's worth of rollouts of one prompt.
+WorkItem = tuple[int, list[int], dict]
+
+
+class Sink(Protocol):
+    """Where finished rollouts, failures and retries go."""
+
+    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
+                input_tokens: int, output_tokens: int) -> None: ...
+
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None: ...
+
+    def retry(self, cause: str, retry_after: float | None) -> None: ...
+
+    def fatal(self, error: UserError) -> None: ...
+
+
+def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
+    """A per-rollout seed derived from the run's seed: reproducible, and different for every rollout."""
+    digest = hashlib.blake2b(f"{base}:{task_index}:{rollout_index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def work_items(settings: Any, is_done: Callable[[int, int], bool],
+               claim: Callable[[], range] | None = None) -> Iterator[WorkItem]:
+    """The requests still to make, in input order, rows read as a stream.
+
+    `claim`, when given, hands out this process's next range of task indexes (other processes take the
+    ranges in between); it is called only when the current range is used up, so work is shared as it is
+    needed rather than split up front."""
+    by_n = settings.agent["repeat_mode"] == "n"
+    owned = range(0)
+    for task_index, lineno, raw in iter_raw_rows(settings.input_path, settings.limit):
+        if claim is not None:
+            while task_index >= owned.stop:
+                owned = claim()
+            if task_index < owned.start:
+                continue
+        pending = [r for r in range(settings.num_repeats) if not is_done(task_index, r)]
+        if not pending:
+            continue
+        row = parse_row(raw, settings.input_path, lineno)
+        row["_prompt_id"] = prompt_id(row)
+        row["_pending"] = len(pending) if not by_n else 1
+        if by_n:
+            yield task_index, pending, row
+        else:
+            for rollout_index in pending:
+                yield task_index, [rollout_index], row
+
+
+class Fetcher:
+    """`parallel` workers share one stream of work: at most `parallel` requests in flight and as many live
+    tasks, whatever the input size. (A worker per slot, not a task per rollout: no task, semaphore or callback
+    churn per request.)"""
+
+    def __init__(self, settings: Any, urls: list[str], headers: dict[str, str], sink: Sink, stats: RunStats,
+                 work: Iterator[WorkItem], parallel: int) -> None:
+        self.s = settings
+        self.urls = urls
+        self.headers = headers
+        self.sink = sink
+        self.stats = stats
+        self.work = work
+        self.parallel = parallel
+        self.pool = EndpointPool(urls)
+        self._stopped = False
+        self._finished: asyncio.Future | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def stop(self) -> None:
+        """Stop early: no new requests; what is in flight is cancelled (finished rollouts are the sink's)."""
+        self._stopped = True
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300,
+                                         force_close=False, enable_cleanup_closed=True)
+        agent = self.s.agent
+        # A host that drops packets (a firewall, a wrong address) fails within the connect timeout, not after
+        # the full timeout_s, which is sized for a long generation.
+        self.timeout = aiohttp.ClientTimeout(total=agent["timeout_s"],
+                                             sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"]))
+        async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
+                                         skip_auto_headers=("User-Agent",)) as session:
+            self._session = session
+            self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
+                                      self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers))
+            await self._schedule()
+        self._session = None
+
+    async def _schedule(self) -> None:
+        self._finished = asyncio.get_running_loop().create_future()
+        if self._stopped:
+            return
+        running = self.parallel
+        finished = self._finished
+
+        async def worker() -> None:
+            nonlocal running
+            try:
+                for item in self.work:  # next() never awaits, so the workers can share the generator
+                    if self._stopped:
+                        break
+                    await self._rollouts(*item)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a bug: surface it rather than hang the other workers
+                if not finished.done():
+                    finished.set_exception(exc)
+                raise
+            finally:
+                running -= 1
+                if running == 0 and not finished.done():
+                    finished.set_result(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.parallel)]
+        try:
+            await finished
+        finally:
+            # On Ctrl-C, SIGTERM or stop(): cancel what is in flight; finished rollouts are already the sink's.
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.work.close()  # type: ignore[attr-defined]
+
+    async def _rollouts(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
+        """Fetch, score and hand over the given rollouts of one prompt (one request, or one with n choices)."""
+        try:
+            await self._fetch(task_index, rollout_indexes, row)
+        except RequestFailed as failure:
+            for rollout_index in rollout_indexes:
+                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure))
+        except UserError as exc:
+            self.sink.fatal(exc)
+        finally:
+            row["_pending"] -= 1
+            if row["_pending"] == 0:
+                self.pool.forget(task_index)
+
+    async def _fetch(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
+        s = self.s
+        protocol = s.agent["protocol"]
+        # repeat_mode n always asks for every choice with the seed of choice 0, and keeps the ones still missing:
+        # a resume after a kill between two choices of one reply then gets exactly an uninterrupted run's choices.
+        choices = list(range(s.num_repeats)) if s.agent["repeat_mode"] == "n" else rollout_indexes
+        n = len(choices) if s.agent["repeat_mode"] == "n" else 1
+        seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
+        params = sampling_params(row, s.responses_create_params, seed)
+        body = dumps(build_body(protocol, row, params, s.agent["model"], n))
+        path = PATHS[protocol]
+
+        async def attempt() -> list[tuple[Any, float, dict]]:
+            endpoint = self.pool.acquire(task_index)
+            self.stats.requests += 1
+            ok = False
+            try:
+                reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout)
+                try:
+                    results = parse_reply(protocol, reply, n)
+                except InvalidReply as exc:
+                    raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True) from None
+                if len(rollout_indexes) < n:
+                    results = [results[index] for index in rollout_indexes]
+                scored = [await self._score(row, result, reply) for result in results]
+                ok = True
+                self.stats.latencies.append(latency)
+                return scored
+            finally:
+                self.pool.release(endpoint, ok)
+
+        scored = await with_retries(attempt, s.agent["max_retries"], s.agent["retry_backoff_s"],
+                                    lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+        for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
+            record = self._record(task_index, rollout_index, row, params, result, reward, extras)
+            usage = result.response.get("usage") or {}
+            self.sink.rollout(task_index, rollout_index, dumps(record) + b"\n", reward,
+                              int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+
+    async def _score(self, row: dict, result: Any, reply: dict) -> tuple[Any, float, dict]:
+        try:
+            reward, extras = await self.scorer(row, result)
+        except InvalidReply as exc:
+            raise RequestFailed("invalid_reward", str(exc), True) from None
+        except (RequestFailed, UserError):
+            raise
+        except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise RequestFailed("verifier_error", f"verifier {self.s.agent['verifier']!r} raised {message}",
+                                False) from None
+        if self.s.agent["protocol"] == "agent":
+            extras = {k: v for k, v in reply.items()
+                      if k not in row and k not in ("response", "reward", "responses_create_params")}
+        return result, reward, extras
+
+    def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any,
+                reward: float, extras: dict) -> dict:
+        record = {
+            "prompt_id": row["_prompt_id"],
+            "task_index": task_index,
+            "rollout_index": rollout_index,
+            "agent_name": self.s.agent_name,
+            "input": row["_messages"],
+            "output": result.output,
+            "reward": reward,
+            "responses_create_params": params,
+            "response": result.response,
+        }
+        for key, value in row.items():
+            if not key.startswith("_") and key not in record:
+                record[key] = value
+        for key, value in extras.items():
+            if key not in record:
+                record[key] = value
+        return record
+
+
+def _origin(url: str) -> tuple:
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def headers_for(url: str, agent_urls: list[str], headers: dict[str, str]) -> dict[str, str]:
+    """Headers for a request to `url` (a /verify URL): the agent's API key goes only to the agent's own origins,
+    never to another host."""
+    if not url.startswith(("http://", "https://")) or any(_origin(url) == _origin(u) for u in agent_urls):
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() != "authorization"}

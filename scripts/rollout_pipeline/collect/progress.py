@@ -1,0 +1,232 @@
+"""The progress file: finished rollouts streamed to disk as they complete, so a crash or Ctrl-C loses nothing.
+
+It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
+those before it runs a stage. Its first line is the run identity (hash of the input file, the agent and the
+effective settings); a resume only happens when it matches. Each further line is one rollout record. A truncated
+last line (a crash mid-write) is cut off on open.
+
+Memory stays flat in the number of rollouts: finished rollouts are indexed by an array of byte offsets (8 bytes
+per rollout), and the sorted output is written by reading records back in (task_index, rollout_index) order.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+from array import array
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.jsonl import atomic_writer, dumps
+
+NOT_DONE = -1
+
+
+def progress_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.progress.jsonl")
+
+
+class ProgressStore:
+    """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
+
+    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None) -> None:
+        self.output = output
+        self.path = progress_path(output)
+        self.identity = identity
+        # Where the rollouts come from (the agent's url setting): recorded, not part of the identity (a resume
+        # may go to another replica), but a resume says when it changed.
+        self.source = source
+        self.num_repeats = num_repeats
+        self.total = num_tasks * num_repeats
+        self.offsets = array("q", [NOT_DONE]) * self.total
+        self.done = 0
+        self.resume_note = ""
+        self._handle = None
+        self._lock_fd: int | None = None
+        self._end = 0  # byte offset of the progress file's end: where the next record goes
+        self.reward_sum = ExactSum()  # of every finished rollout, resumed or new: the run's mean reward
+
+    # -- opening ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
+        header = dumps({"run_identity": self.identity, "source": self.source}) + b"\n"
+        self._lock()
+        if self.path.stat().st_size > 0:  # empty: just created by _lock, nothing to resume
+            reason = self._load_existing()
+            if reason is None:
+                self._handle = open(self.path, "ab", buffering=0)
+                self._end = self._handle.seek(0, os.SEEK_END)
+                return
+            self.resume_note = f"starting fresh: {reason}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "wb", buffering=0)
+            self._end = 0
+            self._append(header)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+
+    def _lock(self) -> None:
+        """One collector per output at a time: two would interleave their appends and corrupt each other's
+        index. An exclusive flock on the progress file, held until close (the kernel drops it if we die)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{self.output}: another collector is writing it right now (its progress file {self.path} "
+                            "is locked); wait for that run to end, or give this one another output") from None
+        self._lock_fd = fd
+
+    def _load_existing(self) -> str | None:
+        """Index the finished rollouts of an existing progress file; return why it cannot be resumed, or None."""
+        with open(self.path, "rb") as handle:
+            first = handle.readline()
+            try:
+                previous = orjson.loads(first)
+                old = previous.get("run_identity", {})
+            except (orjson.JSONDecodeError, AttributeError):
+                return "the previous progress file has no readable header"
+            if not first.endswith(b"\n") or old != orjson.loads(dumps(self.identity)):
+                return _identity_change(old, self.identity)
+            good_end = handle.tell()
+            for line in iter(handle.readline, b""):
+                if not line.endswith(b"\n"):
+                    break  # truncated by a crash mid-write: cut it off below
+                try:
+                    record = orjson.loads(line)
+                    rank = record["task_index"] * self.num_repeats + record["rollout_index"]
+                    reward = float(record["reward"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    break
+                if 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
+                    self.offsets[rank] = good_end
+                    self.done += 1
+                    self.reward_sum.add(reward)
+                good_end += len(line)
+        if good_end < self.path.stat().st_size:
+            os.truncate(self.path, good_end)
+        self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done"
+        if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
+            self.resume_note += (f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
+                                 f"if that serves other weights under the same model name, delete {self.path} "
+                                 "to start fresh)")
+        return None
+
+    # -- during the run --------------------------------------------------------------------------
+    def is_done(self, task_index: int, rollout_index: int) -> bool:
+        return self.offsets[task_index * self.num_repeats + rollout_index] != NOT_DONE
+
+    def add_line(self, task_index: int, rollout_index: int, line: bytes, reward: float) -> None:
+        """Append one finished rollout (its record's JSON line); unbuffered, so a kill right after loses nothing."""
+        rank = task_index * self.num_repeats + rollout_index
+        assert self._handle is not None
+        if self.offsets[rank] != NOT_DONE:
+            return  # delivered twice (it cannot happen; if it did, counting it twice would hide a missing one)
+        offset = self._end
+        try:
+            self._append(line)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # no fragment for the next record to be appended after
+                os.ftruncate(self._handle.fileno(), self._end)
+            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
+        self.offsets[rank] = offset
+        self.done += 1
+        self.reward_sum.add(reward)
+
+    def _append(self, data: bytes) -> None:
+        """One write(2) to the unbuffered file: once it returns the bytes are the OS's, safe from a kill of this
+        process. The file's end is tracked here rather than asked for (tell() would be a second syscall)."""
+        written = self._handle.write(data)
+        while written < len(data):  # a short write (rare: a signal, a full disk) continues where it stopped
+            written += self._handle.write(memoryview(data)[written:])
+        self._end += len(data)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- at the end ------------------------------------------------------------------------------
+    def iter_sorted(self) -> Iterator[bytes]:
+        """The finished records' lines in (task_index, rollout_index) order."""
+        with open(self.path, "rb", buffering=1024 * 1024) as handle:
+            for offset in self.offsets:
+                if offset != NOT_DONE:
+                    handle.seek(offset)
+                    yield handle.readline()
+
+    def write_output(self) -> int:
+        """Write the sorted records atomically to the output path; returns the count."""
+        count = 0
+        with atomic_writer(self.output) as out:
+            for line in self.iter_sorted():
+                out.write(line)
+                count += 1
+        return count
+
+    def discard(self) -> None:
+        """The output is complete: the progress file has served its purpose (removed while still locked, so no
+        other collector can take it up in between)."""
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+
+class ExactSum:
+    """A running sum of floats that is exact until the final rounding, so it does not depend on the order the
+    values arrive in (Shewchuk's algorithm, as math.fsum): rollouts finish in any order, resumed ones first,
+    and the mean reward must not change with that. Usually one partial; adding one costs well under a us."""
+
+    def __init__(self) -> None:
+        self._partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        partials = self._partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low:
+                partials[i] = low
+                i += 1
+            x = high
+        partials[i:] = [x]
+
+    @property
+    def value(self) -> float:
+        return math.fsum(self._partials)
+
+
+def _identity_change(old: dict, new: dict) -> str:
+    """One line saying what differs between two run identities."""
+    if not isinstance(old, dict):
+        return "the previous run's identity is unreadable"
+    if old.get("input_sha256") != new.get("input_sha256"):
+        return "the input file changed since the previous run"
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key != "input_sha256" and old.get(key) != new.get(key):
+            changed.append(f"{key} {_short(old.get(key))} -> {_short(new.get(key))}")
+    return "settings changed since the previous run: " + "; ".join(changed) if changed else "the run identity changed"
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _urls(source: object) -> str:
+    return ", ".join(map(str, source)) if isinstance(source, list) else str(source)

@@ -1,0 +1,74 @@
+"""The collector's input pass: validate every row and hash the file before anything is sent or written."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.jsonl import decode_line
+from rollout_pipeline.rows import normalize_row
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InputScan:
+    rows: int          # rows that will be used (after limit)
+    sha256: str        # hash of the whole file's bytes: part of the run identity
+
+
+def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> InputScan:
+    """One streaming pass: every line up to `limit` must be a usable row; a bad one names file:line.
+
+    `answer_for` names the in-process verifier (math, exact) when there is one: it needs every row's
+    `expected_answer`, so a row without one is an input error here, before anything is sent."""
+    if not path.exists():
+        raise UserError(f"{path}: input file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a JSONL file of prompts")
+    digest = hashlib.sha256()
+    rows = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            digest.update(raw)
+            if limit is not None and rows >= limit or not raw.strip():
+                continue
+            row = _parse_row(raw, str(path), lineno)
+            if answer_for is not None and row.get("expected_answer") is None:
+                raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
+                                f"{answer_for} needs to score the output; add it, or use another verifier")
+            rows += 1
+    if rows == 0:
+        raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
+    return InputScan(rows=rows, sha256=digest.hexdigest())
+
+
+def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
+    value = decode_line(raw, name, lineno)
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else type(value).__name__
+        raise UserError(f"{name}:{lineno}: expected a JSON object (a prompt row), got a JSON {kind}")
+    return normalize_row(value, f"{name}:{lineno}")
+
+
+def iter_raw_rows(path: Path, limit: int | None) -> Iterator[tuple[int, int, bytes]]:
+    """Stream (task_index, line number, raw line) for the rows a run uses, undecoded: a process that collects
+    only some of the tasks decodes only those."""
+    task_index = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if limit is not None and task_index >= limit:
+                return
+            if not raw.strip():
+                continue
+            yield task_index, lineno, raw
+            task_index += 1
+
+
+def parse_row(raw: bytes, path: Path, lineno: int) -> dict:
+    """One row from `iter_raw_rows`, normalized (already validated by scan_input)."""
+    return _parse_row(raw, str(path), lineno)
+

@@ -1,0 +1,175 @@
+"""Fault and latency injection for the embedded server (tests and benchmarks; all off by default).
+
+Each generation request draws at most one fault from a seeded RNG. Kinds:
+
+    500            HTTP 500, OpenAI-style JSON error
+    502, 503       HTTP 502 / 503 with an HTML body (what a proxy or load balancer sends)
+    429            HTTP 429 with `Retry-After: <seconds>` (and `retry-after-ms`)
+    429-date       HTTP 429 with `Retry-After` as an HTTP date
+    reset          headers and half the body, then a TCP reset
+    hang           no answer for `hang_s` seconds (then the normal answer, if anyone still listens)
+    trickle        a 200 whose body arrives in small pieces spread over `hang_s` seconds
+    malformed      a 200 whose body is cut-off JSON
+    missing-fields a 200 with valid JSON that lacks the expected fields
+
+`--fail-rate R` spreads R evenly over the classic mix: 500, 429, reset, hang, malformed.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.reference.openai_api import error_body
+
+FAULT_KINDS = ("500", "502", "503", "429", "429-date", "reset", "hang", "trickle", "malformed", "missing-fields")
+MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
+FAULT_HELP = {
+    "500": "HTTP 500 with a JSON error",
+    "502": "HTTP 502 with an HTML body",
+    "503": "HTTP 503 with an HTML body",
+    "429": "HTTP 429 with Retry-After in seconds (--retry-after)",
+    "429-date": "HTTP 429 with Retry-After as an HTTP date",
+    "reset": "a TCP reset halfway through the body",
+    "hang": "no answer for --hang-s seconds",
+    "trickle": "a 200 body sent in small pieces over --hang-s seconds",
+    "malformed": "a 200 with cut-off JSON",
+    "missing-fields": "a 200 with valid JSON lacking the expected fields",
+}
+
+_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
+         "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+def format_retry_after(seconds: float) -> str:
+    """HTTP wants integer seconds; fractional values are a test knob and are written as such."""
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+@dataclass
+class FaultPlan:
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+    hang_s: float = 30.0
+    retry_after: float = 1.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for kind, rate in self.rates.items():
+            if kind not in FAULT_KINDS:
+                raise UserError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+            if not 0.0 <= rate <= 1.0:
+                raise UserError(f"fault rate for {kind} must be in [0, 1], got {rate}")
+        total = sum(self.rates.values())
+        if total > 1.0 + 1e-9:
+            raise UserError(f"fault rates add up to {total:g}; they must add up to at most 1")
+        if self.latency_ms < 0 or self.jitter_ms < 0 or self.hang_s < 0 or self.retry_after < 0:
+            raise UserError("--latency-ms, --jitter-ms, --hang-s and --retry-after must be >= 0")
+        self._rng = random.Random(self.seed)
+        cumulative, mass = [], 0.0
+        for kind in FAULT_KINDS:
+            if self.rates.get(kind, 0.0) > 0:
+                mass += self.rates[kind]
+                cumulative.append((mass, kind))
+        self._cumulative = cumulative
+
+    @classmethod
+    def from_flags(cls, fail_rate: float, per_kind: dict[str, float], **kwargs) -> "FaultPlan":
+        if not 0.0 <= fail_rate <= 1.0:
+            raise UserError(f"--fail-rate must be in [0, 1], got {fail_rate}")
+        rates = {k: v for k, v in per_kind.items() if v}
+        for kind in MIXED_KINDS:
+            if fail_rate:
+                rates[kind] = rates.get(kind, 0.0) + fail_rate / len(MIXED_KINDS)
+        return cls(rates, **kwargs)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._cumulative) or self.latency_ms > 0 or self.jitter_ms > 0
+
+    def draw(self) -> str | None:
+        """The fault for this request, or None."""
+        if not self._cumulative:
+            return None
+        u = self._rng.random()
+        for bound, kind in self._cumulative:
+            if u < bound:
+                return kind
+        return None
+
+    async def delay(self) -> None:
+        """Injected latency: latency_ms +- jitter_ms (uniform), never negative."""
+        if self.latency_ms <= 0 and self.jitter_ms <= 0:
+            return
+        ms = self.latency_ms + self._rng.uniform(-self.jitter_ms, self.jitter_ms)
+        if ms > 0:
+            await asyncio.sleep(ms / 1000.0)
+
+
+def _reset(request: web.Request) -> None:
+    """Abort with RST (SO_LINGER 0) rather than a clean FIN, like a crashed upstream."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
+async def respond_with_fault(kind: str, request: web.Request, plan: FaultPlan, good_body: bytes,
+                             object_name: str) -> web.StreamResponse | None:
+    """Send the fault's response. Returns None for `hang`: the caller then answers normally."""
+    if kind == "500":
+        body = error_body("injected fault: internal server error", None, "injected_fault", "server_error")
+        return web.Response(status=500, body=orjson.dumps(body), content_type="application/json")
+    if kind in ("502", "503"):
+        reason = "Bad Gateway" if kind == "502" else "Service Temporarily Unavailable"
+        return web.Response(status=int(kind), text=_HTML.format(code=kind, reason=reason), content_type="text/html")
+    if kind in ("429", "429-date"):
+        if kind == "429":
+            headers = {"Retry-After": format_retry_after(plan.retry_after),
+                       "retry-after-ms": str(int(plan.retry_after * 1000))}
+        else:
+            headers = {"Retry-After": email.utils.formatdate(time.time() + plan.retry_after, usegmt=True)}
+        body = error_body("injected fault: rate limit reached, retry later", None, "rate_limit_exceeded", "requests")
+        return web.Response(status=429, body=orjson.dumps(body), content_type="application/json", headers=headers)
+    if kind == "hang":
+        await asyncio.sleep(plan.hang_s)
+        return None
+    if kind == "malformed":
+        return web.Response(status=200, body=good_body[: max(1, len(good_body) // 2)], content_type="application/json")
+    if kind == "missing-fields":
+        body = orjson.dumps({"id": "fault-missing-fields", "object": object_name})
+        return web.Response(status=200, body=body, content_type="application/json")
+    if kind in ("reset", "trickle"):
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(good_body)
+        await response.prepare(request)
+        try:
+            if kind == "reset":
+                await response.write(good_body[: len(good_body) // 2])
+                _reset(request)
+            else:
+                pieces = [good_body[i:i + 16] for i in range(0, len(good_body), 16)]
+                pause = plan.hang_s / max(1, len(pieces))
+                for piece in pieces:
+                    await response.write(piece)
+                    await asyncio.sleep(pause)
+                await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client gave up, which is the point
+        return response
+    raise ValueError(f"unknown fault kind {kind!r}")

@@ -1,0 +1,149 @@
+"""The RL loop's configured commands: the initial checkpoint, the train command and the update hook.
+
+- `rl.train.cmd` is a template (placeholders {rollouts} {init} {out} {iteration} {prev} {lr} {steps}
+  {python}); it is split like a shell would split it (shlex) and run WITHOUT a shell, each word
+  formatted on its own, so paths with spaces stay one argument. A leading `python` is the
+  interpreter running the stage (the project's virtualenv), whatever PATH says.
+- `rl.update` tells a real server to load the checkpoint just trained: `cmd` (a template with
+  {checkpoint} {model} {iteration}, run the same way) and/or `url` (a POST of `body`, a JSON object
+  whose string values are templates; default {"model", "checkpoint", "iteration"}). Both null = nothing
+  to do, as for the embedded server, which reads the checkpoint file named by the model on each request.
+Every failure is a one-line error that names the setting to fix.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PATH
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.jsonl import write_json
+from rollout_pipeline.rl.loop import (INIT_KEY, INIT_RECORD, checkpoint_fingerprint, checkpoint_path, iteration_entry, model_name,
+                      rollouts_path)
+
+DEFAULT_UPDATE_BODY = {"model": "{model}", "checkpoint": "{checkpoint}", "iteration": "{iteration}"}
+
+
+def command_argv(template: str, values: dict[str, str], setting: str) -> list[str]:
+    """shlex-split `template`, then format each word with `values`; `python` first -> this interpreter."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise UserError(f"{setting}: cannot split the command ({exc})") from None
+    if not words:
+        raise UserError(f"{setting}: the command is empty")
+    try:
+        argv = [word.format(**values) for word in words]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"{setting}: bad placeholder ({exc}); placeholders: "
+                        + ", ".join("{" + k + "}" for k in values)) from None
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
+
+
+def _run(argv: list[str], setting: str) -> None:
+    print(f"$ {shlex.join(argv)}", flush=True)
+    try:
+        result = subprocess.run(argv, check=False)
+    except FileNotFoundError:
+        raise UserError(f"{setting}: command not found: {argv[0]}") from None
+    except PermissionError:
+        raise UserError(f"{setting}: not executable: {argv[0]}") from None
+    if result.returncode != 0:
+        raise UserError(f"{setting}: the command exited with status {result.returncode}: {shlex.join(argv)}")
+
+
+def init_checkpoint(params: dict) -> Path:
+    """rl_init: copy rl.init ('reference' = the shipped checkpoint, or a file or directory) to iteration 000,
+    and record where it came from in metrics/rl/init.json."""
+    source_name = params["rl"]["init"]
+    source = REFERENCE_PATH if source_name == REFERENCE_NAME else Path(source_name)
+    target = checkpoint_path(INIT_KEY)
+    if not source.exists():
+        raise UserError(f"rl.init: {source} does not exist (use 'reference' for the shipped reference checkpoint, "
+                        "or the path of your initial checkpoint)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        copy = staging / target.name
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        else:
+            shutil.copyfile(source, copy)
+        if target.is_dir():
+            shutil.rmtree(target)
+        copy.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json(INIT_RECORD, {"init": source_name, "checkpoint": str(target),
+                             "fingerprint": checkpoint_fingerprint(target)})
+    return target
+
+
+def train_values(params: dict, key: str) -> dict[str, str]:
+    """What the placeholders of rl.train.cmd stand for, for iteration `key`."""
+    train = params["rl"]["train"]
+    prev = iteration_entry(params, key)["prev"]
+    return {"rollouts": str(rollouts_path(key)), "init": str(checkpoint_path(prev)), "out": str(checkpoint_path(key)),
+            "iteration": key, "prev": prev, "lr": repr(train["lr"]), "steps": str(train["steps"]),
+            "python": sys.executable}
+
+
+def run_train(params: dict, key: str) -> Path:
+    """rl_train@key: run the configured train command, check it wrote its checkpoint, then the update hook."""
+    values = train_values(params, key)
+    out = Path(values["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run(command_argv(params["rl"]["train"]["cmd"], values, "rl.train.cmd"), "rl.train.cmd")
+    if not out.exists():
+        raise UserError(f"rl.train.cmd: the command succeeded but wrote nothing at {out} (pass it {{out}})")
+    run_update(params, key)
+    return out
+
+
+def run_update(params: dict, key: str) -> None:
+    """Tell the server to load checkpoint `key` (rl.update.cmd, then rl.update.url); nothing when both are null."""
+    update = params["rl"]["update"]
+    if update["cmd"] is None and update["url"] is None:
+        return
+    values = {"checkpoint": str(checkpoint_path(key).resolve()), "model": model_name(params["rl"], key),
+              "iteration": key}
+    retry = f"fix it and run `python scripts/rl.py update --iteration {key}` (the checkpoint is written)"
+    if update["cmd"] is not None:
+        try:
+            _run(command_argv(update["cmd"], values, "rl.update.cmd"), "rl.update.cmd")
+        except UserError as exc:
+            raise UserError(f"{exc}; {retry}") from None
+    if update["url"] is not None:
+        _post_update(update, values, retry)
+
+
+def _post_update(update: dict, values: dict[str, str], retry: str) -> None:
+    template = update.get("body") or DEFAULT_UPDATE_BODY
+    try:
+        body = {k: v.format(**values) if isinstance(v, str) else v for k, v in template.items()}
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"rl.update.body: bad placeholder ({exc}); "
+                        "placeholders: {checkpoint}, {model}, {iteration}") from None
+    request = urllib.request.Request(update["url"], data=orjson.dumps(body), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    print(f"POST {update['url']} {orjson.dumps(body).decode()}", flush=True)
+    try:
+        with urllib.request.urlopen(request, timeout=update["timeout_s"]) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace").strip()
+        raise UserError(f"rl.update.url: {update['url']} answered HTTP {exc.code} "
+                        f"({detail or exc.reason}); {retry}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"rl.update.url: cannot reach {update['url']} ({reason}); {retry}") from None

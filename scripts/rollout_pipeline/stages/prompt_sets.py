@@ -1,0 +1,148 @@
+"""Deterministic arithmetic prompt sets in NeMo Gym's canonical row format.
+
+    {"responses_create_params": {"input": [{"role": "user", "content": "What is 37 + 48? Give the final answer in \\boxed{}."}]},
+     "expected_answer": "85", "task_id": "arith-1f0c9a2b7d3e", "difficulty": "easy"}
+
+easy: one operation (+, -, ×) on small numbers. hard: two or three operations on larger numbers,
+worked left to right (brackets written where precedence needs them). mixed: each row easy or hard
+with equal chance. Rows within a set are distinct; `task_id` is a hash of the prompt text, so it is
+stable across runs and sets and unique per prompt content. Same (count, difficulty, seed) ->
+byte-identical output (only `random.Random(int)` draws, no hash randomization, no clock).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any
+
+from rollout_pipeline.errors import UserError, did_you_mean
+from rollout_pipeline.jsonl import write_jsonl
+
+DIFFICULTIES = ("easy", "hard", "mixed")
+PROMPT_TEMPLATE = "What is {expression}? Give the final answer in \\boxed{{}}."
+_MAX_TRIES = 1000  # consecutive duplicate draws before we conclude the space is exhausted
+
+
+def prompt_for(expression: str) -> str:
+    """The prompt text for an expression such as `(48 + 17) × 6 - 125`."""
+    return PROMPT_TEMPLATE.format(expression=expression)
+
+
+def task_id_for(prompt_text: str) -> str:
+    """Stable id derived from the prompt content."""
+    return "arith-" + hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()[:12]
+
+
+def easy_expression(rng: random.Random) -> tuple[str, int]:
+    """One operation on small numbers: (expression text, value)."""
+    op = rng.choice("+-×")
+    if op == "+":
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        return f"{a} + {b}", a + b
+    if op == "-":
+        a = rng.randint(11, 99)
+        b = rng.randint(2, a - 1)
+        return f"{a} - {b}", a - b
+    a, b = rng.randint(11, 49), rng.randint(2, 9)
+    if rng.random() < 0.5:
+        a, b = b, a
+    return f"{a} × {b}", a * b
+
+
+def hard_expression(rng: random.Random) -> tuple[str, int]:
+    """Two or three operations on larger numbers, worked left to right: (expression text, value)."""
+    value = rng.randint(12, 99)
+    text, top_op = str(value), None  # top_op: the outermost operator of `text`, for bracketing
+    for _ in range(rng.choice((2, 3))):
+        op = rng.choice("+-×")
+        if op == "-" and value < 20:
+            op = "+"  # keep intermediate results positive and subtractions non-trivial
+        if op == "+":
+            b = rng.randint(12, 999)
+            text, value = f"{text} + {b}", value + b
+        elif op == "-":
+            b = rng.randint(11, value - 1)
+            text, value = f"{text} - {b}", value - b
+        else:
+            b = rng.randint(3, 9) if value > 200 else rng.randint(3, 19)
+            left = f"({text})" if top_op in ("+", "-") else text
+            text, value = f"{left} × {b}", value * b
+        top_op = op
+    return text, value
+
+
+def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[dict[str, Any]]:
+    """`count` distinct prompt rows; UserError if the difficulty has fewer distinct prompts than that."""
+    if difficulty not in DIFFICULTIES:
+        raise UserError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    if count < 1:
+        raise UserError(f"count must be >= 1, got {count}")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    rows = []
+    while len(rows) < count:
+        for _ in range(_MAX_TRIES):
+            level = difficulty if difficulty != "mixed" else rng.choice(("easy", "hard"))
+            expression, value = (easy_expression if level == "easy" else hard_expression)(rng)
+            text = prompt_for(expression)
+            if text not in seen:
+                break
+        else:
+            raise UserError(f"could only make {len(rows)} distinct {difficulty} prompts, {count} were asked for")
+        seen.add(text)
+        rows.append({
+            "responses_create_params": {"input": [{"role": "user", "content": text}]},
+            "expected_answer": str(value),
+            "task_id": task_id_for(text),
+            "difficulty": level,
+        })
+    return rows
+
+
+def write_prompt_set(path: str | os.PathLike, count: int, difficulty: str = "mixed", seed: int = 0) -> int:
+    """Generate and atomically write one prompt set; returns the number of rows."""
+    return write_jsonl(path, generate_rows(count, difficulty, seed))
+
+
+def build_parser() -> "argparse.ArgumentParser":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="prompts",
+        description="Write deterministic arithmetic prompt sets. With no options: every set in params.yaml's "
+                    "prompts.sets, to data/prompts/<name>.jsonl. With --out: one ad-hoc set.")
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--out-dir", default="data/prompts", help="where params.yaml's sets go (default data/prompts)")
+    parser.add_argument("--set", dest="set_name", metavar="NAME", help="write only this set of params.yaml")
+    parser.add_argument("--out", help="write one ad-hoc set to this path instead")
+    parser.add_argument("--count", type=int, help="rows in the ad-hoc set")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="mixed", help="ad-hoc set difficulty (default mixed)")
+    parser.add_argument("--seed", type=int, default=0, help="ad-hoc set seed (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is not None or args.count is not None:
+        if args.out is None or args.count is None:
+            raise UserError("an ad-hoc set needs both --count N and --out PATH")
+        written = write_prompt_set(args.out, args.count, args.difficulty, args.seed)
+        print(f"wrote {written} {args.difficulty} prompts (seed {args.seed}) to {args.out}")
+        return 0
+    from rollout_pipeline.params import load_params
+
+    sets = load_params(args.params)["prompts"]["sets"]
+    if not sets:
+        raise UserError(f"{args.params}: prompts.sets is empty; add a set or use --count N --out PATH")
+    if args.set_name is not None:
+        if args.set_name not in sets:
+            raise UserError(f"{args.params}: no prompt set {args.set_name!r}{did_you_mean(args.set_name, sets)}; "
+                            f"sets: {', '.join(sets)}")
+        sets = {args.set_name: sets[args.set_name]}
+    for name, spec in sets.items():
+        path = os.path.join(args.out_dir, f"{name}.jsonl")
+        written = write_prompt_set(path, spec["count"], spec["difficulty"], spec["seed"])
+        print(f"wrote {written} {spec['difficulty']} prompts (seed {spec['seed']}) to {path}")
+    return 0

@@ -1,0 +1,134 @@
+"""filter: rollouts -> SFT records, keeping reward >= min_reward, an optional jq `where`, no duplicate outputs."""
+from __future__ import annotations
+
+import pytest
+from stage_testkit import group, groups, make_rollout, run_script, stage_params, write_rollouts
+from support import read_jsonl
+
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.stages.sft_filter import FilterConfig, FilterSummary, filter_rollouts, run_filter
+
+
+def kept_outputs(path, **config) -> list[tuple[str, str]]:
+    summary = FilterSummary()
+    return [(r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(path, FilterConfig(**config), summary)]
+
+
+def test_writes_the_conversation_with_the_output_as_the_assistant_turn(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", [make_rollout("p0", 0, 0, 1.0, "It is \\boxed{3}", question="1 + 2?")])
+    run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
+    assert read_jsonl(tmp_path / "sft.jsonl") == [{
+        "messages": [{"role": "system", "content": "Answer with a number in \\boxed{}."},
+                     {"role": "user", "content": "1 + 2?"},
+                     {"role": "assistant", "content": "It is \\boxed{3}"}],
+        "prompt_id": "p0",
+        "reward": 1.0,
+    }]
+
+
+def test_keeps_rewards_at_or_above_min_reward(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(0.8, "at"), (0.79, "below"), (1.0, "above"), (0.0, "zero")]))
+    assert kept_outputs(source, min_reward=0.8) == [("p0", "at"), ("p0", "above")]
+    assert kept_outputs(source, min_reward=0.0) == [("p0", "at"), ("p0", "below"), ("p0", "above"), ("p0", "zero")]
+
+
+def test_drops_exact_duplicate_outputs_of_the_same_prompt_only(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups(
+        [(1.0, "42"), (1.0, "42"), (1.0, "42 "), (0.9, "42")],  # "42 " differs: exact comparison, no normalizing
+        [(1.0, "42")],                                           # same text, other prompt: kept
+    ))
+    assert kept_outputs(source) == [("p0", "42"), ("p0", "42 "), ("p1", "42")]
+    assert kept_outputs(source, dedupe=False) == [("p0", "42"), ("p0", "42"), ("p0", "42 "), ("p0", "42"), ("p1", "42")]
+
+
+def test_a_duplicate_of_a_dropped_rollout_is_kept(tmp_path):
+    # Dedupe compares against kept outputs: the first "x" fails min_reward, so the second is the first kept "x".
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(0.1, "x"), (1.0, "x")]))
+    assert kept_outputs(source) == [("p0", "x")]
+
+
+def test_where_is_a_jq_expression_whose_first_output_must_be_truthy(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", [
+        *group("p0", 0, [(1.0, "short")], output_tokens=3, extracted_answer="3"),
+        *group("p1", 1, [(1.0, "long")], output_tokens=300, extracted_answer="4"),
+        *group("p2", 2, [(1.0, "no answer")], extracted_answer=None),
+    ])
+    assert kept_outputs(source, where=".response.usage.output_tokens < 200") == [("p0", "short"), ("p2", "no answer")]
+    # jq truthiness: null and false reject, everything else (0, "", []) accepts; no output at all rejects.
+    assert kept_outputs(source, where=".extracted_answer") == [("p0", "short"), ("p1", "long")]
+    assert kept_outputs(source, where="0") == [("p0", "short"), ("p1", "long"), ("p2", "no answer")]
+    assert kept_outputs(source, where='select(.prompt_id == "p1")') == [("p1", "long")]
+    assert kept_outputs(source, where="empty") == []
+
+
+def test_summary_counts_every_drop_under_its_first_reason(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups(
+        [(1.0, "a"), (1.0, "a"), (0.5, "a"), (1.0, "b")],
+        [(0.0, "c"), (0.2, "d")],
+        [(1.0, "e")],
+    ))
+    config = FilterConfig(where='.output != "b"')
+    summary = run_filter(source, tmp_path / "sft.jsonl", config)
+    assert (summary.rollouts, summary.prompts, summary.kept, summary.kept_prompts) == (7, 3, 2, 2)
+    assert dict(summary.dropped) == {"duplicate": 1, "below_min_reward": 3, "rejected_by_where": 1}
+    assert summary.lines(config, "sft.jsonl") == [
+        "kept 2 of 7 rollouts (2 of 3 prompts) -> sft.jsonl",
+        "dropped 5: 3 below min_reward 0.8, 1 rejected by where, 1 duplicate outputs",
+    ]
+
+
+def test_an_invalid_where_fails_before_reading_naming_the_setting(tmp_path):
+    with pytest.raises(UserError) as error:
+        run_filter(tmp_path / "missing.jsonl", tmp_path / "sft.jsonl", FilterConfig(where=".reward >"))
+    assert str(error.value).startswith("filter.where: invalid jq expression '.reward >': syntax error")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "sft.jsonl").exists()
+
+
+def test_a_where_that_errors_on_a_record_names_the_line_and_the_fix(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a")], [(1.0, "b")]))
+    with pytest.raises(UserError, match=r"r\.jsonl:1: filter\.where '\.output\.x' failed on this record .*'\?' or '//'"):
+        run_filter(source, tmp_path / "sft.jsonl", FilterConfig(where=".output.x"))
+
+
+def test_the_script_reads_params_prints_the_summary_and_flags_override(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (1.0, "a"), (0.5, "b")], [(0.9, "c")]))
+    params = stage_params(tmp_path, filter={"min_reward": 0.95})
+    out = tmp_path / "sft" / "train.jsonl"
+
+    result = run_script("filter", "--in", source, "--out", out, "--params", params)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"kept 1 of 4 rollouts (1 of 2 prompts) -> {out}",
+        "dropped 3: 2 below min_reward 0.95, 0 rejected by where, 1 duplicate outputs",
+    ]
+    assert [r["messages"][-1]["content"] for r in read_jsonl(out)] == ["a"]
+
+    result = run_script("filter", "--in", source, "--out", out, "--params", params, "--min-reward", "0", "--no-dedupe",
+                        "--where", '.prompt_id == "p0"')
+    assert result.stdout.splitlines()[0] == f"kept 3 of 4 rollouts (1 of 2 prompts) -> {out}"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--where", ".reward >"], "filter: error: --where: invalid jq expression '.reward >'"),
+    (["--in", "{tmp}/empty.jsonl"], "filter: error: {tmp}/empty.jsonl: no rollouts; did collect run?"),
+    (["--in", "{tmp}/bad.jsonl"], "filter: error: {tmp}/bad.jsonl:2: 'reward' must be a number, got 'high'"),
+])
+def test_the_script_exits_2_with_one_line_on_bad_input(tmp_path, args, message):
+    write_rollouts(tmp_path / "empty.jsonl", [])
+    write_rollouts(tmp_path / "bad.jsonl", [make_rollout("p0", 0, 0, 1.0, "a"), make_rollout("p0", 0, 1, "high", "b")])
+    params = stage_params(tmp_path)
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = run_script("filter", "--in", tmp_path / "bad.jsonl", "--out", tmp_path / "o.jsonl", "--params", params, *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(message.format(tmp=tmp_path))
+
+
+def test_the_script_rejects_an_unknown_params_key_with_a_suggestion(tmp_path):
+    params = stage_params(tmp_path, filter={"min_rewrd": 0.5})
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a")]))
+    result = run_script("filter", "--in", source, "--out", tmp_path / "o.jsonl", "--params", params)
+    assert result.returncode == 2
+    assert "filter.min_rewrd: unknown key (did you mean 'min_reward'?)" in result.stderr

@@ -1,0 +1,141 @@
+"""The layout is the architecture: each layer is a subpackage, dependencies point one way, and nothing cycles.
+
+Read from the source with `ast` (every import, lazy ones inside functions included), so the rules hold for code
+paths a test run may never reach.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from support import ROOT
+
+PACKAGE_DIR = ROOT / "scripts" / "rollout_pipeline"
+LAYERS = ("collect", "verify", "stages", "rl", "reference", "cli")
+# layer -> the layers it must never import
+FORBIDDEN = {
+    "collect": {"reference", "rl", "stages", "cli"},
+    "verify": {"collect", "reference", "rl", "stages", "cli"},
+    "stages": {"collect", "reference", "rl", "cli"},
+    "reference": {"collect", "rl", "stages", "cli"},
+    "rl": {"cli"},
+}
+MAX_CORE_MODULES = 6
+
+
+def _module_name(package_dir: Path, path: Path) -> str:
+    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """module -> the package modules it imports (a `from X import name` of a submodule counts; so do lazy imports)."""
+    top = package_dir.name
+    modules = {_module_name(package_dir, p): p for p in package_dir.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                found.add(target)
+                found.update(f"{target}.{alias.name}" for alias in node.names)
+        # An import of a package's module also loads the package's own __init__: not an edge back to it.
+        ancestors = {module.rsplit(".", i)[0] for i in range(1, module.count(".") + 1)}
+        graph[module] = {m for m in found if m in modules and m.startswith(top)} - {module} - ancestors
+    return graph
+
+
+def layer_of(module: str) -> str | None:
+    """The layer a module belongs to (None for the core modules and the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[1] in LAYERS else None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imports in graph.items():
+        layer = layer_of(module)
+        banned = FORBIDDEN.get(layer, set()) if layer else set(LAYERS)
+        found += [f"{module} imports {imported}" for imported in imports if layer_of(imported) in banned]
+    return sorted(found)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        stack.append(module)
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def test_every_layer_is_a_subpackage_with_a_docstring_that_says_what_it_may_import():
+    for layer in LAYERS:
+        init = PACKAGE_DIR / layer / "__init__.py"
+        assert init.is_file(), f"{layer}/ is not a package"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "import" in doc, f"{layer}/__init__.py: say what the layer is for and what it may import"
+
+
+def test_only_a_small_core_sits_at_the_top():
+    core = sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.name != "__init__.py")
+    assert len(core) <= MAX_CORE_MODULES, f"top-level modules {core}: move role-specific ones into a layer"
+
+
+def test_every_module_says_its_job_in_a_docstring():
+    missing = sorted(str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.rglob("*.py")
+                     if not ast.get_docstring(ast.parse(p.read_text())))
+    assert not missing
+
+
+def test_dependencies_point_one_way():
+    assert layer_violations(import_graph(PACKAGE_DIR)) == []
+
+
+def test_there_is_no_import_cycle():
+    assert find_cycle(import_graph(PACKAGE_DIR)) is None
+
+
+def _fake_package(root: Path, files: dict[str, str]) -> Path:
+    for name, source in files.items():
+        path = root / "rollout_pipeline" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root / "rollout_pipeline"
+
+
+def test_the_checks_catch_a_stage_that_imports_the_collector_and_a_cycle(tmp_path):
+    package = _fake_package(tmp_path, {
+        "__init__.py": "", "errors.py": "from rollout_pipeline.jsonl import x\n",
+        "jsonl.py": "def f():\n    from . import errors\n",
+        "stages/__init__.py": "", "stages/pair.py": "from ..collect.transport import post\n",
+        "collect/__init__.py": "", "collect/transport.py": "from rollout_pipeline.errors import E\n",
+    })
+    graph = import_graph(package)
+    assert layer_violations(graph) == ["rollout_pipeline.stages.pair imports rollout_pipeline.collect.transport"]
+    assert find_cycle(graph) == ["rollout_pipeline.errors", "rollout_pipeline.jsonl", "rollout_pipeline.errors"]
