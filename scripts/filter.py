@@ -30,6 +30,7 @@ def main() -> int:
         min_reward=section["min_reward"] if args.min_reward is None else args.min_reward,
         where=section["where"] if args.where is None else args.where,
         dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
+        keep_reasoning=section["keep_reasoning"],
         where_source="filter.where" if args.where is None else "--where",
     )
     summary = run_filter(args.input, args.output, config)

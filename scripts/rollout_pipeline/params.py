@@ -56,6 +56,9 @@ AGENT = Section({
     "repeat_mode": Field((str,), default="separate", choices=("separate", "n")),
     "checkpoint_dir": Field((str,), nullable=True),
     "embedded_args": Field((list,), default=[]),
+    # Ask for token data, the way each protocol documents it: logprobs (chat `logprobs`, Responses `include`),
+    # or ids too (chat `return_token_ids`: vLLM >= 0.10.2 and SGLang). Kept under NeMo Gym's names.
+    "token_data": Field((str,), nullable=True, choices=("logprobs", "ids")),
 })
 
 SAMPLING = Section({
@@ -204,6 +207,8 @@ SCHEMA = Section({
         "min_reward": Field((float,), default=0.8),
         "where": Field((str,), nullable=True),
         "dedupe": Field((bool,), default=True),
+        # The model's reasoning as the assistant's reasoning_content in SFT records (false: the answer alone).
+        "keep_reasoning": Field((bool,), default=True),
     }),
     "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
     "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),

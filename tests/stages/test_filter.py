@@ -132,3 +132,19 @@ def test_the_script_rejects_an_unknown_params_key_with_a_suggestion(tmp_path):
     result = run_script("filter", "--in", source, "--out", tmp_path / "o.jsonl", "--params", params)
     assert result.returncode == 2
     assert "filter.min_rewrd: unknown key (did you mean 'min_reward'?)" in result.stderr
+
+
+def _with_reasoning(rollout: dict, text: str) -> dict:
+    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
+                                             "content": [{"type": "reasoning_text", "text": text}]})
+    return rollout
+
+
+def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_switched_off(tmp_path):
+    rollout = _with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
+    source = write_rollouts(tmp_path / "r.jsonl", [rollout])
+    run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
+    assert read_jsonl(tmp_path / "sft.jsonl")[0]["messages"][-1] == {
+        "role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}
+    run_filter(source, tmp_path / "plain.jsonl", FilterConfig(keep_reasoning=False))
+    assert read_jsonl(tmp_path / "plain.jsonl")[0]["messages"][-1] == {"role": "assistant", "content": "\\boxed{3}"}

@@ -35,6 +35,7 @@ def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
         "prompts": 3,
         "rollouts": 12,
         "failures": 1,
+        "skipped": 0,
         "reward_mean": round(6.5 / 12, 6),
         "reward_std": round(statistics.pstdev(rewards), 6),
         "pass@1": round((2 / 4 + 1 + 0) / 3, 6),

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
@@ -85,6 +85,7 @@ class CollectSettings:
             "seed": self.seed,
             "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
             **({"model_revision": self.model_revision} if self.model_revision else {}),
+            **({"token_data": self.agent["token_data"]} if self.agent.get("token_data") else {}),
         }
 
 
@@ -222,11 +223,14 @@ class Collector:
     def _collect(self, urls: list[str], headers: dict[str, str]) -> None:
         """Fetch every pending rollout, here or in several processes; this process stays the only writer."""
         assert self.store is not None
-        pending = self.store.total - self.store.done
+        pending = self.store.total - self.store.settled
         parallel = max(1, min(self.s.parallel, pending))
         requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
         self.processes = max(1, min(self.s.processes or auto_processes(parallel, requests), parallel))
         self._open_failures()
+        for task_index, rollout_index, cause, message in self.store.skips:  # skipped in an earlier run: still listed
+            self._failures_handle.write(dumps({"task_index": task_index, "rollout_index": rollout_index, "cause": cause,
+                                               "error": message, "skipped": True}) + b"\n")
         self.stats.collect_started = time.perf_counter()
         try:
             if self.processes == 1:
@@ -242,7 +246,7 @@ class Collector:
                 interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats),
                 forked=self._make_bar)  # after the fork: tqdm starts a monitor thread, which a fork must not copy
             if ended and self._fatal is None:
-                if self.store.done + self.stats.failures < self.store.total:
+                if self.store.settled + self.stats.failures < self.store.total:
                     self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same "
                                             "command again to collect the rest")
                 else:  # it had sent everything it collected: the run is complete
@@ -279,14 +283,26 @@ class Collector:
         if self._fetcher is not None:
             self._fetcher.stop()
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None:
+    def note(self, message: str) -> None:
+        self._say(f"note: {message}")
+
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
+                skipped: bool = False, reply: Any = None) -> None:
+        entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
+                 "error": message, **({"skipped": True} if skipped else {}),
+                 **({"reply": reply} if reply is not None else {})}
+        self._failures_handle.write(dumps(entry) + b"\n")
+        self._failures_handle.flush()
+        if skipped:
+            # A property of the prompt (too long for the context): never retried, not a failure of the run.
+            assert self.store is not None
+            self.store.add_skip(task_index, rollout_index, cause, message)
+            self._say(f"rollout ({task_index}, {rollout_index}) skipped: {message}")
+            self._tick()
+            return
         self.stats.failures += 1
         self.stats.failure_causes[cause] = self.stats.failure_causes.get(cause, 0) + 1
         self.stats.failure_streak += 1
-        self._failures_handle.write(dumps({
-            "prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index,
-            "cause": cause, "error": message}) + b"\n")
-        self._failures_handle.flush()
         self.stats.last_error = message
         self._say(f"rollout ({task_index}, {rollout_index}) failed: {message}")
         give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
@@ -323,7 +339,7 @@ class Collector:
         from tqdm import tqdm
         assert self.store is not None
         interactive = self.err.isatty() if hasattr(self.err, "isatty") else False
-        self._bar = tqdm(total=self.store.total, initial=self.store.done, desc="Collecting rollouts",
+        self._bar = tqdm(total=self.store.total, initial=self.store.settled, desc="Collecting rollouts",
                          file=self.err, mininterval=0.2 if interactive else 5.0, dynamic_ncols=True)
         self._bar_last = 0.0
 
@@ -352,7 +368,7 @@ class Collector:
         s, stats, store = self.s, self.stats, self.store
         wall = time.perf_counter() - stats.started
         allowed = int(s.max_failure_rate * store.total)
-        ok = stats.failures <= allowed and store.done + stats.failures == store.total
+        ok = stats.failures <= allowed and store.settled + stats.failures == store.total
         self._close_failures(keep=True)
         if ok:
             # The mean (resumed rollouts included) comes from the store's exact running sum: no record is
@@ -366,8 +382,13 @@ class Collector:
         write_json(side_path(s.output_path, ".stats.json"), stats_doc)
         print(f"{stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
               f"{wall:.1f} s in all), "
-              f"{store.total - stats.new_rollouts - stats.failures} resumed, {stats.failures} failed, "
+              f"{store.done - stats.new_rollouts} resumed, {len(store.skips)} skipped, {stats.failures} failed, "
               f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
+        if store.skips:
+            causes = _count(cause for _, _, cause, _ in store.skips)
+            print(f"note: {len(store.skips)} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
+                  f"their prompts can never be scored as they are; see {side_path(s.output_path, '.failures.ndjson')}",
+                  file=self.err)
         if not ok:
             print(f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
                   f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
@@ -386,6 +407,8 @@ class Collector:
             "resumed_rollouts": self.store.done - st.new_rollouts,
             "failures": st.failures,
             "failure_causes": st.failure_causes,
+            "skipped": len(self.store.skips),
+            "skip_causes": _count(cause for _, _, cause, _ in self.store.skips),
             "requests": st.requests,
             "retries": st.retries,
             "wall_s": round(wall, 3),
@@ -401,6 +424,13 @@ class Collector:
                 st.process_peak_rss_mb.get(i) for i in range(self.processes)]} if st.process_peak_rss_mb else {})},
             "endpoints": list(self.endpoints.values()),
         }
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 class _GiveUp(UserError):

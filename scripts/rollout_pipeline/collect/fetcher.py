@@ -16,7 +16,8 @@ import aiohttp
 from rollout_pipeline.collect.endpoints import EndpointPool
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import dumps
-from rollout_pipeline.collect.protocols import PATHS, InvalidReply, build_body, parse_reply, sampling_params
+from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, build_body,
+                                               parse_reply, sampling_params)
 from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
@@ -36,7 +37,10 @@ class Sink(Protocol):
     def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
                 input_tokens: int, output_tokens: int) -> None: ...
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None: ...
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
+                skipped: bool = False, reply: Any = None) -> None: ...
+
+    def note(self, message: str) -> None: ...
 
     def retry(self, cause: str, retry_after: float | None) -> None: ...
 
@@ -95,6 +99,9 @@ class Fetcher:
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
+        # Set when the server answered repeat_mode n with fewer choices than asked (it ignores `n`): from then on
+        # each rollout is its own request.
+        self.n_ignored = False
 
     def stop(self) -> None:
         """Stop early: no new requests; what is in flight is cancelled (finished rollouts are the sink's)."""
@@ -159,7 +166,8 @@ class Fetcher:
             await self._fetch(task_index, rollout_indexes, row)
         except RequestFailed as failure:
             for rollout_index in rollout_indexes:
-                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure))
+                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
+                                  failure.skip, failure.reply)
         except UserError as exc:
             self.sink.fatal(exc)
         finally:
@@ -168,15 +176,31 @@ class Fetcher:
                 self.pool.forget(task_index)
 
     async def _fetch(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
+        if self.s.agent["repeat_mode"] == "n" and not self.n_ignored:
+            try:
+                return await self._fetch_one(task_index, rollout_indexes, row, by_n=True)
+            except _NIgnored as shortfall:
+                if not self.n_ignored:
+                    self.n_ignored = True
+                    self.sink.note(f"the server answered n={shortfall.asked} with {shortfall.got} choice(s): it ignores "
+                                   "`n`, so each rollout is now its own request (set repeat_mode: separate for this "
+                                   "agent to skip this probe)")
+        for rollout_index in rollout_indexes:
+            await self._fetch_one(task_index, [rollout_index], row, by_n=False)
+
+    async def _fetch_one(self, task_index: int, rollout_indexes: list[int], row: dict, by_n: bool) -> None:
         s = self.s
         protocol = s.agent["protocol"]
         # repeat_mode n always asks for every choice with the seed of choice 0, and keeps the ones still missing:
         # a resume after a kill between two choices of one reply then gets exactly an uninterrupted run's choices.
-        choices = list(range(s.num_repeats)) if s.agent["repeat_mode"] == "n" else rollout_indexes
-        n = len(choices) if s.agent["repeat_mode"] == "n" else 1
+        choices = list(range(s.num_repeats)) if by_n else rollout_indexes
+        n = len(choices) if by_n else 1
         seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
         params = sampling_params(row, s.responses_create_params, seed)
-        body = dumps(build_body(protocol, row, params, s.agent["model"], n))
+        try:
+            body = dumps(build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data")))
+        except UserError as exc:
+            raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
         path = PATHS[protocol]
 
         async def attempt() -> list[tuple[Any, float, dict]]:
@@ -186,9 +210,19 @@ class Fetcher:
             try:
                 reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout)
                 try:
-                    results = parse_reply(protocol, reply, n)
-                except InvalidReply as exc:
+                    results = parse_reply(protocol, reply, n, params.get("max_output_tokens"))
+                except ChoicesShortfall as exc:
+                    if n > 1:
+                        ok = True  # the server is healthy; it only ignores `n`
+                        raise _NIgnored(exc.asked, exc.got) from None
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True) from None
+                except NotFinished as exc:
+                    ok = True
+                    raise RequestFailed(exc.cause, f"{endpoint.url + path}: {exc}", exc.retryable, skip=exc.skip,
+                                        reply=exc.reply) from None
+                except InvalidReply as exc:
+                    raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True,
+                                        reply=reply) from None
                 if len(rollout_indexes) < n:
                     results = [results[index] for index in rollout_indexes]
                 scored = [await self._score(row, result, reply) for result in results]
@@ -209,6 +243,8 @@ class Fetcher:
     async def _score(self, row: dict, result: Any, reply: dict) -> tuple[Any, float, dict]:
         try:
             reward, extras = await self.scorer(row, result)
+        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel
+            raise RequestFailed(exc.cause, str(exc), exc.retryable, skip=exc.skip, reply=exc.reply) from None
         except InvalidReply as exc:
             raise RequestFailed("invalid_reward", str(exc), True) from None
         except (RequestFailed, UserError):
@@ -242,6 +278,15 @@ class Fetcher:
             if key not in record:
                 record[key] = value
         return record
+
+
+class _NIgnored(Exception):
+    """The server returned fewer choices than `n`: not a fault to retry, a capability it lacks."""
+
+    def __init__(self, asked: int, got: int) -> None:
+        super().__init__(f"expected {asked} choices, got {got}")
+        self.asked = asked
+        self.got = got
 
 
 def _origin(url: str) -> tuple:

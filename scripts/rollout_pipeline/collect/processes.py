@@ -25,7 +25,7 @@ from rollout_pipeline.collect.run_stats import RunStats
 
 # One finished rollout: task_index, rollout_index, reward, input_tokens, output_tokens; then the record line.
 ROLLOUT = struct.Struct("<qqdqq")
-_ROLLOUT, _FAILURE, _RETRY, _FATAL, _LATENCIES, _SUMMARY = b"R", b"F", b"T", b"X", b"H", b"S"
+_ROLLOUT, _FAILURE, _RETRY, _FATAL, _LATENCIES, _SUMMARY, _NOTE = b"R", b"F", b"T", b"X", b"H", b"S", b"N"
 # A child claims at most this many requests' worth of tasks at a time (few claims), and small runs are cut
 # into at least CLAIMS_PER_PROCESS claims per process, so the last claims end close together.
 CLAIM_REQUESTS = 64
@@ -88,9 +88,14 @@ class PipeSink:
                 input_tokens: int, output_tokens: int) -> None:
         self.writer.send(_ROLLOUT, ROLLOUT.pack(task_index, rollout_index, reward, input_tokens, output_tokens) + line)
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str) -> None:
+    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
+                skipped: bool = False, reply: Any = None) -> None:
         self.writer.send(_FAILURE, dumps({"task_index": task_index, "rollout_index": rollout_index,
-                                          "prompt_id": prompt_id, "cause": cause, "message": message}))
+                                          "prompt_id": prompt_id, "cause": cause, "message": message,
+                                          "skipped": skipped, "reply": reply}))
+
+    def note(self, message: str) -> None:
+        self.writer.send(_NOTE, message.encode())
 
     def retry(self, cause: str, retry_after: float | None) -> None:
         self.writer.send(_RETRY, dumps({"cause": cause, "retry_after": retry_after}))
@@ -119,6 +124,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
     requests_per_task = 1 if settings.agent["repeat_mode"] == "n" else settings.num_repeats
     tasks_per_claim = max(1, min(CLAIM_REQUESTS // requests_per_task, pending_tasks // (count * CLAIMS_PER_PROCESS)))
     delivered = [0] * count
+    notes: set[bytes] = set()
 
     def claim() -> range:
         start = next_range.fetch_add(tasks_per_claim)
@@ -162,6 +168,10 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
             sink.failure(**orjson.loads(payload))
         elif kind == _RETRY:
             sink.retry(**orjson.loads(payload))
+        elif kind == _NOTE:
+            if payload not in notes:  # each child says it once; the run says it once
+                notes.add(payload)
+                sink.note(payload.decode())
         elif kind == _FATAL:
             sink.fatal(UserError(payload.decode()))
         elif kind == _LATENCIES:

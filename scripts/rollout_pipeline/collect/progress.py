@@ -2,8 +2,10 @@
 
 It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
 those before it runs a stage. Its first line is the run identity (hash of the input file, the agent and the
-effective settings); a resume only happens when it matches. Each further line is one rollout record. A truncated
-last line (a crash mid-write) is cut off on open.
+effective settings); a resume only happens when it matches. Each further line is one rollout record, or a skip
+marker ``{"task_index", "rollout_index", "skipped": cause, "error"}`` for a rollout that can never be scored (its
+prompt does not fit the model's context), so a resume does not send it again. A truncated last line (a crash
+mid-write) is cut off on open.
 
 Memory stays flat in the number of rollouts: finished rollouts are indexed by an array of byte offsets (8 bytes
 per rollout), and the sorted output is written by reading records back in (task_index, rollout_index) order.
@@ -24,6 +26,7 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, dumps
 
 NOT_DONE = -1
+SKIPPED = -2  # in `offsets`: done, with no record (a skip marker)
 
 
 def progress_path(output: Path) -> Path:
@@ -43,7 +46,8 @@ class ProgressStore:
         self.num_repeats = num_repeats
         self.total = num_tasks * num_repeats
         self.offsets = array("q", [NOT_DONE]) * self.total
-        self.done = 0
+        self.done = 0  # rollouts with a record (scored)
+        self.skips: list[tuple[int, int, str, str]] = []  # (task_index, rollout_index, cause, message), few
         self.resume_note = ""
         self._handle = None
         self._lock_fd: int | None = None
@@ -104,17 +108,23 @@ class ProgressStore:
                 try:
                     record = orjson.loads(line)
                     rank = record["task_index"] * self.num_repeats + record["rollout_index"]
-                    reward = float(record["reward"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    skipped = record.get("skipped")
+                    reward = 0.0 if skipped else float(record["reward"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     break
-                if 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
+                if skipped and 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
+                    self.offsets[rank] = SKIPPED
+                    self.skips.append((record["task_index"], record["rollout_index"], str(skipped),
+                                       str(record.get("error", ""))))
+                elif 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
                     self.offsets[rank] = good_end
                     self.done += 1
                     self.reward_sum.add(reward)
                 good_end += len(line)
         if good_end < self.path.stat().st_size:
             os.truncate(self.path, good_end)
-        self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done"
+        self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done" + (
+            f", {len(self.skips)} skipped" if self.skips else "")
         if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
             self.resume_note += (f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
                                  f"if that serves other weights under the same model name, delete {self.path} "
@@ -142,6 +152,27 @@ class ProgressStore:
         self.done += 1
         self.reward_sum.add(reward)
 
+    def add_skip(self, task_index: int, rollout_index: int, cause: str, message: str) -> None:
+        """Mark a rollout that can never be scored as done without a record, so a resume does not ask again."""
+        rank = task_index * self.num_repeats + rollout_index
+        assert self._handle is not None
+        if self.offsets[rank] != NOT_DONE:
+            return
+        line = dumps({"task_index": task_index, "rollout_index": rollout_index, "skipped": cause, "error": message})
+        try:
+            self._append(line + b"\n")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._handle.fileno(), self._end)
+            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
+        self.offsets[rank] = SKIPPED
+        self.skips.append((task_index, rollout_index, cause, message))
+
+    @property
+    def settled(self) -> int:
+        """Rollouts that need no further request: scored or skipped."""
+        return self.done + len(self.skips)
+
     def _append(self, data: bytes) -> None:
         """One write(2) to the unbuffered file: once it returns the bytes are the OS's, safe from a kill of this
         process. The file's end is tracked here rather than asked for (tell() would be a second syscall)."""
@@ -163,7 +194,7 @@ class ProgressStore:
         """The finished records' lines in (task_index, rollout_index) order."""
         with open(self.path, "rb", buffering=1024 * 1024) as handle:
             for offset in self.offsets:
-                if offset != NOT_DONE:
+                if offset >= 0:
                     handle.seek(offset)
                     yield handle.readline()
 

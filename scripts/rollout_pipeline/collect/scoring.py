@@ -11,6 +11,7 @@ import orjson
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols import InvalidReply, Result
+from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.transport import RequestFailed, post_json
 
 Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
@@ -48,8 +49,10 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
         async def remote(row: dict, result: Result) -> tuple[float, dict]:
             body = {**_public_row(row), "response": result.response}
             reply, _ = await post_json(session_getter(), verifier, orjson.dumps(body), headers, timeout)
+            if isinstance(reply, dict):
+                check_nemo_gym_sentinels(reply, verifier)  # e.g. judge_failed: no reward happened
             if not isinstance(reply, dict) or "reward" not in reply:
-                raise RequestFailed("invalid_verify_reply", f"{verifier}: reply has no 'reward'", True)
+                raise RequestFailed("invalid_verify_reply", f"{verifier}: reply has no 'reward'", True, reply=reply)
             extras = {k: v for k, v in reply.items() if k not in body and k != "reward"}
             return finite_reward(reply["reward"], verifier), extras
         return remote

@@ -1,13 +1,16 @@
 """One HTTP exchange with retries: exponential backoff with jitter, Retry-After, a timeout per request.
 
 Retried: connection errors, timeouts, 429 and 5xx, and 200 replies that are not what the protocol promises.
-Not retried: any other 4xx (the request itself is wrong; retrying cannot help), whose message is shown.
+Not retried: any other 4xx (the request itself is wrong; retrying cannot help), whose message is shown; a 429
+that says the quota is used up (`insufficient_quota`); and a prompt longer than the model's context, in any
+server's words (vLLM, SGLang, llama.cpp, OpenAI, NeMo Gym): that one is a *skip*, a property of the prompt.
 """
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import random
+import re
 import time
 from typing import Any, Callable
 
@@ -21,11 +24,14 @@ MAX_RETRY_AFTER_S = 300.0
 class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
-    def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None, *,
+                 skip: bool = False, reply: Any = None) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
         self.retry_after = retry_after  # the server's Retry-After, in seconds, when it sent one
+        self.skip = skip  # a property of the prompt (too long for the context): skipped, never retried
+        self.reply = reply  # the server's reply (decoded JSON, or the start of its text), for the failures file
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -44,6 +50,57 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when is None:
         return None
     return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_S))
+
+
+# How each server words "the prompt does not fit the context": vLLM ("maximum context length", "max_model_len"),
+# SGLang ("longer than the model's context length"), llama.cpp (type exceed_context_size_error), OpenAI and
+# llama-cpp-python (code context_length_exceeded). These also identify NeMo Gym's 500 that wraps the model's 400.
+_CONTEXT_LENGTH = re.compile(r"maximum context length|max_model_len|context_length_exceeded|exceed_context_size|"
+                             r"longer than the model's context length", re.IGNORECASE)
+# Looser words, trusted only on a 4xx: llama.cpp's 500 "Context size has been exceeded." is a full KV cache in
+# the middle of a generation (transient), not a prompt that is too long.
+_CONTEXT_LENGTH_4XX = re.compile(r"context length|context window|context size", re.IGNORECASE)
+# vLLM refuses a max_tokens above max_model_len for every prompt: a settings error, not a long prompt.
+_MAX_TOKENS_TOO_LARGE = re.compile(r"max_tokens\S* cannot be greater than max_model_len", re.IGNORECASE)
+# NeMo Gym wraps an inner server's error in a 500 whose text quotes the inner body: a 4xx in there is the
+# request's fault, and asking again cannot help.
+_WRAPPED_4XX = re.compile(r"calling an inner server: b'.*?\\?\"code\\?\":\s*(4\d\d)")
+# llama.cpp builds before n was supported answer n > 1 with this 500.
+_N_UNSUPPORTED = "Only one completion choice is allowed"
+_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "access_terminated"}
+MAX_KEPT_REPLY_CHARS = 4000
+
+
+def _error_fields(body: bytes) -> tuple[Any, dict]:
+    """(decoded body or its start as text, the error object: OpenAI's {"error": {...}} or vLLM/SGLang's flat one)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:MAX_KEPT_REPLY_CHARS].decode("utf-8", "replace"), {}
+    error = payload.get("error", payload) if isinstance(payload, dict) else {}
+    return payload, error if isinstance(error, dict) else {"message": str(error)}
+
+
+def classify_error(status: int, body: bytes) -> tuple[str, bool, bool]:
+    """(cause, retryable, skip) of a non-200 reply."""
+    _, error = _error_fields(body)
+    code, kind = str(error.get("code") or ""), str(error.get("type") or "")
+    text = body[:20000].decode("utf-8", "replace")
+    if _MAX_TOKENS_TOO_LARGE.search(text):
+        return f"http_{status}", False, False
+    if status in (400, 413, 422, 500) and (
+            code == "context_length_exceeded" or kind == "exceed_context_size_error" or _CONTEXT_LENGTH.search(text)
+            or (status < 500 and _CONTEXT_LENGTH_4XX.search(text))):
+        return "context_length", False, True
+    if status == 429 and (code in _QUOTA_CODES or kind in _QUOTA_CODES):
+        return "quota", False, False
+    if status == 500 and (wrapped := _WRAPPED_4XX.search(text)):
+        return f"http_500_upstream_{wrapped.group(1)}", False, False
+    if status == 500 and _N_UNSUPPORTED in text:
+        return "n_unsupported", False, False
+    if status == 429 or status >= 500:
+        return f"http_{status}", True, False
+    return f"http_{status}", False, False
 
 
 def _error_message(status: int, body: bytes) -> str:
@@ -89,9 +146,14 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
     message = f"{url}: {_error_message(status, raw)}"
-    if status == 429 or status >= 500:
-        raise RequestFailed(f"http_{status}", message, True, retry_after_seconds(retry_after))
-    raise RequestFailed(f"http_{status}", message, False)
+    cause, retryable, skip = classify_error(status, raw)
+    if cause == "quota":
+        message = f"{url}: the API key's quota is used up (HTTP 429 insufficient_quota); retrying cannot help: " \
+                  f"check the plan and billing of the key. {_error_message(status, raw)}"
+    elif skip:
+        message += " (the prompt does not fit the model's context: skipped, not retried)"
+    raise RequestFailed(cause, message, retryable, retry_after_seconds(retry_after) if retryable else None,
+                        skip=skip, reply=_error_fields(raw)[0])
 
 
 def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:

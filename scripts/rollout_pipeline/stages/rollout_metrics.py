@@ -12,7 +12,8 @@ Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
   output_tokens_mean              mean of response.usage.output_tokens over the rollouts that have it
                                   (null if none do)
   group_size_min, group_size_max  rollouts per prompt
-  failures,                       from the collector's `<stem>.stats.json` beside the rollout file;
+  failures, skipped, not_scored    from the collector's `<stem>.stats.json` beside the rollout file (skipped:
+                                  prompts too long for the context; not_scored: count by cause, when any);
   throughput_rollouts_per_s       null when there is no stats file (a hand-made rollout file)
 Streaming: O(1) state per rollout; pass@k keeps a histogram of (n, c), bounded by the group size.
 """
@@ -129,6 +130,7 @@ class MetricsAccumulator:
             "prompts": self.prompts,
             "rollouts": self.rollouts,
             "failures": None if stats is None else stats.get("failures"),
+            "skipped": None if stats is None else stats.get("skipped", 0),
             "reward_mean": _round(self._mean),
             "reward_std": _round(math.sqrt(self._m2 / self.rollouts)) if self.rollouts else None,
         }
@@ -140,6 +142,11 @@ class MetricsAccumulator:
             "group_size_max": max(sizes, default=None),
             "throughput_rollouts_per_s": None if stats is None else _round(stats.get("throughput_rollouts_per_s")),
         })
+        # Why rollouts were not scored, by cause (failures and skips): only when there were any, so that
+        # `dvc metrics show` stays narrow on a clean run.
+        causes = {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}
+        if causes:
+            result["not_scored"] = dict(sorted(causes.items()))
         return result
 
     def curve(self) -> list[dict[str, float]]:

@@ -35,6 +35,7 @@ class FilterConfig:
     min_reward: float = 0.8
     where: str | None = None
     dedupe: bool = True
+    keep_reasoning: bool = True
     where_source: str = "filter.where"
 
 
@@ -69,10 +70,27 @@ def compile_where(expression: str, source: str = "filter.where") -> Callable[[Ro
     return accepts
 
 
-def sft_record(rollout: Rollout) -> dict:
-    """The SFT record for one rollout: the conversation with the output as the final assistant turn."""
+def reasoning_text(record: dict) -> str | None:
+    """The model's reasoning in a rollout record: the text of its `reasoning` output items (their content, else
+    their summary), or None when it has none."""
+    response = record.get("response")
+    texts = []
+    for item in (response.get("output") or []) if isinstance(response, dict) else []:
+        if isinstance(item, dict) and item.get("type") == "reasoning":
+            parts = item.get("content") or item.get("summary") or []
+            texts += [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(texts) if texts else None
+
+
+def sft_record(rollout: Rollout, keep_reasoning: bool = True) -> dict:
+    """The SFT record for one rollout: the conversation with the output as the final assistant turn; the model's
+    reasoning, when it has some, as the assistant's `reasoning_content` (what reasoning models' chat templates read)."""
+    assistant = {"role": "assistant", "content": rollout.output()}
+    reasoning = reasoning_text(rollout.record) if keep_reasoning else None
+    if reasoning:
+        assistant["reasoning_content"] = reasoning
     return {
-        "messages": [*rollout.messages(), {"role": "assistant", "content": rollout.output()}],
+        "messages": [*rollout.messages(), assistant],
         "prompt_id": rollout.prompt_id,
         "reward": rollout.reward,
     }
@@ -130,7 +148,7 @@ def _filtered(path: str | os.PathLike, config: FilterConfig, accepts: Callable[[
                 summary.dropped[reason] += 1
                 continue
             summary.kept += 1
-            yield sft_record(rollout)
+            yield sft_record(rollout, config.keep_reasoning)
         if summary.kept > kept_before:
             summary.kept_prompts += 1
 

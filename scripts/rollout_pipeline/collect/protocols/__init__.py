@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
-from rollout_pipeline.collect.protocols.chat import build_chat_body, parse_chat_reply
-from rollout_pipeline.collect.protocols.common import InvalidReply, Result
+from rollout_pipeline.collect.protocols.chat import ChoicesShortfall, build_chat_body, parse_chat_reply
+from rollout_pipeline.collect.protocols.common import InvalidReply, NotFinished, Result
+from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 
-__all__ = ["PATHS", "InvalidReply", "Result", "build_body", "parse_reply", "sampling_params"]
+__all__ = ["PATHS", "ChoicesShortfall", "InvalidReply", "NotFinished", "Result", "build_body", "parse_reply",
+           "sampling_params"]
 
 PATHS = {"agent": "/run", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
@@ -30,21 +32,35 @@ def sampling_params(row: dict, overrides: dict, seed: int | None) -> dict:
     return params
 
 
-def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int = 1) -> dict:
-    """The JSON body for one request."""
+def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int = 1,
+               token_data: str | None = None) -> dict:
+    """The JSON body for one request. Raises UserError, before anything is sent, for what cannot be sent."""
+    if params.get("stream"):
+        raise UserError("responses_create_params.stream: true makes the server answer with server-sent events; "
+                        "the collector needs whole replies (remove stream, or set it to false)")
+    extra_body = params.get("extra_body")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise UserError(f"responses_create_params.extra_body: expected an object, got {type(extra_body).__name__}")
+    params = {k: v for k, v in params.items() if k not in ("extra_body", "stream")}
     if protocol == "agent":
-        return build_agent_body(row, params, model)
-    if protocol == "responses":
-        return build_responses_body(params, model)
-    return build_chat_body(row, params, model, n)
+        body = build_agent_body(row, params, model)
+    elif protocol == "responses":
+        body = build_responses_body(params, model, token_data)
+    else:
+        body = build_chat_body(row, params, model, n, token_data)
+    # The OpenAI client's extra_body: its keys go into the request body itself (vLLM's top_k, guided_json, ...).
+    target = body["responses_create_params"] if protocol == "agent" else body
+    target.update(extra_body or {})
+    return body
 
 
-def parse_reply(protocol: str, reply: Any, n: int = 1) -> list[Result]:
-    """Turn a decoded 200 reply into one Result per rollout; raises InvalidReply when fields are missing."""
+def parse_reply(protocol: str, reply: Any, n: int = 1, max_output_tokens: Any = None) -> list[Result]:
+    """Turn a decoded 200 reply into one Result per rollout. Raises InvalidReply when it is malformed and
+    NotFinished when it is well formed but no finished generation (never to be scored)."""
     if not isinstance(reply, dict):
         raise InvalidReply("reply is not a JSON object")
     if protocol == "agent":
-        return parse_agent_reply(reply)
+        return parse_agent_reply(reply, max_output_tokens)
     if protocol == "responses":
-        return parse_responses_reply(reply)
+        return parse_responses_reply(reply, max_output_tokens)
     return parse_chat_reply(reply, n)

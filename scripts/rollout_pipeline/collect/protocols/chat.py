@@ -1,19 +1,117 @@
-"""OpenAI chat completions (vLLM, SGLang, llama.cpp, OpenAI): the request body and the reply mapped to Responses objects."""
+"""OpenAI chat completions (vLLM, SGLang, llama.cpp, OpenAI): the request body and the reply mapped to Responses objects.
+
+Request: Responses-API sampling params are mapped to their chat names, or refused before the first request when
+they have no chat counterpart (a silently dropped `include` or `tools` would change what comes back).
+Reply: each choice becomes a Responses object that keeps what RL needs: a `reasoning` item (vLLM's `reasoning`,
+`reasoning_content` from vLLM <= 0.13, SGLang and llama.cpp), a `refusal` part, and token data on the last
+item under NeMo Gym's names. A choice that did not finish (`abort`, a tool call) raises NotFinished.
+"""
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 from typing import Any
 
-from rollout_pipeline.collect.protocols.common import InvalidReply, Result, checked_usage, require
+import orjson
 
-# Responses-API keys that have a chat-completions counterpart under another name.
-_CHAT_RENAMES = {"max_output_tokens": "max_tokens"}
-# Responses-API keys that chat completions does not take.
-_CHAT_DROPS = {"input", "instructions", "metadata", "text", "reasoning", "truncation", "include", "store", "previous_response_id"}
+from rollout_pipeline.collect.protocols.common import InvalidReply, NotFinished, Result, checked_usage, put_token_data
+from rollout_pipeline.errors import UserError
+
+# Responses-API keys that chat completions takes under another name.
+_RENAMES = {"max_output_tokens": "max_tokens"}
+# Keys with no effect on what a chat server generates (or handled elsewhere): not sent.
+_NOT_SENT = {"input", "instructions", "metadata", "store", "include", "reasoning", "text", "truncation", "extra_body"}
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+_TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
 
 
-def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1) -> dict:
-    """The chat-completions body for one request (n choices)."""
-    body = {_CHAT_RENAMES.get(k, k): v for k, v in params.items() if k not in _CHAT_DROPS}
+def _map_include(include: Any, body: dict) -> None:
+    if include is None:
+        return
+    if not isinstance(include, list) or any(value != LOGPROBS_INCLUDE for value in include):
+        raise UserError(f"responses_create_params.include: {include!r} cannot be sent to a chat-completions server; "
+                        f"only {LOGPROBS_INCLUDE!r} has a chat counterpart (logprobs)")
+    if include:
+        body["logprobs"] = True
+
+
+def _map_reasoning(reasoning: Any, body: dict) -> None:
+    if reasoning is None:
+        return
+    if not isinstance(reasoning, dict) or set(reasoning) - {"effort", "summary"} or reasoning.get("summary"):
+        raise UserError(f"responses_create_params.reasoning: {reasoning!r} cannot be sent to a chat-completions "
+                        "server; only reasoning.effort has a chat counterpart (reasoning_effort)")
+    if reasoning.get("effort") is not None:
+        body["reasoning_effort"] = reasoning["effort"]
+
+
+def _map_text(text: Any, body: dict) -> None:
+    if text is None:
+        return
+    if not isinstance(text, dict) or set(text) - {"format", "verbosity"}:
+        raise UserError(f"responses_create_params.text: {text!r} cannot be sent to a chat-completions server; "
+                        "text.format and text.verbosity have chat counterparts")
+    if text.get("verbosity") is not None:
+        body["verbosity"] = text["verbosity"]
+    fmt = text.get("format")
+    if fmt is None or fmt == {"type": "text"}:
+        return
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+    else:
+        raise UserError(f"responses_create_params.text.format: {fmt!r} has no chat-completions counterpart")
+
+
+def _map_tools(tools: Any) -> list:
+    if not isinstance(tools, list):
+        raise UserError(f"responses_create_params.tools: expected a list, got {type(tools).__name__}")
+    mapped = []
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+            mapped.append(tool)  # already chat-shaped
+        elif isinstance(tool, dict) and tool.get("type") == "function" and "name" in tool:
+            mapped.append({"type": "function", "function": {
+                k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}})
+        else:
+            kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
+            raise UserError(f"responses_create_params.tools: a {kind!r} tool is a Responses-API built-in with no "
+                            "chat-completions counterpart; only function tools can be sent")
+    return mapped
+
+
+def _map_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
+def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, token_data: str | None = None) -> dict:
+    """The chat-completions body for one request (n choices). Raises UserError for params it cannot map."""
+    if params.get("truncation") not in (None, "disabled"):
+        raise UserError(f"responses_create_params.truncation: {params['truncation']!r} has no chat-completions "
+                        "counterpart (the server refuses an over-long prompt instead)")
+    if params.get("previous_response_id") is not None:
+        raise UserError("responses_create_params.previous_response_id: chat completions keep no server-side state; "
+                        "put the whole conversation in the input")
+    body = {_RENAMES.get(k, k): v for k, v in params.items() if k not in _NOT_SENT and k != "previous_response_id"}
+    if "tools" in body:
+        body["tools"] = _map_tools(body["tools"])
+    if "tool_choice" in body:
+        body["tool_choice"] = _map_tool_choice(body["tool_choice"])
+    _map_include(params.get("include"), body)
+    _map_reasoning(params.get("reasoning"), body)
+    _map_text(params.get("text"), body)
+    if token_data in ("logprobs", "ids"):
+        body["logprobs"] = True
+        # The sampled token's logprob is in every entry; alternatives only bloat the reply. (llama-cpp-python's
+        # server sends no logprobs at all without a top_logprobs.)
+        body.setdefault("top_logprobs", 0)
+    if token_data == "ids":
+        body["return_token_ids"] = True  # vLLM >= 0.10.2 and SGLang; other servers ignore or refuse it
     body["messages"] = row["_messages"] if not params.get("instructions") else (
         [{"role": "system", "content": params["instructions"]}] + row["_messages"])
     seed = (params.get("metadata") or {}).get("seed")
@@ -26,57 +124,141 @@ def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1) -> d
     return body
 
 
-def _chat_text(choice: Any) -> str:
-    """The assistant text of one chat choice; InvalidReply when the choice is not shaped like one."""
+def _message(choice: Any) -> dict:
     if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
         raise InvalidReply("reply has a choice without a 'message' object (chat completion)")
     message = choice["message"]
     if "content" not in message:
         raise InvalidReply("reply has a message without 'content' (chat completion)")
-    content = message["content"]
-    if content is not None and not isinstance(content, str):
-        raise InvalidReply(f"reply has a message whose 'content' is {type(content).__name__}, not a string")
-    return content or ""
+    for key in ("content", "refusal", "reasoning", "reasoning_content"):
+        value = message.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidReply(f"reply has a message whose '{key}' is {type(value).__name__}, not a string")
+    return message
 
 
-def _chat_choice_to_response(reply: dict, choice: dict, usage: dict, n: int, text_share: float) -> dict:
-    message = require(choice, "message", "chat choice")
-    text = message.get("content") or ""
-    truncated = choice.get("finish_reason") == "length"
-    output_tokens = usage.get("completion_tokens", 0)
-    if n > 1:
-        # Chat usage is summed over all n choices; split it by text length and say it is an estimate.
-        output_tokens = round(output_tokens * text_share)
-    input_tokens = usage.get("prompt_tokens", 0)
-    response = {
-        "id": f"{reply.get('id', 'chatcmpl')}-{choice.get('index', 0)}",
-        "object": "response",
-        "model": reply.get("model"),
-        "status": "incomplete" if truncated else "completed",
-        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
-        "output": [{
-            "type": "message", "id": f"msg-{choice.get('index', 0)}", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }],
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                  "total_tokens": input_tokens + output_tokens},
-        "finish_reason": choice.get("finish_reason"),
-    }
-    if n > 1:
-        response["usage"]["output_tokens_estimated"] = True
-    return response
+def _check_finished(choice: dict, message: dict, reply: dict) -> None:
+    finish = choice.get("finish_reason")
+    if finish == "abort":
+        # vLLM and SGLang abort in-flight requests (e.g. when an RL trainer pauses the engine to sync weights):
+        # the text is partial and must not be scored; asking again can succeed.
+        raise NotFinished("aborted", f"the server aborted the generation (finish_reason 'abort') after "
+                          f"{len(message.get('content') or '')} characters", retryable=True, reply=reply)
+    calls = message.get("tool_calls")
+    if finish in ("tool_calls", "function_call") or (isinstance(calls, list) and calls) or message.get("function_call"):
+        names = [c.get("function", {}).get("name") for c in calls or [] if isinstance(c, dict)]
+        raise NotFinished("tool_call", f"the turn ended in a tool call ({', '.join(map(str, names)) or finish}) that "
+                          "nothing runs; use an agent server that executes tools", reply=reply)
+
+
+def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, list | None]:
+    """(prompt ids, generation ids, generation logprobs) as the server gave them; ids are never re-tokenized."""
+    prompt_ids = reply.get("prompt_token_ids")                       # vLLM: on the reply
+    if prompt_ids is None:
+        prompt_ids = choice.get("prompt_token_ids")                  # SGLang: on the choice
+    generation_ids = choice.get("token_ids")                         # vLLM return_token_ids
+    if generation_ids is None:
+        generation_ids = choice.get("response_token_ids")            # SGLang return_token_ids
+    logprobs = None
+    entries = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if isinstance(entries, list) and entries:
+        logprobs = _entry_logprobs(entries)
+        if generation_ids is None:
+            # vLLM's return_tokens_as_token_ids renders each sampled token as "token_id:N": exact ids.
+            matches = [_TOKEN_ID.match(e.get("token") or "") for e in entries]
+            if all(matches):
+                generation_ids = [int(m.group(1)) for m in matches]
+    for name, ids in (("prompt_token_ids", prompt_ids), ("generation token ids", generation_ids)):
+        if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
+            raise InvalidReply(f"reply has {name} that are not a list of integers")
+    return prompt_ids, generation_ids, logprobs
+
+
+def _entry_logprobs(entries: list) -> list[float] | None:
+    """Each entry's logprob; llama.cpp's post_sampling_probs gives a probability (`prob`) instead."""
+    values = []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("logprob"), (int, float)):
+            values.append(float(entry["logprob"]))
+        elif isinstance(entry, dict) and isinstance(entry.get("prob"), (int, float)) and entry["prob"] > 0:
+            values.append(math.log(entry["prob"]))
+        else:
+            raise InvalidReply(f"reply has a logprobs entry with no usable 'logprob' or 'prob': {str(entry)[:100]}")
+    return values
+
+
+def _output_items(message: dict, index: int) -> list[dict]:
+    items = []
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    if reasoning:
+        items.append({"type": "reasoning", "id": f"rs-{index}", "summary": [],
+                      "content": [{"type": "reasoning_text", "text": reasoning}]})
+    parts = []
+    if message.get("content") is not None or not message.get("refusal"):
+        parts.append({"type": "output_text", "text": message.get("content") or "", "annotations": []})
+    if message.get("refusal"):
+        parts.append({"type": "refusal", "refusal": message["refusal"]})
+    items.append({"type": "message", "id": f"msg-{index}", "role": "assistant", "status": "completed",
+                  "content": parts})
+    return items
+
+
+def _stable_id(prefix: str, response: dict) -> str:
+    # Real servers put random ids in replies; an id derived from the content keeps a seeded run against a
+    # deterministic server byte-identical.
+    return prefix + hashlib.blake2b(orjson.dumps(response, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
 
 
 def parse_chat_reply(reply: dict, n: int = 1) -> list[Result]:
     """One Result per requested choice of a decoded 200 chat-completions reply."""
-    choices = require(reply, "choices", "chat completion")
-    if not isinstance(choices, list) or len(choices) < n:
-        raise InvalidReply(f"expected {n} choice(s), got {len(choices) if isinstance(choices, list) else 'none'}")
+    choices = reply.get("choices")
+    if not isinstance(choices, list):
+        raise InvalidReply("reply has no 'choices' (chat completion)")
+    if len(choices) < n:
+        raise ChoicesShortfall(n, len(choices))
     usage = checked_usage(reply.get("usage"), ("prompt_tokens", "completion_tokens"), "reply")
-    texts = [_chat_text(c) for c in choices[:n]]
+    messages = [_message(c) for c in choices[:n]]
+    for choice, message in zip(choices[:n], messages):
+        _check_finished(choice, message, reply)
+    token_data = [_token_data(reply, c) for c in choices[:n]]
+    texts = [m.get("content") or "" for m in messages]
     total_chars = sum(len(t) for t in texts) or 1
+    input_tokens = usage.get("prompt_tokens", 0)
     results = []
-    for choice, text in zip(choices[:n], texts):
-        response = _chat_choice_to_response(reply, choice, usage, n, len(text) / total_chars)
+    for choice, message, text, (prompt_ids, generation_ids, logprobs) in zip(choices[:n], messages, texts, token_data):
+        index = choice.get("index", 0)
+        truncated = choice.get("finish_reason") == "length"
+        output_tokens = usage.get("completion_tokens", 0)
+        estimated = False
+        if n > 1:
+            if generation_ids is not None:
+                output_tokens = len(generation_ids)  # exact: this choice's own ids
+            else:
+                # Chat usage is summed over all n choices; split it by text length and say it is an estimate.
+                output_tokens, estimated = round(output_tokens * len(text) / total_chars), True
+        response = {
+            "object": "response",
+            "model": reply.get("model"),
+            "status": "incomplete" if truncated else "completed",
+            "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+            "output": _output_items(message, index),
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                      "total_tokens": input_tokens + output_tokens},
+            "finish_reason": choice.get("finish_reason"),
+        }
+        if estimated:
+            response["usage"]["output_tokens_estimated"] = True
+        put_token_data(response, prompt_ids, generation_ids, logprobs)
+        response = {"id": _stable_id("chatcmpl-", response), **response}
         results.append(Result(response, text))
     return results
+
+
+class ChoicesShortfall(InvalidReply):
+    """Fewer choices than `n` asked for: the server ignores `n` (llama-cpp-python's server does); asking again
+    gets the same, so the fetcher falls back to one request per rollout instead of retrying."""
+
+    def __init__(self, asked: int, got: int) -> None:
+        super().__init__(f"expected {asked} choice(s), got {got}")
+        self.asked = asked
+        self.got = got

@@ -9,6 +9,23 @@ class InvalidReply(Exception):
     """The server answered 200 but not with what the protocol promises (retryable: servers glitch)."""
 
 
+class NotFinished(Exception):
+    """A well-formed reply that is not a finished generation, so it must never be scored: aborted, ended in a
+    tool call nobody runs, cut off before the prompt fit the context, or marked by NeMo Gym as a failure.
+
+    `cause` names it in the failures file and the stats; `retryable` says whether asking again can help;
+    `skip` marks a property of the prompt (too long for the context): never retried, and the stage still
+    succeeds. `reply` is the server's reply, kept in the failures file for inspection."""
+
+    def __init__(self, cause: str, message: str, *, retryable: bool = False, skip: bool = False,
+                 reply: Any = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.retryable = retryable
+        self.skip = skip
+        self.reply = reply
+
+
 @dataclass
 class Result:
     """One rollout's worth of server reply."""
@@ -79,3 +96,46 @@ def check_response(response: dict, where: str) -> None:
                     p.get("type") == "output_text" and not isinstance(p.get("text"), str) for p in parts):
                 raise InvalidReply(f"{where} has a message whose 'content' is not a list of output_text parts")
     checked_usage(response.get("usage"), ("input_tokens", "output_tokens"), where)
+
+
+def is_truncated_by_usage(usage: Any, max_output_tokens: Any) -> bool:
+    """A reply that reached the requested token limit was cut there, whatever its status says (llama-server's
+    /v1/responses says `completed` after a length cut)."""
+    if not isinstance(usage, dict) or not isinstance(max_output_tokens, int):
+        return False
+    used = usage.get("output_tokens")
+    return isinstance(used, int) and not isinstance(used, bool) and used >= max_output_tokens
+
+
+def check_finished(response: dict, where: str, max_output_tokens: Any = None, reply: Any = None) -> None:
+    """Raise NotFinished for a Responses object that is well formed but no finished generation to score; mark a
+    silent length cut as `incomplete` (so the verifier's truncation rule applies)."""
+    output = response.get("output") or []
+    text = response_text(response)
+    if response.get("status") == "incomplete" and response.get("usage") is None and not text.strip() and not any(
+            isinstance(item, dict) and item.get("type") == "function_call" for item in output):
+        # NeMo Gym's vllm_model answers a prompt longer than the context with HTTP 200, an empty message and
+        # usage null: the model never saw the prompt.
+        raise NotFinished("context_length", f"{where}: status incomplete with no usage and no output (the prompt "
+                          "does not fit the model's context)", skip=True, reply=reply if reply is not None else response)
+    last = output[-1] if output else None
+    if isinstance(last, dict) and last.get("type") == "function_call":
+        raise NotFinished("tool_call", f"{where}: the turn ended in a call to {last.get('name')!r} that nothing runs "
+                          "(use an agent server that executes tools)", reply=reply if reply is not None else response)
+    if response.get("status") == "completed" and is_truncated_by_usage(response.get("usage"), max_output_tokens):
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "max_output_tokens", "inferred": "usage.output_tokens reached "
+                                          "max_output_tokens while status said completed"}
+
+
+def put_token_data(response: dict, prompt_ids: Any = None, generation_ids: Any = None,
+                   generation_log_probs: Any = None) -> None:
+    """Token data on the last output item, under NeMo Gym's names (what NeMo RL reads); absent ones are left out."""
+    output = response.get("output") or []
+    if not output or not isinstance(output[-1], dict):
+        return
+    last = output[-1]
+    for key, value in (("prompt_token_ids", prompt_ids), ("generation_token_ids", generation_ids),
+                       ("generation_log_probs", generation_log_probs)):
+        if value is not None and key not in last:
+            last[key] = value
