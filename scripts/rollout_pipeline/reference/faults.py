@@ -12,6 +12,18 @@ Each generation request draws at most one fault from a seeded RNG. Kinds:
     malformed      a 200 whose body is cut-off JSON
     missing-fields a 200 with valid JSON that lacks the expected fields
 
+Replies shaped like real servers' (tests/conformance/fixtures cites the source of each shape):
+
+    abort          chat: vLLM/SGLang's finish_reason "abort" with half the text; Responses: status "cancelled"
+    context-length chat/Responses: vLLM's HTTP 400 "maximum context length" body; /run: NeMo Gym's vllm_model
+                   reply to an over-long prompt (200, status incomplete, usage null, empty message)
+    tool-call      chat: content null and a tool_calls entry (finish_reason "tool_calls"); Responses and /run:
+                   the output ends in a function_call item
+    quota          HTTP 429 with OpenAI's insufficient_quota body (not transient)
+    ng-transient   /run: NeMo Gym's `_ng_failure_class: transient` with reward 0
+    ng-mask        /run: NeMo Gym's `mask_sample: true` with reward 0
+    refusal        chat: OpenAI's refusal (content null, message.refusal set): a finished answer, scored
+
 `--fail-rate R` spreads R evenly over the classic mix: 500, 429, reset, hang, malformed.
 """
 from __future__ import annotations
@@ -30,7 +42,8 @@ from aiohttp import web
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference.openai_api import error_body
 
-FAULT_KINDS = ("500", "502", "503", "429", "429-date", "reset", "hang", "trickle", "malformed", "missing-fields")
+FAULT_KINDS = ("500", "502", "503", "429", "429-date", "reset", "hang", "trickle", "malformed", "missing-fields",
+               "abort", "context-length", "tool-call", "quota", "ng-transient", "ng-mask", "refusal")
 MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
 FAULT_HELP = {
     "500": "HTTP 500 with a JSON error",
@@ -43,7 +56,18 @@ FAULT_HELP = {
     "trickle": "a 200 body sent in small pieces over --hang-s seconds",
     "malformed": "a 200 with cut-off JSON",
     "missing-fields": "a 200 with valid JSON lacking the expected fields",
+    "abort": "vLLM/SGLang's finish_reason abort (chat) or status cancelled (Responses)",
+    "context-length": "vLLM's 400 for a prompt over the context (chat, Responses); NeMo Gym's 200 incomplete (/run)",
+    "tool-call": "a turn that ends in a tool call",
+    "quota": "HTTP 429 insufficient_quota (OpenAI)",
+    "ng-transient": "/run: NeMo Gym failure class transient",
+    "ng-mask": "/run: NeMo Gym mask_sample",
+    "refusal": "chat: an OpenAI-style refusal (content null, message.refusal)",
 }
+_CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However, your request has 4101 input tokens. "
+                    "Please reduce the length of the input messages. (parameter=input_tokens, value=4101)")
+_TOOL_CALL = {"id": "call-reference-0", "type": "function",
+              "function": {"name": "calculator", "arguments": "{\"expression\": \"2 + 2\"}"}}
 
 _HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
          "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -172,4 +196,55 @@ async def respond_with_fault(kind: str, request: web.Request, plan: FaultPlan, g
         except (ConnectionError, RuntimeError):
             pass  # the client gave up, which is the point
         return response
+    shaped = _real_server_shape(kind, orjson.loads(good_body), object_name)
+    if shaped is not None:
+        status, body = shaped
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
     raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def _items_before_answer(response: dict) -> list:
+    """The output items that are not the final message (reasoning, earlier calls)."""
+    return [item for item in response.get("output") or [] if item.get("type") != "message"]
+
+
+def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, dict] | None:
+    """(status, body) of a reply shaped like a real server's, made from the good reply; None for other kinds."""
+    if kind == "quota":
+        return 429, error_body("You exceeded your current quota, please check your plan and billing details.",
+                               None, "insufficient_quota", "insufficient_quota")
+    if kind == "context-length" and object_name != "run":
+        return 400, {"error": {"message": _CONTEXT_MESSAGE, "type": "BadRequestError", "param": "input_tokens",
+                               "code": 400}}
+    if object_name == "chat.completion" and kind in ("abort", "tool-call", "refusal"):
+        for choice in good["choices"]:
+            if kind == "refusal":
+                choice["message"].update(content=None, refusal="I'm sorry, I can't help with that.")
+            elif kind == "abort":
+                content = choice["message"]["content"] or ""
+                choice["message"]["content"] = content[: len(content) // 2]
+                choice["finish_reason"] = "abort"
+            else:
+                choice["message"].update(content=None, tool_calls=[_TOOL_CALL])
+                choice["finish_reason"] = "tool_calls"
+        return 200, good
+    response = good.get("response", good) if object_name == "run" else good
+    if object_name in ("response", "run") and kind == "abort":
+        response["status"] = "cancelled"
+        return 200, good
+    if object_name in ("response", "run") and kind == "tool-call":
+        response["output"] = _items_before_answer(response) + [{
+            "type": "function_call", "id": "fc-reference-0", "call_id": _TOOL_CALL["id"], "status": "completed",
+            "name": _TOOL_CALL["function"]["name"], "arguments": _TOOL_CALL["function"]["arguments"]}]
+        return 200, good
+    if object_name == "run" and kind == "context-length":
+        response.update(status="incomplete", incomplete_details={"reason": "max_output_tokens"}, usage=None,
+                        output=[{"type": "message", "id": "msg-empty", "role": "assistant", "status": "completed",
+                                 "content": [{"type": "output_text", "text": "", "annotations": []}]}])
+        return 200, {**good, "reward": 0.0}
+    if object_name == "run" and kind in ("ng-transient", "ng-mask"):
+        marker = {"_ng_failure_class": "transient"} if kind == "ng-transient" else {"mask_sample": True}
+        return 200, {**good, "reward": 0.0, **marker}
+    if kind in ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "refusal"):
+        return 200, good  # no such shape on this endpoint: the normal reply
+    return None

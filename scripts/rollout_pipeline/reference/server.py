@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import os
 import signal
 import sys
@@ -40,7 +41,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from rollout_pipeline.reference import policy
+from rollout_pipeline.reference import arithmetic, policy, tokens
 from rollout_pipeline.reference.checkpoints import CheckpointError, CheckpointStore, ModelNotFound
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.reference.faults import FAULT_HELP, FAULT_KINDS, FaultPlan, respond_with_fault
@@ -65,6 +66,15 @@ class ServerConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     exit_with_parent: bool = False
     shutdown_timeout: float = 1.0
+    reasoning: bool = False  # replies carry the policy's working as reasoning (vLLM's message.reasoning)
+
+
+def reasoning_text(messages: list) -> str:
+    """What a reasoning model would think before answering: the expression to work out, and that it will."""
+    expression = arithmetic.find_expression(policy.prompt_text(messages))
+    if expression is None:
+        return "There is no arithmetic expression here, so there is nothing to compute."
+    return f"I need to compute {arithmetic.format_expression(expression)}, one operation at a time."
 
 
 def prompt_sha(source: Any) -> str | None:
@@ -101,6 +111,7 @@ class ReferenceServer:
         self.config = config
         self.store = CheckpointStore(config.checkpoint_dir)
         self.plan = config.faults
+        self.reasoning = config.reasoning
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.started = time.time()
         self.log = RequestLog(config.request_log) if config.request_log else None
@@ -130,7 +141,13 @@ class ReferenceServer:
         else:
             request_id = seeded_id("resp_", sampling.model, sampling.seed, sampling.temperature, sampling.top_p,
                                    sampling.max_tokens, orjson.dumps(sampling.messages))
-        return response_object(request_id, sampling, one.text, one.truncated, input_tokens, one.output_tokens, metadata)
+        response = response_object(request_id, sampling, one.text, one.truncated, input_tokens, one.output_tokens,
+                                   metadata)
+        if self.reasoning:
+            response["output"].insert(0, {"type": "reasoning", "id": "rs_" + request_id.removeprefix("resp_"),
+                                          "summary": [], "content": [{"type": "reasoning_text",
+                                                                      "text": reasoning_text(sampling.messages)}]})
+        return response
 
     def chat(self, body: dict) -> tuple[dict, dict]:
         if body.get("stream"):
@@ -144,7 +161,32 @@ class ReferenceServer:
                                    sampling.max_tokens, sampling.n, orjson.dumps(sampling.messages))
         payload = chat_completion(request_id, sampling.model, [(s.text, s.truncated) for s in samples],
                                   input_tokens, sum(s.output_tokens for s in samples))
+        if body.get("logprobs") is True or body.get("return_token_ids") is True:
+            self._token_data(payload, body, sampling, samples)
+        if self.reasoning:
+            for choice, sample in zip(payload["choices"], samples):
+                choice["message"]["reasoning"] = reasoning_text(sampling.messages)
         return payload, {"model": sampling.model, "input": body.get("messages"), "seed": sampling.seed, "n": sampling.n}
+
+    def _token_data(self, payload: dict, body: dict, sampling: Sampling, samples: list) -> None:
+        """vLLM's shapes: per-token `logprobs.content` on each choice; with `return_token_ids`, `token_ids` on each
+        choice and `prompt_token_ids` on the reply. Honest for this policy: an answer is drawn whole, so its first
+        token carries the answer's log-probability and the rest are certain (log-probability 0)."""
+        probabilities = policy.candidate_probabilities(policy.prompt_text(sampling.messages),
+                                                       self._checkpoint(sampling.model), sampling.temperature,
+                                                       sampling.top_p)
+        for choice, sample in zip(payload["choices"], samples):
+            generated = tokens.tokens(sample.text)
+            if body.get("logprobs") is True:
+                first = math.log(probabilities[sample.kind]) if probabilities.get(sample.kind) else 0.0
+                choice["logprobs"] = {"content": [
+                    {"token": token, "logprob": first if i == 0 else 0.0, "bytes": list(token.encode()),
+                     "top_logprobs": []} for i, token in enumerate(generated)]}
+            if body.get("return_token_ids") is True:
+                choice["token_ids"] = [tokens.token_id(token) for token in generated]
+        if body.get("return_token_ids") is True:
+            payload["prompt_token_ids"] = [tokens.token_id(token) for m in sampling.messages
+                                           for token in tokens.tokens(m["content"])]
 
     def responses(self, body: dict) -> tuple[dict, dict]:
         if body.get("stream"):
@@ -366,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--retry-after", type=float, default=1.0,
                        help="Retry-After seconds on 429 (default 1; 0 and fractions allowed as a test knob)")
     knobs.add_argument("--shutdown-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--reasoning", action="store_true",
+                        help="replies carry the policy's working as reasoning: chat message.reasoning (vLLM), "
+                             "a Responses reasoning item")
     return parser
 
 
@@ -378,7 +423,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     plan = FaultPlan.from_flags(args.fail_rate, per_kind, seed=args.fault_seed, hang_s=args.hang_s,
                                 retry_after=args.retry_after, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
     return ServerConfig(host=args.host, port=args.port, checkpoint_dir=args.checkpoint_dir,
-                        request_log=args.request_log, verifier=args.verifier, faults=plan,
+                        request_log=args.request_log, verifier=args.verifier, faults=plan, reasoning=args.reasoning,
                         exit_with_parent=args.exit_with_parent, shutdown_timeout=args.shutdown_timeout)
 
 

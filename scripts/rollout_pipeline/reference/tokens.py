@@ -11,9 +11,14 @@ The same rule counts input and output:
 - output tokens = ``count_tokens(output_text)``, and truncation to ``max_tokens``
   cuts the text right after the last kept token, so a cut output counts exactly
   ``max_tokens`` tokens.
+
+Token ids (asked with `return_token_ids`, vLLM's flag) come from a toy vocabulary: a token's id is a hash of its
+text, so the same token always has the same id. They are stable and exact for this server's own tokens, which is
+all a test of the pipeline needs; they mean nothing to any real model.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Iterable
 
@@ -41,3 +46,16 @@ def truncate(text: str, max_tokens: int | None) -> tuple[str, int, bool]:
     if max_tokens is None or len(ends) <= max_tokens:
         return text, len(ends), False
     return text[: ends[max_tokens - 1]], max_tokens, True
+
+
+VOCABULARY_SIZE = 50_000
+
+
+def tokens(text: str) -> list[str]:
+    """The tokens of `text` under the regex rule (whitespace is free, so they do not join back into the text)."""
+    return TOKEN_RE.findall(text)
+
+
+def token_id(token: str) -> int:
+    """The toy vocabulary's id of a token: stable across runs and machines."""
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "big") % VOCABULARY_SIZE
