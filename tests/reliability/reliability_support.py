@@ -7,7 +7,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,12 +17,6 @@ from support import PY, SCRIPTS, agent, read_jsonl, seed_args, write_params
 HERE = Path(__file__).resolve().parent
 MISBEHAVING = HERE / "misbehaving_server.py"
 COLLECT = [PY, str(SCRIPTS / "collect.py")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Misbehaving:

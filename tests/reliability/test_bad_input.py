@@ -14,8 +14,8 @@ from typing import Callable
 import pytest
 import yaml
 
-from reliability_support import fast_agent, free_port, one_line_error, result_of, run_collect, run_concurrently
-from support import PY, SCRIPTS, agent, read_jsonl, write_params
+from reliability_support import fast_agent, one_line_error, result_of, run_collect, run_concurrently
+from support import PY, SCRIPTS, agent, free_port, read_jsonl, write_params
 
 PREVIOUS = b"previous output\n"
 GOOD_ROW = {"responses_create_params": {"input": "What is 2 + 2? Give the final answer in \\boxed{}."},

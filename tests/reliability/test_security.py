@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import Misbehaving, fast_agent, free_port, one_line_error, run_collect, tree_files
+from reliability_support import Misbehaving, fast_agent, one_line_error, run_collect, tree_files
 from rollout_pipeline.reference.checkpoints import REFERENCE_PATH
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import PY, ROOT, SCRIPTS, agent, read_jsonl, write_params
+from support import PY, ROOT, SCRIPTS, agent, free_port, read_jsonl, write_params
 
 SECRET = f"sk-rel-{secrets.token_hex(16)}"  # made at run time: in no source file
 KEY_ENV = "ROLLOUT_RELIABILITY_KEY"

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_RUN
-from reliability_support import (Misbehaving, collect_command, count_lines, fast_agent, free_port, last_line,
+from reliability_support import (Misbehaving, collect_command, count_lines, fast_agent, last_line,
                                  result_of, run_collect, run_concurrently, wait_until)
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import read_jsonl, server_stats
+from support import free_port, read_jsonl, server_stats
 
 # The embedded server's --fail-<kind> flags and the retry cause the collector reports for each.
 EMBEDDED_KINDS = {
