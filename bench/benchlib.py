@@ -112,9 +112,12 @@ class Server:
 
 
 @contextmanager
-def instant_server(latency_ms: float = 0.0) -> Iterator[Server]:
-    """The instant (or fixed-latency) chat server of bench/instant_server.py in its own process."""
+def instant_server(latency_ms: float = 0.0, reply_tokens: int = 0, top_logprobs: int = 0) -> Iterator[Server]:
+    """The instant (or fixed-latency) chat server of bench/instant_server.py in its own process; with
+    `reply_tokens`, its replies are long ones carrying token data."""
     command = [PY, str(BENCH / "instant_server.py"), "--latency-ms", f"{latency_ms:g}"]
+    if reply_tokens:
+        command += ["--reply-tokens", str(reply_tokens), "--top-logprobs", str(top_logprobs)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]

@@ -8,6 +8,9 @@ several times more requests per second than an aiohttp client can send, so it is
 `--latency-ms` delays every reply by a fixed time (for the Little's-law benchmark); replies on one
 connection keep their order. `GET /health` answers {"status":"ok"}; every other request gets the chat reply,
 with as many choices as the body's "n" asks for (repeat_mode: n), each reply pre-encoded once.
+`--reply-tokens N --top-logprobs K` makes the reply a long one carrying token data as vLLM sends it (N generated
+tokens, each with its logprob and K alternatives, `token_ids` on the choice and `prompt_token_ids`): the shape of
+an RL collection that asks for token data, 10-50x larger than the plain reply.
 
 Prints `listening on http://127.0.0.1:PORT` (like the embedded server) and exits when stdin closes.
 """
@@ -23,7 +26,30 @@ CHOICE = (b'{"index":%d,"finish_reason":"stop","message":{"role":"assistant",'
 HEALTH = b'{"status":"ok"}'
 
 
+TOKEN_DATA = {"tokens": 0, "top": 0}
+
+
+def _token_data_choice(index: int) -> bytes:
+    """One choice of N tokens with vLLM's logprobs (K alternatives each) and token_ids, ending in a boxed answer."""
+    import json
+    count, top = TOKEN_DATA["tokens"], TOKEN_DATA["top"]
+    words = [f" w{i % 97}" for i in range(count - 4)] + [" \\boxed{", "4", "}", "."]
+    entries = [{"token": w, "logprob": -0.01 * (i % 50), "bytes": list(w.encode()),
+                "top_logprobs": [{"token": f" t{j}", "logprob": -1.0 - j, "bytes": [32, 116, 48 + j]}
+                                 for j in range(top)]} for i, w in enumerate(words)]
+    choice = {"index": index, "finish_reason": "stop", "logprobs": {"content": entries},
+              "token_ids": [1000 + i % 30000 for i in range(count)],
+              "message": {"role": "assistant", "content": "".join(words).replace("\\\\", "\\")}}
+    return json.dumps(choice, separators=(",", ":")).encode()
+
+
 def chat(n: int) -> bytes:
+    if TOKEN_DATA["tokens"]:
+        choices = b",".join(_token_data_choice(i) for i in range(n))
+        return (b'{"id":"c","object":"chat.completion","model":"instant","prompt_token_ids":[' +
+                b",".join(b"%d" % (500 + i) for i in range(40)) + b'],"choices":[' + choices +
+                b'],"usage":{"prompt_tokens":40,"completion_tokens":%d,"total_tokens":%d}}'
+                % (TOKEN_DATA["tokens"] * n, 40 + TOKEN_DATA["tokens"] * n))
     choices = b",".join(CHOICE % i for i in range(n))
     return (b'{"id":"c","object":"chat.completion","model":"instant","choices":[' + choices +
             b'],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}' % (14 * n, 12 + 14 * n))
@@ -34,7 +60,7 @@ def _reply(body: bytes) -> bytes:
             b"Connection: keep-alive\r\n\r\n" % len(body)) + body
 
 
-CHAT_REPLIES: dict[int, bytes] = {1: _reply(chat(1))}
+CHAT_REPLIES: dict[int, bytes] = {}
 HEALTH_REPLY = _reply(HEALTH)
 
 
@@ -42,6 +68,8 @@ def chat_reply(body: bytes) -> bytes:
     """The reply for a request body: n choices when it asks for n (the collector writes `"n":K` only when K > 1)."""
     at = body.find(b'"n":')
     if at < 0:
+        if 1 not in CHAT_REPLIES:
+            CHAT_REPLIES[1] = _reply(chat(1))
         return CHAT_REPLIES[1]
     digits = body[at + 4:at + 12]
     n = int(digits[:len(digits) - len(digits.lstrip(b"0123456789"))] or b"1") if digits[:1].isdigit() else 1
@@ -96,7 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--reply-tokens", type=int, default=0, help="a long reply with token data (0: the short one)")
+    parser.add_argument("--top-logprobs", type=int, default=0, help="alternatives per token with --reply-tokens")
     args = parser.parse_args()
+    TOKEN_DATA.update(tokens=args.reply_tokens, top=args.top_logprobs)
     Responder.latency_s = args.latency_ms / 1000
     try:
         import uvloop

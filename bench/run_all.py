@@ -32,6 +32,7 @@ FAMILIES = {  # module: title
     "startup": "4. Start-up",
     "repeat_mode": "5. repeat_mode: n against separate requests",
     "pipeline": "6. Pipeline overhead",
+    "token_data": "7. Replies that carry token data",
 }
 
 

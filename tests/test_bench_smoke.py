@@ -26,6 +26,8 @@ EXPECTED = {  # family -> (case, figure) pairs that must be present
                     ("n vs separate", "wall-time speed-up")],
     "pipeline": [("dvc status (smoke)", "wall time"), ("filter, 2,000 rollouts", "peak RSS"),
                  ("pair, 2,000 rollouts", "wall time"), ("metrics, 200 -> 2,000 rollouts", "peak RSS growth")],
+    "token_data": [("1,000-token replies", "ratio collector / bare loop"),
+                   ("1,000-token replies", "peak RSS growth (large / small run)")],
 }
 
 

@@ -165,20 +165,30 @@ def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, li
         logprobs = _entry_logprobs(entries)
         if generation_ids is None:
             # vLLM's return_tokens_as_token_ids renders each sampled token as "token_id:N": exact ids.
-            matches = [_TOKEN_ID.match(e.get("token") or "") for e in entries]
-            if all(matches):
+            first = entries[0].get("token") if isinstance(entries[0], dict) else None
+            matches = [_TOKEN_ID.match(e.get("token") or "") for e in entries] if _TOKEN_ID.match(first or "") else []
+            if matches and all(matches):
                 generation_ids = [int(m.group(1)) for m in matches]
     for name, ids in (("prompt_token_ids", prompt_ids), ("generation token ids", generation_ids)):
-        if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
+        # set(map(type, ...)) runs in C: a few microseconds for the thousands of ids of a long generation.
+        if ids is not None and (not isinstance(ids, list) or not set(map(type, ids)) <= {int}):
             raise InvalidReply(f"reply has {name} that are not a list of integers")
     return prompt_ids, generation_ids, logprobs
 
 
 def _entry_logprobs(entries: list) -> list[float] | None:
     """Each entry's logprob; llama.cpp's post_sampling_probs gives a probability (`prob`) instead."""
+    try:
+        # The common case in one pass: every entry a dict with a float logprob (1,000s of entries per reply).
+        values = [entry["logprob"] for entry in entries]
+        if set(map(type, values)) <= {float}:
+            return values
+    except (KeyError, TypeError):
+        pass
     values = []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("logprob"), (int, float)):
+        if isinstance(entry, dict) and isinstance(entry.get("logprob"), (int, float)) \
+                and not isinstance(entry["logprob"], bool):
             values.append(float(entry["logprob"]))
         elif isinstance(entry, dict) and isinstance(entry.get("prob"), (int, float)) and entry["prob"] > 0:
             values.append(math.log(entry["prob"]))
@@ -248,8 +258,10 @@ def parse_chat_reply(reply: dict, n: int = 1) -> list[Result]:
         }
         if estimated:
             response["usage"]["output_tokens_estimated"] = True
-        put_token_data(response, prompt_ids, generation_ids, logprobs)
+        # The id hashes the content before the token data is added: the ids and logprobs follow from it, and
+        # hashing thousands of them for every reply would be a measurable cost (bench/token_data.py).
         response = {"id": _stable_id("chatcmpl-", response), **response}
+        put_token_data(response, prompt_ids, generation_ids, logprobs)
         results.append(Result(response, text))
     return results
 
