@@ -33,6 +33,7 @@ FAMILIES = {  # module: title
     "repeat_mode": "5. repeat_mode: n against separate requests",
     "pipeline": "6. Pipeline overhead",
     "token_data": "7. Replies that carry token data",
+    "rate_limits": "8. A rate-limited server",
 }
 
 

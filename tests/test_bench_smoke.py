@@ -28,6 +28,8 @@ EXPECTED = {  # family -> (case, figure) pairs that must be present
                  ("pair, 2,000 rollouts", "wall time"), ("metrics, 200 -> 2,000 rollouts", "peak RSS growth")],
     "token_data": [("1,000-token replies", "ratio collector / bare loop"),
                    ("1,000-token replies", "peak RSS growth (large / small run)")],
+    "rate_limits": [("adaptive, ceiling 256", "rate / server capacity"), ("adaptive, ceiling 256", "429s per rollout"),
+                    ("fixed parallelism 16", "rate / server capacity")],
 }
 
 

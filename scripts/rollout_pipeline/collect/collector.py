@@ -239,6 +239,7 @@ class Collector:
                                         work_items(self.s, self.store.is_done), parallel)
                 _run_async(self._fetcher.run())
                 self.endpoints = self._fetcher.pool.summary()
+                self.stats.backoff_wait_s = self._fetcher.retry_policy.waited_s
                 return
             self.process_rollouts, ended = collect_in_processes(
                 self.s, self.processes, parallel, urls, headers, self.store.is_done, self, self.stats,
@@ -360,7 +361,12 @@ class Collector:
         if now - self._bar_last > 0.5:
             self._bar_last = now
             mean = self.stats.reward_sum / max(1, self.stats.new_rollouts)
-            self._bar.set_postfix_str(f"reward={mean:.3f}", refresh=False)
+            pool = self._fetcher.pool if self._fetcher is not None else None
+            limit = pool.current_limit() if pool is not None else None
+            backing_off = limit is not None and limit < pool.ceiling * len(pool.endpoints)
+            # The adaptive limit, while it is below the ceiling: a rate-limited server shows here, not as a hang.
+            self._bar.set_postfix_str(f"reward={mean:.3f}" + (f", limit={limit}" if backing_off else ""),
+                                      refresh=False)
 
     # -- the end ---------------------------------------------------------------------------------
     def _finish(self) -> int:
@@ -422,7 +428,11 @@ class Collector:
             # Forked processes share their start-up pages, so the sum overstates the memory actually used.
             "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": [
                 st.process_peak_rss_mb.get(i) for i in range(self.processes)]} if st.process_peak_rss_mb else {})},
+            # Per endpoint (no URLs: they may carry credentials): requests, failures, overloads (429s and 503s),
+            # the adaptive limit's trace, and the time Retry-After paused it.
             "endpoints": list(self.endpoints.values()),
+            "wait_s": {"backoff": round(st.backoff_wait_s, 3),
+                       "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3)},
         }
 
 

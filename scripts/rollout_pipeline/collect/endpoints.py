@@ -1,4 +1,5 @@
-"""Several endpoints for one agent: least-outstanding balancing with prompt affinity and a circuit breaker.
+"""Several endpoints for one agent: least-outstanding balancing with prompt affinity, a circuit breaker, and an
+adaptive concurrency limit each (limits.py).
 
 Affinity: every repeat of a prompt goes to the endpoint its first repeat went to, while that endpoint is
 healthy, so the server's prefix cache is reused. An endpoint that fails `trip_after` times in a row is taken
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from rollout_pipeline.collect.limits import AdaptiveLimit
 
 
 @dataclass
@@ -19,14 +22,17 @@ class Endpoint:
     cooldown_s: float = 0.0
     requests: int = 0
     failures: int = 0
+    limit: AdaptiveLimit = field(default_factory=lambda: AdaptiveLimit(1024))
 
     def healthy(self, now: float) -> bool:
-        return now >= self.down_until
+        """Not tripped by the circuit breaker, and not paused by a Retry-After (a retry may go elsewhere)."""
+        return now >= self.down_until and now >= self.limit.paused_until
 
 
 @dataclass
 class EndpointPool:
     urls: list[str]
+    ceiling: int = 1024  # requests in flight per endpoint at most: the run's parallelism
     trip_after: int = 3
     base_cooldown_s: float = 2.0
     max_cooldown_s: float = 60.0
@@ -34,7 +40,9 @@ class EndpointPool:
     _affinity: dict[int, Endpoint] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.endpoints = [Endpoint(url.rstrip("/")) for url in self.urls]
+        self.endpoints = [Endpoint(url.rstrip("/"), limit=AdaptiveLimit(self.ceiling)) for url in self.urls]
+        # When any endpoint last answered a request well: a rollout keeps retrying while the pool makes progress.
+        self.last_success = time.monotonic()
 
     def acquire(self, task_index: int) -> Endpoint:
         """The endpoint for this prompt's next request (counted as outstanding until release)."""
@@ -60,6 +68,7 @@ class EndpointPool:
         """Record the outcome of one request on `endpoint`."""
         endpoint.outstanding -= 1
         if ok:
+            self.last_success = time.monotonic()
             endpoint.consecutive_failures = 0
             endpoint.cooldown_s = 0.0
             return
@@ -75,4 +84,12 @@ class EndpointPool:
         self._affinity.pop(task_index, None)
 
     def summary(self) -> dict:
-        return {e.url: {"requests": e.requests, "failures": e.failures} for e in self.endpoints}
+        """Per endpoint: requests, failures, and the adaptive limit's trace (429s and overloads, lowest and final
+        limit, time paused by Retry-After). Several processes' summaries add up key by key."""
+        return {e.url: {"requests": e.requests, "failures": e.failures,
+                        **{f"limit_{k}" if k in ("ceiling", "low", "final", "decreases") else k: v
+                           for k, v in e.limit.summary().items()}} for e in self.endpoints}
+
+    def current_limit(self) -> int:
+        """Requests the endpoints take in flight now, added up (what the progress line shows)."""
+        return sum(e.limit.current for e in self.endpoints)

@@ -22,7 +22,7 @@ from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
-from rollout_pipeline.collect.transport import RequestFailed, post_json, with_retries
+from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 
 # aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
 POOL_CAP = 1024
@@ -95,7 +95,10 @@ class Fetcher:
         self.stats = stats
         self.work = work
         self.parallel = parallel
-        self.pool = EndpointPool(urls)
+        self.pool = EndpointPool(urls, ceiling=parallel)
+        agent = settings.agent
+        self.retry_policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
+                                        lambda: self.pool.last_success)
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -205,6 +208,11 @@ class Fetcher:
 
         async def attempt() -> list[tuple[Any, float, dict]]:
             endpoint = self.pool.acquire(task_index)
+            try:
+                ticket = await endpoint.limit.acquire()  # the endpoint's adaptive limit, and its Retry-After pause
+            except BaseException:
+                self.pool.release(endpoint, True)  # never sent
+                raise
             self.stats.requests += 1
             ok = False
             try:
@@ -229,10 +237,15 @@ class Fetcher:
                 ok = True
                 self.stats.latencies.append(latency)
                 return scored
+            except RequestFailed as failure:
+                if failure.overload:
+                    endpoint.limit.overloaded(ticket, failure.retry_after)
+                raise
             finally:
+                endpoint.limit.release(ok)
                 self.pool.release(endpoint, ok)
 
-        scored = await with_retries(attempt, s.agent["max_retries"], s.agent["retry_backoff_s"],
+        scored = await with_retries(attempt, self.retry_policy,
                                     lambda failure: self.sink.retry(failure.cause, failure.retry_after))
         for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
             record = self._record(task_index, rollout_index, row, params, result, reward, extras)

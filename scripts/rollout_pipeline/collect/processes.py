@@ -108,7 +108,7 @@ class PipeSink:
     def summary(self, stats: RunStats, endpoints: dict) -> None:
         self.writer.send(_LATENCIES, stats.latencies.to_bytes())
         self.writer.send(_SUMMARY, dumps({"requests": stats.requests, "endpoints": endpoints,
-                                          "peak_rss_mb": peak_rss_mb()}))
+                                          "peak_rss_mb": peak_rss_mb(), "backoff_wait_s": stats.backoff_wait_s}))
 
 
 def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[str], headers: dict[str, str],
@@ -155,6 +155,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
             writer.send(_FATAL, str(exc).encode())
             return 1
         writer.attach(None)  # the loop is closed: what is sent from here on is written by the final flush
+        child_stats.backoff_wait_s = fetcher.retry_policy.waited_s
         child_sink.summary(child_stats, fetcher.pool.summary())
         return 0
 
@@ -179,11 +180,12 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         elif kind == _SUMMARY:
             summary = orjson.loads(payload)
             stats.requests += summary["requests"]
+            stats.backoff_wait_s += summary["backoff_wait_s"]
             stats.process_peak_rss_mb[index] = summary["peak_rss_mb"]
             for url, counts in summary["endpoints"].items():
-                merged = endpoints.setdefault(url, {"requests": 0, "failures": 0})
-                merged["requests"] += counts["requests"]
-                merged["failures"] += counts["failures"]
+                merged = endpoints.setdefault(url, {})
+                for key, value in counts.items():  # each process has its share of the slots: they add up
+                    merged[key] = round(merged.get(key, 0) + value, 3)
         else:
             raise ValueError(f"collector process {index} sent an unknown frame kind {kind!r}")
 

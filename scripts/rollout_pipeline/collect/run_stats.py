@@ -81,6 +81,7 @@ class RunStats:
     failure_streak: int = 0
     last_error: str = ""
     process_peak_rss_mb: dict[int, float] = field(default_factory=dict)  # child process index -> its peak
+    backoff_wait_s: float = 0.0  # summed over rollouts: time their retries slept in backoff
 
     @property
     def collect_s(self) -> float:

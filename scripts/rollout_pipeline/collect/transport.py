@@ -12,35 +12,42 @@ import email.utils
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
 import orjson
 
 MAX_BACKOFF_S = 30.0
-MAX_RETRY_AFTER_S = 300.0
 
 
 class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
     def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None, *,
-                 skip: bool = False, reply: Any = None) -> None:
+                 skip: bool = False, reply: Any = None, overload: bool = False) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
         self.retry_after = retry_after  # the server's Retry-After, in seconds, when it sent one
         self.skip = skip  # a property of the prompt (too long for the context): skipped, never retried
         self.reply = reply  # the server's reply (decoded JSON, or the start of its text), for the failures file
+        self.overload = overload  # the server says it has too much to do (429, 503): back off as a whole
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse Retry-After: delay-seconds or an HTTP date."""
+def retry_after_seconds(value: str | None, milliseconds: str | None = None) -> float | None:
+    """Parse `retry-after-ms` (OpenAI's, in milliseconds) or Retry-After: delay-seconds or an HTTP date. Not
+    capped here: a wait longer than the agent's give_up_after_s ends the rollout at once, and says so."""
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
+        return max(0.0, float(value))
     except ValueError:
         pass
     try:
@@ -49,7 +56,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     if when is None:
         return None
-    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_S))
+    return max(0.0, when.timestamp() - time.time())
 
 
 # How each server words "the prompt does not fit the context": vLLM ("maximum context length", "max_model_len"),
@@ -128,6 +135,7 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
             raw = await resp.read()
             status = resp.status
             retry_after = resp.headers.get("Retry-After")
+            retry_after_ms = resp.headers.get("retry-after-ms")
     except aiohttp.ConnectionTimeoutError:
         raise RequestFailed("connect_timeout", f"{url}: no connection within {timeout.sock_connect:g} s (is the host "
                             "reachable? a firewall may be dropping packets)", True) from None
@@ -152,27 +160,69 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
                   f"check the plan and billing of the key. {_error_message(status, raw)}"
     elif skip:
         message += " (the prompt does not fit the model's context: skipped, not retried)"
-    raise RequestFailed(cause, message, retryable, retry_after_seconds(retry_after) if retryable else None,
-                        skip=skip, reply=_error_fields(raw)[0])
+    raise RequestFailed(cause, message, retryable, retry_after_seconds(retry_after, retry_after_ms) if retryable else None,
+                        skip=skip, reply=_error_fields(raw)[0], overload=retryable and status in (429, 503))
 
 
 def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
-    """Full-jitter exponential backoff, or the server's Retry-After when it gave one."""
+    """Full-jitter exponential backoff. An overload waits in the endpoint's limit instead (its Retry-After pauses
+    every request to it), so here it only gets a short jitter that spreads the retries out."""
+    if failure.overload:
+        return random.uniform(0, base)
     if failure.retry_after is not None:
         return failure.retry_after
     return random.uniform(0, min(MAX_BACKOFF_S, base * (2 ** attempt)))
 
 
-async def with_retries(call: Callable[[], Any], max_retries: int, backoff_base_s: float,
+@dataclass
+class RetryPolicy:
+    """When a rollout asks again, and when it gives up.
+
+    Deterministic errors are never retried. Transient ones (connection errors, timeouts, 5xx, malformed 200s)
+    are retried while the agent's endpoints make progress: the rollout gives up when no request to them has
+    succeeded for `give_up_after_s`, or after `max_retries` retries. Waiting out an overload (429, a 503, a
+    Retry-After) does not count toward `max_retries`: the server is telling us when to come back, so only the
+    time limit applies, and a Retry-After longer than it ends the rollout at once, saying so.
+    """
+
+    max_retries: int
+    backoff_base_s: float
+    give_up_after_s: float
+    last_success: Callable[[], float]  # monotonic time of the endpoints' last successful request
+    waited_s: float = 0.0              # time spent in backoff sleeps (the stats' wait_backoff_s)
+
+    def give_up_reason(self, failure: RequestFailed, attempts: int) -> str | None:
+        if not failure.retryable:
+            return ""
+        if not failure.overload and attempts >= self.max_retries:
+            return ""  # the failure's own message says it all, as before
+        if failure.retry_after is not None and failure.retry_after > self.give_up_after_s:
+            return (f"the server asked to wait {failure.retry_after:g} s (Retry-After), longer than give_up_after_s "
+                    f"({self.give_up_after_s:g} s); raise give_up_after_s to wait that long")
+        stalled = time.monotonic() - self.last_success()
+        if stalled > self.give_up_after_s:
+            return (f"no request to the agent succeeded for {stalled:.0f} s (give_up_after_s "
+                    f"{self.give_up_after_s:g})")
+        return None
+
+
+async def with_retries(call: Callable[[], Any], policy: RetryPolicy,
                        on_retry: Callable[[RequestFailed], None]) -> Any:
-    """Run `call` (an async callable that raises RequestFailed) with up to `max_retries` retries."""
-    attempt = 0
+    """Run `call` (an async callable that raises RequestFailed), retrying as `policy` says."""
+    attempts = 0
     while True:
         try:
             return await call()
         except RequestFailed as failure:
-            if not failure.retryable or attempt >= max_retries:
+            reason = policy.give_up_reason(failure, attempts)
+            if reason == "":
                 raise
+            if reason is not None:
+                raise RequestFailed(failure.cause, f"{failure}; giving up: {reason}", False, skip=failure.skip,
+                                    reply=failure.reply) from None
             on_retry(failure)
-            await asyncio.sleep(backoff_seconds(attempt, backoff_base_s, failure))
-            attempt += 1
+            pause = backoff_seconds(attempts, policy.backoff_base_s, failure)
+            policy.waited_s += pause
+            await asyncio.sleep(pause)
+            if not failure.overload:
+                attempts += 1

@@ -1,0 +1,120 @@
+"""Rate limits and flaky servers: the collector backs off as a whole, and never loses a rollout to a server that is
+making progress (real servers over loopback: the embedded one with fault flags, and a rate-limited one)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reliability_support import run_collect
+from rollout_pipeline.reference.embedded import start_embedded_server
+from support import ROOT, agent, free_port, make_prompts, read_jsonl
+
+RATE_LIMITED = ROOT / "bench" / "rate_limited_server.py"
+
+
+class RateLimited:
+    """bench/rate_limited_server.py: at most `capacity` requests at a time, 429 beyond."""
+
+    def __init__(self, capacity: int, service_ms: float, retry_after: str | None = None) -> None:
+        command = [sys.executable, str(RATE_LIMITED), "--capacity", str(capacity), "--service-ms", str(service_ms)]
+        if retry_after:
+            command += ["--retry-after", retry_after]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = re.search(r"listening on (\S+)", self.process.stdout.readline()).group(1)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def __enter__(self) -> "RateLimited":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    return make_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 100)
+
+
+@pytest.mark.slow
+def test_a_server_failing_a_quarter_of_requests_loses_nothing_over_twenty_runs(prompts, tmp_path):
+    flaky = ["--fail-rate", "0.25", "--fault-seed", "7", "--hang-s", "0.3", "--retry-after", "0.01"]
+    settings = agent("", timeout_s=1.0, retry_backoff_s=0.001)
+    del settings["max_retries"]  # the default (20): what this test is about
+    with start_embedded_server(flaky) as server:
+        settings["url"] = server.url
+        for run in range(20):
+            out = tmp_path / f"run{run}.jsonl"
+            result = run_collect(tmp_path, prompts, out, settings, num_repeats=4, num_samples_in_parallel=64,
+                                 timeout=120)
+            assert result.returncode == 0, f"run {run}: {result.stderr[-2000:]}"
+            assert len(read_jsonl(out)) == 400
+            stats = json.loads((tmp_path / f"run{run}.stats.json").read_text())
+            assert stats["failures"] == 0 and sum(stats["retries"].values()) > 0
+
+
+def test_against_a_rate_limited_server_the_collector_settles_near_its_capacity(prompts, tmp_path):
+    capacity, service_s, rollouts = 16, 0.02, 800
+    with RateLimited(capacity, service_s * 1000) as server:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, retry_backoff_s=0.01),
+                             num_repeats=8, num_samples_in_parallel=256, timeout=60)
+        seen = server.stats()
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = json.loads((tmp_path / "out.stats.json").read_text())
+    ideal_s = rollouts / capacity * service_s
+    assert seen["ok"] == rollouts
+    assert seen["rejected"] / rollouts < 0.2, seen
+    assert stats["collect_s"] <= 1.5 * ideal_s + 0.3, (stats["collect_s"], ideal_s)
+    (endpoint,) = stats["endpoints"]
+    assert endpoint["overloads"] == seen["rejected"] and endpoint["limit_low"] <= capacity
+    assert endpoint["limit_ceiling"] == 256 and stats["retries"]["http_429"] == seen["rejected"]
+
+
+def test_an_endpoint_down_longer_than_give_up_after_s_fails_within_that_plus_one_timeout(prompts, tmp_path):
+    settings = agent(f"http://127.0.0.1:{free_port()}", give_up_after_s=1.5, timeout_s=1.0, retry_backoff_s=0.05,
+                     max_retries=1000)
+    started = time.monotonic()
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", settings, limit=2, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert "give_up_after_s" in result.stderr.splitlines()[-1]
+    assert elapsed < 1.5 + 1.0 + 2.0, elapsed  # plus the collector's own start-up
+
+
+def test_a_retry_after_longer_than_give_up_after_s_is_reported_at_once(prompts, tmp_path):
+    with start_embedded_server(["--fail-429", "1.0", "--retry-after", "3600"]) as server:
+        started = time.monotonic()
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url), limit=1, timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "asked to wait 3600 s (Retry-After), longer than give_up_after_s (300 s)" in result.stderr
+
+
+def test_a_retry_after_pauses_every_request_to_the_endpoint_and_does_not_count_as_a_retry(prompts, tmp_path):
+    with RateLimited(4, 20, retry_after="0.2") as server:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, max_retries=0),
+                             num_repeats=2, num_samples_in_parallel=32, timeout=60)
+        seen = server.stats()
+    assert result.returncode == 0, result.stderr[-2000:]  # max_retries 0, yet every 429 was waited out
+    stats = json.loads((tmp_path / "out.stats.json").read_text())
+    assert seen["ok"] == 200 and seen["rejected"] > 0
+    assert stats["wait_s"]["retry_after"] > 0
+
+
+def test_deterministic_client_errors_are_sent_exactly_once(prompts, tmp_path):
+    from reliability_support import Misbehaving
+    with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "400", 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), limit=5, num_repeats=2,
+                             timeout=60)
+        posts = proxy.stats()["posts"]
+    assert result.returncode == 1 and posts == 10
