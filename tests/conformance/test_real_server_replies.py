@@ -166,6 +166,9 @@ def test_the_collector_treats_each_real_server_reply_as_its_contract_says(path, 
         else:
             assert asked == MAX_RETRIES + 1, f"asked {asked} times"
         assert "reply" in lines[0], "the server's reply is kept for inspection"
+        if "function_call" in (expect.get("keeps") or []):
+            calls = [i for i in lines[0]["response"]["output"] if i["type"] == "function_call"]
+            assert calls and all(c["name"] and c["arguments"] is not None for c in calls), lines[0]["response"]
 
 
 def test_a_resume_keeps_a_skipped_prompt_skipped(tmp_path):

@@ -288,10 +288,11 @@ class Collector:
         self._say(f"note: {message}")
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None) -> None:
+                skipped: bool = False, reply: Any = None, response: Any = None) -> None:
         entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
                  "error": message, **({"skipped": True} if skipped else {}),
-                 **({"reply": reply} if reply is not None else {})}
+                 **({"reply": reply} if reply is not None else {}),
+                 **({"response": response} if response is not None else {})}
         self._failures_handle.write(dumps(entry) + b"\n")
         self._failures_handle.flush()
         if skipped:

@@ -38,7 +38,7 @@ class Sink(Protocol):
                 input_tokens: int, output_tokens: int) -> None: ...
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None) -> None: ...
+                skipped: bool = False, reply: Any = None, response: Any = None) -> None: ...
 
     def note(self, message: str) -> None: ...
 
@@ -170,7 +170,7 @@ class Fetcher:
         except RequestFailed as failure:
             for rollout_index in rollout_indexes:
                 self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
-                                  failure.skip, failure.reply)
+                                  failure.skip, failure.reply, failure.response)
         except UserError as exc:
             self.sink.fatal(exc)
         finally:
@@ -227,7 +227,7 @@ class Fetcher:
                 except NotFinished as exc:
                     ok = True
                     raise RequestFailed(exc.cause, f"{endpoint.url + path}: {exc}", exc.retryable, skip=exc.skip,
-                                        reply=exc.reply) from None
+                                        reply=exc.reply, response=exc.response) from None
                 except InvalidReply as exc:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True,
                                         reply=reply) from None

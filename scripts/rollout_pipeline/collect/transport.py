@@ -25,7 +25,7 @@ class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
     def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None, *,
-                 skip: bool = False, reply: Any = None, overload: bool = False) -> None:
+                 skip: bool = False, reply: Any = None, overload: bool = False, response: Any = None) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
@@ -33,6 +33,7 @@ class RequestFailed(Exception):
         self.skip = skip  # a property of the prompt (too long for the context): skipped, never retried
         self.reply = reply  # the server's reply (decoded JSON, or the start of its text), for the failures file
         self.overload = overload  # the server says it has too much to do (429, 503): back off as a whole
+        self.response = response  # what the model produced, in Responses form, when worth keeping (a tool call)
 
 
 def retry_after_seconds(value: str | None, milliseconds: str | None = None) -> float | None:
@@ -219,7 +220,7 @@ async def with_retries(call: Callable[[], Any], policy: RetryPolicy,
                 raise
             if reason is not None:
                 raise RequestFailed(failure.cause, f"{failure}; giving up: {reason}", False, skip=failure.skip,
-                                    reply=failure.reply) from None
+                                    reply=failure.reply, response=failure.response) from None
             on_retry(failure)
             pause = backoff_seconds(attempts, policy.backoff_base_s, failure)
             policy.waited_s += pause

@@ -146,9 +146,23 @@ def _check_finished(choice: dict, message: dict, reply: dict) -> None:
                           f"{len(message.get('content') or '')} characters", retryable=True, reply=reply)
     calls = message.get("tool_calls")
     if finish in ("tool_calls", "function_call") or (isinstance(calls, list) and calls) or message.get("function_call"):
-        names = [c.get("function", {}).get("name") for c in calls or [] if isinstance(c, dict)]
+        items = _function_call_items(calls or [])
+        names = [item["name"] for item in items]
+        reasoning = _output_items(message, choice.get("index", 0))[:-1]  # the model's reasoning before the call
         raise NotFinished("tool_call", f"the turn ended in a tool call ({', '.join(map(str, names)) or finish}) that "
-                          "nothing runs; use an agent server that executes tools", reply=reply)
+                          "nothing runs; use an agent server that executes tools", reply=reply,
+                          response={"output": reasoning + items, "status": "completed"})
+
+
+def _function_call_items(calls: list) -> list[dict]:
+    """Chat `tool_calls` as Responses `function_call` items."""
+    items = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) and isinstance(call.get("function"), dict) else {}
+        items.append({"type": "function_call", "id": call.get("id") if isinstance(call, dict) else None,
+                      "call_id": call.get("id") if isinstance(call, dict) else None, "name": function.get("name"),
+                      "arguments": function.get("arguments"), "status": "completed"})
+    return items
 
 
 def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, list | None]:

@@ -15,15 +15,17 @@ class NotFinished(Exception):
 
     `cause` names it in the failures file and the stats; `retryable` says whether asking again can help;
     `skip` marks a property of the prompt (too long for the context): never retried, and the stage still
-    succeeds. `reply` is the server's reply, kept in the failures file for inspection."""
+    succeeds. `reply` is the server's reply, kept in the failures file for inspection, and `response` what the
+    model produced in Responses form, when there is something to keep (a tool call's `function_call` items)."""
 
     def __init__(self, cause: str, message: str, *, retryable: bool = False, skip: bool = False,
-                 reply: Any = None) -> None:
+                 reply: Any = None, response: dict | None = None) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
         self.skip = skip
         self.reply = reply
+        self.response = response
 
 
 @dataclass
@@ -121,7 +123,8 @@ def check_finished(response: dict, where: str, max_output_tokens: Any = None, re
     last = output[-1] if output else None
     if isinstance(last, dict) and last.get("type") == "function_call":
         raise NotFinished("tool_call", f"{where}: the turn ended in a call to {last.get('name')!r} that nothing runs "
-                          "(use an agent server that executes tools)", reply=reply if reply is not None else response)
+                          "(use an agent server that executes tools)", reply=reply if reply is not None else response,
+                          response=response)
     if response.get("status") == "completed" and is_truncated_by_usage(response.get("usage"), max_output_tokens):
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens", "inferred": "usage.output_tokens reached "
