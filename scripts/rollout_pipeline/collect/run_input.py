@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Iterator
 
 
+import orjson
+
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import decode_line
-from rollout_pipeline.rows import normalize_row
+from rollout_pipeline.rows import normalize_row, prompt_id
 
 _CHUNK = 1024 * 1024
 
@@ -31,12 +33,15 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
         raise UserError(f"{path}: is a directory, expected a JSONL file of prompts")
     digest = hashlib.sha256()
     rows = 0
+    # prompt id -> (digest of its prompt, first line): 8 + ~60 bytes per row with an explicit id
+    seen_ids: dict[str, tuple[bytes, int]] = {}
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             digest.update(raw)
             if limit is not None and rows >= limit or not raw.strip():
                 continue
             row = _parse_row(raw, str(path), lineno)
+            _check_unique_id(row, seen_ids, path, lineno)
             if answer_for is not None and row.get("expected_answer") is None:
                 raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
                                 f"{answer_for} needs to score the output; add it, or use another verifier")
@@ -44,6 +49,20 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
     if rows == 0:
         raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
     return InputScan(rows=rows, sha256=digest.hexdigest())
+
+
+def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, lineno: int) -> None:
+    """Two rows may share an id only when they hold the same prompt: anything that groups rollouts by prompt_id
+    (the seed's DPO snippet, a trainer's group baseline) would otherwise mix two prompts' answers."""
+    if row.get("id") is None and row.get("task_id") is None:
+        return  # the id is a hash of the prompt itself
+    key = prompt_id(row)
+    content = hashlib.blake2b(orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+    first = seen.setdefault(key, (content, lineno))
+    if first[0] != content:
+        raise UserError(f"{path}:{first[1]} and {path}:{lineno} share the id {key!r} but hold different prompts; "
+                        "give every row a unique 'id' / 'task_id', or drop them so that a hash of the prompt is "
+                        "used (rollouts are grouped per prompt, and two prompts under one id would be mixed)")
 
 
 def _parse_row(raw: bytes, name: str, lineno: int) -> dict:

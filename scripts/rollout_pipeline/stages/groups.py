@@ -3,8 +3,11 @@
 filter, pair and metrics all read a collector output file the same way, through here:
 records are validated as they stream past (every problem names file:line), and all rollouts of
 one prompt are adjacent (the collector writes them sorted by (task_index, rollout_index)), so a
-prompt's group is a run of adjacent records, exactly what the seed's
-`itertools.groupby(rollouts, key=lambda r: r["prompt_id"])` sees.
+prompt's group is a run of adjacent records. Groups are keyed by the row's position, `task_index`, not by
+`prompt_id`: two rows that share an id are two tasks, and merging them would pair one prompt's answer with
+another's. (The collector refuses an input where different prompts share an id, so on its files this is what
+the seed's `itertools.groupby(rollouts, key=lambda r: r["prompt_id"])` sees.) Hand-made files without
+`task_index` are grouped by `prompt_id`.
 """
 from __future__ import annotations
 
@@ -125,4 +128,10 @@ def iter_groups(path: str | os.PathLike) -> Iterator[tuple[str, Iterator[Rollout
     Each group's iterator must be consumed (or abandoned) before asking for the next group;
     nothing but the current record is held, so stages can stay O(1) in memory per group too.
     """
-    return itertools.groupby(_check_grouped(read_rollouts(path)), key=lambda rollout: rollout.prompt_id)
+    groups = itertools.groupby(_check_grouped(read_rollouts(path)), key=_task_key)
+    return ((key[1], group) for key, group in groups)
+
+
+def _task_key(rollout: Rollout) -> tuple[Any, str]:
+    task = rollout.record.get("task_index")
+    return (task if isinstance(task, int) and not isinstance(task, bool) else None), rollout.prompt_id
