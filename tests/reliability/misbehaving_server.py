@@ -43,6 +43,7 @@ KINDS = (
     "bool-reward",    # 200: reward `true`
     "400",            # HTTP 400 with an OpenAI-style error (must not be retried)
     "401",            # HTTP 401 (must not be retried)
+    "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
 )
 
 
@@ -158,7 +159,10 @@ class Proxy:
                     return
                 status, upstream_body = await asyncio.to_thread(self.forward, path, headers, body)
                 content_type = "application/json"
-                if kind is not None:
+                if kind == "401-echo":
+                    status, upstream_body = 401, json.dumps({"error": {
+                        "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()
+                elif kind is not None:
                     status, content_type, upstream_body = corrupt(kind, path, status, upstream_body)
                 self._send(writer, status, content_type, upstream_body)
                 await writer.drain()

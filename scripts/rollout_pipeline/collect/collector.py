@@ -32,6 +32,7 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.jsonl import dumps, write_json
 from rollout_pipeline.collect.progress import ProgressStore
+from rollout_pipeline.collect.redact import Redactor, url_credentials, without_credentials
 from rollout_pipeline.collect.run_input import scan_input
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
@@ -117,6 +118,8 @@ class Collector:
         self._bar: Any = None
         self._fatal: BaseException | None = None
         self._last_wait_notice = -math.inf
+        # Masks the API key and URL credentials in every line, file and error this run writes (set in _run).
+        self.redact = Redactor()
 
     # -- set-up ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -132,6 +135,9 @@ class Collector:
                 raise UserError(f"agent {self.s.agent_name!r}: environment variable {env_name} holds a control "
                                 f"character (value not shown); export {env_name} as the bare key and run again")
             headers["Authorization"] = f"Bearer {key}"
+        urls = self.s.agent["url"] if isinstance(self.s.agent["url"], list) else [self.s.agent["url"]]
+        key = [headers["Authorization"][len("Bearer "):]] if "Authorization" in headers else []
+        self.redact = Redactor(key + url_credentials([*urls, str(self.s.agent.get("verifier") or "")]))
         return headers
 
     def _check_output_dir(self) -> None:
@@ -156,6 +162,8 @@ class Collector:
         previous = _raise_on_sigterm()
         try:
             return self._run()
+        except UserError as exc:  # its message may quote a URL with credentials, or a server echoing the key
+            raise UserError(self.redact.text(str(exc))) from None
         except KeyboardInterrupt:
             self._interrupted("interrupted")
             return 130
@@ -179,7 +187,7 @@ class Collector:
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats,
-                                   source=agent["url"])
+                                   source=without_credentials(agent["url"]))
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
         if self.store.resume_note:
@@ -280,7 +288,7 @@ class Collector:
 
     def fatal(self, error: UserError) -> None:
         if self._fatal is None:
-            self._fatal = error
+            self._fatal = UserError(self.redact.text(str(error)))
         if self._fetcher is not None:
             self._fetcher.stop()
 
@@ -289,11 +297,12 @@ class Collector:
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
                 skipped: bool = False, reply: Any = None, response: Any = None) -> None:
+        message = self.redact.text(message)
         entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
                  "error": message, **({"skipped": True} if skipped else {}),
                  **({"reply": reply} if reply is not None else {}),
                  **({"response": response} if response is not None else {})}
-        self._failures_handle.write(dumps(entry) + b"\n")
+        self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
         self._failures_handle.flush()
         if skipped:
             # A property of the prompt (too long for the context): never retried, not a failure of the run.
@@ -314,6 +323,7 @@ class Collector:
 
     def _say(self, line: str) -> None:
         """One line on stderr, above the progress bar when there is one."""
+        line = self.redact.text(line)
         if self._bar is not None:
             self._bar.write(line, file=self.err)
         else:

@@ -1,0 +1,89 @@
+"""Hostile inputs, round 2: ids that two prompts share, secrets a server echoes, progress a settings change would
+have destroyed, `where` expressions that never end. Real processes and sockets, as the rest of the suite."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reliability_support import one_line_error, run_collect
+from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.rollout_metrics import run_metrics
+from stage_testkit import make_rollout, write_rollouts
+from support import agent, read_jsonl
+
+
+def _rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+# -- 1. two prompts under one id -----------------------------------------------------------------------------
+def test_two_different_prompts_under_one_id_are_refused_naming_both_lines(tmp_path):
+    prompts = _rows(tmp_path / "prompts.jsonl", [
+        {"task_id": "t1", "prompt": "What is 65 - 43 - 17?", "expected_answer": "5"},
+        {"task_id": "t2", "prompt": "What is 2 + 2?", "expected_answer": "4"},
+        {"task_id": "t1", "prompt": "What is 73 * 9 * 4 - 583?", "expected_answer": "2045"},
+    ])
+    line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent("http://127.0.0.1:9")))
+    assert f"{prompts}:1 and {prompts}:3 share the id 't1' but hold different prompts" in line
+    assert "unique 'id' / 'task_id'" in line and not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_same_prompt_twice_under_one_id_is_two_tasks(tmp_path, embedded_server):
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"task_id": "t1", "prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2)
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(embedded_server.url), num_repeats=2)
+    assert result.returncode == 0, result.stderr
+    assert [r["task_index"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0, 0, 1, 1]
+
+
+def test_stages_group_by_task_so_rows_sharing_an_id_never_pair_across_prompts(tmp_path):
+    records = [make_rollout("same-id", task, i, reward, f"answer {task}-{i}", question=f"question {task}")
+               for task in range(2) for i, reward in enumerate((1.0, 0.0))]
+    source = write_rollouts(tmp_path / "r.jsonl", records)
+    run_pair(source, tmp_path / "pairs.jsonl", PairConfig())
+    pairs = read_jsonl(tmp_path / "pairs.jsonl")
+    assert len(pairs) == 2
+    for pair in pairs:
+        task = pair["chosen"][0]["content"].split()[1].split("-")[0]
+        assert pair["rejected"][0]["content"].startswith(f"answer {task}-")
+        assert pair["prompt"][-1]["content"] == f"question {task}"
+    metrics = run_metrics(source, tmp_path / "m.json", 1.0).metrics
+    assert metrics["prompts"] == 2 and metrics["group_size_max"] == 2
+
+
+# -- 3. secrets ----------------------------------------------------------------------------------------------
+KEY = "sk-test-7f3a9c2e5b1d4f6a8c0e2b4d6f8a0c2e"
+PASSWORD = "hunter2-very-secret"
+
+
+def _everything_written(directory: Path, result) -> str:
+    """Every file the run wrote (not the params.yaml the test wrote), and both streams."""
+    files = "".join(p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file()
+                    and p.name != "params.yaml")
+    return files + result.stdout + result.stderr
+
+
+def test_a_key_a_server_echoes_back_appears_in_no_file_and_no_line(tmp_path):
+    from reliability_support import Misbehaving
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)}
+                                                 for i in range(3)])
+    with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "401-echo", 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, api_key_env="TEST_KEY"),
+                             env={"TEST_KEY": KEY})
+        assert proxy.stats()["posts"] == 3
+    assert result.returncode == 1
+    written = _everything_written(tmp_path, result)
+    assert "invalid key Bearer ***" in written  # the server's message is kept, its copy of the key is not
+    assert KEY not in written
+
+
+def test_a_urls_password_appears_in_no_file_and_no_line(tmp_path):
+    from support import free_port
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "expected_answer": "2"}])
+    url = f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
+                         agent(url, max_retries=1, give_up_after_s=0.5, retry_backoff_s=0.01))
+    assert result.returncode == 1
+    written = _everything_written(tmp_path, result)
+    assert "***@127.0.0.1" in written and PASSWORD not in written
