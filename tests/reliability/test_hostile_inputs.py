@@ -87,3 +87,32 @@ def test_a_urls_password_appears_in_no_file_and_no_line(tmp_path):
     assert result.returncode == 1
     written = _everything_written(tmp_path, result)
     assert "***@127.0.0.1" in written and PASSWORD not in written
+
+
+# -- 5. a mistaken run never destroys resumable progress -----------------------------------------------------
+def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resumes_it(tmp_path, embedded_server):
+    from reliability_support import Misbehaving
+    from support import server_stats
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)}
+                                                 for i in range(12)])
+    out = tmp_path / "out.jsonl"
+    with Misbehaving(embedded_server.url, "400", 0.3, seed=3) as proxy:  # some rollouts fail for good
+        first = run_collect(tmp_path, prompts, out, agent(proxy.url), num_repeats=2, seed=1)
+    assert first.returncode == 1
+    kept = len(read_jsonl(tmp_path / ".out.jsonl.progress.jsonl")) - 1
+    assert 0 < kept < 24
+
+    typo = run_collect(tmp_path, prompts, out, agent(embedded_server.url), num_repeats=2, seed=2)
+    assert typo.returncode == 0, typo.stderr
+    assert "starting fresh: settings changed since the previous run: seed 1 -> 2; the previous progress is kept in" \
+        in typo.stdout
+
+    before = server_stats(embedded_server.url)["requests"].get("/v1/chat/completions", 0)
+    again = run_collect(tmp_path, prompts, out, agent(embedded_server.url), num_repeats=2, seed=1)
+    asked = server_stats(embedded_server.url)["requests"]["/v1/chat/completions"] - before
+    assert again.returncode == 0, again.stderr
+    assert f"resuming: {kept} of 24 rollouts already done" in again.stdout
+    assert asked == 24 - kept
+    clean = run_collect(tmp_path, prompts, tmp_path / "clean.jsonl", agent(embedded_server.url), num_repeats=2, seed=1)
+    assert clean.returncode == 0
+    assert out.read_bytes() == (tmp_path / "clean.jsonl").read_bytes()

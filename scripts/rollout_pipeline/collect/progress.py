@@ -2,7 +2,9 @@
 
 It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
 those before it runs a stage. Its first line is the run identity (hash of the input file, the agent and the
-effective settings); a resume only happens when it matches. Each further line is one rollout record, or a skip
+effective settings); a resume only happens when it matches. A run with other settings (a typo in the seed, a
+larger limit) never destroys progress: the old file is set aside as ``.<name>.progress.<identity hash>.jsonl``,
+and a later run with the old identity takes it up again. Each further line is one rollout record, or a skip
 marker ``{"task_index", "rollout_index", "skipped": cause, "error"}`` for a rollout that can never be scored (its
 prompt does not fit the model's context), so a resume does not send it again. A truncated last line (a crash
 mid-write) is cut off on open.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import math
 import os
 from array import array
@@ -33,6 +36,15 @@ def progress_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.progress.jsonl")
 
 
+def identity_hash(identity: object) -> str:
+    """A short, stable name for a run identity (what a set-aside progress file is named by)."""
+    return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
+
+
+def set_aside_path(output: Path, identity: object) -> Path:
+    return output.with_name(f".{output.name}.progress.{identity_hash(identity)}.jsonl")
+
+
 class ProgressStore:
     """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
 
@@ -49,6 +61,7 @@ class ProgressStore:
         self.done = 0  # rollouts with a record (scored)
         self.skips: list[tuple[int, int, str, str]] = []  # (task_index, rollout_index, cause, message), few
         self.resume_note = ""
+        self.set_aside_note = ""
         self._handle = None
         self._lock_fd: int | None = None
         self._end = 0  # byte offset of the progress file's end: where the next record goes
@@ -59,13 +72,18 @@ class ProgressStore:
         """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
         header = dumps({"run_identity": self.identity, "source": self.source}) + b"\n"
         self._lock()
+        self._swap_in_own_progress()
         if self.path.stat().st_size > 0:  # empty: just created by _lock, nothing to resume
             reason = self._load_existing()
             if reason is None:
                 self._handle = open(self.path, "ab", buffering=0)
                 self._end = self._handle.seek(0, os.SEEK_END)
+                if self.set_aside_note:
+                    self.resume_note += f"; {self.set_aside_note}"
                 return
             self.resume_note = f"starting fresh: {reason}"
+        elif self.set_aside_note:
+            self.resume_note = f"starting fresh: {self.set_aside_note}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "wb", buffering=0)
@@ -73,6 +91,39 @@ class ProgressStore:
             self._append(header)
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
+
+    def _swap_in_own_progress(self) -> None:
+        """Progress of other settings is set aside, not truncated; progress of ours set aside earlier comes back."""
+        previous = self._header_identity()
+        current = orjson.loads(dumps(self.identity))
+        if previous is _UNREADABLE or previous == current:
+            return  # resume as it is, or (unreadable) say why and start fresh, as before
+        mine = set_aside_path(self.output, current)
+        moved = False
+        if previous is not None:
+            aside = set_aside_path(self.output, previous)
+            os.replace(self.path, aside)
+            moved = True
+            self.set_aside_note = (f"{_identity_change(previous, current)}; the previous progress is kept in {aside} "
+                                   "(run with those settings again to resume it)")
+        if mine.exists():
+            os.replace(mine, self.path)
+            moved = True
+        if moved:  # our lock was on the file that moved: take it on the one now at the progress path
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            self._lock()
+
+    def _header_identity(self) -> object:
+        """The run identity in the progress file's header: None when the file is empty, _UNREADABLE when broken."""
+        with open(self.path, "rb") as handle:
+            first = handle.readline()
+        if not first:
+            return None
+        try:
+            return orjson.loads(first)["run_identity"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _UNREADABLE
 
     def _lock(self) -> None:
         """One collector per output at a time: two would interleave their appends and corrupt each other's
@@ -212,6 +263,9 @@ class ProgressStore:
         other collector can take it up in between)."""
         self.path.unlink(missing_ok=True)
         self.close()
+
+
+_UNREADABLE = object()
 
 
 class ExactSum:
