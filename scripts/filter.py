@@ -7,12 +7,15 @@ Settings come from params.yaml's `filter` section; the flags override them for a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import load_params
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
+from rollout_pipeline.stages.sft_filter import FilterConfig, compile_where, run_filter
+from rollout_pipeline.stages.watchdog import run_watched
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +36,16 @@ def main() -> int:
         keep_reasoning=section["keep_reasoning"],
         where_source="filter.where" if args.where is None else "--where",
     )
+    if config.where is None:
+        return filter_and_report(config, args)
+    compile_where(config.where, config.where_source)  # a bad expression fails here, before anything forks
+    # A jq expression may never end, and jq's C code cannot be interrupted: run it where a watchdog can stop it.
+    return run_watched(lambda beat: filter_and_report(dataclasses.replace(config, on_record=beat), args),
+                       prog="filter", output=Path(args.output), source=args.input, what="filter.where",
+                       per_record_s=section["where_timeout_s"], total_s=section["where_stage_timeout_s"])
+
+
+def filter_and_report(config: FilterConfig, args: argparse.Namespace) -> int:
     summary = run_filter(args.input, args.output, config)
     print("\n".join(summary.lines(config, args.output)))
     if summary.kept == 0:

@@ -210,6 +210,9 @@ SCHEMA = Section({
         "dedupe": Field((bool,), default=True),
         # The model's reasoning as the assistant's reasoning_content in SFT records (false: the answer alone).
         "keep_reasoning": Field((bool,), default=True),
+        # `where` runs under a watchdog: seconds one record may take, and the whole stage.
+        "where_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
+        "where_stage_timeout_s": Field((float,), default=3600.0, minimum=0, exclusive_minimum=True),
     }),
     "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
     "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),

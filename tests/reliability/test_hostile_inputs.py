@@ -116,3 +116,50 @@ def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resum
     clean = run_collect(tmp_path, prompts, tmp_path / "clean.jsonl", agent(embedded_server.url), num_repeats=2, seed=1)
     assert clean.returncode == 0
     assert out.read_bytes() == (tmp_path / "clean.jsonl").read_bytes()
+
+
+# -- 6. `where` expressions that never end, or depend on more than the record --------------------------------
+def _filter_setup(tmp_path: Path, where: str, timeout_s: float = 1.0) -> tuple[list[str], Path]:
+    from stage_testkit import groups, stage_params
+    from support import PY, SCRIPTS
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (0.9, "b")], [(1.0, "c")]))
+    params = stage_params(tmp_path, filter={"where": where, "where_timeout_s": timeout_s})
+    out = tmp_path / "sft.jsonl"
+    out.write_text("the previous output\n")
+    return [PY, str(SCRIPTS / "filter.py"), "--in", str(source), "--out", str(out), "--params", str(params)], out
+
+
+def test_a_where_that_never_ends_is_stopped_within_its_time_limit_and_leaves_nothing_behind(tmp_path):
+    import subprocess
+    import time
+    command, out = _filter_setup(tmp_path, "until(false; .)")
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - started < 5
+    line = one_line_error(result, "filter")
+    assert "no record finished within 1 s" in line and "filter.where_timeout_s" in line and "r.jsonl:1" in line
+    assert out.read_text() == "the previous output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "r.jsonl", "sft.jsonl"]
+
+
+def test_sigterm_stops_a_hanging_where_with_no_temp_file(tmp_path):
+    import signal
+    import subprocess
+    import time
+    command, out = _filter_setup(tmp_path, "until(false; .)", timeout_s=60)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 143 and "terminated; nothing was written" in stderr
+    assert out.read_text() == "the previous output\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_where_that_depends_on_the_clock_or_other_input_is_refused(tmp_path):
+    import subprocess
+    for expression, name in (("now > 0", "now"), ("input | .reward > 0", "input"), ("$ENV.HOME != null", "$ENV")):
+        command, _ = _filter_setup(tmp_path, expression)
+        line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=30), "filter")
+        assert f"filter.where: '{name}' is not allowed in a filter" in line
+    command, out = _filter_setup(tmp_path, '.output | contains("now") | not')  # a word in a string is data
+    assert subprocess.run(command, capture_output=True, text=True, timeout=30).returncode == 0

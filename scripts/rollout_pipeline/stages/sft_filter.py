@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class FilterConfig:
     dedupe: bool = True
     keep_reasoning: bool = True
     where_source: str = "filter.where"
+    # Called with each record's line before `where` runs on it: the watchdog's heartbeat (watchdog.py).
+    on_record: Callable[[int], None] | None = None
 
 
 def _jq_message(exc: Exception) -> str:
@@ -45,12 +48,29 @@ def _jq_message(exc: Exception) -> str:
     return first.removeprefix("jq: error: ").rstrip(":")
 
 
+# jq builtins whose result depends on the clock, other inputs, the environment or the command line: a stage's
+# output must depend on its inputs and params alone (DVC assumes so), and `input` would eat the next record.
+NONDETERMINISTIC = ("now", "input", "inputs", "input_filename", "input_line_number", "$__prog_args", "$ENV", "env",
+                    "debug", "stderr", "halt", "halt_error", "get_search_list", "$__loc__")
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
+def _refuse_nondeterminism(expression: str, source: str) -> None:
+    code = _STRING.sub('""', expression)  # a word inside a string literal is data, not a call
+    for name in NONDETERMINISTIC:
+        if re.search(rf"(?<![\w$]){re.escape(name)}(?![\w])", code):
+            raise UserError(f"{source}: {name!r} is not allowed in a filter: its result depends on "
+                            f"{'the clock' if name == 'now' else 'more than the record'}, and a stage's output must "
+                            "depend on its inputs and params alone")
+
+
 def compile_where(expression: str, source: str = "filter.where") -> Callable[[Rollout], bool]:
     """Compile a jq expression once into a predicate over rollout records.
 
     A record is accepted when the expression's first output is truthy in jq's sense (anything but
     false and null); no output at all (e.g. `select(...)` that did not match) rejects it.
     """
+    _refuse_nondeterminism(expression, source)
     try:
         program = jq.compile(expression)
     except ValueError as exc:
@@ -134,6 +154,8 @@ def _filtered(path: str | os.PathLike, config: FilterConfig, accepts: Callable[[
         for rollout in group:
             summary.rollouts += 1
             output = rollout.output()  # validated for every record, kept or not
+            if config.on_record is not None:
+                config.on_record(rollout.line)
             reason = None
             if rollout.reward < config.min_reward:
                 reason = BELOW_MIN_REWARD
