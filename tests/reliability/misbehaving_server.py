@@ -44,6 +44,7 @@ KINDS = (
     "400",            # HTTP 400 with an OpenAI-style error (must not be retried)
     "401",            # HTTP 401 (must not be retried)
     "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
+    "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
 )
 
 
@@ -65,6 +66,8 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
     if path.endswith("/chat/completions"):
         if kind == "wrong-types":
             reply["choices"] = [{"index": 0, "finish_reason": "stop", "message": "The answer is \\boxed{4}."}]
+        elif kind == "degenerate-boxes":
+            reply["choices"][0]["message"]["content"] = "\\boxed{" * 8000
         elif kind == "bad-usage":
             reply["usage"] = "lots"
         elif kind == "empty-choices":
@@ -75,6 +78,8 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
     elif path.endswith("/responses"):
         if kind == "wrong-types":
             reply["output"] = [{"type": "message", "content": "The answer is \\boxed{4}."}]
+        elif kind == "degenerate-boxes":
+            reply["choices"][0]["message"]["content"] = "\\boxed{" * 8000
         elif kind == "bad-usage":
             reply["usage"] = "lots"
         elif kind == "failed-status":

@@ -163,3 +163,30 @@ def test_a_where_that_depends_on_the_clock_or_other_input_is_refused(tmp_path):
         assert f"filter.where: '{name}' is not allowed in a filter" in line
     command, out = _filter_setup(tmp_path, '.output | contains("now") | not')  # a word in a string is data
     assert subprocess.run(command, capture_output=True, text=True, timeout=30).returncode == 0
+
+
+# -- 2. a degenerate output never freezes the collector -------------------------------------------------------
+def test_scoring_a_degenerate_output_is_linear():
+    import time
+    from rollout_pipeline.verify.verifiers import verify
+    timings = []
+    for size in (14_000, 56_000):
+        started = time.perf_counter()
+        assert verify("math", "\\boxed{" * (size // 7), {"expected_answer": "5"})["reward"] == 0.0
+        timings.append(time.perf_counter() - started)
+    assert timings[1] < 0.5, timings  # was 21 s at 56 KB (quadratic)
+
+
+def test_one_degenerate_reply_does_not_time_out_the_others(tmp_path):
+    """Eight rollouts, one of which answers with 56 KB of unclosed boxes: none fails with a false timeout."""
+    from reliability_support import Misbehaving
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)}
+                                                 for i in range(8)])
+    with start_embedded_server(["--latency-ms", "200"]) as upstream, \
+            Misbehaving(upstream.url, "degenerate-boxes", 0.15, seed=2) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, timeout_s=5, max_retries=0),
+                             num_samples_in_parallel=8)
+        assert proxy.stats()["faults"].get("degenerate-boxes", 0) >= 1
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 8

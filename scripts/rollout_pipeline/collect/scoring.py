@@ -1,6 +1,7 @@
 """Choose how a rollout gets its reward: the agent's own, an in-process verifier, a /verify URL, or module:function."""
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import math
@@ -15,6 +16,11 @@ from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.transport import RequestFailed, post_json
 
 Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
+
+# Outputs up to this length are verified inline (a few microseconds, linear in the length); longer ones in a
+# worker thread under VERIFY_TIMEOUT_S.
+INLINE_VERIFY_CHARS = 4096
+VERIFY_TIMEOUT_S = 10.0
 
 
 def finite_reward(value: Any, source: str) -> float:
@@ -40,7 +46,17 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
         from rollout_pipeline.verify.verifiers import is_truncated, verify
 
         async def in_process(row: dict, result: Result) -> tuple[float, dict]:
-            verdict = verify(verifier, result.output, row, is_truncated(result.response))
+            args = (verifier, result.output, row, is_truncated(result.response))
+            if len(result.output) <= INLINE_VERIFY_CHARS:
+                verdict = verify(*args)  # microseconds: cheaper than any hand-off
+            else:
+                # A long output is verified off the event loop, so the other requests in flight keep their
+                # timing, and under a hard time limit.
+                try:
+                    verdict = await asyncio.wait_for(asyncio.to_thread(verify, *args), VERIFY_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    raise RequestFailed("verifier_timeout", f"the {verifier} verifier took over {VERIFY_TIMEOUT_S:g} s "
+                                        f"on a {len(result.output):,}-character output", False) from None
             extras = {k: v for k, v in verdict.items() if k != "reward"}
             return finite_reward(verdict["reward"], f"the {verifier} verifier"), extras
         return in_process
