@@ -60,6 +60,9 @@ AGENT = Section({
     # Ask for token data, the way each protocol documents it: logprobs (chat `logprobs`, Responses `include`),
     # or ids too (chat `return_token_ids`: vLLM >= 0.10.2 and SGLang). Kept under NeMo Gym's names.
     "token_data": Field((str,), nullable=True, choices=("logprobs", "ids")),
+    # Replies over this size are refused while they stream in (not retried): a record holds the text twice, and
+    # the stages read lines of up to 64 MB.
+    "max_reply_bytes": Field((int,), default=16 * 1024 * 1024, minimum=1024, maximum=24 * 1024 * 1024),
 })
 
 SAMPLING = Section({

@@ -45,6 +45,7 @@ KINDS = (
     "401",            # HTTP 401 (must not be retried)
     "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
+    "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
 )
 
 
@@ -164,6 +165,11 @@ class Proxy:
                     return
                 status, upstream_body = await asyncio.to_thread(self.forward, path, headers, body)
                 content_type = "application/json"
+                if kind == "redirect-302":
+                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/elsewhere\r\n"
+                                 b"Content-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if kind == "401-echo":
                     status, upstream_body = 401, json.dumps({"error": {
                         "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()

@@ -190,3 +190,35 @@ def test_one_degenerate_reply_does_not_time_out_the_others(tmp_path):
         assert proxy.stats()["faults"].get("degenerate-boxes", 0) >= 1
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 8
+
+
+# -- 4 and 7. sizes, redirects --------------------------------------------------------------------------------
+def _proxy_run(tmp_path: Path, kind: str, **agent_overrides):
+    from reliability_support import Misbehaving
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)}
+                                                 for i in range(3)])
+    with start_embedded_server([]) as upstream, Misbehaving(upstream.url, kind, 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, **agent_overrides))
+        posts = proxy.stats()["posts"]
+    return result, posts, read_jsonl(tmp_path / "out.failures.ndjson")
+
+
+def test_a_reply_over_max_reply_bytes_is_refused_once_with_a_clear_reason(tmp_path):
+    result, posts, failures = _proxy_run(tmp_path, "degenerate-boxes", max_reply_bytes=4096)
+    assert result.returncode == 1 and posts == 3
+    assert {f["cause"] for f in failures} == {"reply_too_large"}
+    assert "over the agent's max_reply_bytes (4,096)" in failures[0]["error"]
+
+
+def test_a_redirect_is_not_followed(tmp_path):
+    result, posts, failures = _proxy_run(tmp_path, "redirect-302")
+    assert result.returncode == 1 and posts == 3
+    assert {f["cause"] for f in failures} == {"http_302"}
+    assert "redirect to http://127.0.0.2:9/elsewhere; the collector does not follow redirects" in failures[0]["error"]
+
+
+def test_a_prompt_too_large_for_its_records_is_refused_before_anything_is_sent(tmp_path):
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": "x" * (9 * 1024 * 1024), "expected_answer": "1"}])
+    line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent("http://127.0.0.1:9")))
+    assert f"{prompts}:1: the row is" in line and "over the 8,388,608-byte limit" in line

@@ -15,7 +15,7 @@ import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.jsonl import dumps
+from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
 from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, build_body,
                                                parse_reply, sampling_params)
 from rollout_pipeline.rows import prompt_id
@@ -216,7 +216,8 @@ class Fetcher:
             self.stats.requests += 1
             ok = False
             try:
-                reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout)
+                reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout,
+                                                 s.agent["max_reply_bytes"])
                 try:
                     results = parse_reply(protocol, reply, n, params.get("max_output_tokens"))
                 except ChoicesShortfall as exc:
@@ -249,8 +250,14 @@ class Fetcher:
                                     lambda failure: self.sink.retry(failure.cause, failure.retry_after))
         for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
             record = self._record(task_index, rollout_index, row, params, result, reward, extras)
+            line = dumps(record) + b"\n"
+            if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
+                self.sink.failure(task_index, rollout_index, row["_prompt_id"], "record_too_large",
+                                  f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
+                                  "limit; lower max_reply_bytes or shorten the prompt")
+                continue
             usage = result.response.get("usage") or {}
-            self.sink.rollout(task_index, rollout_index, dumps(record) + b"\n", reward,
+            self.sink.rollout(task_index, rollout_index, line, reward,
                               int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
 
     async def _score(self, row: dict, result: Any, reply: dict) -> tuple[Any, float, dict]:

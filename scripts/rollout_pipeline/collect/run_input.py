@@ -14,6 +14,9 @@ from rollout_pipeline.jsonl import decode_line
 from rollout_pipeline.rows import normalize_row, prompt_id
 
 _CHUNK = 1024 * 1024
+# A prompt lands in its record up to three times (input, responses_create_params, the passthrough fields), and the
+# stages read lines of up to 64 MB: a larger row would make records no stage can read.
+MAX_ROW_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
             digest.update(raw)
             if limit is not None and rows >= limit or not raw.strip():
                 continue
+            if len(raw) > MAX_ROW_BYTES:
+                raise UserError(f"{path}:{lineno}: the row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit "
+                                "for one prompt (its records would be too large for the stages to read)")
             row = _parse_row(raw, str(path), lineno)
             _check_unique_id(row, seen_ids, path, lineno)
             if answer_for is not None and row.get("expected_answer") is None:

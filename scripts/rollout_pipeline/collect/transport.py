@@ -127,16 +127,48 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text or '(empty body)'}"
 
 
+DEFAULT_MAX_REPLY_BYTES = 16 * 1024 * 1024  # a record (text twice, plus the row) stays under the stages' 64 MB
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+    """The body, refused as soon as it is over `max_bytes` (by its Content-Length, or while it streams in)."""
+    if resp.content_length is not None and resp.content_length <= max_bytes:
+        return await resp.read()
+    if resp.content_length is not None:
+        size = f"{resp.content_length:,} bytes"
+    else:
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+        size = f"over {max_bytes:,} bytes"
+    raise RequestFailed("reply_too_large", f"{url}: the reply is {size}, over the agent's max_reply_bytes "
+                        f"({max_bytes:,}); raise it if such replies are expected", False)
+
+
 async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                    timeout: aiohttp.ClientTimeout) -> tuple[Any, float]:
-    """POST once; returns (decoded JSON, latency). Raises RequestFailed with a retryable flag and a cause."""
+                    timeout: aiohttp.ClientTimeout, max_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> tuple[Any, float]:
+    """POST once; returns (decoded JSON, latency). Raises RequestFailed with a retryable flag and a cause.
+    Redirects are not followed: a 302/303 would turn the POST into a GET, possibly to another host."""
     started = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-            raw = await resp.read()
+        async with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             status = resp.status
+            if 300 <= status < 400:
+                raise RequestFailed(f"http_{status}", f"{url}: HTTP {status} redirect to "
+                                    f"{resp.headers.get('Location', '(no Location)')}; the collector does not follow "
+                                    "redirects (a POST would become a GET): set the agent's url to the final "
+                                    "address", False)
+            raw = await _read_capped(resp, url, max_bytes)
             retry_after = resp.headers.get("Retry-After")
             retry_after_ms = resp.headers.get("retry-after-ms")
+    except MemoryError:
+        raise RequestFailed("out_of_memory", f"{url}: out of memory while reading the reply; lower "
+                            "num_samples_in_parallel or max_reply_bytes", False) from None
     except aiohttp.ConnectionTimeoutError:
         raise RequestFailed("connect_timeout", f"{url}: no connection within {timeout.sock_connect:g} s (is the host "
                             "reachable? a firewall may be dropping packets)", True) from None
@@ -152,6 +184,9 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
     if status == 200:
         try:
             return orjson.loads(raw), latency
+        except MemoryError:
+            raise RequestFailed("out_of_memory", f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
+                                "num_samples_in_parallel or max_reply_bytes", False) from None
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
     message = f"{url}: {_error_message(status, raw)}"
