@@ -12,12 +12,22 @@ Message = dict[str, Any]
 
 
 def _content_text(content: Any) -> str:
-    """Flatten OpenAI-style content parts ([{type: input_text, text}...]) to plain text."""
+    """Flatten OpenAI-style content parts ([{type: input_text, text}...]) to plain text; anything else is an error
+    (an object would otherwise reach the model as Python's repr of it)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return "" if content is None else str(content)
+        texts = []
+        for part in content:
+            text = part.get("text", "") if isinstance(part, dict) else part
+            if not isinstance(text, str):
+                raise ValueError(f"a content part's 'text' must be a string, got {type(text).__name__} {text!r:.40}")
+            texts.append(text)
+        return "".join(texts)
+    if content is None:
+        return ""
+    raise ValueError(f"a message's 'content' must be a string or a list of content parts, got "
+                     f"{type(content).__name__} {content!r:.60}")
 
 
 def input_messages(value: Any) -> list[Message]:

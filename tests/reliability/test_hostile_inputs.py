@@ -222,3 +222,52 @@ def test_a_prompt_too_large_for_its_records_is_refused_before_anything_is_sent(t
     prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": "x" * (9 * 1024 * 1024), "expected_answer": "1"}])
     line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent("http://127.0.0.1:9")))
     assert f"{prompts}:1: the row is" in line and "over the 8,388,608-byte limit" in line
+
+
+# -- 7. smaller defects ---------------------------------------------------------------------------------------
+def test_smaller_bad_inputs_are_one_clear_line_each(tmp_path):
+    cases = {
+        "a content part whose text is a number": (
+            [{"responses_create_params": {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+              "expected_answer": "5"}], {}, "a content part's 'text' must be a string, got int 5"),
+        "object content": (
+            [{"messages": [{"role": "user", "content": {"question": "2+2?"}}], "expected_answer": "4"}], {},
+            "a message's 'content' must be a string or a list of content parts, got dict"),
+        "an empty expected answer": (
+            [{"prompt": "What is 2 + 2?", "expected_answer": ""}], {}, "'expected_answer' is empty"),
+        "a hundred million repeats": (
+            [{"prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2, {"num_repeats": 100_000_000},
+            "over the 100,000,000 one run can index"),
+    }
+    for name, (rows, extra, expected) in cases.items():
+        directory = tmp_path / name.replace(" ", "_")
+        directory.mkdir()
+        prompts = _rows(directory / "prompts.jsonl", rows)
+        line = one_line_error(run_collect(directory, prompts, directory / "out.jsonl", agent("http://127.0.0.1:9"),
+                                          **extra))
+        assert expected in line, (name, line)
+
+
+def test_an_output_without_jsonl_is_refused_so_x_and_x_jsonl_never_share_side_files(tmp_path):
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": "What is 2 + 2?", "expected_answer": "4"}])
+    line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out", agent("http://127.0.0.1:9")))
+    assert "the output must be a .jsonl file (e.g. out.jsonl)" in line
+
+
+def test_rows_appended_while_a_run_is_going_wait_for_the_next_run(tmp_path):
+    import subprocess
+    import time
+    from reliability_support import collect_command
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)}
+                                                 for i in range(20)])
+    with start_embedded_server(["--latency-ms", "100"]) as server:
+        command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url),
+                                  num_samples_in_parallel=2)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.6)
+        with open(prompts, "a") as handle:
+            handle.write(json.dumps({"prompt": "What is 100 + 1?", "expected_answer": "101"}) + "\n")
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and len(read_jsonl(tmp_path / "out.jsonl")) == 20

@@ -45,6 +45,10 @@ WAIT_NOTICE_EVERY_S = 30.0
 GC_YOUNG_THRESHOLD = 10_000
 
 
+# One run indexes its rollouts in an array of 8-byte offsets: 100 million rollouts is 800 MB of it.
+MAX_ROLLOUTS = 100_000_000
+
+
 @dataclass
 class CollectSettings:
     """Everything one collection run needs, whichever front end built it."""
@@ -66,6 +70,8 @@ class CollectSettings:
     # Collector processes: None = auto (processes.auto_processes). How rollouts are fetched, not what
     # they are: not part of the identity, so a resume may use another count.
     processes: int | None = None
+    # Rows the input scan found (set by the run): rows appended to the file while it runs are not part of it.
+    scanned_rows: int | None = None
 
     @property
     def parallel(self) -> int:
@@ -142,6 +148,10 @@ class Collector:
 
     def _check_output_dir(self) -> None:
         output = self.s.output_path
+        if not output.name.endswith(".jsonl"):
+            # Its stats and failures files are named from the stem: `X` and `X.jsonl` would share them.
+            raise UserError(f"{output}: the output must be a .jsonl file (e.g. {output.name}.jsonl): its stats and "
+                            "failures files are named after it")
         if output.is_dir():
             raise UserError(f"{output}: is a directory; give the output a file name, e.g. {output / 'rollouts.jsonl'}")
         if output.exists() and self.s.input_path.exists() and os.path.samefile(output, self.s.input_path):
@@ -180,6 +190,11 @@ class Collector:
         agent = self.s.agent
         in_process = agent["protocol"] != "agent" and agent["verifier"] in ("math", "exact")
         scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
+        self.s.scanned_rows = scan.rows
+        if scan.rows * self.s.num_repeats > MAX_ROLLOUTS:
+            raise UserError(f"{scan.rows:,} rows x num_repeats {self.s.num_repeats:,} = "
+                            f"{scan.rows * self.s.num_repeats:,} rollouts, over the {MAX_ROLLOUTS:,} one run can index; "
+                            "split the input, or use +limit")
         headers = self._headers()
         self._check_output_dir()
         # A verifier that cannot be imported is a configuration error: say so before any file is touched.

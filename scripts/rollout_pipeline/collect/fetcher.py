@@ -62,7 +62,8 @@ def work_items(settings: Any, is_done: Callable[[int, int], bool],
     needed rather than split up front."""
     by_n = settings.agent["repeat_mode"] == "n"
     owned = range(0)
-    for task_index, lineno, raw in iter_raw_rows(settings.input_path, settings.limit):
+    rows = settings.limit if settings.scanned_rows is None else settings.scanned_rows  # rows appended later wait
+    for task_index, lineno, raw in iter_raw_rows(settings.input_path, rows):
         if claim is not None:
             while task_index >= owned.stop:
                 owned = claim()

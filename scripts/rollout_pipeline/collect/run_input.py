@@ -51,6 +51,9 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
             if answer_for is not None and row.get("expected_answer") is None:
                 raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
                                 f"{answer_for} needs to score the output; add it, or use another verifier")
+            if answer_for is not None and not str(row["expected_answer"]).strip():
+                raise UserError(f"{path}:{lineno}: 'expected_answer' is empty, so every output would score 0; give "
+                                "the answer, or drop the row")
             rows += 1
     if rows == 0:
         raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
