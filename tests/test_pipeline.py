@@ -103,3 +103,35 @@ def test_a_malformed_params_value_stops_the_stage_with_one_clear_line(small_proj
         assert "Traceback" not in combined
     finally:
         params_path.write_text(original)
+
+
+def test_a_failed_collect_keeps_the_previous_rollouts(small_project):
+    """A typo used to cost the data: DVC removed the stage's outputs before running it. They persist now."""
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    rollouts = small_project / "data/rollouts/sft.jsonl"
+    before = digest(rollouts)
+    try:
+        params = yaml.safe_load(original)
+        params["objectives"]["sft"]["num_repeats"] = 0
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        result = sh("dvc repro collect@sft", small_project, check=False)
+        assert result.returncode != 0 and "objectives.sft.num_repeats" in result.stdout + result.stderr
+        assert digest(rollouts) == before
+    finally:
+        params_path.write_text(original)
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_reproduces_the_committed_lock_and_metrics_so_git_status_stays_clean(tmp_path):
+    """What the committed dvc.lock and metrics say is what any clone reproduces: timing lives only in the
+    untracked stats files, so `make run` on a fresh clone changes no tracked file."""
+    source = copy_project(tmp_path / "source", prompt_count=40)
+    venv = VENV_BIN.parent
+    sh(f"make run VENV={venv} -o {venv}/.installed", source, timeout=600)
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm 'lock and metrics'", source)
+    clone = tmp_path / "clone"
+    sh(f"git clone -q {source} {clone}", tmp_path)
+    sh(f"make run VENV={venv} -o {venv}/.installed", clone, timeout=600)
+    assert sh("git status --porcelain", clone).stdout == ""
+    assert (clone / "data/rollouts/rl.stats.json").exists()  # the timing is still there, untracked

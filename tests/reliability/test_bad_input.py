@@ -84,7 +84,7 @@ def _huge_line(d: Path):
     with open(inp, "wb") as handle:
         handle.write(json.dumps(GOOD_ROW).encode() + b"\n")
         handle.write(b'{"prompt": "' + b"7" * (65 * 1024 * 1024) + b'"}\n')
-    return _seed(inp, d / "out.jsonl"), [f"{inp}:2: line is ", "over the 67108864-byte limit", "one prompt row"]
+    return _seed(inp, d / "out.jsonl"), [f"{inp}:2: the row is ", "over the 8,388,608-byte limit for one prompt"]
 
 
 def _missing_prompt_file(d: Path):

@@ -45,7 +45,6 @@ def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
         "output_tokens_mean": 10.0,
         "group_size_min": 4,
         "group_size_max": 4,
-        "throughput_rollouts_per_s": 6.0,
     }
 
 
@@ -83,10 +82,22 @@ def test_a_single_rollout_prompt_counts_as_zero_variance(tmp_path):
     assert compute_metrics(source, 1.0).metrics["zero_variance_fraction"] == round(2 / 3, 6)
 
 
-def test_without_run_stats_failures_and_throughput_are_null_not_invented(three_prompts):
+def test_without_a_failures_file_or_run_stats_failures_are_null_not_invented(three_prompts):
     result = compute_metrics(three_prompts, 1.0)
-    assert result.metrics["failures"] is None and result.metrics["throughput_rollouts_per_s"] is None
-    assert result.notes == [f"note: no run stats at {stats_path_for(three_prompts)}; failures and throughput are null"]
+    assert result.metrics["failures"] is None and "throughput_rollouts_per_s" not in result.metrics
+    assert result.notes == [f"note: no failures file or run stats beside {three_prompts}; failures are null"]
+
+
+def test_failures_and_skips_are_counted_from_the_failures_file_and_timing_stays_out(three_prompts):
+    (three_prompts.parent / "rl.stats.json").write_text(json.dumps(RUN_STATS))
+    stats_path_for(three_prompts, ".failures.ndjson").write_text("".join(json.dumps(e) + "\n" for e in [
+        {"task_index": 3, "rollout_index": 0, "cause": "http_500", "error": "x"},
+        {"task_index": 4, "rollout_index": 0, "cause": "context_length", "error": "y", "skipped": True},
+        {"task_index": 4, "rollout_index": 1, "cause": "context_length", "error": "y", "skipped": True}]))
+    metrics = compute_metrics(three_prompts, 1.0).metrics
+    assert (metrics["failures"], metrics["skipped"]) == (1, 2)
+    assert metrics["not_scored"] == {"context_length": 2, "http_500": 1}
+    assert not any("throughput" in key or key.endswith("_s") for key in metrics)
 
 
 def test_stats_that_count_other_rollouts_are_flagged_as_stale(three_prompts):
@@ -124,7 +135,7 @@ def test_the_script_finds_the_stats_beside_the_input_and_prints_a_summary(three_
         f"pass@1=0.5, pass@2=0.611111, pass@4=0.666667, zero-variance prompts 0.333333 -> {out}"]
     assert result.stderr == ""
     metrics = json.loads(out.read_text())
-    assert (metrics["failures"], metrics["throughput_rollouts_per_s"]) == (1, 6.0)
+    assert metrics["failures"] == 1 and "throughput_rollouts_per_s" not in metrics
     assert json.loads(curve.read_text()) == [{"k": 1, "pass_at_k": 0.5}, {"k": 2, "pass_at_k": 0.611111},
                                              {"k": 4, "pass_at_k": 0.666667}]
 

@@ -146,7 +146,15 @@ def _processes(value: str) -> int | None:
     return count
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "collect.py") -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # between the imports and the run (which reports its own): nothing was written yet
+        print(f"{prog}: interrupted during start-up; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _argument_parser()
     options, rest = parser.parse_known_args(argv)
@@ -187,7 +195,7 @@ def start_embedded(agent: dict) -> EmbeddedServer:
 
 def seed_main() -> None:
     """Entry point of the `ng_collect_rollouts` command."""
-    run_cli(main, "ng_collect_rollouts")
+    run_cli(lambda: main(prog="ng_collect_rollouts"), "ng_collect_rollouts")
 
 
 def script_main() -> None:

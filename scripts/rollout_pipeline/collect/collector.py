@@ -148,12 +148,12 @@ class Collector:
 
     def _check_output_dir(self) -> None:
         output = self.s.output_path
+        if output.is_dir():
+            raise UserError(f"{output}: is a directory; give the output a file name, e.g. {output / 'rollouts.jsonl'}")
         if not output.name.endswith(".jsonl"):
             # Its stats and failures files are named from the stem: `X` and `X.jsonl` would share them.
             raise UserError(f"{output}: the output must be a .jsonl file (e.g. {output.name}.jsonl): its stats and "
                             "failures files are named after it")
-        if output.is_dir():
-            raise UserError(f"{output}: is a directory; give the output a file name, e.g. {output / 'rollouts.jsonl'}")
         if output.exists() and self.s.input_path.exists() and os.path.samefile(output, self.s.input_path):
             raise UserError(f"{output}: the output path is the input file, and writing it would replace the prompts; "
                             "give another output path")

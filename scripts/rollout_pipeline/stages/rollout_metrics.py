@@ -1,4 +1,4 @@
-"""The metrics stage: one objective's rollouts (+ the collector's run stats) -> metrics JSON and a pass@k curve.
+"""The metrics stage: one objective's rollouts (+ its failures file) -> metrics JSON and a pass@k curve.
 
 Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
   prompts, rollouts               counted from the rollout file
@@ -12,9 +12,12 @@ Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
   output_tokens_mean              mean of response.usage.output_tokens over the rollouts that have it
                                   (null if none do)
   group_size_min, group_size_max  rollouts per prompt
-  failures, skipped, not_scored    from the collector's `<stem>.stats.json` beside the rollout file (skipped:
-                                  prompts too long for the context; not_scored: count by cause, when any);
-  throughput_rollouts_per_s       null when there is no stats file (a hand-made rollout file)
+  failures, skipped, not_scored   from the collector's `<stem>.failures.ndjson` beside the rollout file (skipped:
+                                  prompts too long for the context; not_scored: count by cause, when any); from
+                                  its `<stem>.stats.json` when there is no failures file; null when neither exists
+                                  (a hand-made rollout file)
+Only what the data decides is here: timing and throughput are in the run's stats file, so a run that produces the
+same rollouts produces byte-identical metrics (and `dvc.lock` and `git status` stay clean).
 Streaming: O(1) state per rollout; pass@k keeps a histogram of (n, c), bounded by the group size.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ import orjson
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.jsonl import write_json
+from rollout_pipeline.jsonl import iter_jsonl, write_json
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -41,14 +44,15 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, DIGITS)
 
 
-def stats_path_for(rollouts_path: str | os.PathLike) -> Path:
-    """Where the collector puts a run's stats: data/rollouts/rl.jsonl -> data/rollouts/rl.stats.json.
+def stats_path_for(rollouts_path: str | os.PathLike, suffix: str = ".stats.json") -> Path:
+    """Where the collector puts a run's stats (or, with `suffix`, another side file):
+    data/rollouts/rl.jsonl -> data/rollouts/rl.stats.json, rl.failures.ndjson.
 
-    Same rule as the collector's side files: strip a trailing ".jsonl" (only that), add ".stats.json".
+    Same rule as the collector's side files: strip a trailing ".jsonl" (only that), add the suffix.
     """
     path = Path(rollouts_path)
     stem = path.name.removesuffix(".jsonl")
-    return path.with_name(f"{stem}.stats.json")
+    return path.with_name(f"{stem}{suffix}")
 
 
 def read_run_stats(path: str | os.PathLike) -> dict | None:
@@ -140,7 +144,6 @@ class MetricsAccumulator:
             "output_tokens_mean": _round(self.token_total / self.token_rollouts) if self.token_rollouts else None,
             "group_size_min": min(sizes, default=None),
             "group_size_max": max(sizes, default=None),
-            "throughput_rollouts_per_s": None if stats is None else _round(stats.get("throughput_rollouts_per_s")),
         })
         # Why rollouts were not scored, by cause (failures and skips): only when there were any, so that
         # `dvc metrics show` stays narrow on a clean run.
@@ -170,17 +173,31 @@ class MetricsResult:
                 f"std {m['reward_std']}, {ks}, zero-variance prompts {m['zero_variance_fraction']} -> {out_path}"]
 
 
+def read_failures(path: Path) -> dict | None:
+    """Counts of the collector's failures file: what the metrics report of the rollouts that were not scored."""
+    if not path.exists():
+        return None
+    counts: dict[str, Any] = {"failures": 0, "skipped": 0, "failure_causes": Counter(), "skip_causes": Counter()}
+    for _, entry in iter_jsonl(path):
+        kind = "skip" if entry.get("skipped") else "failure"
+        counts["skipped" if kind == "skip" else "failures"] += 1
+        counts[f"{kind}_causes"][str(entry.get("cause"))] += 1
+    return counts
+
+
 def compute_metrics(in_path: str | os.PathLike, pass_threshold: float,
                     stats_path: str | os.PathLike | None = None) -> MetricsResult:
-    """Read the rollout file (streaming) and its run stats; nothing is written."""
+    """Read the rollout file (streaming), and its failures file (else its run stats); nothing is written."""
     accumulator = MetricsAccumulator(pass_threshold=pass_threshold)
     for _, group in iter_groups(in_path):
         accumulator.add_group(group)
     stats_file = Path(stats_path) if stats_path is not None else stats_path_for(in_path)
-    stats = read_run_stats(stats_file)
+    stats = read_failures(stats_path_for(in_path, ".failures.ndjson")) if stats_path is None else None
+    if stats is None:
+        stats = read_run_stats(stats_file)
     notes = []
     if stats is None:
-        notes.append(f"note: no run stats at {stats_file}; failures and throughput are null")
+        notes.append(f"note: no failures file or run stats beside {in_path}; failures are null")
     elif stats.get("rollouts") is not None and stats["rollouts"] != accumulator.rollouts:
         notes.append(f"warning: {stats_file} reports {stats['rollouts']} rollouts but {in_path} has "
                      f"{accumulator.rollouts}; the stats may be from another run")

@@ -48,10 +48,10 @@ def _jq_message(exc: Exception) -> str:
     return first.removeprefix("jq: error: ").rstrip(":")
 
 
-# jq builtins whose result depends on the clock, other inputs, the environment or the command line: a stage's
-# output must depend on its inputs and params alone (DVC assumes so), and `input` would eat the next record.
-NONDETERMINISTIC = ("now", "input", "inputs", "input_filename", "input_line_number", "$__prog_args", "$ENV", "env",
-                    "debug", "stderr", "halt", "halt_error", "get_search_list", "$__loc__")
+# jq builtins whose result depends on the clock, other inputs or the command line: a stage's output must depend on
+# its inputs and params alone (DVC assumes so), and `input` would eat the next record. (The environment is
+# hidden while `where` runs, so $ENV and env are {} and deterministic.)
+NONDETERMINISTIC = ("now", "input", "inputs", "$__prog_args")
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"')
 
 
@@ -60,7 +60,7 @@ def _refuse_nondeterminism(expression: str, source: str) -> None:
     for name in NONDETERMINISTIC:
         if re.search(rf"(?<![\w$]){re.escape(name)}(?![\w])", code):
             raise UserError(f"{source}: {name!r} is not allowed in a filter: its result depends on "
-                            f"{'the clock' if name == 'now' else 'more than the record'}, and a stage's output must "
+                            f"{'the clock' if name == 'now' else 'more than the record and the params'}, and a stage's output must "
                             "depend on its inputs and params alone")
 
 
