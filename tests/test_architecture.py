@@ -139,3 +139,16 @@ def test_the_checks_catch_a_stage_that_imports_the_collector_and_a_cycle(tmp_pat
     graph = import_graph(package)
     assert layer_violations(graph) == ["rollout_pipeline.stages.pair imports rollout_pipeline.collect.transport"]
     assert find_cycle(graph) == ["rollout_pipeline.errors", "rollout_pipeline.jsonl", "rollout_pipeline.errors"]
+
+
+def test_every_phony_make_target_has_a_recipe():
+    """A declared target without a recipe prints "Nothing to be done" and exits 0: a fake pass."""
+    import re
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
+    for target in phony:
+        rule = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)*)", makefile, re.M)
+        assert rule, f"{target} is declared .PHONY but has no rule"
+        prerequisites = rule.group(0).split("\n")[0].split("##")[0]
+        # A recipe, or an alias for a file rule that has one (setup: $(STAMP)).
+        assert rule.group(1).strip() or "$(" in prerequisites, f"{target} has no recipe"
