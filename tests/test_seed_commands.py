@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,20 @@ def test_each_command_runs_as_written(workdir, block):
     temperature = float(re.search(r"temperature=([\d.]+)", block).group(1))
     assert {r["responses_create_params"]["temperature"] for r in records} == {temperature}
     assert "Found 60 rows!" in result.stdout and '"reward":' in result.stdout
+
+
+def test_help_names_the_command_as_it_was_called():
+    result = subprocess.run([str(Path(PY).parent / "ng_collect_rollouts"), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: ng_collect_rollouts")
+
+
+def test_a_python_without_the_projects_packages_says_which_and_what_to_do(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = tmp_path / "bare" / "bin" / "python"
+    result = subprocess.run([str(bare), str(ROOT / "scripts" / "filter.py"), "--help"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {bare} lacks the project's packages (aiohttp, orjson, yaml, jq)")
+    assert "source .venv/bin/activate" in line

@@ -115,9 +115,9 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
                      model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
 
 
-def _argument_parser() -> argparse.ArgumentParser:
+def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="collect.py",
+        prog=prog,
         description="Collect scored rollouts. Either --objective NAME (settings from params.yaml), or the seed "
                     "syntax: +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+num_repeats=N] "
                     "[+num_samples_in_parallel=K] [+limit=M] [+responses_create_params.KEY=VALUE ...]")
@@ -148,15 +148,15 @@ def _processes(value: str) -> int | None:
 
 def main(argv: list[str] | None = None, prog: str = "collect.py") -> int:
     try:
-        return _main(argv)
+        return _main(argv, prog)
     except KeyboardInterrupt:  # between the imports and the run (which reports its own): nothing was written yet
         print(f"{prog}: interrupted during start-up; nothing was written", file=sys.stderr)
         return 130
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, prog: str) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _argument_parser()
+    parser = _argument_parser(prog)  # --help names the command as it was called
     options, rest = parser.parse_known_args(argv)
     seed_args = [a for a in rest if "=" in a and not a.startswith("-")]
     unknown = [a for a in rest if a not in seed_args]
