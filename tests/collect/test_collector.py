@@ -319,3 +319,20 @@ def test_a_dead_server_names_the_url_and_does_not_hang(tmp_path, prompts_200):
     failures = read_jsonl(tmp_path / "o.failures.ndjson")
     assert len(failures) == 5 and all(f["cause"] == "connection" for f in failures)
     assert not (tmp_path / "o.jsonl").exists(), "no output with made-up rewards"
+
+
+def test_running_a_finished_standalone_command_again_asks_nothing_unless_forced(tmp_path, embedded_server):
+    prompts = make_prompts(tmp_path / "prompts.jsonl", 5)
+    params = write_params(tmp_path, {"math_agent": agent(embedded_server.url)})
+    args = seed_args(prompts, tmp_path / "out.jsonl", num_repeats=2, seed=4)
+    first = collect(args, tmp_path, params, check=True)
+    before = server_stats(embedded_server.url)["requests"]["/v1/chat/completions"]
+    again = collect(args, tmp_path, params, check=True)
+    assert server_stats(embedded_server.url)["requests"]["/v1/chat/completions"] == before
+    assert "already collected" in again.stderr and again.stdout.splitlines()[-3:] == first.stdout.splitlines()[-3:]
+    forced = collect([*args, "--force"], tmp_path, params, check=True)
+    assert server_stats(embedded_server.url)["requests"]["/v1/chat/completions"] == before + 10
+    assert "already collected" not in forced.stderr
+    (tmp_path / "out.jsonl").write_text((tmp_path / "out.jsonl").read_text())  # touched: no longer as written
+    collect(args, tmp_path, params, check=True)
+    assert server_stats(embedded_server.url)["requests"]["/v1/chat/completions"] == before + 20

@@ -127,6 +127,8 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     parser.add_argument("--out", help="output JSONL (default: data/rollouts/<objective>.jsonl)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="collect again even when the output already holds these settings' rollouts")
     parser.add_argument("--processes", default="auto", type=_processes,
                         help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
                              "requests, at most one per CPU; more only pays off for agents that answer in "
@@ -168,7 +170,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if options.rl_iteration:
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
-        settings.processes = options.processes
+        settings.processes, settings.force = options.processes, options.force
         print(f"=== RL Iteration {key} ===", flush=True)
         code = Collector(settings, start_server=start_embedded).run()
         if code == 0:
@@ -181,7 +183,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     else:
         parser.print_help()
         return 2
-    settings.processes = options.processes
+    settings.processes, settings.force = options.processes, options.force
     return Collector(settings, start_server=start_embedded).run()
 
 

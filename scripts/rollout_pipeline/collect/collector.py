@@ -72,6 +72,9 @@ class CollectSettings:
     processes: int | None = None
     # Rows the input scan found (set by the run): rows appended to the file while it runs are not part of it.
     scanned_rows: int | None = None
+    # Collect again even when the output already holds this run identity's rollouts (DVC's stages pass it:
+    # DVC runs a stage only when something it tracks changed, code included).
+    force: bool = False
 
     @property
     def parallel(self) -> int:
@@ -201,7 +204,16 @@ class Collector:
         make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
-        self.store = ProgressStore(self.s.output_path, self.s.identity(scan.sha256), scan.rows, self.s.num_repeats,
+        identity = self.s.identity(scan.sha256)
+        if not self.s.force:
+            finished, mean = self._already_collected(identity)
+            if finished:
+                print(f"Found {scan.rows} rows!", file=self.out)
+                print(f"already collected: {self.s.output_path} holds the rollouts of these settings and is unchanged "
+                      f"since; nothing to do (--force collects again)", file=self.err)
+                self._print_reward(mean)
+                return 0
+        self.store = ProgressStore(self.s.output_path, identity, scan.rows, self.s.num_repeats,
                                    source=without_credentials(agent["url"]))
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
@@ -231,6 +243,23 @@ class Collector:
             self._close_failures(keep=True)
             raise self._fatal
         return self._finish()
+
+    def _already_collected(self, identity: dict) -> tuple[bool, float | None]:
+        """(whether the output already holds this run identity's rollouts, untouched since they were written, as
+        its stats file records; their mean reward)."""
+        output, stats_path = self.s.output_path, side_path(self.s.output_path, ".stats.json")
+        try:
+            stats = orjson.loads(stats_path.read_bytes())
+            state = output.stat()
+        except (OSError, orjson.JSONDecodeError):
+            return False, None
+        finished = (isinstance(stats, dict) and stats.get("run_identity") == orjson.loads(dumps(identity))
+                    and stats.get("output") == {"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
+        return finished, stats.get("reward_mean") if finished else None
+
+    def _print_reward(self, mean: float | None) -> None:
+        print(orjson.dumps({"reward": round(mean, 6) if isinstance(mean, float) else None},
+                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
 
     def _interrupted(self, how: str) -> None:
         self._close_bar()  # first, so that the summary is the last line, not the bar's final redraw
@@ -411,6 +440,10 @@ class Collector:
         else:
             written, reward_mean = 0, None
         stats_doc = self._stats_doc(wall, written)
+        if ok:  # what makes the same command, run again, a no-op
+            state = s.output_path.stat()
+            stats_doc.update(run_identity=store.identity, reward_mean=reward_mean,
+                             output={"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
         write_json(side_path(s.output_path, ".stats.json"), stats_doc)
         print(f"{stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
               f"{wall:.1f} s in all), "
@@ -426,8 +459,7 @@ class Collector:
                   f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
                   f"The {store.done} finished rollouts are kept; run again to retry only the rest.", file=self.err)
             return 1
-        print(orjson.dumps({"reward": round(reward_mean, 6) if reward_mean is not None else None},
-                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
+        self._print_reward(reward_mean)
         return 0
 
     def _stats_doc(self, wall: float, written: int) -> dict:
