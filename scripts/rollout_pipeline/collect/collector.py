@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -450,7 +450,7 @@ class Collector:
               f"{store.done - stats.new_rollouts} resumed, {len(store.skips)} skipped, {stats.failures} failed, "
               f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
         if store.skips:
-            causes = _count(cause for _, _, cause, _ in store.skips)
+            causes = store.skip_causes()
             print(f"note: {len(store.skips)} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
                   f"their prompts can never be scored as they are; see {side_path(s.output_path, '.failures.ndjson')}",
                   file=self.err)
@@ -472,7 +472,7 @@ class Collector:
             "failures": st.failures,
             "failure_causes": st.failure_causes,
             "skipped": len(self.store.skips),
-            "skip_causes": _count(cause for _, _, cause, _ in self.store.skips),
+            "skip_causes": self.store.skip_causes(),
             "requests": st.requests,
             "retries": st.retries,
             "wall_s": round(wall, 3),
@@ -492,13 +492,6 @@ class Collector:
             "wait_s": {"backoff": round(st.backoff_wait_s, 3),
                        "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3)},
         }
-
-
-def _count(values: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 class _GiveUp(UserError):

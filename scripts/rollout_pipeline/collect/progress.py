@@ -14,6 +14,7 @@ per rollout), and the sorted output is written by reading records back in (task_
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -218,6 +219,10 @@ class ProgressStore:
             raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
         self.offsets[rank] = SKIPPED
         self.skips.append((task_index, rollout_index, cause, message))
+
+    def skip_causes(self) -> dict[str, int]:
+        """How many rollouts were skipped, by cause (sorted, for stable stats)."""
+        return dict(sorted(collections.Counter(cause for _, _, cause, _ in self.skips).items()))
 
     @property
     def settled(self) -> int:
