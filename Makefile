@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-real run test test-fast test-real demo-real serve params-diff plots clean bench rl-iter rl lock lock-real
+.PHONY: help setup setup-real run test test-fast test-real demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ serve: setup ## run the embedded default server in the foreground (PORT=8000)
 
 params-diff: setup ## what changed in params.yaml against the last commit
 	$(DVC) params diff
+
+params-schema: setup ## regenerate params.schema.json (editors' completion and checks) from the params models
+	PYTHONPATH=scripts $(PY) -m rollout_pipeline.cli.params_schema params.schema.json
 
 plots: setup ## render the DVC plots to HTML and print the path
 	$(DVC) plots show --out dvc_plots

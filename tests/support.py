@@ -38,13 +38,29 @@ def agent(url: str | list[str] = "embedded", **overrides) -> dict:
     return settings
 
 
+FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate", "timeout_s", "connect_timeout_s", "max_retries",
+              "give_up_after_s", "retry_backoff_s", "max_reply_bytes")
+
+
 def write_params(directory: Path, agents: dict, objectives: dict | None = None, **sections) -> Path:
-    """A params.yaml for a test: only the sections a test needs (the rest take their defaults)."""
-    params = {"agents": agents, "objectives": objectives or {}}
+    """A params.yaml for a test: only the sections a test needs (the rest take their defaults). Fetch keys given
+    with an agent or an objective (timeouts, retries, parallelism) go where params.yaml keeps them: the
+    `fetch` block's per-agent and per-objective overrides."""
+    fetch: dict = {"agents": {}, "objectives": {}}
+    agents = {name: _split_fetch(settings, fetch["agents"], name) for name, settings in agents.items()}
+    objectives = {name: _split_fetch(settings, fetch["objectives"], name) for name, settings in (objectives or {}).items()}
+    params = {"agents": agents, "objectives": objectives, "fetch": fetch}
     params.update(sections)
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def _split_fetch(settings: dict, overrides: dict, name: str) -> dict:
+    fetch = {key: value for key, value in settings.items() if key in FETCH_KEYS}
+    if fetch:
+        overrides[name] = fetch
+    return {key: value for key, value in settings.items() if key not in FETCH_KEYS}
 
 
 def collect(args: list[str], cwd: Path, params: Path | None = None, env: dict | None = None,

@@ -66,6 +66,30 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         sh("dvc repro", small_project)
 
 
+# A new value for each key of params.yaml's fetch block: how rollouts are fetched, not what they are.
+FETCH_CHANGES = {"num_samples_in_parallel": 7, "max_failure_rate": 0.5, "timeout_s": 33, "connect_timeout_s": 3,
+                 "max_retries": 2, "give_up_after_s": 99, "retry_backoff_s": 0.1, "max_reply_bytes": 2048}
+
+
+def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_they_are_does(small_project):
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    try:
+        for key, value in FETCH_CHANGES.items():
+            params = yaml.safe_load(original)
+            params["fetch"][key] = value
+            params["fetch"]["objectives"] = {"rl": {key: value}}
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            status = sh("dvc status", small_project).stdout
+            assert "Data and pipelines are up to date." in status, f"fetch.{key} re-runs stages:\n{status}"
+        params = yaml.safe_load(original)
+        params["objectives"]["rl"]["num_repeats"] += 1
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert "collect@rl" in sh("dvc status", small_project).stdout
+    finally:
+        params_path.write_text(original)
+
+
 def test_metrics_show_and_plots_render(small_project):
     shown = sh("dvc metrics show", small_project).stdout
     for objective in ("rl", "sft", "dpo"):

@@ -1,19 +1,32 @@
-"""params.yaml: its schema, safe loading and validation (run at the start of every stage)."""
+"""params.yaml: its models (the one schema: validation and params.schema.json), safe loading, cross-checks."""
 from __future__ import annotations
 
 import os
 import re
 import string
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from rollout_pipeline.errors import UserError, did_you_mean
-from rollout_pipeline.schema import Field, ListOf, MapOf, Section, validate
+from rollout_pipeline.schema import NamedMap, Open, Strict, parse_section
 
 PARAMS_FILE = "params.yaml"
 OBJECTIVES = ("rl", "sft", "dpo")
+# The RL loop's iterations read their fetch overrides from fetch.objectives.rl_loop.
+RL_LOOP_FETCH = "rl_loop"
+
+
+def Checked(value_type: Any, check: Callable[[Any], str | None], before: bool = False) -> Any:
+    """`value_type`, with a check that returns a problem (a message) or None."""
+    def run(value: Any) -> Any:
+        problem = check(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return Annotated[value_type, BeforeValidator(run) if before else AfterValidator(run)]
 
 
 def _check_url(value: Any) -> str | None:
@@ -42,51 +55,101 @@ def _check_env_name(value: str) -> str | None:
     return "must be the NAME of an environment variable (the key itself never goes in params.yaml)"
 
 
-AGENT = Section({
-    "protocol": Field((str,), default="chat", choices=("chat", "responses", "agent"),
-                      help="chat: POST /v1/chat/completions; responses: POST /v1/responses; agent: NeMo Gym POST /run"),
-    "url": Field((str, list), default="embedded", check=_check_url),
-    "model": Field((str,), default="reference"),
-    "api_key_env": Field((str,), nullable=True, check=_check_env_name),
-    "verifier": Field((str,), default="math", check=_check_verifier),
-    "timeout_s": Field((float,), default=120.0, minimum=0, exclusive_minimum=True),
-    "connect_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
-    "max_retries": Field((int,), default=20, minimum=0),
-    "give_up_after_s": Field((float,), default=300.0, minimum=0, exclusive_minimum=True),
-    "retry_backoff_s": Field((float,), default=0.5, minimum=0),
-    "repeat_mode": Field((str,), default="separate", choices=("separate", "n")),
-    "checkpoint_dir": Field((str,), nullable=True),
-    "embedded_args": Field((list,), default=[]),
+# ---- fetch: how rollouts are fetched (no stage declares it, so a change here re-runs nothing) -------------
+
+class FetchSettings(Strict):
+    """How rollouts are fetched: parallelism, timeouts, retries, limits. They never change what a rollout is."""
+
+    num_samples_in_parallel: int | None = Field(None, ge=1, description=(
+        "concurrent requests (null = the connection pool's cap, 1024, which the adaptive limit backs off from)"))
+    max_failure_rate: float = Field(0.0, ge=0, le=1, description="fraction of rollouts allowed to fail before the run fails")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
+    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to open a connection")
+    max_retries: int = Field(20, ge=0, description=(
+        "retries per rollout on connection errors, timeouts and 5xx; waiting out a 429 does not count"))
+    give_up_after_s: float = Field(300.0, gt=0, description="a rollout gives up when no request succeeded for this long")
+    retry_backoff_s: float = Field(0.5, ge=0, description="first backoff in seconds; doubles per retry, with jitter")
+    max_reply_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=24 * 1024 * 1024, description=(
+        "replies over this are refused as they stream in (not retried); <= 24 MiB so records stay readable"))
+
+
+FETCH_KEYS = tuple(FetchSettings.model_fields)
+OBJECTIVE_FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate")  # the rest configure the agent
+
+
+class Fetch(FetchSettings):
+    """The defaults above, then per-agent and per-objective overrides (an objective's win over its agent's)."""
+
+    agents: NamedMap(FetchSettings) = Field(default_factory=dict, description="per-agent overrides")
+    objectives: NamedMap(FetchSettings) = Field(default_factory=dict, description=(
+        f"per-objective overrides; the RL loop's iterations read `{RL_LOOP_FETCH}`"))
+
+
+def _moved(section: str) -> dict[str, str]:
+    return {key: (f"moved to fetch.{key} (or fetch.{section}.{{name}}.{key}): how rollouts are fetched is not a "
+                  "DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+
+
+# ---- agents, sampling, objectives, prompt sets -------------------------------------------------------------
+
+class Agent(Strict):
+    """A model or agent server: what `agent_name` (or the seed syntax's +agent_name=) refers to."""
+
+    moved_keys: ClassVar[dict[str, str]] = _moved("agents")
+
+    protocol: Literal["chat", "responses", "agent"] = Field("chat", description=(
+        "chat: POST /v1/chat/completions; responses: POST /v1/responses; agent: NeMo Gym POST /run"))
+    url: Checked(str | list[str], _check_url, before=True) = Field("embedded", description=(
+        "'embedded' = start the bundled reference server; or a URL; or a list of URLs (load-balanced)"))
+    model: str = Field("reference", description="model name sent to the server")
+    api_key_env: Checked(str, _check_env_name) | None = Field(None, description=(
+        "NAME of the environment variable holding the API key (never the key itself)"))
+    verifier: Checked(str, _check_verifier) = Field("math", description=(
+        "math | exact | a resources server's /verify URL | module:function (ignored for protocol: agent)"))
+    repeat_mode: Literal["separate", "n"] = Field("separate", description=(
+        "separate: one request per repeat; n: chat only, one request with n choices"))
+    checkpoint_dir: str | None = None
+    embedded_args: list[str] = Field(default_factory=list, description="flags for the embedded server")
     # Ask for token data, the way each protocol documents it: logprobs (chat `logprobs`, Responses `include`),
     # or ids too (chat `return_token_ids`: vLLM >= 0.10.2 and SGLang). Kept under NeMo Gym's names.
-    "token_data": Field((str,), nullable=True, choices=("logprobs", "ids")),
-    # Replies over this size are refused while they stream in (not retried): a record holds the text twice, and
-    # the stages read lines of up to 64 MB.
-    "max_reply_bytes": Field((int,), default=16 * 1024 * 1024, minimum=1024, maximum=24 * 1024 * 1024),
-})
+    token_data: Literal["logprobs", "ids"] | None = Field(None, description=(
+        "ask for token logprobs (and ids); kept as generation_log_probs / generation_token_ids / prompt_token_ids"))
 
-SAMPLING = Section({
-    "temperature": Field((float,), nullable=True, minimum=0, maximum=2),
-    "top_p": Field((float,), nullable=True, minimum=0, exclusive_minimum=True, maximum=1),
-    "max_output_tokens": Field((int,), nullable=True, minimum=1),
-}, open=True)
 
-OBJECTIVE = Section({
-    "agent_name": Field((str,), required=True),
-    "prompts": Field((str,), required=True),
-    "num_repeats": Field((int,), default=1, minimum=1),
-    "num_samples_in_parallel": Field((int,), nullable=True, minimum=1),
-    "limit": Field((int,), nullable=True, minimum=1),
-    "seed": Field((int,), nullable=True),
-    "max_failure_rate": Field((float,), default=0.0, minimum=0, maximum=1),
-    "responses_create_params": SAMPLING,
-})
+class Sampling(Open):
+    """responses_create_params: sampling settings; other keys pass through to the server."""
 
-PROMPT_SET = Section({
-    "count": Field((int,), required=True, minimum=1),
-    "difficulty": Field((str,), default="mixed", choices=("easy", "hard", "mixed")),
-    "seed": Field((int,), default=0),
-})
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+
+
+class Objective(Strict):
+    """One objective's data: which prompts, how many rollouts, sampled how. Each key is a DVC param."""
+
+    moved_keys: ClassVar[dict[str, str]] = _moved("objectives")
+
+    agent_name: str
+    prompts: str = Field(description="the prompt JSONL file")
+    num_repeats: int = Field(1, ge=1, description="rollouts per prompt")
+    limit: int | None = Field(None, ge=1, description="max prompts (null = all)")
+    seed: int | None = Field(None, description="per-rollout sampling seeds derive from it (null = fresh draws)")
+    responses_create_params: Sampling = Field(default_factory=Sampling)
+
+
+class PromptSet(Strict):
+    """A sample prompt set written by the `prompts` stage to data/prompts/<name>.jsonl."""
+
+    count: int = Field(ge=1)
+    difficulty: Literal["easy", "hard", "mixed"] = "mixed"
+    seed: int = 0
+
+
+class PromptSets(Strict):
+    """The `prompts` section."""
+
+    sets: NamedMap(PromptSet) = Field(default_factory=dict)
+
 
 # ---- rl: the online RL loop (see rl/loop.py and the README's "The RL loop") -------------------------
 
@@ -102,7 +165,7 @@ def _check_iteration_key(value: str) -> str | None:
     return f'iterations are three digits in quotes, like "004" (got {value!r})'
 
 
-def _template(*allowed: str):
+def _template(*allowed: str) -> Callable[[str], str | None]:
     """A check for a str.format template that may only use the `allowed` placeholders."""
     def check(value: str) -> str | None:
         try:
@@ -130,52 +193,134 @@ def _check_update_body(value: dict) -> str | None:
     return None
 
 
-RL_SCHEMA = Section({
-    "collect": Section({
-        "agent_name": Field((str,), nullable=True),
-        "num_repeats": Field((int,), default=8, minimum=1),
-        **{key: OBJECTIVE.fields[key] for key in ("num_samples_in_parallel", "limit", "max_failure_rate",
-                                                 "responses_create_params")},
-    }),
-    "schedule": Section({
-        "temperature": Section({
-            "start": Field((float,), default=0.9, minimum=0, maximum=2),
-            "end": Field((float,), default=0.3, minimum=0, maximum=2),
-            "over": Field((int,), default=10, minimum=1),
-            "shape": Field((str,), default="linear", choices=("linear", "cosine", "exponential")),
-        }),
-        "curriculum": ListOf(Section({
-            "from": Field((int,), required=True, minimum=1),
-            "prompts": Field((str,), required=True),
-        })),
-        "seed": Field((int,), nullable=True),
-    }),
-    "init": Field((str,), default="reference"),
-    "train": Section({
-        "cmd": Field((str,), default=DEFAULT_TRAIN_CMD, check=_template(*TRAIN_PLACEHOLDERS)),
-        "lr": Field((float,), default=0.15, minimum=0, exclusive_minimum=True),
-        "steps": Field((int,), default=10, minimum=1),
-    }),
-    "update": Section({
-        "model": Field((str,), default="iter_{iteration}", check=_template("iteration")),
-        "cmd": Field((str,), nullable=True, check=_template(*UPDATE_PLACEHOLDERS)),
-        "url": Field((str,), nullable=True, check=_check_http_url),
-        "body": Field((dict,), nullable=True, check=_check_update_body),
-        "timeout_s": Field((float,), default=60.0, minimum=0, exclusive_minimum=True),
-    }),
-    "iterations": MapOf(Section({
-        "prev": Field((str,), required=True, check=_check_iteration_key),
-        "temperature": Field((float,), required=True, minimum=0, maximum=2),
-        "prompts": Field((str,), required=True),
-        "seed": Field((int,), nullable=True),
-    }), key_pattern=lambda key: _check_iteration_key(key) or ("iteration 000 is the initial checkpoint (rl.init)"
-                                                              if key == "000" else None)),
-})
+class RlCollect(Strict):
+    """What every RL iteration collects (the temperature is per iteration)."""
+
+    moved_keys: ClassVar[dict[str, str]] = {
+        key: (f"moved to fetch.{key} (or fetch.objectives.{RL_LOOP_FETCH}.{key}): how rollouts are fetched is not "
+              "a DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+
+    agent_name: str | None = None
+    num_repeats: int = Field(8, ge=1)
+    limit: int | None = Field(None, ge=1)
+    responses_create_params: Sampling = Field(default_factory=Sampling)
+
+
+class TemperatureSchedule(Strict):
+    """The temperature of new iterations: from `start` at iteration 1 to `end` at iteration `over`."""
+
+    start: float = Field(0.9, ge=0, le=2)
+    end: float = Field(0.3, ge=0, le=2)
+    over: int = Field(10, ge=1)
+    shape: Literal["linear", "cosine", "exponential"] = "linear"
+
+
+class CurriculumPhase(Strict):
+    """A prompt file used from iteration `from` until the next phase."""
+
+    from_: int = Field(alias="from", ge=1)
+    prompts: str
+
+
+class Schedule(Strict):
+    """What `make rl-iter` writes into new iterations."""
+
+    temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    curriculum: list[CurriculumPhase] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Train(Strict):
+    """The trainer command and its settings."""
+
+    cmd: Checked(str, _template(*TRAIN_PLACEHOLDERS)) = DEFAULT_TRAIN_CMD
+    lr: float = Field(0.15, gt=0)
+    steps: int = Field(10, ge=1)
+
+
+class Update(Strict):
+    """How the server learns of a new checkpoint."""
+
+    model: Checked(str, _template("iteration")) = "iter_{iteration}"
+    cmd: Checked(str, _template(*UPDATE_PLACEHOLDERS)) | None = None
+    url: Checked(str, _check_http_url) | None = None
+    body: Checked(dict, _check_update_body) | None = None
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class Iteration(Strict):
+    """One RL iteration: which checkpoint collects, at which temperature, on which prompts."""
+
+    prev: Checked(str, _check_iteration_key)
+    temperature: float = Field(ge=0, le=2)
+    prompts: str
+    seed: int | None = None
+
+
+class Rl(Strict):
+    """The online RL loop."""
+
+    collect: RlCollect = Field(default_factory=RlCollect)
+    schedule: Schedule = Field(default_factory=Schedule)
+    init: str = "reference"
+    train: Train = Field(default_factory=Train)
+    update: Update = Field(default_factory=Update)
+    iterations: NamedMap(Iteration) = Field(default_factory=dict)
+
+
+# ---- the stages after collection ------------------------------------------------------------------------
+
+class Filter(Strict):
+    """The `filter` stage (SFT data)."""
+
+    min_reward: float = Field(0.8, description="SFT keeps rollouts with reward >= this")
+    where: str | None = Field(None, description="an optional jq expression over a rollout record")
+    dedupe: bool = Field(True, description="drop exact duplicate outputs for the same prompt")
+    keep_reasoning: bool = Field(True, description="the model's reasoning as the assistant's reasoning_content")
+    where_timeout_s: float = Field(10.0, gt=0, description="seconds one record's `where` may take")
+    where_stage_timeout_s: float = Field(3600.0, gt=0, description="seconds the whole stage's `where` may take")
+
+
+class Pair(Strict):
+    """The `pair` stage (DPO data)."""
+
+    min_margin: float = Field(0.0, ge=0, description="pairs need chosen_reward - rejected_reward > 0 and >= this")
+
+
+class Metrics(Strict):
+    """The `metrics` stage."""
+
+    pass_threshold: float = Field(1.0, description="a rollout passes when reward >= this (pass@k counts passes)")
+
+
+class Params(Strict):
+    """params.yaml."""
+
+    prompts: PromptSets = Field(default_factory=PromptSets)
+    agents: NamedMap(Agent)
+    objectives: NamedMap(Objective)
+    fetch: Fetch = Field(default_factory=Fetch)
+    filter: Filter = Field(default_factory=Filter)
+    pair: Pair = Field(default_factory=Pair)
+    metrics: Metrics = Field(default_factory=Metrics)
+    rl: Rl = Field(default_factory=Rl)
+
+
+def params_json_schema() -> dict:
+    """The JSON Schema of params.yaml (params.schema.json), generated from the models above."""
+    schema = Params.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "params.yaml of the rollout-data pipeline"
+    return schema
 
 
 def _check_rl(rl: dict, agents: dict, source: str) -> None:
     """Cross-checks the schema cannot express: references between keys."""
     where = f"{source}: rl"
+    for key in rl["iterations"]:
+        problem = _check_iteration_key(key) or ("iteration 000 is the initial checkpoint (rl.init)" if key == "000" else None)
+        if problem:
+            raise UserError(f"{where}.iterations.{key}: {problem}")
     agent = rl["collect"]["agent_name"]
     if agent is not None and agent not in agents:
         raise UserError(f"{where}.collect.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
@@ -203,24 +348,13 @@ def _check_rl(rl: dict, agents: dict, source: str) -> None:
                             f"(use \"000\" for the initial checkpoint)")
 
 
-SCHEMA = Section({
-    "prompts": Section({"sets": MapOf(PROMPT_SET)}),
-    "agents": MapOf(AGENT, required=True),
-    "objectives": MapOf(OBJECTIVE, required=True),
-    "filter": Section({
-        "min_reward": Field((float,), default=0.8),
-        "where": Field((str,), nullable=True),
-        "dedupe": Field((bool,), default=True),
-        # The model's reasoning as the assistant's reasoning_content in SFT records (false: the answer alone).
-        "keep_reasoning": Field((bool,), default=True),
-        # `where` runs under a watchdog: seconds one record may take, and the whole stage.
-        "where_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
-        "where_stage_timeout_s": Field((float,), default=3600.0, minimum=0, exclusive_minimum=True),
-    }),
-    "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
-    "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),
-    "rl": RL_SCHEMA,
-})
+def _check_fetch(fetch: dict, params: dict, source: str) -> None:
+    """Overrides must name an agent or objective that exists: a typo would silently change nothing."""
+    for section, known in (("agents", list(params["agents"])), ("objectives", [*params["objectives"], RL_LOOP_FETCH])):
+        for name in fetch[section]:
+            if name not in known:
+                raise UserError(f"{source}: fetch.{section}.{name}: no such {section[:-1]}{did_you_mean(name, known)}; "
+                                f"known: {', '.join(known)}")
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -246,18 +380,32 @@ def load_yaml(path: str | os.PathLike) -> Any:
 
 
 def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
-    """Validate the whole params mapping; cross-checks agent references."""
+    """Validate the whole params mapping (defaults filled in), then the references between keys."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping at the top level")
-    params = validate(SCHEMA, raw, source)
+    model = parse_section(Params, raw, source)
+    params = model.model_dump(by_alias=True)
+    # Overrides keep only the keys written in params.yaml: the others fall through to the defaults.
+    for section in ("agents", "objectives"):
+        params["fetch"][section] = {name: override.model_dump(exclude_unset=True)
+                                    for name, override in getattr(model.fetch, section).items()}
     agents = params["agents"]
     for name, objective in params["objectives"].items():
         agent = objective["agent_name"]
         if agent not in agents:
             raise UserError(f"{source}: objectives.{name}.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
                             f"known agents: {', '.join(agents) or '(none)'}")
+    _check_fetch(params["fetch"], params, source)
     _check_rl(params["rl"], agents, source)
     return params
+
+
+def fetch_settings(params: dict, agent_name: str, objective_name: str) -> dict:
+    """How one objective's rollouts are fetched from one agent: fetch's defaults, then the agent's overrides,
+    then the objective's."""
+    fetch = params["fetch"]
+    defaults = {key: fetch[key] for key in FETCH_KEYS}
+    return {**defaults, **fetch["agents"].get(agent_name, {}), **fetch["objectives"].get(objective_name, {})}
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:

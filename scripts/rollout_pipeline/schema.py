@@ -1,136 +1,148 @@
-"""A small declarative validator for params.yaml: names the key, says what is wrong, suggests the closest key."""
+"""The pydantic base of params.yaml's models: strict validation, and errors as one line naming the key."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import types
+import typing
+from typing import Any, Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from rollout_pipeline.errors import UserError, did_you_mean
 
-
-@dataclass(frozen=True)
-class Field:
-    """One leaf value: its accepted types, an optional range/choice check and a default."""
-
-    types: tuple[type, ...]
-    default: Any = None
-    required: bool = False
-    nullable: bool = False
-    choices: tuple | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    check: Callable[[Any], str | None] | None = None
-    help: str = ""
+Model = TypeVar("Model", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Section:
-    """A mapping with known keys (each a Field, Section or MapOf)."""
+class Strict(BaseModel):
+    """A params section: no unknown keys, no type coercion ("5" is not a number), and a key set to null takes
+    its default unless null is a value it accepts (so `filter:` with nothing under it is the default section)."""
 
-    fields: dict[str, Any]
-    required: bool = False
-    open: bool = False  # open sections pass unknown keys through (e.g. responses_create_params)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
-
-@dataclass(frozen=True)
-class MapOf:
-    """A mapping from user-chosen names to values of one schema (e.g. agents: {name: agent})."""
-
-    value: Any
-    required: bool = False
-    key_pattern: Callable[[str], str | None] | None = None
-    default: dict = field(default_factory=dict)
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = _fields_by_key(cls)
+        return {key: value for key, value in data.items()
+                if not (value is None and key in fields and not fields[key].is_required()
+                        and not _accepts_none(fields[key].annotation))}
 
 
-@dataclass(frozen=True)
-class ListOf:
-    """A list whose items all follow one schema (e.g. curriculum phases); errors name the item as key[i]."""
+class Open(Strict):
+    """A section that passes unknown keys through to the server (e.g. responses_create_params)."""
 
-    value: Any
-    required: bool = False
-    min_items: int = 0
-    default: list = field(default_factory=list)
+    model_config = ConfigDict(extra="allow")
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list", dict: "a mapping"}
-    return " or ".join(names.get(t, t.__name__) for t in types)
+def _string_keys(value: Any) -> Any:
+    # YAML reads `4:` as an integer key; names are strings everywhere else, so compare them as strings.
+    return {str(key): item for key, item in value.items()} if isinstance(value, dict) else value
 
 
-def _check_leaf(spec: Field, value: Any, where: str) -> Any:
-    if value is None:
-        if spec.nullable or not spec.required:
-            return spec.default if not spec.nullable else None
-        raise UserError(f"{where}: a value is required")
-    ok_types = spec.types
-    if isinstance(value, bool) and bool not in ok_types:
-        raise UserError(f"{where}: expected {_type_name(ok_types)}, got {value!r}")
-    if float in ok_types and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, ok_types):
-        raise UserError(f"{where}: expected {_type_name(ok_types)}, got {value!r}")
-    if isinstance(value, float) and math.isnan(value):
-        raise UserError(f"{where}: NaN is not allowed")
-    if spec.choices is not None and value not in spec.choices:
-        raise UserError(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}{did_you_mean(value, spec.choices)}")
-    if spec.minimum is not None and (value < spec.minimum or (spec.exclusive_minimum and value == spec.minimum)):
-        op = ">" if spec.exclusive_minimum else ">="
-        raise UserError(f"{where}: {value!r} is out of range; it must be {op} {spec.minimum}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise UserError(f"{where}: {value!r} is out of range; it must be <= {spec.maximum}")
-    if spec.check is not None:
-        problem = spec.check(value)
-        if problem:
-            raise UserError(f"{where}: {problem}")
-    return value
+def NamedMap(value_type: Any) -> Any:
+    """A mapping from user-chosen names to one kind of section (agents, objectives, prompt sets)."""
+    return Annotated[dict[str, value_type], BeforeValidator(_string_keys)]
 
 
-def validate(spec: Any, value: Any, where: str) -> Any:
-    """Validate `value` against `spec`; returns it with defaults filled in. `where` is the dotted key path."""
-    if isinstance(spec, Field):
-        return _check_leaf(spec, value, where)
-    if isinstance(spec, ListOf):
-        return _validate_list(spec, value, where)
-    if value is None:
-        value = {} if not getattr(spec, "required", False) else None
-        if value is None:
-            raise UserError(f"{where}: this section is required")
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a mapping, got {value!r}")
-    if isinstance(spec, MapOf):
-        out = {}
-        for key, item in value.items():
-            if spec.key_pattern is not None:
-                problem = spec.key_pattern(str(key))
-                if problem:
-                    raise UserError(f"{where}.{key}: {problem}")
-            out[str(key)] = validate(spec.value, item, f"{where}.{key}")
-        return out
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in spec.fields:
-            if spec.open:
-                out[key] = item
-                continue
-            raise UserError(f"{where}.{key}: unknown key{did_you_mean(key, spec.fields)}; known keys: {', '.join(spec.fields)}")
-        out[key] = validate(spec.fields[key], item, f"{where}.{key}")
-    for key, sub in spec.fields.items():
-        if key in out:
-            continue
-        if getattr(sub, "required", False):
-            raise UserError(f"{where}.{key}: required key is missing")
-        out[key] = validate(sub, None, f"{where}.{key}") if not isinstance(sub, Field) else sub.default
-    return out
+def parse_section(model: type[Model], raw: Any, where: str) -> Model:
+    """Validate `raw` against `model`, or raise a UserError naming the key (`where: dotted.key: problem`)."""
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        raise UserError(describe(model, exc.errors()[0], where)) from None
 
 
-def _validate_list(spec: ListOf, value: Any, where: str) -> list:
-    if value is None:
-        if spec.required:
-            raise UserError(f"{where}: a list is required")
-        value = list(spec.default)
-    if not isinstance(value, list):
-        raise UserError(f"{where}: expected a list, got {value!r}")
-    if len(value) < spec.min_items:
-        raise UserError(f"{where}: needs at least {spec.min_items} item{'s' if spec.min_items != 1 else ''}")
-    return [validate(spec.value, item, f"{where}[{index}]") for index, item in enumerate(value)]
+def validate_section(model: type[BaseModel], raw: Any, where: str) -> dict:
+    """`parse_section` as a plain dict with the defaults filled in."""
+    return parse_section(model, raw, where).model_dump(by_alias=True)
+
+
+# ---- errors: pydantic's first error, said the way the rest of the project says things ---------------
+
+TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",
+              "list": "a list", "dict": "a mapping"}
+ERROR_TYPES = {"int_type": "int", "int_from_float": "int", "float_type": "float", "string_type": "str",
+               "bool_type": "bool", "list_type": "list", "dict_type": "dict", "model_type": "dict",
+               "model_attributes_type": "dict"}
+BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+          "less_than": ("<", "lt")}
+
+
+def describe(model: type[BaseModel], error: dict, where: str) -> str:
+    """One line for one pydantic error: `<where>.<dotted key>: <what is wrong>`."""
+    loc = [part for part in error["loc"] if part != "[key]"]
+    dotted = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    path = f"{where}: {dotted}" if where and dotted else (where or dotted)
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        known = list(_fields_by_key(parent)) if parent else []
+        hint = getattr(parent, "moved_keys", {}).get(loc[-1]) if parent else None
+        if hint:
+            return f"{path}: {hint.format(name=loc[-2] if len(loc) > 1 else '<name>')}"
+        return f"{path}: unknown key{did_you_mean(loc[-1], known)}; known keys: {', '.join(known)}"
+    if kind in ERROR_TYPES:
+        return f"{path}: expected {TYPE_NAMES[ERROR_TYPES[kind]]}, got {value!r}"
+    if kind == "literal_error":
+        choices = _literal_choices(model, loc)
+        return f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{did_you_mean(value, choices)}"
+    if kind in BOUNDS:
+        op, key = BOUNDS[kind]
+        bound = ctx[key]
+        shown = float(value) if isinstance(bound, float) and isinstance(value, int) else value
+        return f"{path}: {shown!r} is out of range; it must be {op} {bound}"
+    if kind == "finite_number":
+        return f"{path}: NaN and infinity are not allowed"
+    if kind == "too_short":
+        count = ctx.get("min_length", 1)
+        return f"{path}: needs at least {count} item{'s' if count != 1 else ''}"
+    message = str(error.get("msg", kind))
+    return f"{path}: {message.removeprefix('Value error, ')}"
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict:
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _accepts_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation) or annotation is Any
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _annotation_at(model: type[BaseModel], loc: list) -> Any:
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = _fields_by_key(current).get(part)
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    return _unwrap(current)
+
+
+def _model_at(model: type[BaseModel], loc: list) -> type[BaseModel] | None:
+    found = _annotation_at(model, loc)
+    return found if isinstance(found, type) and issubclass(found, BaseModel) else None
+
+
+def _literal_choices(model: type[BaseModel], loc: list) -> tuple:
+    found = _annotation_at(model, loc)
+    return typing.get_args(found) if typing.get_origin(found) is Literal else ()

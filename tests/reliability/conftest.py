@@ -94,10 +94,12 @@ def _small_params(root: Path) -> int:
     params = yaml.safe_load(path.read_text())
     for prompt_set in params["prompts"]["sets"].values():
         prompt_set["count"] = 16
+    params["fetch"]["num_samples_in_parallel"] = 4
     for objective in params["objectives"].values():
-        objective.update(num_samples_in_parallel=4, limit=None)
+        objective.update(limit=None)
         objective["num_repeats"] = min(objective["num_repeats"], 2)
-    params["objectives"]["rl"].update(num_repeats=8, num_samples_in_parallel=2)
+    params["objectives"]["rl"].update(num_repeats=8)
+    params["fetch"]["objectives"] = {"rl": {"num_samples_in_parallel": 2}}
     agent = params["agents"][params["objectives"]["rl"]["agent_name"]]
     agent.update(embedded_args=["--latency-ms", "25"], api_key_env="ROLLOUT_RELIABILITY_KEY")
     path.write_text(yaml.safe_dump(params, sort_keys=False))

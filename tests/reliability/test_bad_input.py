@@ -201,17 +201,18 @@ CASES: dict[str, Case] = {
     "temperature out of range": Case(_bad_arg("+responses_create_params.temperature=3",
                                               "+responses_create_params.temperature: 3.0 is out of range; it must be <= 2")),
     "top_p zero": Case(_bad_arg("+responses_create_params.top_p=0", "top_p: 0.0 is out of range; it must be > 0")),
-    "unknown argument": Case(_bad_arg("+num_repeat=4", "unknown argument +num_repeat (did you mean 'num_repeats'?)")),
+    "unknown argument": Case(_bad_arg("+num_repeat=4", "+num_repeat: unknown key (did you mean 'num_repeats'?)")),
     "argument without a value": Case(_bad_arg("num_repeats", "unrecognized arguments: num_repeats")),
     "unknown agent": Case(lambda d: (["+agent_name=math_agnet", f"+input_jsonl_fpath={_prompts(d)}",
                                       f"+output_jsonl_fpath={d / 'out.jsonl'}"],
                                      ["unknown agent_name 'math_agnet' (did you mean 'math_agent'?)"])),
     "empty output argument": Case(_empty_output_argument),
     # params.yaml
-    "unknown params key": Case(_bad_agent("agents.math_agent.timeout: unknown key (did you mean 'timeout_s'?)",
-                                          timeout=5)),
-    "params value of the wrong type": Case(_bad_agent("agents.math_agent.max_retries: expected an integer, got 'five'",
-                                                      max_retries="five")),
+    "unknown params key": Case(_bad_agent("agents.math_agent.protocl: unknown key (did you mean 'protocol'?)",
+                                          protocl="chat")),
+    "params value of the wrong type": Case(_bad_agent("agents.math_agent.model: expected a string, got 5", model=5)),
+    "a fetch key left in an agent": Case(_bad_agent("agents.math_agent.max_retries: moved to fetch.max_retries (or "
+                                                    "fetch.agents.math_agent.max_retries)", max_retries=5)),
     "unknown protocol": Case(_bad_agent("agents.math_agent.protocol: 'chta' is not one of chat, responses, agent",
                                         "did you mean 'chat'?", protocol="chta")),
     "api key in params instead of its env name": Case(_bad_agent("api_key_env: must be the NAME of an environment "

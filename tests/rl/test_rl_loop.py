@@ -164,7 +164,7 @@ def test_curriculum_phases_pick_the_prompt_file_per_iteration(tmp_path):
     ({"schedule": {"curriculum": [{"from": 2, "prompts": "p.jsonl"}]}}, "the first phase must start at iteration 1"),
 ])
 def test_rl_params_are_validated_with_the_key_and_a_suggestion(tmp_path, rl, message):
-    raw = {"agents": {"math_agent": agent()}, "objectives": {}, "rl": {"collect": {"agent_name": "math_agent"}}}
+    raw = {"agents": {"math_agent": {"url": "embedded"}}, "objectives": {}, "rl": {"collect": {"agent_name": "math_agent"}}}
     raw["rl"].update(rl)
     with pytest.raises(UserError, match=re.escape(message)):
         validate_params(raw)

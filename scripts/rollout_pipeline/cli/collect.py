@@ -1,7 +1,8 @@
 """`scripts/collect.py` / `ng_collect_rollouts`: two front ends onto one collector engine.
 
 - The seed documents' syntax: ``+agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... +num_repeats=N
-  +num_samples_in_parallel=K +limit=M +responses_create_params.<key>=<value>`` (values parsed as YAML scalars).
+  +num_samples_in_parallel=K +limit=M +responses_create_params.<key>=<value>``, read by Hydra's override parser
+  (``++key=value``, nested keys, lists and ``+config_paths=[...]`` too: see cli/seed_args.py).
 - ``--objective rl|sft|dpo``: that objective's settings from params.yaml (what dvc.yaml uses).
 - ``--rl-iteration NNN``: iteration NNN of the RL loop (params.yaml's rl.iterations.NNN, collecting with the
   previous iteration's checkpoint; what the rl_collect@NNN stages run).
@@ -12,84 +13,36 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from rollout_pipeline.collect.collector import CollectSettings, Collector
-from rollout_pipeline.errors import UserError, did_you_mean, run_cli
+from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from rollout_pipeline.params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
+from rollout_pipeline.cli.seed_args import parse_seed_args
+from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_LOOP_FETCH, agent_settings, fetch_settings,
+                                     load_params, objective_settings)
 from rollout_pipeline.rl.loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
-from rollout_pipeline.schema import validate
-
-SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath", "num_repeats", "num_samples_in_parallel",
-             "limit", "seed", "max_failure_rate", "responses_create_params")
-REQUIRED_SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath")
-
-
-def parse_seed_args(argv: list[str]) -> dict:
-    """Parse ``+key=value`` / ``key=value`` arguments into a nested dict; unknown keys suggest the closest."""
-    values: dict = {}
-    for arg in argv:
-        text = arg[1:] if arg.startswith("+") else arg
-        key, sep, raw = text.partition("=")
-        if not sep or not key:
-            raise UserError(f"argument {arg!r}: expected +key=value, e.g. +num_repeats=4")
-        top, _, sub = key.partition(".")
-        if top not in SEED_KEYS:
-            raise UserError(f"unknown argument +{key}{did_you_mean(top, SEED_KEYS)}; known: "
-                            + ", ".join(f"+{k}" for k in SEED_KEYS[:-1]) + ", +responses_create_params.<key>")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        if top == "responses_create_params":
-            if not sub:
-                raise UserError(f"argument {arg!r}: give a key, e.g. +responses_create_params.temperature=0.7")
-            values.setdefault(top, {})[sub] = value
-        elif sub:
-            raise UserError(f"argument {arg!r}: +{top} takes no sub-key")
-        else:
-            values[top] = value
-    for key in REQUIRED_SEED_KEYS:
-        if key in values and (values[key] is None or str(values[key]).strip() == ""):
-            raise UserError(f"+{key}= has no value; give one, e.g. +{key}="
-                            + ("math_agent" if key == "agent_name" else "path/to/file.jsonl"))
-    missing = [k for k in REQUIRED_SEED_KEYS if k not in values]
-    if missing:
-        raise UserError("missing " + ", ".join(f"+{k}=..." for k in missing))
-    return values
-
 
 def settings_from_seed_args(argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True) -> CollectSettings:
-    values = parse_seed_args(argv)
+    run, fetch_overrides = parse_seed_args(argv)
     params = load_params(params_path)
-    agent_name = str(values["agent_name"])
+    agent_name = str(run["agent_name"])
     agent = agent_settings(params, agent_name, params_path)
-    try:
-        objective = _validate_seed_objective(agent_name, values)
-    except UserError as exc:
-        # Name the flag the way the user typed it: +num_repeats, not arguments.num_repeats.
-        raise UserError(str(exc).replace("arguments.", "+", 1)) from None
-    return _settings(agent_name, agent, objective, Path(str(values["output_jsonl_fpath"])), show_progress)
+    objective = {"agent_name": agent_name, "prompts": run["input_jsonl_fpath"],
+                 **{key: run[key] for key in ("num_repeats", "limit", "seed", "responses_create_params")}}
+    # No +num_samples_in_parallel: the seed's "unlimited", which is the connection pool's cap (the adaptive limit
+    # backs off from it when the server sheds load), unless fetch.agents.<agent> in params.yaml sets one.
+    fetch = {**fetch_settings(params, agent_name, objective_name=""), "num_samples_in_parallel": None,
+             **params["fetch"]["agents"].get(agent_name, {}), **fetch_overrides}
+    return _settings(agent_name, agent, objective, fetch, Path(run["output_jsonl_fpath"]), show_progress)
 
 
-def _validate_seed_objective(agent_name: str, values: dict) -> dict:
-    return validate(OBJECTIVE, {
-        "agent_name": agent_name,
-        "prompts": str(values["input_jsonl_fpath"]),
-        **{k: values[k] for k in ("num_repeats", "num_samples_in_parallel", "limit", "seed", "max_failure_rate")
-           if k in values},
-        "responses_create_params": values.get("responses_create_params", {}),
-    }, "arguments")
-
-
-def _settings(agent_name: str, agent: dict, objective: dict, output: Path, show_progress: bool,
+def _settings(agent_name: str, agent: dict, objective: dict, fetch: dict, output: Path, show_progress: bool,
               model_revision: str | None = None) -> CollectSettings:
+    """The run's settings: the objective's data keys, and the fetch keys (the agent's go into its settings)."""
     return CollectSettings(
-        agent_name=agent_name, agent=agent,
+        agent_name=agent_name, agent={**agent, **{k: v for k, v in fetch.items() if k not in OBJECTIVE_FETCH_KEYS}},
         input_path=Path(objective["prompts"]), output_path=output,
-        num_repeats=objective["num_repeats"], num_samples_in_parallel=objective["num_samples_in_parallel"],
-        limit=objective["limit"], seed=objective["seed"], max_failure_rate=objective["max_failure_rate"],
+        num_repeats=objective["num_repeats"], num_samples_in_parallel=fetch["num_samples_in_parallel"],
+        limit=objective["limit"], seed=objective["seed"], max_failure_rate=fetch["max_failure_rate"],
         responses_create_params={k: v for k, v in objective["responses_create_params"].items() if v is not None},
         show_progress=show_progress, model_revision=model_revision,
     )
@@ -101,7 +54,8 @@ def settings_from_objective(objective_name: str, params_path: str, output: str |
     objective = objective_settings(params, objective_name, params_path)
     agent = agent_settings(params, objective["agent_name"], params_path)
     out = Path(output) if output else Path("data/rollouts") / f"{objective_name}.jsonl"
-    return _settings(objective["agent_name"], agent, objective, out, show_progress)
+    fetch = fetch_settings(params, objective["agent_name"], objective_name)
+    return _settings(objective["agent_name"], agent, objective, fetch, out, show_progress)
 
 
 def settings_from_rl_iteration(iteration: str, params_path: str, output: str | None,
@@ -111,7 +65,8 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
     key = iteration_key(iteration)
     agent_name, agent, objective, out = collect_plan(params, key, params_path)
     prev = params["rl"]["iterations"][key]["prev"]
-    return _settings(agent_name, agent, objective, Path(output) if output else out, show_progress,
+    fetch = fetch_settings(params, agent_name, RL_LOOP_FETCH)
+    return _settings(agent_name, agent, objective, fetch, Path(output) if output else out, show_progress,
                      model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
 
 

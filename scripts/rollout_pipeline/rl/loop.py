@@ -252,10 +252,8 @@ def collect_plan(params: dict, key: str, source: str = PARAMS_FILE) -> tuple[str
         "agent_name": agent_name,
         "prompts": entry["prompts"],
         "num_repeats": collect["num_repeats"],
-        "num_samples_in_parallel": collect["num_samples_in_parallel"],
         "limit": collect["limit"],
         "seed": entry["seed"],
-        "max_failure_rate": collect["max_failure_rate"],
         "responses_create_params": {**collect["responses_create_params"], "temperature": entry["temperature"]},
     }
     return agent_name, agent, objective, rollouts_path(key)
