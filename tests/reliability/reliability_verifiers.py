@@ -36,5 +36,12 @@ def returns_string(row, output, response):
     return _score(row, output, lambda: {"reward": "1.0"})
 
 
+def spins(row, output, response):
+    def bad():
+        while True:  # a verifier stuck in a loop: only killing its process stops it
+            pass
+    return _score(row, output, bad)
+
+
 async def async_raises(row, output, response):
     return raises(row, output, response)

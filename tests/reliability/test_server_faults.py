@@ -427,14 +427,15 @@ def test_failures_within_max_failure_rate_write_only_real_rollouts(tmp_path, pro
 # -- the verifier misbehaves ------------------------------------------------------------------------------
 @pytest.mark.parametrize("function,cause", [("raises", "verifier_error"), ("async_raises", "verifier_error"),
                                             ("returns_nan", "invalid_reward"), ("returns_none", "invalid_reward"),
-                                            ("returns_string", "invalid_reward")])
+                                            ("returns_string", "invalid_reward"), ("spins", "verifier_timeout")])
 def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollouts(tmp_path, prompts, baseline,
                                                                                   upstream, function, cause):
     reference = {(r["task_index"], r["rollout_index"]): r for r in read_jsonl(baseline())}
     out = tmp_path / "out.jsonl"
     env = {"PYTHONPATH": str(Path(__file__).parent)}
     result = run_collect(tmp_path, prompts, out,
-                         fast_agent(upstream.url, verifier=f"reliability_verifiers:{function}", max_retries=1),
+                         fast_agent(upstream.url, verifier=f"reliability_verifiers:{function}", max_retries=1,
+                                    verify_timeout_s=1),
                          env=env, max_failure_rate=1.0, **BASE_RUN)
     assert result.returncode == 0, result.stderr
     records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.ndjson")

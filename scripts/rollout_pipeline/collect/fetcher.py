@@ -22,6 +22,7 @@ from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
+from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 
 # aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
@@ -124,9 +125,11 @@ class Fetcher:
         async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
                                          skip_auto_headers=("User-Agent",)) as session:
             self._session = session
-            self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
-                                      self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers))
-            await self._schedule()
+            with VerifyPool(agent["verify_timeout_s"]) as pool:
+                self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
+                                          self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers),
+                                          pool)
+                await self._schedule()
         self._session = None
 
     async def _schedule(self) -> None:

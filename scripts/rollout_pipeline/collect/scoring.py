@@ -1,7 +1,6 @@
 """Choose how a rollout gets its reward: the agent's own, an in-process verifier, a /verify URL, or module:function."""
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import math
@@ -14,13 +13,13 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols import InvalidReply, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.transport import RequestFailed, post_json
+from rollout_pipeline.collect.verify_pool import VerifyPool
 
 Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
 
 # Outputs up to this length are verified inline (a few microseconds, linear in the length); longer ones in a
-# worker thread under VERIFY_TIMEOUT_S.
+# worker process under the pool's hard time limit.
 INLINE_VERIFY_CHARS = 4096
-VERIFY_TIMEOUT_S = 10.0
 
 
 def finite_reward(value: Any, source: str) -> float:
@@ -35,8 +34,9 @@ def _public_row(row: dict) -> dict:
 
 
 def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aiohttp.ClientSession],
-                timeout: aiohttp.ClientTimeout, headers: dict[str, str]) -> Scorer:
-    """Build the scorer for an agent's settings."""
+                timeout: aiohttp.ClientTimeout, headers: dict[str, str], pool: VerifyPool | None = None) -> Scorer:
+    """Build the scorer for an agent's settings. Without a `pool`, verifiers run in this process (the start-up
+    check that a module:function verifier imports)."""
     if protocol == "agent":
         async def from_agent(row: dict, result: Result) -> tuple[float, dict]:
             return finite_reward(result.reward, "the agent"), {}
@@ -46,17 +46,13 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
         from rollout_pipeline.verify.verifiers import is_truncated, verify
 
         async def in_process(row: dict, result: Result) -> tuple[float, dict]:
-            args = (verifier, result.output, row, is_truncated(result.response))
-            if len(result.output) <= INLINE_VERIFY_CHARS:
-                verdict = verify(*args)  # microseconds: cheaper than any hand-off
+            args = (result.output, row, is_truncated(result.response))
+            if len(result.output) <= INLINE_VERIFY_CHARS or pool is None:
+                verdict = verify(verifier, *args)  # microseconds: cheaper than any hand-off
             else:
                 # A long output is verified off the event loop, so the other requests in flight keep their
-                # timing, and under a hard time limit.
-                try:
-                    verdict = await asyncio.wait_for(asyncio.to_thread(verify, *args), VERIFY_TIMEOUT_S)
-                except asyncio.TimeoutError:
-                    raise RequestFailed("verifier_timeout", f"the {verifier} verifier took over {VERIFY_TIMEOUT_S:g} s "
-                                        f"on a {len(result.output):,}-character output", False) from None
+                # timing, and in a process that is killed if it overruns.
+                verdict = await pool.verify(verifier, args, len(result.output))
             extras = {k: v for k, v in verdict.items() if k != "reward"}
             return finite_reward(verdict["reward"], f"the {verifier} verifier"), extras
         return in_process
@@ -81,9 +77,13 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
     is_async = inspect.iscoroutinefunction(function)
 
     async def custom(row: dict, result: Result) -> tuple[float, dict]:
-        verdict = function(_public_row(row), result.output, result.response)
-        if is_async:
-            verdict = await verdict
+        args = (_public_row(row), result.output, result.response)
+        if is_async:  # it awaits its own I/O: it runs on the event loop, where it was written to run
+            verdict = await function(*args)
+        elif pool is not None:  # its cost is unknown (code execution, a sandbox): a worker, under the time limit
+            verdict = await pool.verify(verifier, args, len(result.output))
+        else:
+            verdict = function(*args)
         if isinstance(verdict, dict):
             extras = {k: v for k, v in verdict.items() if k != "reward"}
             return finite_reward(verdict.get("reward"), verifier), extras

@@ -1,0 +1,67 @@
+"""Run verifiers in worker processes under a hard time limit: a verifier that overruns is killed, not waited for."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import multiprocessing
+import os
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from rollout_pipeline.collect.transport import RequestFailed
+
+VERIFY_TIMEOUT_S = 10.0
+
+
+def _warm_up() -> None:
+    # Import the verifiers (math-verify, sympy: about a second) when the worker starts, not inside the first
+    # task, whose time limit would pay for it.
+    import rollout_pipeline.verify.verifiers  # noqa: F401
+
+
+def run_verifier(verifier: str, args: tuple) -> Any:
+    """In a worker: `math` / `exact` (our verifiers), or a `module:function`, called with `args`."""
+    if verifier in ("math", "exact"):
+        from rollout_pipeline.verify.verifiers import verify
+        return verify(verifier, *args)
+    module_name, _, function_name = verifier.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)(*args)
+
+
+class VerifyPool:
+    """A pool of verifier processes, one per CPU, started on first use (most runs never need it: short outputs
+    are verified inline). Workers are spawned, not forked: the collector's event loop and threads stay out of
+    them. pebble kills a worker whose task overruns `timeout_s` and starts a new one in its place."""
+
+    def __init__(self, timeout_s: float = VERIFY_TIMEOUT_S, workers: int | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: Any = None
+
+    async def verify(self, verifier: str, args: tuple, size: int) -> Any:
+        """The verifier's verdict, or RequestFailed('verifier_timeout') once it has run `timeout_s`."""
+        if self._pool is None:
+            from pebble import ProcessPool
+            self._pool = ProcessPool(max_workers=self.workers, initializer=_warm_up,
+                                     context=multiprocessing.get_context("spawn"))
+        future = self._pool.schedule(run_verifier, args=(verifier, args), timeout=self.timeout_s)
+        try:
+            return await asyncio.wrap_future(future)
+        except FutureTimeout:
+            raise RequestFailed("verifier_timeout", f"the {verifier} verifier ran over {self.timeout_s:g} s on a "
+                                f"{size:,}-character output and was stopped", False) from None
+        except asyncio.CancelledError:
+            future.cancel()  # pebble stops the worker running it
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join(timeout=10)
+            self._pool = None
+
+    def __enter__(self) -> "VerifyPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
