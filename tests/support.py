@@ -39,7 +39,7 @@ def agent(url: str | list[str] = "embedded", **overrides) -> dict:
 
 
 FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate", "timeout_s", "connect_timeout_s", "max_retries",
-              "give_up_after_s", "retry_backoff_s", "max_reply_bytes")
+              "give_up_after_s", "retry_backoff_s", "verify_timeout_s", "max_reply_bytes")
 
 
 def write_params(directory: Path, agents: dict, objectives: dict | None = None, **sections) -> Path:

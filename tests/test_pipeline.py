@@ -68,7 +68,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
 
 # A new value for each key of params.yaml's fetch block: how rollouts are fetched, not what they are.
 FETCH_CHANGES = {"num_samples_in_parallel": 7, "max_failure_rate": 0.5, "timeout_s": 33, "connect_timeout_s": 3,
-                 "max_retries": 2, "give_up_after_s": 99, "retry_backoff_s": 0.1, "max_reply_bytes": 2048}
+                 "max_retries": 2, "give_up_after_s": 99, "retry_backoff_s": 0.1, "verify_timeout_s": 2, "max_reply_bytes": 2048}
 
 
 def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_they_are_does(small_project):

@@ -69,6 +69,8 @@ class FetchSettings(Strict):
         "retries per rollout on connection errors, timeouts and 5xx; waiting out a 429 does not count"))
     give_up_after_s: float = Field(300.0, gt=0, description="a rollout gives up when no request succeeded for this long")
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff in seconds; doubles per retry, with jitter")
+    verify_timeout_s: float = Field(10.0, gt=0, description=(
+        "a verifier running longer than this on one rollout is stopped (cause verifier_timeout; not retried)"))
     max_reply_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=24 * 1024 * 1024, description=(
         "replies over this are refused as they stream in (not retried); <= 24 MiB so records stay readable"))
 

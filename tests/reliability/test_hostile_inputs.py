@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reliability_support import one_line_error, run_collect
+from reliability_support import Misbehaving, one_line_error, run_collect
 from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 from stage_testkit import make_rollout, write_rollouts
@@ -90,32 +90,69 @@ def test_a_urls_password_appears_in_no_file_and_no_line(tmp_path):
 
 
 # -- 5. a mistaken run never destroys resumable progress -----------------------------------------------------
-def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resumes_it(tmp_path, embedded_server):
-    from reliability_support import Misbehaving
+def _partial_run(tmp_path: Path, server_url: str, prompts: Path, **run) -> int:
+    """A run through a proxy that fails some rollouts for good: it exits 1 and keeps the rest. Returns how many."""
+    with Misbehaving(server_url, "400", 0.3, seed=3) as proxy:
+        first = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), num_repeats=2, seed=1, **run)
+    assert first.returncode == 1
+    return len(read_jsonl(tmp_path / ".out.jsonl.progress.jsonl")) - 1
+
+
+def _run_counting_requests(tmp_path: Path, server_url: str, prompts: Path, **run) -> tuple:
+    """(the run, how many requests it sent) into out.jsonl."""
     from support import server_stats
+    before = server_stats(server_url)["requests"].get("/v1/chat/completions", 0)
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server_url), num_repeats=2, **run)
+    assert result.returncode == 0, result.stderr
+    return result, server_stats(server_url)["requests"]["/v1/chat/completions"] - before
+
+
+def _same_as_a_clean_run(tmp_path: Path, server_url: str, prompts: Path) -> bool:
+    clean = run_collect(tmp_path, prompts, tmp_path / "clean.jsonl", agent(server_url), num_repeats=2, seed=1)
+    assert clean.returncode == 0
+    return (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "clean.jsonl").read_bytes()
+
+
+def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resumes_it(tmp_path, embedded_server):
     prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)}
                                                  for i in range(12)])
-    out = tmp_path / "out.jsonl"
-    with Misbehaving(embedded_server.url, "400", 0.3, seed=3) as proxy:  # some rollouts fail for good
-        first = run_collect(tmp_path, prompts, out, agent(proxy.url), num_repeats=2, seed=1)
-    assert first.returncode == 1
-    kept = len(read_jsonl(tmp_path / ".out.jsonl.progress.jsonl")) - 1
+    kept = _partial_run(tmp_path, embedded_server.url, prompts)
     assert 0 < kept < 24
 
-    typo = run_collect(tmp_path, prompts, out, agent(embedded_server.url), num_repeats=2, seed=2)
-    assert typo.returncode == 0, typo.stderr
+    typo, _ = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=2)
     assert "starting fresh: settings changed since the previous run: seed 1 -> 2; the previous progress is kept in" \
         in typo.stdout
 
-    before = server_stats(embedded_server.url)["requests"].get("/v1/chat/completions", 0)
-    again = run_collect(tmp_path, prompts, out, agent(embedded_server.url), num_repeats=2, seed=1)
-    asked = server_stats(embedded_server.url)["requests"]["/v1/chat/completions"] - before
-    assert again.returncode == 0, again.stderr
+    again, asked = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=1)
     assert f"resuming: {kept} of 24 rollouts already done" in again.stdout
     assert asked == 24 - kept
-    clean = run_collect(tmp_path, prompts, tmp_path / "clean.jsonl", agent(embedded_server.url), num_repeats=2, seed=1)
-    assert clean.returncode == 0
-    assert out.read_bytes() == (tmp_path / "clean.jsonl").read_bytes()
+    assert _same_as_a_clean_run(tmp_path, embedded_server.url, prompts)
+
+
+def test_appended_prompts_and_a_larger_limit_keep_the_finished_rollouts_of_the_unchanged_prompts(tmp_path,
+                                                                                               embedded_server):
+    rows = [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)} for i in range(16)]
+    prompts = _rows(tmp_path / "prompts.jsonl", rows[:12])
+    kept = _partial_run(tmp_path, embedded_server.url, prompts, limit=6)
+    assert 0 < kept < 12
+
+    with open(prompts, "a") as handle:  # four more prompts, and no limit: 16 prompts, the first 6 unchanged
+        handle.writelines(json.dumps(row) + "\n" for row in rows[12:])
+    grown, asked = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=1)
+    assert f"resuming: {kept} of 32 rollouts already done; the input grew past the previous run's" in grown.stdout
+    assert asked == 32 - kept
+    assert _same_as_a_clean_run(tmp_path, embedded_server.url, prompts)
+
+
+def test_an_edited_prompt_is_not_taken_for_an_appended_one(tmp_path, embedded_server):
+    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)}
+                                                 for i in range(4)])
+    assert _partial_run(tmp_path, embedded_server.url, prompts) > 0
+    text = prompts.read_text().replace("What is 3 + 7?", "What is 3 + 8?").replace('"10"}', '"11"}')
+    prompts.write_text(text + json.dumps({"prompt": "What is 9 + 9?", "expected_answer": "18"}) + "\n")
+    edited, _ = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=1)
+    assert "starting fresh: the input file changed since the previous run; the previous progress is kept in" \
+        in edited.stdout
 
 
 # -- 6. `where` expressions that never end, or depend on more than the record --------------------------------
@@ -147,8 +184,10 @@ def test_sigterm_stops_a_hanging_where_with_no_temp_file(tmp_path):
     import subprocess
     import time
     command, out = _filter_setup(tmp_path, "until(false; .)", timeout_s=60)
+    from reliability_support import children_of, wait_until
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    assert wait_until(lambda: children_of(process.pid), timeout=30)  # the watchdog's child is running `where`
+    time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 143 and "terminated; nothing was written" in stderr
@@ -265,7 +304,8 @@ def test_rows_appended_while_a_run_is_going_wait_for_the_next_run(tmp_path):
         command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url),
                                   num_samples_in_parallel=2)
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.6)
+        assert process.stdout.readline().startswith("Found 20 rows!")  # the scan is done: the run is going
+        time.sleep(0.3)
         with open(prompts, "a") as handle:
             handle.write(json.dumps({"prompt": "What is 100 + 1?", "expected_answer": "101"}) + "\n")
         _, stderr = process.communicate(timeout=60)

@@ -214,8 +214,8 @@ STALE = {
                      "starting fresh: settings changed since the previous run: seed 22 -> 21"),
     "num_repeats changed": ({"num_repeats": 3, "seed": 21}, None,
                             "starting fresh: settings changed since the previous run: num_repeats 3 -> 2"),
-    "limit changed": ({"num_repeats": 2, "seed": 21, "limit": 6}, None,
-                      "starting fresh: settings changed since the previous run: limit 6 -> null"),
+    # A larger limit only adds rows: the first 6 prompts' finished rollouts are this run's too.
+    "limit raised": ({"num_repeats": 2, "seed": 21, "limit": 6}, None, "the input grew past the previous run's"),
     "temperature changed": ({"num_repeats": 2, "seed": 21, "responses_create_params__temperature": 0.3}, None,
                             "starting fresh: settings changed since the previous run: responses_create_params"),
     "header garbled": ({"num_repeats": 2, "seed": 21}, _garble_header,
@@ -346,7 +346,11 @@ def test_a_second_collector_on_the_same_output_is_refused_and_the_first_is_unhar
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 5, 30)
-        second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        first.send_signal(signal.SIGSTOP)  # mid-run, holding its lock, however long the second takes to start
+        try:
+            second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        finally:
+            first.send_signal(signal.SIGCONT)
         _, first_stderr = first.communicate(timeout=60)
     finally:
         first.kill()

@@ -31,7 +31,7 @@ from rollout_pipeline.collect.processes import auto_processes, collect_in_proces
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.jsonl import dumps, write_json
-from rollout_pipeline.collect.progress import ProgressStore
+from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
 from rollout_pipeline.collect.redact import Redactor, url_credentials, without_credentials
 from rollout_pipeline.collect.run_input import scan_input
 from rollout_pipeline.collect.run_stats import RunStats
@@ -82,7 +82,8 @@ class CollectSettings:
 
     def identity(self, input_sha256: str) -> dict:
         """What decides whether a previous run's progress can be reused. URLs, parallelism, timeouts and
-        retries are left out on purpose: they change how rollouts are fetched, not what they are."""
+        retries are left out on purpose: they change how rollouts are fetched, not what they are. So is `limit`:
+        the input hash covers exactly the rows used, which is what the limit decides."""
         return {
             "input_sha256": input_sha256,
             "agent_name": self.agent_name,
@@ -91,7 +92,6 @@ class CollectSettings:
             "verifier": self.agent["verifier"] if self.agent["protocol"] != "agent" else None,
             "repeat_mode": self.agent["repeat_mode"],
             "num_repeats": self.num_repeats,
-            "limit": self.limit,
             "seed": self.seed,
             "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
             **({"model_revision": self.model_revision} if self.model_revision else {}),
@@ -214,7 +214,8 @@ class Collector:
                 self._print_reward(mean)
                 return 0
         self.store = ProgressStore(self.s.output_path, identity, scan.rows, self.s.num_repeats,
-                                   source=without_credentials(agent["url"]))
+                                   source=without_credentials(agent["url"]),
+                                   input=InputPrefix(self.s.input_path, scan.bytes))
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
         if self.store.resume_note:

@@ -1,10 +1,11 @@
 """The progress file: finished rollouts streamed to disk as they complete, so a crash or Ctrl-C loses nothing.
 
 It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
-those before it runs a stage. Its first line is the run identity (hash of the input file, the agent and the
-effective settings); a resume only happens when it matches. A run with other settings (a typo in the seed, a
-larger limit) never destroys progress: the old file is set aside as ``.<name>.progress.<identity hash>.jsonl``,
-and a later run with the old identity takes it up again. Each further line is one rollout record, or a skip
+those before it runs a stage. Its first line is the run identity (hash of the input rows used, the agent and
+the effective settings); a resume only happens when it matches. A run whose input extends the previous run's by
+whole rows (prompts appended, a larger limit) takes over its finished rollouts: they sit at the same indices.
+A run with other settings (a typo in the seed, an edited prompt) never destroys progress: the old file is set
+aside as ``.<name>.progress.<identity hash>.jsonl``, and a later run with the old identity takes it up again. Each further line is one rollout record, or a skip
 marker ``{"task_index", "rollout_index", "skipped": cause, "error"}`` for a rollout that can never be scored (its
 prompt does not fit the model's context), so a resume does not send it again. A truncated last line (a crash
 mid-write) is cut off on open.
@@ -21,12 +22,14 @@ import hashlib
 import math
 import os
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import orjson
 
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.collect.run_input import prefix_sha256
 from rollout_pipeline.jsonl import atomic_writer, dumps
 
 NOT_DONE = -1
@@ -42,6 +45,23 @@ def identity_hash(identity: object) -> str:
     return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
 
 
+@dataclass(frozen=True)
+class InputPrefix:
+    """The input file and how many of its bytes the run uses (its identity's input_sha256 covers them)."""
+
+    path: Path
+    bytes: int
+
+    def extends(self, previous_header: dict) -> bool:
+        """Whether a previous run's input is a prefix of this one's, whole rows only (rows were appended, or the
+        limit was raised): its finished rollouts are then rollouts of this run too, at the same indices."""
+        size = previous_header.get("input_bytes")
+        identity = previous_header.get("run_identity")
+        if not isinstance(size, int) or not isinstance(identity, dict) or not 0 < size <= self.bytes:
+            return False
+        return prefix_sha256(self.path, size) == identity.get("input_sha256")
+
+
 def set_aside_path(output: Path, identity: object) -> Path:
     return output.with_name(f".{output.name}.progress.{identity_hash(identity)}.jsonl")
 
@@ -49,13 +69,15 @@ def set_aside_path(output: Path, identity: object) -> Path:
 class ProgressStore:
     """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
 
-    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None) -> None:
+    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None,
+                 input: InputPrefix | None = None) -> None:
         self.output = output
         self.path = progress_path(output)
         self.identity = identity
         # Where the rollouts come from (the agent's url setting): recorded, not part of the identity (a resume
         # may go to another replica), but a resume says when it changed.
         self.source = source
+        self.input = input
         self.num_repeats = num_repeats
         self.total = num_tasks * num_repeats
         self.offsets = array("q", [NOT_DONE]) * self.total
@@ -71,7 +93,7 @@ class ProgressStore:
     # -- opening ---------------------------------------------------------------------------------
     def open(self) -> None:
         """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
-        header = dumps({"run_identity": self.identity, "source": self.source}) + b"\n"
+        header = self._header()
         self._lock()
         self._swap_in_own_progress()
         if self.path.stat().st_size > 0:  # empty: just created by _lock, nothing to resume
@@ -93,12 +115,23 @@ class ProgressStore:
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write progress file ({exc.strerror})") from None
 
+    def _header(self) -> bytes:
+        fields = {"run_identity": self.identity, "source": self.source}
+        if self.input is not None:
+            fields["input_bytes"] = self.input.bytes
+        return dumps(fields) + b"\n"
+
     def _swap_in_own_progress(self) -> None:
-        """Progress of other settings is set aside, not truncated; progress of ours set aside earlier comes back."""
-        previous = self._header_identity()
+        """Progress of other settings is set aside, not truncated; progress of ours set aside earlier comes back;
+        progress of a run whose input this one's extends is taken over."""
+        header = self._read_header()
+        previous = header.get("run_identity") if isinstance(header, dict) else header
         current = orjson.loads(dumps(self.identity))
         if previous is _UNREADABLE or previous == current:
             return  # resume as it is, or (unreadable) say why and start fresh, as before
+        if self._extended_by_this_run(header, current):
+            self._take_over(header)
+            return
         mine = set_aside_path(self.output, current)
         moved = False
         if previous is not None:
@@ -115,16 +148,41 @@ class ProgressStore:
             self._lock_fd = None
             self._lock()
 
-    def _header_identity(self) -> object:
-        """The run identity in the progress file's header: None when the file is empty, _UNREADABLE when broken."""
+    def _read_header(self) -> object:
+        """The progress file's header: None when the file is empty, _UNREADABLE when broken."""
         with open(self.path, "rb") as handle:
             first = handle.readline()
         if not first:
             return None
         try:
-            return orjson.loads(first)["run_identity"]
+            header = orjson.loads(first)
+            header["run_identity"]  # noqa: B018 -- a header without an identity is a broken one
+            return header
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return _UNREADABLE
+
+    def _extended_by_this_run(self, header: dict | None, current: dict) -> bool:
+        if header is None or self.input is None:
+            return False
+        previous = header["run_identity"]
+        if not isinstance(previous, dict) or {**previous, "input_sha256": None} != {**current, "input_sha256": None}:
+            return False
+        return self.input.extends(header)
+
+    def _take_over(self, header: dict) -> None:
+        """Keep the previous run's finished rollouts under this run's header: a new file (the old lines, streamed)
+        renamed over the old one, so a crash midway leaves the old progress as it was."""
+        size = header["input_bytes"]
+        with atomic_writer(self.path) as out, open(self.path, "rb") as old:
+            old.readline()
+            out.write(self._header())
+            while chunk := old.read(1024 * 1024):
+                out.write(chunk)
+        os.close(self._lock_fd)  # the lock was on the replaced file: take it on the new one
+        self._lock_fd = None
+        self._lock()
+        self.set_aside_note = (f"the input grew past the previous run's {size:,} bytes (rows appended, or a larger "
+                               "limit): its finished rollouts are kept")
 
     def _lock(self) -> None:
         """One collector per output at a time: two would interleave their appends and corrupt each other's

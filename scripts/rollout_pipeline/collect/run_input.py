@@ -22,7 +22,8 @@ MAX_ROW_BYTES = 8 * 1024 * 1024
 @dataclass(frozen=True)
 class InputScan:
     rows: int          # rows that will be used (after limit)
-    sha256: str        # hash of the whole file's bytes: part of the run identity
+    sha256: str        # hash of the bytes up to the last row used: part of the run identity
+    bytes: int         # how many bytes that hash covers
 
 
 def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> InputScan:
@@ -35,13 +36,16 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a JSONL file of prompts")
     digest = hashlib.sha256()
-    rows = 0
+    rows = hashed = 0
     # prompt id -> (digest of its prompt, first line): 8 + ~60 bytes per row with an explicit id
     seen_ids: dict[str, tuple[bytes, int]] = {}
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
+            if limit is not None and rows >= limit:
+                break  # rows past the limit are not this run's: appending them changes nothing
             digest.update(raw)
-            if limit is not None and rows >= limit or not raw.strip():
+            hashed += len(raw)
+            if not raw.strip():
                 continue
             if len(raw) > MAX_ROW_BYTES:
                 raise UserError(f"{path}:{lineno}: the row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit "
@@ -57,7 +61,24 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
             rows += 1
     if rows == 0:
         raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
-    return InputScan(rows=rows, sha256=digest.hexdigest())
+    return InputScan(rows=rows, sha256=digest.hexdigest(), bytes=hashed)
+
+
+def prefix_sha256(path: Path, size: int) -> str | None:
+    """The sha256 of the file's first `size` bytes when they end at a line boundary (whole rows), else None."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        left = size
+        while left > 0:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                return None  # the file is shorter than that
+            digest.update(chunk)
+            left -= len(chunk)
+            last = chunk[-1:]
+        if size and last != b"\n" and handle.read(1):
+            return None  # the prefix ends inside a row that goes on: that row changed
+    return digest.hexdigest()
 
 
 def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, lineno: int) -> None:
