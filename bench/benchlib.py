@@ -210,13 +210,18 @@ def write_prompts(path: Path, count: int) -> Path:
     return path
 
 
+FETCH_KEYS = ("timeout_s", "connect_timeout_s", "max_retries", "give_up_after_s", "retry_backoff_s",
+              "verify_timeout_s", "max_reply_bytes")
+
+
 def write_params(directory: Path, url: str, **agent) -> Path:
-    """A params.yaml with one agent, `bench`, on `url` (a chat server, the math verifier)."""
-    settings = {"protocol": "chat", "url": url, "model": "instant", "verifier": "math", "timeout_s": 60,
-                "max_retries": 3, "retry_backoff_s": 0.05}
-    settings.update(agent)
+    """A params.yaml with one agent, `bench`, on `url` (a chat server, the math verifier); the fetch keys among
+    `agent` (timeouts, retries) go to the fetch block, where params.yaml keeps them."""
+    settings = {"protocol": "chat", "url": url, "model": "instant", "verifier": "math", **agent}
+    fetch = {"timeout_s": 60, "max_retries": 3, "retry_backoff_s": 0.05,
+             **{key: settings.pop(key) for key in FETCH_KEYS if key in settings}}
     path = directory / "params.yaml"
-    path.write_text(yaml.safe_dump({"agents": {"bench": settings}, "objectives": {}}))
+    path.write_text(yaml.safe_dump({"agents": {"bench": settings}, "objectives": {}, "fetch": fetch}))
     return path
 
 

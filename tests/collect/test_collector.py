@@ -147,9 +147,8 @@ def test_changed_settings_or_input_start_fresh_and_say_why(tmp_path, slow_server
     if change == "temperature":
         args = [a.replace("temperature=0.7", "temperature=0.9") for a in args]
         expected = "starting fresh: settings changed since the previous run: responses_create_params"
-    else:
-        with open(prompts, "a") as handle:
-            handle.write('{"prompt": "What is 1 + 1?", "expected_answer": "2"}\n')
+    else:  # a row inserted before the limit: every row after it moves (a row appended past it would change nothing)
+        prompts.write_bytes(b'{"prompt": "What is 1 + 1?", "expected_answer": "2"}\n' + prompts.read_bytes())
         expected = "starting fresh: the input file changed since the previous run"
     served_before = _served(slow_server.url)
     result = collect(args, tmp_path, params, check=True)

@@ -51,7 +51,7 @@ def test_plus_on_a_key_a_config_file_already_set_asks_for_plus_plus_as_hydra_doe
     ([*REQUIRED, "+num_repeats=0"], "+num_repeats: 0 is out of range; it must be >= 1"),
     ([*REQUIRED, "+num_repeats=four"], "+num_repeats: expected an integer, got 'four'"),
     ([*REQUIRED, "+num_repeats=2,4"], "sweeps and deletions are Hydra multirun features; give one value"),
-    ([*REQUIRED, "num_repeats"], "Error parsing override 'num_repeats'"),
+    ([*REQUIRED, "num_repeats"], "argument 'num_repeats' is not a Hydra override"),
     (REQUIRED[:2], "missing +output_jsonl_fpath=..."),
 ])
 def test_mistakes_are_one_line_naming_the_argument(argv, message):

@@ -37,12 +37,15 @@ def parse_seed_args(argv: list[str]) -> tuple[dict, dict]:
     from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
 
-    try:
-        overrides = OverridesParser.create().parse_overrides(argv)
-    except OverrideParseException as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{first}; arguments look like +num_repeats=4, ++limit=10, "
-                        "+responses_create_params.temperature=0.7 or +config_paths=[run.yaml]") from None
+    parser = OverridesParser.create()
+    overrides = []
+    for text in argv:
+        try:
+            overrides += parser.parse_overrides([text])
+        except OverrideParseException:
+            raise UserError(f"argument {text!r} is not a Hydra override; arguments look like +num_repeats=4, "
+                            "++limit=10, +responses_create_params.temperature=0.7 or +config_paths=[run.yaml] "
+                            "(quote a value with spaces or special characters: +key='...')") from None
     config = OmegaConf.create({})
     set_by: dict[str, str] = {}
     for override in overrides:
