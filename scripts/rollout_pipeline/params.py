@@ -151,6 +151,18 @@ RL_SCHEMA = Section({
         "seed": Field((int,), nullable=True),
     }),
     "init": Field((str,), default="reference"),
+    # Each iteration's checkpoint is also evaluated at one fixed temperature on one held-out prompt set, so the
+    # eval reward moves only when the policy does (the collection reward also moves with the annealed temperature).
+    "eval": Section({
+        "prompts": Field((str,), default="data/prompts/heldout.jsonl"),
+        "temperature": Field((float,), default=1.0, minimum=0, maximum=2),
+        "top_p": Field((float,), default=1.0, minimum=0, exclusive_minimum=True, maximum=1),
+        "max_output_tokens": Field((int,), nullable=True, minimum=1),
+        "num_repeats": Field((int,), default=4, minimum=1),
+        "num_samples_in_parallel": OBJECTIVE.fields["num_samples_in_parallel"],
+        "limit": Field((int,), nullable=True, minimum=1),
+        "seed": Field((int,), default=300),
+    }),
     "train": Section({
         "cmd": Field((str,), default=DEFAULT_TRAIN_CMD, check=_template(*TRAIN_PLACEHOLDERS)),
         "lr": Field((float,), default=0.15, minimum=0, exclusive_minimum=True),

@@ -18,7 +18,8 @@ from rollout_pipeline.collect.collector import CollectSettings, Collector
 from rollout_pipeline.errors import UserError, did_you_mean, run_cli
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 from rollout_pipeline.params import OBJECTIVE, PARAMS_FILE, agent_settings, load_params, objective_settings
-from rollout_pipeline.rl.loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
+from rollout_pipeline.rl.loop import (average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, eval_plan,
+                                      iteration_key, reward_line)
 from rollout_pipeline.schema import validate
 
 SEED_KEYS = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath", "num_repeats", "num_samples_in_parallel",
@@ -113,6 +114,15 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
     prev = params["rl"]["iterations"][key]["prev"]
     return _settings(agent_name, agent, objective, Path(output) if output else out, show_progress,
                      model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
+
+
+def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool = True) -> CollectSettings:
+    """The fixed-temperature evaluation of checkpoint NNN (rl.eval), with that checkpoint as model."""
+    params = load_params(params_path)
+    key = iteration_key(iteration)
+    agent_name, agent, objective, out = eval_plan(params, key, params_path)
+    return _settings(agent_name, agent, objective, out, show_progress,
+                     model_revision=checkpoint_fingerprint(checkpoint_path(key)))
 
 
 def _argument_parser(prog: str) -> argparse.ArgumentParser:
