@@ -75,7 +75,7 @@ rl: setup ## run the RL loop up to iteration ITERS (default 10) and print the re
 	@$(MAKE) --no-print-directory rl-iter N=$(ITERS)
 
 clean: ## remove generated data and caches (keeps .venv)
-	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots .pytest_cache
+	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots reports .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 lock: ## re-pin every dependency into requirements.lock

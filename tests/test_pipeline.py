@@ -12,7 +12,8 @@ import yaml
 from dvc_testkit import VENV_BIN, copy_project, sh
 
 OUTPUTS = ["data/prompts/math.jsonl", "data/rollouts/rl.jsonl", "data/rollouts/sft.jsonl", "data/rollouts/dpo.jsonl",
-           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json"]
+           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json",
+           "reports/index.html", "reports/rl.html", "reports/rl-loop.html"]
 
 
 def stages_run(output: str) -> set[str]:
@@ -60,7 +61,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
         assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
 
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo"}
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo", "report"}
     finally:
         params_path.write_text(original)
         sh("dvc repro", small_project)

@@ -231,6 +231,12 @@ SCHEMA = Section({
     }),
     "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
     "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),
+    # The HTML report (reports/index.html): how many prompts its rollout browser shows per objective.
+    "report": Section({
+        "browser_prompts": Field((int,), default=40, minimum=1),
+        "random_per_prompt": Field((int,), default=1, minimum=0),
+        "seed": Field((int,), default=0),
+    }),
     "rl": RL_SCHEMA,
 })
 
