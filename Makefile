@@ -58,8 +58,11 @@ serve: setup ## run the embedded default server in the foreground (PORT=8000)
 params-diff: setup ## what changed in params.yaml against the last commit
 	$(DVC) params diff
 
-plots: setup ## render the DVC plots to HTML and print the path
-	$(DVC) plots show --out dvc_plots
+# DVC's own page loads Vega from a CDN; this template carries it inline (from vl-convert's wheel), so it opens offline.
+PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
+plots: setup ## render the DVC plots to HTML (offline: no CDN) and print the path
+	$(PY) scripts/report.py --plots-template $(PLOTS_TEMPLATE)
+	$(DVC) plots show --html-template $(PLOTS_TEMPLATE) --out dvc_plots
 
 bench: setup ## run the benchmarks and append a dated section to bench/RESULTS.md
 	$(PY) bench/run_all.py

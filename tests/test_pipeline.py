@@ -75,8 +75,13 @@ def test_metrics_show_and_plots_render(small_project):
 
     result = sh(f"make plots VENV={VENV_BIN.parent} -o {VENV_BIN.parent}/.installed", small_project)
     html = small_project / "dvc_plots" / "index.html"
-    assert html.exists() and "pass_at_k" in html.read_text()
-    assert "dvc_plots/index.html" in result.stdout
+    text = html.read_text()
+    assert "pass_at_k" in text and "dvc_plots/index.html" in result.stdout
+    # Offline: Vega comes inside the page, not from a CDN; one chart per question, each axis named.
+    assert "<script src=" not in text and "cdn.jsdelivr" not in text and "vegaEmbed" in text
+    assert text.count("vegaEmbed('#") == 5
+    for label in ("k (samples per prompt)", "mean reward on held-out prompts", "sampling temperature"):
+        assert label in text
 
 
 def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_path):
