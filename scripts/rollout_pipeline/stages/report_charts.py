@@ -3,9 +3,9 @@
 Why static SVG: the report must open from disk on an offline cluster. vl-convert carries Vega and Vega-Lite inside
 its wheel and renders in-process, so the page holds finished drawings; nothing is fetched, nothing runs in the
 browser, and a chart looks the same in every viewer. Every chart names its axes, draws each series in its own
-colour with a legend, and uses whole-number ticks for counts and iterations. The text uses Liberation Sans, which
-Debian's fonts-liberation provides, so the layout (and the bytes of the SVG) do not depend on the machine's default
-font.
+colour with a legend, and uses whole-number ticks for counts and iterations. The text is set in DejaVu Sans, which
+Debian's fonts-dejavu-core provides on every machine of this project, so the layout (and so the bytes of the SVG,
+which dvc.lock records) do not depend on whatever other fonts a machine has.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import vl_convert
 
-FONT = "Liberation Sans"
+FONT = "DejaVu Sans"
 WIDTH, HEIGHT = 320, 200
 # Distinct, colour-blind-safe (Okabe-Ito); series keep their colour across charts.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
