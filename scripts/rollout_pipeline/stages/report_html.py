@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from rollout_pipeline.stages.report_data import BrowserRow
 
 CSS = """
-body { font-family: "DejaVu Sans", sans-serif; margin: 0 auto; max-width: 1180px; padding: 0 16px 40px;
+body { font-family: "DejaVu Sans", sans-serif; margin: 0 auto; max-width: 1260px; padding: 0 16px 40px;
        color: #1a1a1a; }
 nav { padding: 12px 0; border-bottom: 1px solid #ddd; margin-bottom: 8px; }
 nav a { margin-right: 18px; color: #0057a0; text-decoration: none; }

@@ -201,7 +201,7 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
                           ("last temperature", _num(last.get("temperature")))]))
     eval_series, eval_note = _reward_series(rows, "eval_reward_mean", "eval_pass@1", "eval")
     collect_series, collect_note = _reward_series(rows, "reward_mean", "pass@1", "collection")
-    width = 300
+    width = 250  # three side by side on a laptop screen
     figures = [
         draw(ch.line_chart(f"Learning: eval at T = {evaluation['temperature']:g}", rows, "iteration", eval_series,
                            "iteration (checkpoint)", "reward on held-out prompts", width=width), eval_note),
