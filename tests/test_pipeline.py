@@ -79,9 +79,12 @@ def test_metrics_show_and_plots_render(small_project):
     assert "pass_at_k" in text and "dvc_plots/index.html" in result.stdout
     # Offline: Vega comes inside the page, not from a CDN; one chart per question, each axis named.
     assert "<script src=" not in text and "cdn.jsdelivr" not in text and "vegaEmbed" in text
-    assert text.count("vegaEmbed('#") == 5
-    for label in ("k (samples per prompt)", "mean reward on held-out prompts", "sampling temperature"):
-        assert label in text
+    charts = re.findall(r"vegaEmbed\('#([^']+)'", text)
+    assert charts == ["pass_k_by_objective", "RL_learning__eval_at_the_fixed_rl_eval_temperature_",
+                      "RL_collection_reward__what_the_trainer_saw_", "RL_temperature__annealing_schedule_",
+                      "RL_zero-variance_fraction__prompts_with_no_GRPO_signal_"]
+    # The RL charts are empty until `make rl-iter` runs; pass@k is drawn, with both axes named.
+    assert '"title": "k (samples per prompt)"' in text and '"title": "pass@k"' in text
 
 
 def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_path):
