@@ -61,8 +61,11 @@ params-diff: setup ## what changed in params.yaml against the last commit
 params-schema: setup ## regenerate params.schema.json (editors' completion and checks) from the params models
 	PYTHONPATH=scripts $(PY) -m rollout_pipeline.cli.params_schema params.schema.json
 
-plots: setup ## render the DVC plots to HTML and print the path
-	$(DVC) plots show --out dvc_plots
+# DVC's own page loads Vega from a CDN; this template carries it inline (from vl-convert's wheel), so it opens offline.
+PLOTS_TEMPLATE := .dvc/tmp/plots-offline.html
+plots: setup ## render the DVC plots to HTML (offline: no CDN) and print the path
+	$(PY) scripts/report.py --plots-template $(PLOTS_TEMPLATE)
+	$(DVC) plots show --html-template $(PLOTS_TEMPLATE) --out dvc_plots
 
 bench: setup ## run the benchmarks and append a dated section to bench/RESULTS.md
 	$(PY) bench/run_all.py
@@ -78,7 +81,7 @@ rl: setup ## run the RL loop up to iteration ITERS (default 10) and print the re
 	@$(MAKE) --no-print-directory rl-iter N=$(ITERS)
 
 clean: ## remove generated data and caches (keeps .venv)
-	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots .pytest_cache
+	rm -rf data/prompts data/rollouts data/sft data/dpo data/rl dvc_plots reports .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 lock: ## re-pin every dependency into requirements.lock

@@ -2,6 +2,8 @@
 
     python scripts/filter.py --in data/rollouts/sft.jsonl --out data/sft/train.jsonl
 
+Kept and dropped counts by reason go to --summary (the stage: metrics/sft_filter.json), for `dvc metrics` and the report.
+
 Settings come from params.yaml's `filter` section; the flags override them for ad-hoc runs.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
+from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.params import load_params
 from rollout_pipeline.stages.sft_filter import FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
@@ -23,6 +26,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
     parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
     parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
+    parser.add_argument("--summary", metavar="PATH",
+                        help="also write the kept and dropped counts by reason here, as JSON (dvc.yaml: metrics/)")
     return parser.parse_args()
 
 
@@ -47,6 +52,8 @@ def main() -> int:
 
 def filter_and_report(config: FilterConfig, args: argparse.Namespace) -> int:
     summary = run_filter(args.input, args.output, config)
+    if args.summary:
+        write_json(args.summary, summary.as_dict())
     print("\n".join(summary.lines(config, args.output)))
     if summary.kept == 0:
         print("filter: warning: no rollout passed the filter; check filter.min_reward and filter.where", file=sys.stderr)

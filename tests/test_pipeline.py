@@ -12,7 +12,8 @@ import yaml
 from dvc_testkit import VENV_BIN, copy_project, sh
 
 OUTPUTS = ["data/prompts/math.jsonl", "data/rollouts/rl.jsonl", "data/rollouts/sft.jsonl", "data/rollouts/dpo.jsonl",
-           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json"]
+           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json",
+           "reports/index.html", "reports/rl.html", "reports/rl-loop.html"]
 
 
 def stages_run(output: str) -> set[str]:
@@ -60,7 +61,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
         assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
 
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo"}
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo", "report"}
     finally:
         params_path.write_text(original)
         sh("dvc repro", small_project)
@@ -98,8 +99,16 @@ def test_metrics_show_and_plots_render(small_project):
 
     result = sh(f"make plots VENV={VENV_BIN.parent} -o {VENV_BIN.parent}/.installed", small_project)
     html = small_project / "dvc_plots" / "index.html"
-    assert html.exists() and "pass_at_k" in html.read_text()
-    assert "dvc_plots/index.html" in result.stdout
+    text = html.read_text()
+    assert "pass_at_k" in text and "dvc_plots/index.html" in result.stdout
+    # Offline: Vega comes inside the page, not from a CDN; one chart per question, each axis named.
+    assert "<script src=" not in text and "cdn.jsdelivr" not in text and "vegaEmbed" in text
+    charts = re.findall(r"vegaEmbed\('#([^']+)'", text)
+    assert charts == ["pass_k_by_objective", "RL_learning__eval_at_the_fixed_rl_eval_temperature_",
+                      "RL_collection_reward__what_the_trainer_saw_", "RL_temperature__annealing_schedule_",
+                      "RL_zero-variance_fraction__prompts_with_no_GRPO_signal_"]
+    # The RL charts are empty until `make rl-iter` runs; pass@k is drawn, with both axes named.
+    assert '"title": "k (samples per prompt)"' in text and '"title": "pass@k"' in text
 
 
 def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_path):

@@ -15,8 +15,9 @@ from rollout_pipeline.schema import NamedMap, Open, Strict, parse_section
 
 PARAMS_FILE = "params.yaml"
 OBJECTIVES = ("rl", "sft", "dpo")
-# The RL loop's iterations read their fetch overrides from fetch.objectives.rl_loop.
+# The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
 RL_LOOP_FETCH = "rl_loop"
+RL_EVAL_FETCH = "rl_eval"
 
 
 def Checked(value_type: Any, check: Callable[[Any], str | None], before: bool = False) -> Any:
@@ -84,7 +85,7 @@ class Fetch(FetchSettings):
 
     agents: NamedMap(FetchSettings) = Field(default_factory=dict, description="per-agent overrides")
     objectives: NamedMap(FetchSettings) = Field(default_factory=dict, description=(
-        f"per-objective overrides; the RL loop's iterations read `{RL_LOOP_FETCH}`"))
+        f"per-objective overrides; the RL loop's iterations read `{RL_LOOP_FETCH}`, its evaluations `{RL_EVAL_FETCH}`"))
 
 
 def _moved(section: str) -> dict[str, str]:
@@ -259,12 +260,30 @@ class Iteration(Strict):
     seed: int | None = None
 
 
+class RlEval(Strict):
+    """Each iteration's checkpoint evaluated at one fixed temperature on one held-out prompt set, so the eval
+    reward moves only when the policy does (the collection reward also moves with the annealed temperature)."""
+
+    moved_keys: ClassVar[dict[str, str]] = {
+        key: (f"moved to fetch.{key} (or fetch.objectives.{RL_EVAL_FETCH}.{key}): how rollouts are fetched is not "
+              "a DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+
+    prompts: str = "data/prompts/heldout.jsonl"
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    num_repeats: int = Field(4, ge=1)
+    limit: int | None = Field(None, ge=1)
+    seed: int = 300
+
+
 class Rl(Strict):
     """The online RL loop."""
 
     collect: RlCollect = Field(default_factory=RlCollect)
     schedule: Schedule = Field(default_factory=Schedule)
     init: str = "reference"
+    eval: RlEval = Field(default_factory=RlEval)
     train: Train = Field(default_factory=Train)
     update: Update = Field(default_factory=Update)
     iterations: NamedMap(Iteration) = Field(default_factory=dict)
@@ -295,6 +314,14 @@ class Metrics(Strict):
     pass_threshold: float = Field(1.0, description="a rollout passes when reward >= this (pass@k counts passes)")
 
 
+class Report(Strict):
+    """The HTML report (reports/index.html)."""
+
+    browser_prompts: int = Field(40, ge=1, description="prompts the rollout browser shows per objective")
+    random_per_prompt: int = Field(1, ge=0, description="random rollouts shown per prompt, besides the best and worst")
+    seed: int = Field(0, description="which prompts and rollouts the browser samples")
+
+
 class Params(Strict):
     """params.yaml."""
 
@@ -305,6 +332,7 @@ class Params(Strict):
     filter: Filter = Field(default_factory=Filter)
     pair: Pair = Field(default_factory=Pair)
     metrics: Metrics = Field(default_factory=Metrics)
+    report: Report = Field(default_factory=Report)
     rl: Rl = Field(default_factory=Rl)
 
 
@@ -352,7 +380,7 @@ def _check_rl(rl: dict, agents: dict, source: str) -> None:
 
 def _check_fetch(fetch: dict, params: dict, source: str) -> None:
     """Overrides must name an agent or objective that exists: a typo would silently change nothing."""
-    for section, known in (("agents", list(params["agents"])), ("objectives", [*params["objectives"], RL_LOOP_FETCH])):
+    for section, known in (("agents", list(params["agents"])), ("objectives", [*params["objectives"], RL_LOOP_FETCH, RL_EVAL_FETCH])):
         for name in fetch[section]:
             if name not in known:
                 raise UserError(f"{source}: fetch.{section}.{name}: no such {section[:-1]}{did_you_mean(name, known)}; "

@@ -2,6 +2,7 @@
 commands, and `make rl-iter` end to end -- real make, real DVC, real embedded server -- in a copy of the repo."""
 from __future__ import annotations
 
+import csv
 import http.server
 import json
 import os
@@ -320,6 +321,11 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def progress_table(repo: Path) -> list[dict]:
+    with open(repo / "metrics/rl_progress.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def rewards(repo: Path) -> list[float]:
     return [json.loads((repo / f"metrics/rl/iter_{k:03d}.json").read_text())["reward_mean"] for k in range(1, 6)]
 
@@ -327,7 +333,8 @@ def rewards(repo: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     """The shipped schedule (annealing, curriculum, trainer, lr, steps) on 60 prompts, run to iteration 5."""
-    repo = project_copy(tmp_path_factory.mktemp("rl_repo"), prompts__sets__mixed__count=60)
+    repo = project_copy(tmp_path_factory.mktemp("rl_repo"), prompts__sets__mixed__count=60,
+                        prompts__sets__heldout__count=60)
     return repo, make_rl_iter(repo, 5)
 
 
@@ -343,9 +350,8 @@ def test_make_rl_iter_5_learns_mean_reward_rises_by_at_least_0_1(loop):
     end = load_checkpoint(repo / "data/rl/checkpoints/iter_005")
     for difficulty in policy.DIFFICULTY_CLASSES:
         assert correct_probability(end, difficulty) > correct_probability(start, difficulty) + 0.05, difficulty
-    table = (repo / "metrics/rl_progress.csv").read_text().splitlines()
-    assert table[0] == "iteration,reward_mean,pass@1,temperature,prompts" and len(table) == 6
-    assert table[5].startswith("5,") and table[5].endswith(",0.633,mixed")
+    table = progress_table(repo)
+    assert len(table) == 5 and (table[4]["iteration"], table[4]["temperature"], table[4]["prompts"]) == ("5", "0.633", "mixed")
     records = [json.loads(line) for line in (repo / "data/rl/rl_iter_003.jsonl").read_text().splitlines()]
     assert len(records) == 60 * 8 and {r["responses_create_params"]["temperature"] for r in records} == {0.767}
     assert {r["response"]["model"] for r in records} == {"iter_002"}, "iteration 3 collects with checkpoint 002"
@@ -386,16 +392,51 @@ def test_changing_iteration_4_temperature_reruns_iterations_4_and_5_only(loop):
     assert (change["old"], change["new"]) == (0.7, 0.55)
     before = rewards(repo)
     result = make_rl_iter(repo, 5)
-    assert stages_run(result.stdout) == {"rl_collect@004", "rl_metrics@004", "rl_train@004",
-                                         "rl_collect@005", "rl_metrics@005", "rl_train@005", "rl_progress"}
+    assert stages_run(result.stdout) == {"rl_collect@004", "rl_metrics@004", "rl_train@004", "rl_eval@004",
+                                         "rl_collect@005", "rl_metrics@005", "rl_train@005", "rl_eval@005",
+                                         "rl_progress"}
     after = rewards(repo)
     assert after[:3] == before[:3] and after[3] != before[3]
+
+
+def eval_rewards(repo: Path) -> list[float]:
+    return [json.loads((repo / f"metrics/rl/eval_{k:03d}.json").read_text())["reward_mean"] for k in range(1, 6)]
+
+
+@pytest.mark.slow
+def test_the_fixed_temperature_eval_measures_each_checkpoint_and_rises_with_training(loop):
+    repo, _ = loop
+    values = eval_rewards(repo)
+    assert values[4] >= values[0] + 0.05, values
+    table = progress_table(repo)
+    assert [float(row["eval_reward_mean"]) for row in table] == values
+    assert all(row["zero_variance_fraction"] != "" for row in table)
+    records = [json.loads(line) for line in (repo / "data/rl/eval/iter_003.jsonl").read_text().splitlines()]
+    assert len(records) == 60 * 4, "rl.eval: the 60 held-out prompts x num_repeats 4"
+    assert {r["responses_create_params"]["temperature"] for r in records} == {1.0}
+    assert {r["response"]["model"] for r in records} == {"iter_003"}, "eval 3 samples checkpoint 003 itself"
+
+
+@pytest.mark.slow
+def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
+    repo, _ = loop
+    commit(repo, "before changing rl.eval")
+    params = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(params.replace("    temperature: 1.0  ", "    temperature: 0.7  ", 1))
+        assert list(json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]) == \
+            ["rl.eval.temperature"]
+        # What `dvc repro` would run (then rl_progress, downstream of the new eval metrics): no collect, no train.
+        stale = json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)
+        assert set(stale) == {f"rl_eval@{k:03d}" for k in range(1, 6)}, stale
+    finally:
+        (repo / "params.yaml").write_text(params)
 
 
 @pytest.mark.slow
 def test_a_curriculum_switch_at_iteration_4_makes_iterations_4_and_later_use_the_hard_prompts(tmp_path):
     repo = project_copy(tmp_path, prompts__sets__easy__count=15, prompts__sets__hard__count=15,
-                        rl__collect__num_repeats=2,
+                        prompts__sets__heldout__count=15, rl__collect__num_repeats=2, rl__eval__num_repeats=2,
                         rl__schedule__curriculum=[{"from": 1, "prompts": "data/prompts/easy.jsonl"},
                                                   {"from": 4, "prompts": "data/prompts/hard.jsonl"}])
     assert "which iteration? e.g. make rl-iter N=5" in make_rl_iter(repo, None).stderr
@@ -403,5 +444,4 @@ def test_a_curriculum_switch_at_iteration_4_makes_iterations_4_and_later_use_the
     for k in range(1, 6):
         difficulties = {json.loads(line)["difficulty"] for line in (repo / f"data/rl/rl_iter_{k:03d}.jsonl").open()}
         assert difficulties == ({"easy"} if k < 4 else {"hard"}), k
-    prompt_sets = [line.rsplit(",", 1)[1] for line in (repo / "metrics/rl_progress.csv").read_text().splitlines()[1:]]
-    assert prompt_sets == ["easy"] * 3 + ["hard"] * 2
+    assert [row["prompts"] for row in progress_table(repo)] == ["easy"] * 3 + ["hard"] * 2

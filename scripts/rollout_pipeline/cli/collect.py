@@ -17,9 +17,10 @@ from rollout_pipeline.collect.collector import CollectSettings, Collector
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 from rollout_pipeline.cli.seed_args import parse_seed_args
-from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_LOOP_FETCH, agent_settings, fetch_settings,
+from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings, fetch_settings,
                                      load_params, objective_settings)
-from rollout_pipeline.rl.loop import average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key, reward_line
+from rollout_pipeline.rl.loop import (average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, eval_plan,
+                                      iteration_key, reward_line)
 
 def settings_from_seed_args(argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True) -> CollectSettings:
     run, fetch_overrides = parse_seed_args(argv)
@@ -68,6 +69,15 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
     fetch = fetch_settings(params, agent_name, RL_LOOP_FETCH)
     return _settings(agent_name, agent, objective, fetch, Path(output) if output else out, show_progress,
                      model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
+
+
+def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool = True) -> CollectSettings:
+    """The fixed-temperature evaluation of checkpoint NNN (rl.eval), with that checkpoint as model."""
+    params = load_params(params_path)
+    key = iteration_key(iteration)
+    agent_name, agent, objective, out = eval_plan(params, key, params_path)
+    return _settings(agent_name, agent, objective, fetch_settings(params, agent_name, RL_EVAL_FETCH), out, show_progress,
+                     model_revision=checkpoint_fingerprint(checkpoint_path(key)))
 
 
 def _argument_parser(prog: str) -> argparse.ArgumentParser:

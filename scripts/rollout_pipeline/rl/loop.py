@@ -9,6 +9,8 @@ ${rl.iterations}`):
     rl_metrics@NNN          rollouts -> metrics/rl/iter_NNN.json; prints "Iteration NNN: avg_reward=..."
     rl_train@NNN            rl.train.cmd (rollouts, checkpoint `prev`) -> data/rl/checkpoints/iter_NNN,
                             then the update hook (rl.update.cmd / rl.update.url)
+    rl_eval@NNN             checkpoint NNN at the fixed rl.eval temperature on the held-out rl.eval prompts ->
+                            data/rl/eval/iter_NNN.jsonl and metrics/rl/eval_NNN.json (learning, apart from annealing)
     rl_progress             every iteration's metrics -> metrics/rl_progress.csv (for `dvc plots`)
 
 Each iteration's effective settings are written out in params.yaml, one entry per iteration:
@@ -44,7 +46,9 @@ CHECKPOINT_DIR = ROLLOUT_DIR / "checkpoints"
 METRICS_DIR = Path("metrics/rl")
 INIT_RECORD = METRICS_DIR / "init.json"
 PROGRESS_CSV = Path("metrics/rl_progress.csv")
-PROGRESS_COLUMNS = ("iteration", "reward_mean", "pass@1", "temperature", "prompts")
+EVAL_DIR = ROLLOUT_DIR / "eval"
+PROGRESS_COLUMNS = ("iteration", "reward_mean", "pass@1", "temperature", "prompts", "zero_variance_fraction",
+                    "eval_reward_mean", "eval_pass@1")
 MAX_ITERATION = 999
 
 
@@ -70,6 +74,14 @@ def rollouts_path(key: str) -> Path:
 
 def metrics_path(key: str) -> Path:
     return METRICS_DIR / f"iter_{key}.json"
+
+
+def eval_rollouts_path(key: str) -> Path:
+    return EVAL_DIR / f"iter_{key}.jsonl"
+
+
+def eval_metrics_path(key: str) -> Path:
+    return METRICS_DIR / f"eval_{key}.json"
 
 
 def model_name(rl: dict, key: str) -> str:
@@ -259,6 +271,33 @@ def collect_plan(params: dict, key: str, source: str = PARAMS_FILE) -> tuple[str
     return agent_name, agent, objective, rollouts_path(key)
 
 
+def eval_plan(params: dict, key: str, source: str = PARAMS_FILE) -> tuple[str, dict, dict, Path]:
+    """(agent name, agent settings, objective-shaped settings, output path) for rl_eval@key: checkpoint `key`
+    itself, sampled at rl.eval's fixed temperature and seed on rl.eval's held-out prompts. Nothing of the
+    iteration's own schedule (temperature, prompts, seed) enters, so the eval reward of two checkpoints differs
+    only by what training changed."""
+    iteration_entry(params, key, source)
+    evaluation = params["rl"]["eval"]
+    agent_name = collect_agent(params, source)
+    agent = dict(agent_settings(params, agent_name, source))
+    agent["model"] = model_name(params["rl"], key)
+    if agent["url"] == "embedded":
+        agent["checkpoint_dir"] = str(CHECKPOINT_DIR.resolve())
+        if not checkpoint_path(key).exists():
+            raise UserError(f"{checkpoint_path(key)}: checkpoint missing (rl_eval@{key} evaluates it); "
+                            f"`dvc repro rl_train@{key}` writes it")
+    sampling = {name: evaluation[name] for name in ("temperature", "top_p", "max_output_tokens")}
+    objective = {
+        "agent_name": agent_name,
+        "prompts": evaluation["prompts"],
+        "num_repeats": evaluation["num_repeats"],
+        "limit": evaluation["limit"],
+        "seed": evaluation["seed"],
+        "responses_create_params": sampling,
+    }
+    return agent_name, agent, objective, eval_rollouts_path(key)
+
+
 def checkpoint_fingerprint(path: Path) -> str:
     """A cheap identity of a checkpoint's content: the bytes of a file, or a directory's listing
     (names, sizes, mtimes). Part of a collect run's identity, so a resume never mixes rollouts of an
@@ -291,12 +330,13 @@ def average_reward(path: str | os.PathLike) -> float | None:
     return total / count if count else None
 
 
-def read_iteration_metrics(key: str) -> dict:
-    path = metrics_path(key)
+def read_iteration_metrics(key: str, path: Path | None = None, stage: str = "rl_metrics") -> dict:
+    """Iteration `key`'s metrics (metrics/rl/iter_NNN.json; `path` and `stage` name another, e.g. its eval)."""
+    path = metrics_path(key) if path is None else path
     try:
         doc = orjson.loads(path.read_bytes())
     except FileNotFoundError:
-        raise UserError(f"{path}: missing; run `make rl-iter N={int(key)}` (or dvc repro rl_metrics@{key})") from None
+        raise UserError(f"{path}: missing; run `make rl-iter N={int(key)}` (or dvc repro {stage}@{key})") from None
     except orjson.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
@@ -305,7 +345,9 @@ def read_iteration_metrics(key: str) -> dict:
 
 
 def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """One row per iteration of params.yaml (up to `upto`): iteration, reward_mean, pass@1, temperature, prompts."""
+    """One row per iteration of params.yaml (up to `upto`): the collection's reward_mean, pass@1, temperature, prompt
+    set and zero_variance_fraction, and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
+    when `missing_ok` and the evaluation has not run)."""
     rows = []
     for key, entry in sorted(params["rl"]["iterations"].items()):
         if upto is not None and key > upto:
@@ -313,9 +355,13 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
         if missing_ok and not metrics_path(key).exists():
             continue
         metrics = read_iteration_metrics(key)
+        evaluation = ({} if missing_ok and not eval_metrics_path(key).exists()
+                      else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval"))
         rows.append({"iteration": int(key), "reward_mean": metrics.get("reward_mean"),
                      "pass@1": metrics.get("pass@1"), "temperature": entry["temperature"],
-                     "prompts": prompt_set_name(entry["prompts"])})
+                     "prompts": prompt_set_name(entry["prompts"]),
+                     "zero_variance_fraction": metrics.get("zero_variance_fraction"),
+                     "eval_reward_mean": evaluation.get("reward_mean"), "eval_pass@1": evaluation.get("pass@1")})
     return rows
 
 
@@ -330,22 +376,28 @@ def progress_csv(rows: list[dict[str, Any]]) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The reward progression, as the seed prints it at the end of its loop (one line per iteration)."""
     lines = ["Reward progression:",
-             f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  prompts"]
+             f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  {'eval_reward':>11}  prompts"]
     for row in rows:
-        reward = "-" if row["reward_mean"] is None else f"{row['reward_mean']:.3f}"
-        pass1 = "-" if row["pass@1"] is None else f"{row['pass@1']:.3f}"
+        reward, pass1, evaluation = (_three_places(row.get(name)) for name in ("reward_mean", "pass@1", "eval_reward_mean"))
         lines.append(f"{row['iteration']:09d}"[-3:].rjust(9)
-                     + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {row['prompts']}")
+                     + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {evaluation:>11}  {row['prompts']}")
     if not rows:
         lines.append("  (no iterations yet: make rl-iter N=1)")
+    else:
+        lines.append("(eval_reward: the checkpoint trained in that iteration, at the fixed rl.eval temperature on held-out "
+                     "prompts: learning without the annealing)")
     return "\n".join(lines)
+
+
+def _three_places(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def repro_targets(params: dict, key: str) -> list[str]:
     """The DVC targets that bring the loop up to iteration `key` (DVC adds every earlier stage they need).
     The progress table is included when `key` is the last iteration, so it never pulls in later ones."""
     iteration_entry(params, key)
-    targets = [f"rl_metrics@{key}", f"rl_train@{key}"]
+    targets = [f"rl_metrics@{key}", f"rl_train@{key}", f"rl_eval@{key}"]
     if key == max(params["rl"]["iterations"]):
         targets.append("rl_progress")
     return targets

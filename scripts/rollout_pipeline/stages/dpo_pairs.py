@@ -94,6 +94,11 @@ class PairSummary:
     pairs: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
 
+    def as_dict(self) -> dict:
+        """The summary as the stage's metrics file (metrics/dpo_pairs.json): counts, and prompts skipped by reason."""
+        return {"prompts": self.prompts, "rollouts": self.rollouts, "pairs": self.pairs,
+                "skipped": {reason: self.skipped[reason] for reason in SKIP_REASONS}}
+
     def lines(self, config: PairConfig, out_path: str | os.PathLike) -> list[str]:
         """The human summary printed by the stage: pairs written, and every skip reason with its count."""
         return [

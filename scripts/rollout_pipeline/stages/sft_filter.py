@@ -126,6 +126,11 @@ class FilterSummary:
     kept_prompts: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
+    def as_dict(self) -> dict:
+        """The summary as the stage's metrics file (metrics/sft_filter.json): counts, and drops by reason."""
+        return {"rollouts": self.rollouts, "prompts": self.prompts, "kept": self.kept, "kept_prompts": self.kept_prompts,
+                "dropped": {reason: self.dropped[reason] for reason in DROP_REASONS}}
+
     def lines(self, config: FilterConfig, out_path: str | os.PathLike) -> list[str]:
         """The human summary printed by the stage: what was kept, and every drop reason with its count."""
         return [

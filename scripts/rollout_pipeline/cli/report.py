@@ -1,0 +1,73 @@
+"""`python scripts/report.py` (stage report): the run's outputs -> reports/index.html, a page per objective, the RL loop.
+
+    python scripts/report.py                      # reports/ from params.yaml's objectives and the pipeline's files
+    python scripts/report.py --plots-template T   # write the offline HTML template that `make plots` gives DVC
+
+Reads data/rollouts/<objective>.jsonl (and .failures.ndjson, and the run's .stats.json for retries),
+metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, and metrics/rl_progress.csv.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rollout_pipeline.errors import run_cli
+from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.stages.report_charts import offline_plots_template
+from rollout_pipeline.stages.report_data import BrowserConfig, pair_margins, read_json_file, summarize_rollouts
+from rollout_pipeline.stages.report_pages import (ObjectiveExtras, index_page, navigation, objective_page,
+                                                  read_progress, rl_loop_page, write_pages, RL_LOOP_PAGE)
+
+SFT_FILTER_SUMMARY = "metrics/sft_filter.json"
+DPO_PAIRS_SUMMARY = "metrics/dpo_pairs.json"
+DPO_PAIRS = "data/dpo/pairs.jsonl"
+RL_PROGRESS = "metrics/rl_progress.csv"   # the rl_progress stage's table
+
+
+def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts") -> list[str]:
+    """Write the report; returns the page names."""
+    section = params["report"]
+    config = BrowserConfig(section["browser_prompts"], section["random_per_prompt"], section["seed"])
+    objectives = list(params["objectives"])
+    nav = navigation(objectives)
+    pages, summaries = {}, []
+    for name in objectives:
+        summary = summarize_rollouts(name, Path(rollouts_dir) / f"{name}.jsonl", params["metrics"]["pass_threshold"],
+                                     config)
+        summaries.append(summary)
+        # The filter stage reads the sft objective's rollouts and the pair stage the dpo one's (dvc.yaml).
+        extras = ObjectiveExtras()
+        if name == "sft":
+            extras.sft_filter = read_json_file(SFT_FILTER_SUMMARY)
+        if name == "dpo":
+            extras.dpo_pairs = read_json_file(DPO_PAIRS_SUMMARY)
+            extras.margins = pair_margins(DPO_PAIRS)
+        pages[f"{name}.html"] = objective_page(summary, extras, nav, config.browser_prompts)
+    rl_rows = read_progress(RL_PROGRESS)
+    pages[RL_LOOP_PAGE] = rl_loop_page(rl_rows, params["rl"]["eval"], nav)
+    pages["index.html"] = index_page(summaries, rl_rows, nav)
+    write_pages(out_dir, pages)
+    return sorted(pages)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports", help="folder to write (default: %(default)s); replaced whole")
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
+    parser.add_argument("--plots-template", metavar="PATH",
+                        help="write only the offline template for `dvc plots show --html-template` to PATH")
+    args = parser.parse_args(argv)
+    if args.plots_template:
+        path = Path(args.plots_template)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(offline_plots_template(), encoding="utf-8")
+        print(f"offline plots template -> {path}")
+        return 0
+    names = build_report(load_params(args.params), args.out)
+    print(f"{len(names)} pages -> {args.out}/index.html ({', '.join(names)}); open it in a browser, no network needed")
+    return 0
+
+
+def script_main() -> None:
+    """Entry point of `python scripts/report.py`."""
+    run_cli(main, "report.py")
