@@ -1,4 +1,5 @@
-"""filter stage: rollouts -> SFT records (reward >= filter.min_reward, optional jq `where`, dedupe).
+"""filter stage: rollouts -> SFT records (reward >= filter.min_reward, optional jq `where`, dedupe; TRL's messages or
+prompt/completion format).
 
     python scripts/filter.py --in data/rollouts/sft.jsonl --out data/sft/train.jsonl
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import load_params
-from rollout_pipeline.stages.sft_filter import FilterConfig, compile_where, run_filter
+from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
 
 
@@ -23,6 +24,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
     parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
     parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
+    parser.add_argument("--format", choices=FORMATS, help="override filter.format")
     return parser.parse_args()
 
 
@@ -34,6 +36,7 @@ def main() -> int:
         where=section["where"] if args.where is None else args.where,
         dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
         keep_reasoning=section["keep_reasoning"],
+        format=section["format"] if args.format is None else args.format,
         where_source="filter.where" if args.where is None else "--where",
     )
     if config.where is None:

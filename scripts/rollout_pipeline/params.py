@@ -213,6 +213,8 @@ SCHEMA = Section({
         "dedupe": Field((bool,), default=True),
         # The model's reasoning as the assistant's reasoning_content in SFT records (false: the answer alone).
         "keep_reasoning": Field((bool,), default=True),
+        # TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default).
+        "format": Field((str,), default="messages", choices=("messages", "prompt_completion")),
         # `where` runs under a watchdog: seconds one record may take, and the whole stage.
         "where_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
         "where_stage_timeout_s": Field((float,), default=3600.0, minimum=0, exclusive_minimum=True),
