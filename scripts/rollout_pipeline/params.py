@@ -219,7 +219,13 @@ SCHEMA = Section({
         "where_timeout_s": Field((float,), default=10.0, minimum=0, exclusive_minimum=True),
         "where_stage_timeout_s": Field((float,), default=3600.0, minimum=0, exclusive_minimum=True),
     }),
-    "pair": Section({"min_margin": Field((float,), default=0.0, minimum=0)}),
+    "pair": Section({
+        "min_margin": Field((float,), default=0.0, minimum=0),
+        # Pairs per prompt (null: no cap) and how they are picked: best_vs_worst (i-th best against i-th worst, each
+        # rollout in one pair at most) or all_pairs (every pair above the margin, largest margin first).
+        "pairs_per_prompt": Field((int,), default=1, nullable=True, minimum=1),
+        "strategy": Field((str,), default="best_vs_worst", choices=("best_vs_worst", "all_pairs")),
+    }),
     "metrics": Section({"pass_threshold": Field((float,), default=1.0)}),
     "rl": RL_SCHEMA,
 })
