@@ -3,7 +3,7 @@ as TRL's conversational `messages` (the default) or `prompt_completion` records.
 from __future__ import annotations
 
 import pytest
-from stage_testkit import group, groups, make_rollout, run_script, stage_params, write_rollouts
+from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
 from support import read_jsonl
 
 from rollout_pipeline.errors import UserError
@@ -137,14 +137,8 @@ def test_the_script_rejects_an_unknown_params_key_with_a_suggestion(tmp_path):
     assert "filter.min_rewrd: unknown key (did you mean 'min_reward'?)" in result.stderr
 
 
-def _with_reasoning(rollout: dict, text: str) -> dict:
-    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
-                                             "content": [{"type": "reasoning_text", "text": text}]})
-    return rollout
-
-
 def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_switched_off(tmp_path):
-    rollout = _with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
+    rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
     assert read_jsonl(tmp_path / "sft.jsonl")[0]["messages"][-1] == {
@@ -154,7 +148,7 @@ def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_sw
 
 
 def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assistant_turn(tmp_path):
-    rollout = _with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
+    rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
     assert read_jsonl(tmp_path / "sft.jsonl") == [{

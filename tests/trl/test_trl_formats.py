@@ -8,7 +8,7 @@ import pytest
 datasets = pytest.importorskip("datasets", reason="the TRL tier runs with `make test-trl`")
 data_utils = pytest.importorskip("trl.data_utils", reason="the TRL tier runs with `make test-trl`")
 
-from stage_testkit import group, groups, make_rollout, write_rollouts  # noqa: E402
+from stage_testkit import group, groups, make_rollout, with_reasoning, write_rollouts  # noqa: E402
 
 from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
 from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
@@ -21,17 +21,11 @@ def load(path, tmp_path) -> "datasets.Dataset":
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
 
 
-def reasoned(rollout: dict, text: str) -> dict:
-    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
-                                             "content": [{"type": "reasoning_text", "text": text}]})
-    return rollout
-
-
 @pytest.fixture
 def sft_rollouts(tmp_path):
     """Two prompts: one answered with reasoning, one without (so datasets sees the field in some messages only)."""
     return write_rollouts(tmp_path / "sft_rollouts.jsonl", [
-        reasoned(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3."),
+        with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3."),
         make_rollout("p1", 1, 0, 1.0, "\\boxed{7}", question="3 + 4?"),
     ])
 
