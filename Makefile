@@ -50,8 +50,10 @@ test-real: setup setup-real ## run the tests against a real model (SmolLM2-135M 
 	REAL_SERVER_PYTHON=$(abspath $(REAL_VENV))/bin/python $(PY) -m pytest -q tests/real
 
 # The TRL tier: the filter and pair stages' files loaded with Hugging Face datasets and checked with TRL's own data
-# utilities and an offline chat template. Its packages (torch's CPU build, transformers, TRL: about 1.5 GB, about a
-# minute to install) go into their own virtualenv, so that `make setup` stays light. .venv-trl is layered on .venv:
+# utilities and an offline chat template. Its packages (torch's CPU build, transformers, TRL: about 1.5 GB, under a
+# minute to install) go into their own virtualenv, so that `make setup` stays light. --no-compile: byte-compiling all
+# of torch and transformers took over half of the install; the tests compile the modules they import, once.
+# .venv-trl is layered on .venv:
 # a .pth file adds .venv's site-packages (site.addsitedir, so the project's editable install works too) after its own,
 # so only what requirements-trl.lock adds is installed here.
 TRL_VENV ?= .venv-trl
@@ -60,7 +62,7 @@ $(TRL_STAMP): $(STAMP) requirements-trl.lock
 	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
 	@echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
 	  > "$$($(TRL_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_rollout_project.pth"
-	$(TRL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-trl.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(TRL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-compile -r requirements-trl.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 setup-trl: $(TRL_STAMP) ## install the TRL tier into .venv-trl (idempotent)
