@@ -18,7 +18,7 @@ from rollout_pipeline.schema import validate
 
 def pairs_cap(text: str) -> int | None:
     """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
-    value = None if text.lower() in ("none", "null") else int(text) if text.lstrip("-").isdigit() else text
+    value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
     try:
         return validate(SCHEMA.fields["pair"].fields["pairs_per_prompt"], value, "--pairs-per-prompt")
     except UserError as exc:

@@ -9,7 +9,7 @@ rejected = the last among those with the bottom reward, exactly as the seed's sn
 Strategies (`pair.strategy`), both capped at `pairs_per_prompt` pairs per prompt (null: no cap):
   best_vs_worst  pair i is the i-th best against the i-th worst (i = 1, 2, ...): each rollout is in at most one
                  pair, and margins only shrink with i, so pairing stops at the first pair that fails the margin.
-  all_pairs      every (chosen, rejected) pair whose margin passes, a rollout in as many pairs as it fits;
+  all_pairs      every (chosen, rejected) pair whose margin passes, a rollout in as many pairs as pass;
                  largest margin first, then by the chosen's rank, then by the rejected's (worst first).
 A pair needs chosen_reward - rejected_reward > 0 and >= `min_margin`: a pair of equally good answers teaches DPO
 nothing (or noise). So a prompt with a single rollout, with all rewards tied, or whose best pair is below
