@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-real run test test-fast test-real demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real
+.PHONY: help setup setup-real setup-trl run test test-fast test-real test-trl demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,27 @@ setup-real: $(REAL_STAMP) ## install the real-model tier's server into .venv-rea
 test-real: setup setup-real ## run the tests against a real model (SmolLM2-135M under llama-cpp-python, offline)
 	REAL_SERVER_PYTHON=$(abspath $(REAL_VENV))/bin/python $(PY) -m pytest -q tests/real
 
+# The TRL tier: the filter and pair stages' files loaded with Hugging Face datasets and checked with TRL's own data
+# utilities and an offline chat template. Its packages (torch's CPU build, transformers, TRL: about 1.5 GB, under a
+# minute to install) go into their own virtualenv, so that `make setup` stays light. --no-compile: byte-compiling all
+# of torch and transformers took over half of the install; the tests compile the modules they import, once.
+# .venv-trl is layered on .venv:
+# a .pth file adds .venv's site-packages (site.addsitedir, so the project's editable install works too) after its own,
+# so only what requirements-trl.lock adds is installed here.
+TRL_VENV ?= .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed
+$(TRL_STAMP): $(STAMP) requirements-trl.lock
+	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
+	@echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+	  > "$$($(TRL_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_rollout_project.pth"
+	$(TRL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-compile -r requirements-trl.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+setup-trl: $(TRL_STAMP) ## install the TRL tier into .venv-trl (idempotent)
+
+test-trl: setup setup-trl ## check the SFT and DPO files with datasets and TRL's data utilities (offline)
+	$(TRL_VENV)/bin/python -m pytest -q tests/trl
+
 demo-real: setup setup-real ## collect a small objective from SmolLM2-135M and show the metrics (data/demo/)
 	$(PY) scripts/demo_real.py --server-python $(abspath $(REAL_VENV))/bin/python
 
@@ -89,6 +110,13 @@ lock: ## re-pin every dependency into requirements.lock
 	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test]'
 	{ head -2 requirements.lock; /tmp/rollout-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rollout'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+lock-trl: ## re-pin the TRL tier into requirements-trl.lock (what it adds to requirements.lock; torch stays the CPU build)
+	rm -rf /tmp/rollout-lock-trl && python3 -m venv /tmp/rollout-lock-trl
+	/tmp/rollout-lock-trl/bin/pip install -q -c requirements.lock -e '.[test,trl]' "$$(grep '^torch==' requirements-trl.lock)"
+	{ head -4 requirements-trl.lock; /tmp/rollout-lock-trl/bin/pip freeze --exclude-editable | grep -v '^rollout' \
+	  | grep -vxFf <(grep -v '^#' requirements.lock); } > requirements-trl.lock.new
+	mv requirements-trl.lock.new requirements-trl.lock
 
 lock-real: ## re-pin the real-model tier into requirements-real.lock
 	rm -rf /tmp/rollout-lock-real && python3 -m venv /tmp/rollout-lock-real

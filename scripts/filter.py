@@ -1,4 +1,5 @@
-"""filter stage: rollouts -> SFT records (reward >= filter.min_reward, optional jq `where`, dedupe).
+"""filter stage: rollouts -> SFT records (reward >= filter.min_reward, optional jq `where`, dedupe; TRL's messages or
+prompt/completion format).
 
     python scripts/filter.py --in data/rollouts/sft.jsonl --out data/sft/train.jsonl
 
@@ -17,7 +18,7 @@ from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.params import load_params
-from rollout_pipeline.stages.sft_filter import FilterConfig, compile_where, run_filter
+from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
 
 
@@ -28,6 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
     parser.add_argument("--summary", metavar="PATH",
                         help="also write the kept and dropped counts by reason here, as JSON (dvc.yaml: metrics/)")
+    parser.add_argument("--format", choices=FORMATS, help="override filter.format")
     return parser.parse_args()
 
 
@@ -39,6 +41,7 @@ def main() -> int:
         where=section["where"] if args.where is None else args.where,
         dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
         keep_reasoning=section["keep_reasoning"],
+        format=section["format"] if args.format is None else args.format,
         where_source="filter.where" if args.where is None else "--where",
     )
     if config.where is None:

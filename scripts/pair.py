@@ -1,4 +1,4 @@
-"""pair stage: rollouts -> DPO preference pairs (highest vs lowest reward per prompt).
+"""pair stage: rollouts -> DPO preference pairs (best vs worst per prompt, or every pair above the margin).
 
     python scripts/pair.py --in data/rollouts/dpo.jsonl --out data/dpo/pairs.jsonl
 
@@ -11,11 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
 from rollout_pipeline.cli.stage_args import stage_parser
-from rollout_pipeline.errors import run_cli
+from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.params import load_params
+from rollout_pipeline.params import Pair, load_params
+from rollout_pipeline.schema import parse_section
+
+
+def pairs_cap(text: str) -> int | None:
+    """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
+    value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
+    try:
+        return parse_section(Pair, {"pairs_per_prompt": value}, "").pairs_per_prompt
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("pairs_per_prompt: ")) from None
 
 
 def parse_args() -> argparse.Namespace:
@@ -23,13 +33,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-margin", type=float, help="override pair.min_margin")
     parser.add_argument("--summary", metavar="PATH",
                         help="also write the pairs written and prompts skipped by reason here, as JSON (dvc.yaml: metrics/)")
+    parser.add_argument("--pairs-per-prompt", type=pairs_cap, default=argparse.SUPPRESS, metavar="N|none",
+                        help="override pair.pairs_per_prompt ('none': no cap)")
+    parser.add_argument("--strategy", choices=STRATEGIES, help="override pair.strategy")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
     section = load_params(args.params)["pair"]
-    config = PairConfig(min_margin=section["min_margin"] if args.min_margin is None else args.min_margin)
+    config = PairConfig(
+        min_margin=section["min_margin"] if args.min_margin is None else args.min_margin,
+        pairs_per_prompt=getattr(args, "pairs_per_prompt", section["pairs_per_prompt"]),
+        strategy=section["strategy"] if args.strategy is None else args.strategy,
+    )
     summary = run_pair(args.input, args.output, config)
     if args.summary:
         write_json(args.summary, summary.as_dict())

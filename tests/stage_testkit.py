@@ -46,6 +46,13 @@ def make_rollout(prompt_id: str, task_index: int, rollout_index: int, reward: fl
     return record
 
 
+def with_reasoning(rollout: dict, text: str) -> dict:
+    """The rollout with a `reasoning` output item before its message, as a reasoning model's reply becomes."""
+    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
+                                             "content": [{"type": "reasoning_text", "text": text}]})
+    return rollout
+
+
 def group(prompt_id: str, task_index: int, results: Sequence[tuple[float, str]], **extra) -> list[dict]:
     """All rollouts of one prompt, from (reward, output) per rollout_index."""
     return [make_rollout(prompt_id, task_index, i, reward, output, **extra) for i, (reward, output) in enumerate(results)]

@@ -298,6 +298,8 @@ class Filter(Strict):
     where: str | None = Field(None, description="an optional jq expression over a rollout record")
     dedupe: bool = Field(True, description="drop exact duplicate outputs for the same prompt")
     keep_reasoning: bool = Field(True, description="the model's reasoning as the assistant's reasoning_content")
+    format: Literal["messages", "prompt_completion"] = Field("messages", description=(
+        "TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default)"))
     where_timeout_s: float = Field(10.0, gt=0, description="seconds one record's `where` may take")
     where_stage_timeout_s: float = Field(3600.0, gt=0, description="seconds the whole stage's `where` may take")
 
@@ -306,6 +308,10 @@ class Pair(Strict):
     """The `pair` stage (DPO data)."""
 
     min_margin: float = Field(0.0, ge=0, description="pairs need chosen_reward - rejected_reward > 0 and >= this")
+    pairs_per_prompt: int | None = Field(1, ge=1, description="pairs per prompt (null: no cap)")
+    strategy: Literal["best_vs_worst", "all_pairs"] = Field("best_vs_worst", description=(
+        "best_vs_worst: i-th best against i-th worst, each rollout in one pair at most; all_pairs: every pair above "
+        "the margin, largest margin first"))
 
 
 class Metrics(Strict):

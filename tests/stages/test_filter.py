@@ -1,12 +1,16 @@
-"""filter: rollouts -> SFT records, keeping reward >= min_reward, an optional jq `where`, no duplicate outputs."""
+"""filter: rollouts -> SFT records, keeping reward >= min_reward, an optional jq `where`, no duplicate outputs; written
+as TRL's conversational `messages` (the default) or `prompt_completion` records."""
 from __future__ import annotations
 
+import typing
+
 import pytest
-from stage_testkit import group, groups, make_rollout, run_script, stage_params, write_rollouts
+from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
 from support import read_jsonl
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.stages.sft_filter import FilterConfig, FilterSummary, filter_rollouts, run_filter
+from rollout_pipeline.params import Filter
+from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, FilterSummary, filter_rollouts, run_filter
 
 
 def kept_outputs(path, **config) -> list[tuple[str, str]]:
@@ -72,7 +76,7 @@ def test_summary_counts_every_drop_under_its_first_reason(tmp_path):
     assert (summary.rollouts, summary.prompts, summary.kept, summary.kept_prompts) == (7, 3, 2, 2)
     assert dict(summary.dropped) == {"duplicate": 1, "below_min_reward": 3, "rejected_by_where": 1}
     assert summary.lines(config, "sft.jsonl") == [
-        "kept 2 of 7 rollouts (2 of 3 prompts) -> sft.jsonl",
+        "kept 2 of 7 rollouts (2 of 3 prompts) -> sft.jsonl (messages records)",
         "dropped 5: 3 below min_reward 0.8, 1 rejected by where, 1 duplicate outputs",
     ]
 
@@ -99,14 +103,15 @@ def test_the_script_reads_params_prints_the_summary_and_flags_override(tmp_path)
     result = run_script("filter", "--in", source, "--out", out, "--params", params)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"kept 1 of 4 rollouts (1 of 2 prompts) -> {out}",
+        f"kept 1 of 4 rollouts (1 of 2 prompts) -> {out} (messages records)",
         "dropped 3: 2 below min_reward 0.95, 0 rejected by where, 1 duplicate outputs",
     ]
     assert [r["messages"][-1]["content"] for r in read_jsonl(out)] == ["a"]
 
     result = run_script("filter", "--in", source, "--out", out, "--params", params, "--min-reward", "0", "--no-dedupe",
-                        "--where", '.prompt_id == "p0"')
-    assert result.stdout.splitlines()[0] == f"kept 3 of 4 rollouts (1 of 2 prompts) -> {out}"
+                        "--where", '.prompt_id == "p0"', "--format", "prompt_completion")
+    assert result.stdout.splitlines()[0] == f"kept 3 of 4 rollouts (1 of 2 prompts) -> {out} (prompt_completion records)"
+    assert [r["completion"][0]["content"] for r in read_jsonl(out)] == ["a", "a", "b"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -134,17 +139,46 @@ def test_the_script_rejects_an_unknown_params_key_with_a_suggestion(tmp_path):
     assert "filter.min_rewrd: unknown key (did you mean 'min_reward'?)" in result.stderr
 
 
-def _with_reasoning(rollout: dict, text: str) -> dict:
-    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
-                                             "content": [{"type": "reasoning_text", "text": text}]})
-    return rollout
-
-
 def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_switched_off(tmp_path):
-    rollout = _with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
+    rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
     assert read_jsonl(tmp_path / "sft.jsonl")[0]["messages"][-1] == {
         "role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}
     run_filter(source, tmp_path / "plain.jsonl", FilterConfig(keep_reasoning=False))
     assert read_jsonl(tmp_path / "plain.jsonl")[0]["messages"][-1] == {"role": "assistant", "content": "\\boxed{3}"}
+
+
+def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assistant_turn(tmp_path):
+    rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
+    source = write_rollouts(tmp_path / "r.jsonl", [rollout])
+    run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
+    assert read_jsonl(tmp_path / "sft.jsonl") == [{
+        "prompt": [{"role": "system", "content": "Answer with a number in \\boxed{}."}, {"role": "user", "content": "1 + 2?"}],
+        "completion": [{"role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}],
+        "prompt_id": "p0",
+        "reward": 1.0,
+    }]
+    # The same conversation as the messages format: prompt + completion == messages.
+    run_filter(source, tmp_path / "messages.jsonl", FilterConfig())
+    record = read_jsonl(tmp_path / "sft.jsonl")[0]
+    assert record["prompt"] + record["completion"] == read_jsonl(tmp_path / "messages.jsonl")[0]["messages"]
+
+
+def test_the_format_keeps_and_drops_the_same_rollouts(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (1.0, "a"), (0.5, "b")], [(0.9, "c")]))
+    as_messages = [(r["prompt_id"], r["messages"][-1]["content"]) for r in
+                   filter_rollouts(source, FilterConfig(), FilterSummary())]
+    as_completions = [(r["prompt_id"], r["completion"][-1]["content"]) for r in
+                      filter_rollouts(source, FilterConfig(format="prompt_completion"), FilterSummary())]
+    assert as_messages == as_completions == [("p0", "a"), ("p1", "c")]
+
+
+def test_params_offer_exactly_the_formats_the_stage_writes(tmp_path):
+    assert typing.get_args(Filter.model_fields["format"].annotation) == FORMATS
+    params = stage_params(tmp_path, filter={"format": "prompt_complete"})
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a")]))
+    result = run_script("filter", "--in", source, "--out", tmp_path / "o.jsonl", "--params", params)
+    assert result.returncode == 2
+    assert ("filter.format: 'prompt_complete' is not one of messages, prompt_completion "
+            "(did you mean 'prompt_completion'?)") in result.stderr

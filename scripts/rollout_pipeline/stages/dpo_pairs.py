@@ -1,15 +1,24 @@
 """The pair stage: rollouts -> DPO preference pairs (TRL's conversational format).
 
-Per prompt: chosen = the highest reward, rejected = the lowest. Ties are broken by file order
-(rollout_index order in collector output) exactly as the seed's snippet breaks them, because
-`sorted(group, key=reward, reverse=True)` is stable: chosen is the FIRST rollout among those with
-the top reward, rejected the LAST among those with the bottom reward. Unlike the snippet, a prompt
-with a single rollout, with all rewards tied, or with a margin below `min_margin` gives no pair:
-a pair of equally good answers teaches DPO nothing (or noise).
-Streaming: per prompt only the current chosen and rejected candidates are held.
+Per prompt, the group's rollouts are ranked best first: by reward, highest first, ties in file order
+(rollout_index order in collector output). The worst-first ranking is that one reversed. With the default
+(`best_vs_worst`, `pairs_per_prompt: 1`) chosen = the first rollout among those with the top reward and
+rejected = the last among those with the bottom reward, exactly as the seed's snippet picks them (its
+`sorted(group, key=reward, reverse=True)` is stable: [0] and [-1]).
+
+Strategies (`pair.strategy`), both capped at `pairs_per_prompt` pairs per prompt (null: no cap):
+  best_vs_worst  pair i is the i-th best against the i-th worst (i = 1, 2, ...): each rollout is in at most one
+                 pair, and margins only shrink with i, so pairing stops at the first pair that fails the margin.
+  all_pairs      every (chosen, rejected) pair whose margin passes, a rollout in as many pairs as pass;
+                 largest margin first, then by the chosen's rank, then by the rejected's (worst first).
+A pair needs chosen_reward - rejected_reward > 0 and >= `min_margin`: a pair of equally good answers teaches DPO
+nothing (or noise). So a prompt with a single rollout, with all rewards tied, or whose best pair is below
+`min_margin` gives no pair; at pairs_per_prompt 1 both strategies write the same best-against-worst pair.
+Streaming: one prompt's group is held at a time, each rollout as its reward, output and prompt only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,57 +32,80 @@ ALL_TIED = "all_tied"
 BELOW_MIN_MARGIN = "below_min_margin"
 SKIP_REASONS = (SINGLE_ROLLOUT, ALL_TIED, BELOW_MIN_MARGIN)
 
+BEST_VS_WORST = "best_vs_worst"
+ALL_PAIRS = "all_pairs"
+STRATEGIES = (BEST_VS_WORST, ALL_PAIRS)
+
 
 @dataclass(frozen=True)
 class PairConfig:
-    """The `pair` section of params.yaml."""
+    """The `pair` section of params.yaml; `pairs_per_prompt` None means no cap."""
 
     min_margin: float = 0.0
+    pairs_per_prompt: int | None = 1
+    strategy: str = BEST_VS_WORST
 
 
 @dataclass(frozen=True)
-class Extremes:
-    """The chosen and rejected candidates of one prompt's group, and the group's size."""
+class Pair:
+    """One preference pair of a prompt's group."""
 
     chosen: Rollout
     rejected: Rollout
-    size: int
 
     @property
     def margin(self) -> float:
         return self.chosen.reward - self.rejected.reward
 
 
-def extremes(group: Iterable[Rollout]) -> Extremes:
-    """One pass over a non-empty group: first rollout with the max reward, last with the min."""
-    chosen = rejected = None
-    size = 0
+def ranked(group: Iterable[Rollout]) -> list[Rollout]:
+    """A group's rollouts best first (reward descending, ties in file order), each slimmed to what a pair record
+    needs: a record's `response` can hold the output again and per-token data, which a pair never uses."""
+    slim = []
     for rollout in group:
-        rollout.output()  # every record must have an output, not just the two that end up in a pair
-        size += 1
-        if chosen is None or rollout.reward > chosen.reward:  # strict: an equal later reward keeps the first
-            chosen = rollout
-        if rejected is None or rollout.reward <= rejected.reward:  # non-strict: an equal later reward wins
-            rejected = rollout
-    if chosen is None or rejected is None:
-        raise ValueError("extremes() needs a non-empty group")
-    return Extremes(chosen, rejected, size)
+        output = rollout.output()  # every record must have an output, not just the ones that end up in a pair
+        slim.append(dataclasses.replace(rollout, record={"input": rollout.record.get("input"), "output": output}))
+    return sorted(slim, key=lambda rollout: -rollout.reward)  # stable: equal rewards stay in file order
 
 
-def skip_reason(found: Extremes, config: PairConfig) -> str | None:
-    """Why a group gives no pair (one of SKIP_REASONS), or None when it gives one."""
-    if found.size < 2:
+def passes(pair: Pair, config: PairConfig) -> bool:
+    """Whether a pair's margin makes it a preference: > 0 and >= min_margin."""
+    return pair.margin > 0 and pair.margin >= config.min_margin
+
+
+def candidate_pairs(best_first: list[Rollout], config: PairConfig) -> Iterator[Pair]:
+    """Every pair the strategy would write without the cap, in the order it writes them."""
+    worst_first = best_first[::-1]
+    if config.strategy == BEST_VS_WORST:
+        for chosen, rejected in zip(best_first, worst_first):
+            pair = Pair(chosen, rejected)
+            if not passes(pair, config):
+                return  # the i-th best only gets worse and the i-th worst only better from here
+            yield pair
+    elif config.strategy == ALL_PAIRS:
+        ranked_pairs = [(c, r, Pair(chosen, rejected)) for c, chosen in enumerate(best_first)
+                        for r, rejected in enumerate(worst_first)]
+        ranked_pairs.sort(key=lambda item: (-item[2].margin, item[0], item[1]))
+        yield from (pair for _, _, pair in ranked_pairs if passes(pair, config))
+    else:
+        raise ValueError(f"unknown pair strategy {config.strategy!r}; known: {', '.join(STRATEGIES)}")
+
+
+def skip_reason(best_first: list[Rollout], config: PairConfig) -> str | None:
+    """Why a group gives no pair (one of SKIP_REASONS), judged on its best pair (best against worst), or None."""
+    if len(best_first) < 2:
         return SINGLE_ROLLOUT
-    if found.margin <= 0:
+    margin = Pair(best_first[0], best_first[-1]).margin
+    if margin <= 0:
         return ALL_TIED
-    if found.margin < config.min_margin:
+    if margin < config.min_margin:
         return BELOW_MIN_MARGIN
     return None
 
 
-def dpo_record(found: Extremes) -> dict:
+def dpo_record(pair: Pair) -> dict:
     """The preference record: prompt messages, chosen and rejected assistant turns, and their rewards."""
-    chosen, rejected = found.chosen, found.rejected
+    chosen, rejected = pair.chosen, pair.rejected
     return {
         "prompt": chosen.messages(),
         "chosen": [{"role": "assistant", "content": chosen.output()}],
@@ -81,17 +113,21 @@ def dpo_record(found: Extremes) -> dict:
         "prompt_id": chosen.prompt_id,
         "chosen_reward": chosen.reward,
         "rejected_reward": rejected.reward,
-        "margin": found.margin,
+        "margin": pair.margin,
     }
 
 
 @dataclass
 class PairSummary:
-    """What the pair stage saw and did; `skipped` counts prompts per reason in SKIP_REASONS."""
+    """What the pair stage saw and did; `skipped` counts prompts per reason in SKIP_REASONS, `over_cap` the pairs that
+    passed the margin but were left out by pairs_per_prompt."""
 
     prompts: int = 0
     rollouts: int = 0
     pairs: int = 0
+    paired_prompts: int = 0
+    over_cap: int = 0
+    margin_sum: float = 0.0
     skipped: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -100,27 +136,39 @@ class PairSummary:
                 "skipped": {reason: self.skipped[reason] for reason in SKIP_REASONS}}
 
     def lines(self, config: PairConfig, out_path: str | os.PathLike) -> list[str]:
-        """The human summary printed by the stage: pairs written, and every skip reason with its count."""
+        """The human summary printed by the stage: pairs written, every skip reason with its count, and what the
+        strategy made of the prompts that gave pairs."""
+        cap = "no cap" if config.pairs_per_prompt is None else f"pairs_per_prompt {config.pairs_per_prompt}"
+        per_prompt = self.pairs / self.paired_prompts if self.paired_prompts else 0.0
+        mean_margin = self.margin_sum / self.pairs if self.pairs else 0.0
         return [
             f"wrote {self.pairs} pairs from {self.prompts} prompts ({self.rollouts} rollouts) -> {out_path}",
             f"skipped {sum(self.skipped.values())} prompts: {self.skipped[ALL_TIED]} all rewards tied, "
             f"{self.skipped[SINGLE_ROLLOUT]} single rollout, "
             f"{self.skipped[BELOW_MIN_MARGIN]} margin below min_margin {config.min_margin:g}",
+            f"{config.strategy}, {cap}: {self.paired_prompts} prompts paired, {per_prompt:.2f} pairs per paired prompt, "
+            f"mean margin {mean_margin:.3g}, {self.over_cap} more pairs passed the margin but were over the cap",
         ]
 
 
 def pair_rollouts(path: str | os.PathLike, config: PairConfig, summary: PairSummary) -> Iterator[dict]:
     """Stream the DPO records of a rollout file, counting into `summary` as they are consumed."""
     for _, group in iter_groups(path):
-        found = extremes(group)
+        best_first = ranked(group)
         summary.prompts += 1
-        summary.rollouts += found.size
-        reason = skip_reason(found, config)
+        summary.rollouts += len(best_first)
+        reason = skip_reason(best_first, config)
         if reason is not None:
             summary.skipped[reason] += 1
             continue
-        summary.pairs += 1
-        yield dpo_record(found)
+        summary.paired_prompts += 1
+        for index, pair in enumerate(candidate_pairs(best_first, config)):
+            if config.pairs_per_prompt is not None and index >= config.pairs_per_prompt:
+                summary.over_cap += 1
+                continue
+            summary.pairs += 1
+            summary.margin_sum += pair.margin
+            yield dpo_record(pair)
 
 
 def run_pair(in_path: str | os.PathLike, out_path: str | os.PathLike, config: PairConfig) -> PairSummary:

@@ -1,8 +1,12 @@
 """The filter stage: rollouts -> SFT records.
 
 Keeps a rollout when `reward >= min_reward` (the seed's `r["reward"] >= 0.8`) and an optional jq
-expression accepts it, drops exact duplicate outputs within a prompt, and writes
-`{"messages": [...input, {"role": "assistant", "content": output}], "prompt_id", "reward"}`.
+expression accepts it, drops exact duplicate outputs within a prompt, and writes one of TRL's conversational
+formats (`format`):
+  messages           `{"messages": [...input, assistant], "prompt_id", "reward"}` (language modeling)
+  prompt_completion  `{"prompt": [...input], "completion": [assistant], "prompt_id", "reward"}` (TRL's SFTTrainer
+                     then computes the loss on the completion only, by default)
+where assistant is `{"role": "assistant", "content": output}` (+ `reasoning_content` when the model reasoned).
 Streaming: apart from the current record, only the current prompt's output digests are held.
 """
 from __future__ import annotations
@@ -28,6 +32,11 @@ REJECTED_BY_WHERE = "rejected_by_where"
 DUPLICATE = "duplicate"
 DROP_REASONS = (BELOW_MIN_REWARD, REJECTED_BY_WHERE, DUPLICATE)
 
+# The record shapes `filter.format` chooses between (TRL's conversational language-modeling and prompt-completion).
+MESSAGES = "messages"
+PROMPT_COMPLETION = "prompt_completion"
+FORMATS = (MESSAGES, PROMPT_COMPLETION)
+
 
 @dataclass(frozen=True)
 class FilterConfig:
@@ -37,6 +46,7 @@ class FilterConfig:
     where: str | None = None
     dedupe: bool = True
     keep_reasoning: bool = True
+    format: str = MESSAGES
     where_source: str = "filter.where"
     # Called with each record's line before `where` runs on it: the watchdog's heartbeat (watchdog.py).
     on_record: Callable[[int], None] | None = None
@@ -102,18 +112,21 @@ def reasoning_text(record: dict) -> str | None:
     return "\n".join(texts) if texts else None
 
 
-def sft_record(rollout: Rollout, keep_reasoning: bool = True) -> dict:
-    """The SFT record for one rollout: the conversation with the output as the final assistant turn; the model's
-    reasoning, when it has some, as the assistant's `reasoning_content` (what reasoning models' chat templates read)."""
+def sft_record(rollout: Rollout, keep_reasoning: bool = True, format: str = MESSAGES) -> dict:
+    """The SFT record for one rollout in `format` (one of FORMATS): the output is the assistant turn that ends the
+    conversation (`messages`) or makes the completion (`prompt_completion`); the model's reasoning, when it has some,
+    is the assistant's `reasoning_content` (what reasoning models' chat templates read)."""
     assistant = {"role": "assistant", "content": rollout.output()}
     reasoning = reasoning_text(rollout.record) if keep_reasoning else None
     if reasoning:
         assistant["reasoning_content"] = reasoning
-    return {
-        "messages": [*rollout.messages(), assistant],
-        "prompt_id": rollout.prompt_id,
-        "reward": rollout.reward,
-    }
+    if format == PROMPT_COMPLETION:
+        conversation = {"prompt": rollout.messages(), "completion": [assistant]}
+    elif format == MESSAGES:
+        conversation = {"messages": [*rollout.messages(), assistant]}
+    else:
+        raise ValueError(f"unknown SFT format {format!r}; known: {', '.join(FORMATS)}")
+    return {**conversation, "prompt_id": rollout.prompt_id, "reward": rollout.reward}
 
 
 @dataclass
@@ -134,7 +147,8 @@ class FilterSummary:
     def lines(self, config: FilterConfig, out_path: str | os.PathLike) -> list[str]:
         """The human summary printed by the stage: what was kept, and every drop reason with its count."""
         return [
-            f"kept {self.kept} of {self.rollouts} rollouts ({self.kept_prompts} of {self.prompts} prompts) -> {out_path}",
+            f"kept {self.kept} of {self.rollouts} rollouts ({self.kept_prompts} of {self.prompts} prompts) -> {out_path} "
+            f"({config.format} records)",
             f"dropped {sum(self.dropped.values())}: {self.dropped[BELOW_MIN_REWARD]} below min_reward {config.min_reward:g}, "
             f"{self.dropped[REJECTED_BY_WHERE]} rejected by where, {self.dropped[DUPLICATE]} duplicate outputs",
         ]
@@ -175,7 +189,7 @@ def _filtered(path: str | os.PathLike, config: FilterConfig, accepts: Callable[[
                 summary.dropped[reason] += 1
                 continue
             summary.kept += 1
-            yield sft_record(rollout, config.keep_reasoning)
+            yield sft_record(rollout, config.keep_reasoning, config.format)
         if summary.kept > kept_before:
             summary.kept_prompts += 1
 
