@@ -1,0 +1,240 @@
+"""The Ray executor on a real two-node Ray cluster started by the tests (no mocks): same bytes as the local executor,
+work on both nodes, a killed worker or driver loses nothing, and `COLLECT_EXECUTOR=ray dvc repro` changes nothing."""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dvc_testkit import copy_project, sh
+from rollout_pipeline.collect.collector import CollectSettings
+from rollout_pipeline.collect.ray_executor import NAMESPACE, public_settings, secrets_env
+from support import PY, SCRIPTS, agent, collect, free_port, make_prompts, write_params
+
+RAY = str(Path(PY).parent / "ray")
+NODE_START_TIMEOUT_S = 90
+# A test cluster on loopback: no usage stats sent, and no token authentication (its token would live in ~/.ray).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@dataclass
+class Node:
+    process: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Cluster:
+    address: str
+    nodes: list[Node]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"RAY_ADDRESS": self.address, **RAY_ENV}
+
+
+def _start_node(temp_dir: Path, name: str, args: list[str]) -> Node:
+    """`ray start --block` as a process of its own session: stopping it (SIGTERM) stops every process of its node,
+    and a process group kill by its pid catches any straggler. Never `ray stop`, which stops every node on the host."""
+    log = temp_dir / f"{name}.log"
+    ports = [f"--{flag}={free_port()}" for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
+                                                   "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
+                                                   "runtime-env-agent-port")]
+    worker_ports = free_port()
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            [RAY, "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+             "--object-store-memory=80000000", "--disable-usage-stats", *ports,
+             f"--min-worker-port={worker_ports}", f"--max-worker-port={worker_ports + 100}", *args],
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **RAY_ENV})
+    node = Node(process, log)
+    deadline = time.monotonic() + NODE_START_TIMEOUT_S
+    while b"Ray runtime started" not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(node)
+            raise AssertionError(f"ray start {name} failed:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return node
+
+
+def _stop(node: Node) -> None:
+    if node.process.poll() is None:
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            node.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(node.process.pid, signal.SIGKILL)  # the group of the session this test started, nothing else
+    except ProcessLookupError:
+        pass
+    node.process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a second node on this machine, one CPU each, on free ports with their own temp dir.
+    The temp dir's path is short: Ray's Unix sockets live under it, and their paths may not exceed 107 bytes."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    port = free_port()
+    nodes = [_start_node(temp_dir, "head", ["--head", f"--port={port}", "--include-dashboard=false",
+                                            f"--dashboard-port={free_port()}"])]
+    try:
+        nodes.append(_start_node(temp_dir, "second", [f"--address=127.0.0.1:{port}"]))
+        yield Cluster(f"127.0.0.1:{port}", nodes)
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """60 prompts and an agent on the embedded server (a little latency, so that a run lasts long enough to kill)."""
+    directory = tmp_path_factory.mktemp("ray-project")
+    make_prompts(directory / "prompts.jsonl", 60)
+    write_params(directory, {"math_agent": agent(embedded_args=["--latency-ms", "40"])})
+    return directory
+
+
+def _seed_args(output: str) -> list[str]:
+    return ["+agent_name=math_agent", "+input_jsonl_fpath=prompts.jsonl", f"+output_jsonl_fpath={output}",
+            "+num_repeats=4", "+seed=7", "+num_samples_in_parallel=8", "--force"]
+
+
+@pytest.fixture(scope="module")
+def local_output(project) -> bytes:
+    """The local executor's output for the seeded run: what every Ray run below must reproduce byte for byte."""
+    collect(_seed_args("local.jsonl"), project, project / "params.yaml", check=True)
+    return (project / "local.jsonl").read_bytes()
+
+
+def _stats(project: Path, output: str) -> dict:
+    return orjson.loads((project / output.replace(".jsonl", ".stats.json")).read_bytes())
+
+
+def _progress_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n") - 1  # the first line is the run identity
+    except FileNotFoundError:
+        return 0
+
+
+def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+
+
+def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while _progress_lines(progress) < at_least:
+        assert process.poll() is None, f"the run ended before the test could interrupt it:\n{process.communicate()}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_both_nodes_did_work(
+        cluster, project, local_output):
+    result = collect([*_seed_args("ray.jsonl"), "--executor", "ray"], project, project / "params.yaml",
+                     env=cluster.env, check=True)
+    assert (project / "ray.jsonl").read_bytes() == local_output
+    assert (project / "ray.failures.ndjson").read_bytes() == (project / "local.failures.ndjson").read_bytes()
+    stats = _stats(project, "ray.jsonl")
+    assert stats["executor"] == "ray" and stats["ray"]["workers"] == 2  # one per CPU the cluster offers
+    by_node = stats["ray"]["rollouts_by_node"]
+    assert len(by_node) == 2 and all(count > 0 for count in by_node.values()), by_node
+    assert sum(by_node.values()) == stats["new_rollouts"] == 240
+    assert stats["requests"] == 240 and stats["latency_s"]["p50"] is not None  # the workers' own counters came back
+    assert '"reward"' in result.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_nothing_is_lost_or_doubled(
+        cluster, project, local_output):
+    process = _start_collect(project, [*_seed_args("killed.jsonl"), "--executor", "ray"], cluster.env)
+    _wait_for_progress(process, project / ".killed.jsonl.progress.jsonl", at_least=20)
+    killer = (f"import ray; ray.init(address={cluster.address!r}, logging_level='ERROR'); "
+              f"ray.kill(ray.get_actor('rollout-worker-{process.pid}-0', namespace={NAMESPACE!r}))")
+    subprocess.run([PY, "-c", killer], check=True, capture_output=True, timeout=60, env={**os.environ, **cluster.env})
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Ray worker 0 died" in stderr and "go to the other workers" in stderr
+    assert (project / "killed.jsonl").read_bytes() == local_output  # every rollout, each once, the same bytes
+    stats = _stats(project, "killed.jsonl")
+    assert stats["ray"]["workers_died"] == [0]
+    assert stats["new_rollouts"] == 240 and stats["failures"] == 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output):
+    args = [*_seed_args("resumed.jsonl"), "--executor", "ray"]
+    progress = project / ".resumed.jsonl.progress.jsonl"
+    process = _start_collect(project, args, cluster.env)
+    _wait_for_progress(process, progress, at_least=20)
+    process.kill()
+    process.communicate()
+    kept = _progress_lines(progress)
+    assert 20 <= kept < 240
+    result = collect([a for a in args if a != "--force"], project, project / "params.yaml", env=cluster.env,
+                     check=True)
+    assert f"resuming: {kept} of 240 rollouts already done" in result.stdout
+    assert (project / "resumed.jsonl").read_bytes() == local_output
+    assert _stats(project, "resumed.jsonl")["new_rollouts"] == 240 - kept
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_COLLECT_EXECUTOR_ray_dvc_repro_reruns_nothing_and_forced_gives_the_same_outputs(cluster, tmp_path):
+    project = copy_project(tmp_path / "project", prompt_count=20)
+    sh("dvc repro", project)
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", project)
+    ray_env = " ".join(f"{key}={value}" for key, value in {"COLLECT_EXECUTOR": "ray", **cluster.env}.items())
+    assert "Running stage" not in sh(f"{ray_env} dvc repro", project).stdout  # how rollouts are fetched is no param
+    forced = sh(f"{ray_env} dvc repro --force --single-item collect@rl collect@sft collect@dpo", project)
+    assert "Running stage 'collect@rl'" in forced.stdout
+    assert orjson.loads((project / "data/rollouts/rl.stats.json").read_bytes())["executor"] == "ray"
+    assert sh("git status --porcelain", project).stdout == ""  # dvc.lock (every output's hash) and metrics unchanged
+
+
+@pytest.mark.ray
+def test_an_unreachable_cluster_is_one_line_that_names_the_address(project):
+    address = f"127.0.0.1:{free_port()}"
+    result = collect(_seed_args("unreachable.jsonl") + ["--executor", "ray", "--ray-address", address], project,
+                     project / "params.yaml", timeout=60)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"cannot reach the Ray cluster at {address}" in errors[0], result.stderr
+    assert not (project / "unreachable.jsonl").exists()
+
+
+def test_an_unknown_COLLECT_EXECUTOR_is_one_line_with_the_closest_name(project):
+    result = collect(_seed_args("typo.jsonl"), project, project / "params.yaml", env={"COLLECT_EXECUTOR": "rya"})
+    assert result.returncode == 2
+    assert "COLLECT_EXECUTOR='rya': expected one of local, ray (did you mean 'ray'?)" in result.stderr
+
+
+def test_secrets_reach_the_workers_in_their_environment_never_in_their_arguments(tmp_path):
+    settings = CollectSettings(agent_name="a", agent=agent(["http://user:url-secret@gpu-1:8000"],
+                                                           verifier="http://user:verify-secret@judge:9000/verify",
+                                                           api_key_env="KEY"),
+                               input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl")
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
+    arguments = pickle.dumps(public_settings(settings))
+    environment = "".join(secrets_env(settings.agent, settings.agent["url"], headers).values())
+    for secret in ("url-secret", "verify-secret", "sk-key-secret"):
+        assert secret.encode() not in arguments
+        assert secret in environment
