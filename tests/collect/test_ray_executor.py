@@ -4,97 +4,26 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 import pytest
 
 from dvc_testkit import copy_project, sh
+from ray_testkit import Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
-from rollout_pipeline.collect.ray_executor import NAMESPACE, public_settings, secrets_env
+from rollout_pipeline.collect.ray_executor import NAMESPACE, public_settings, worker_env
 from support import PY, SCRIPTS, agent, collect, free_port, make_prompts, write_params
-
-RAY = str(Path(PY).parent / "ray")
-NODE_START_TIMEOUT_S = 90
-# A test cluster on loopback: no usage stats sent, and no token authentication (its token would live in ~/.ray).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-
-
-@dataclass
-class Node:
-    process: subprocess.Popen
-    log: Path
-
-
-@dataclass
-class Cluster:
-    address: str
-    nodes: list[Node]
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"RAY_ADDRESS": self.address, **RAY_ENV}
-
-
-def _start_node(temp_dir: Path, name: str, args: list[str]) -> Node:
-    """`ray start --block` as a process of its own session: stopping it (SIGTERM) stops every process of its node,
-    and a process group kill by its pid catches any straggler. Never `ray stop`, which stops every node on the host."""
-    log = temp_dir / f"{name}.log"
-    ports = [f"--{flag}={free_port()}" for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
-                                                   "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
-                                                   "runtime-env-agent-port")]
-    worker_ports = free_port()
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(
-            [RAY, "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
-             "--object-store-memory=80000000", "--disable-usage-stats", *ports,
-             f"--min-worker-port={worker_ports}", f"--max-worker-port={worker_ports + 100}", *args],
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **RAY_ENV})
-    node = Node(process, log)
-    deadline = time.monotonic() + NODE_START_TIMEOUT_S
-    while b"Ray runtime started" not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(node)
-            raise AssertionError(f"ray start {name} failed:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return node
-
-
-def _stop(node: Node) -> None:
-    if node.process.poll() is None:
-        node.process.send_signal(signal.SIGTERM)
-        try:
-            node.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(node.process.pid, signal.SIGKILL)  # the group of the session this test started, nothing else
-    except ProcessLookupError:
-        pass
-    node.process.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node and a second node on this machine, one CPU each, on free ports with their own temp dir.
-    The temp dir's path is short: Ray's Unix sockets live under it, and their paths may not exceed 107 bytes."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    port = free_port()
-    nodes = [_start_node(temp_dir, "head", ["--head", f"--port={port}", "--include-dashboard=false",
-                                            f"--dashboard-port={free_port()}"])]
-    try:
-        nodes.append(_start_node(temp_dir, "second", [f"--address=127.0.0.1:{port}"]))
-        yield Cluster(f"127.0.0.1:{port}", nodes)
-    finally:
-        for node in reversed(nodes):
-            _stop(node)
-        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+def cluster() -> Iterator[Cluster]:
+    """A head node and a second node on this machine, one CPU each (ray_testkit.py)."""
+    with ray_cluster(nodes=2) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +56,16 @@ def _progress_lines(path: Path) -> int:
         return path.read_bytes().count(b"\n") - 1  # the first line is the run identity
     except FileNotFoundError:
         return 0
+
+
+# Connects to the cluster (argv: address, namespace), says so, then kills the worker named on its stdin.
+KILLER = """
+import sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print("connected", flush=True)
+ray.kill(ray.get_actor(sys.stdin.readline().strip(), namespace=sys.argv[2]))
+print("killed", flush=True)
+"""
 
 
 def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -164,11 +103,14 @@ def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_b
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_nothing_is_lost_or_doubled(
         cluster, project, local_output):
+    # The killer connects to the cluster first, so that the kill lands at once when the run is under way.
+    killer = subprocess.Popen([PY, "-c", KILLER, cluster.address, NAMESPACE], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, **cluster.env})
+    assert killer.stdout.readline() == "connected\n"
     process = _start_collect(project, [*_seed_args("killed.jsonl"), "--executor", "ray"], cluster.env)
     _wait_for_progress(process, project / ".killed.jsonl.progress.jsonl", at_least=20)
-    killer = (f"import ray; ray.init(address={cluster.address!r}, logging_level='ERROR'); "
-              f"ray.kill(ray.get_actor('rollout-worker-{process.pid}-0', namespace={NAMESPACE!r}))")
-    subprocess.run([PY, "-c", killer], check=True, capture_output=True, timeout=60, env={**os.environ, **cluster.env})
+    killed, _ = killer.communicate(f"rollout-worker-{process.pid}-0\n", timeout=60)
+    assert killed == "killed\n" and _progress_lines(project / ".killed.jsonl.progress.jsonl") < 240
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "Ray worker 0 died" in stderr and "go to the other workers" in stderr
@@ -234,7 +176,7 @@ def test_secrets_reach_the_workers_in_their_environment_never_in_their_arguments
                                input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl")
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
     arguments = pickle.dumps(public_settings(settings))
-    environment = "".join(secrets_env(settings.agent, settings.agent["url"], headers).values())
+    environment = "".join(worker_env(settings.agent, settings.agent["url"], headers).values())
     for secret in ("url-secret", "verify-secret", "sk-key-secret"):
         assert secret.encode() not in arguments
         assert secret in environment

@@ -55,9 +55,14 @@ class WorkerCrashed(Exception):
     """A worker raised (a bug, not a fault of the agent): its traceback is the message."""
 
 
-def secrets_env(agent: dict, urls: list[str], headers: dict[str, str]) -> dict[str, str]:
-    """The workers' environment variables: the agent's URLs, verifier and headers (the API key among them)."""
-    return {SECRETS_ENV: orjson.dumps({"urls": urls, "verifier": agent.get("verifier"), "headers": headers}).decode()}
+def worker_env(agent: dict, urls: list[str], headers: dict[str, str]) -> dict[str, str]:
+    """The workers' environment variables: the agent's URLs, verifier and headers (the API key among them), and the
+    driver's PYTHONPATH, so that a `module:function` verifier imports there as it does here (on other hosts, the
+    module must be at the same path or installed)."""
+    env = {SECRETS_ENV: orjson.dumps({"urls": urls, "verifier": agent.get("verifier"), "headers": headers}).decode()}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def public_settings(settings: Any) -> Any:
@@ -175,8 +180,11 @@ class RolloutWorker:
         for item in items:
             self.fetcher.queue.put_nowait((chunk, item))
         await asyncio.wait({chunk.done, self.running}, return_when=asyncio.FIRST_COMPLETED)
-        if not chunk.done.done():  # the fetcher itself ended (it cannot, short of a bug): say how
-            self.running.result()
+        if not chunk.done.done():  # the fetcher itself ended: a verifier that does not import here, say
+            try:
+                self.running.result()
+            except UserError as exc:
+                return [("X", f"on a Ray worker: {exc}")]
             raise RuntimeError("the worker's fetcher stopped before the chunk was done")
         if chunk.error is not None:
             raise WorkerCrashed(chunk.error)
@@ -272,7 +280,7 @@ def collect_on_ray(cluster: RayCluster, settings: Any, workers: int | None, para
     chunk_size = max(1, min(CHUNK_REQUESTS, shares[-1], pending_requests // (count * CHUNKS_PER_WORKER)))
     worker_class = ray.remote(RolloutWorker)
     options = {"num_cpus": min(1.0, cpus / count), "scheduling_strategy": "SPREAD", "max_concurrency": IN_FLIGHT + 2,
-               "runtime_env": {"env_vars": secrets_env(settings.agent, urls, headers)}}
+               "runtime_env": {"env_vars": worker_env(settings.agent, urls, headers)}}
     arguments = public_settings(settings)
     actors = [worker_class.options(**options, name=f"rollout-worker-{os.getpid()}-{index}", namespace=NAMESPACE)
               .remote(arguments, share) for index, share in enumerate(shares)]
