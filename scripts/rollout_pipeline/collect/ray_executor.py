@@ -14,10 +14,12 @@ Secrets (the API key in the headers, credentials in URLs) reach the workers thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
@@ -213,6 +215,11 @@ class RayCluster:
         self.ray = ray
         self.address = address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from a collection run
+        with _own_signal_handlers():
+            self._connect(address)
+
+    def _connect(self, address: str | None) -> None:
+        ray = self.ray
         if address is None:
             ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             return
@@ -233,6 +240,20 @@ class RayCluster:
     def shutdown(self) -> None:
         """Disconnect (and stop the local instance, when this run started it); the workers end with the job."""
         self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """Keep the collector's SIGINT and SIGTERM handlers: ray.init installs its own (the SIGTERM one kills the process
+    outright), which would skip the collector's clean stop and its line saying what was kept."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError):  # not the main thread: nothing was ours to keep
+                    signal.signal(signum, handler)
 
 
 def _check_reachable(address: str) -> None:
