@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +15,7 @@ import orjson
 import pytest
 
 from dvc_testkit import copy_project, sh
-from ray_testkit import Cluster, ray_cluster
+from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, public_settings, worker_env
 from support import PY, SCRIPTS, agent, collect, free_port, make_prompts, write_params
@@ -69,9 +71,11 @@ print("killed", flush=True)
 
 
 def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """The collector as a user starts it: Ctrl-C (SIGINT) reaches it with its default meaning, whatever this
+    process's own disposition is."""
     return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env})
+                            env={**os.environ, **env}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int) -> None:
@@ -122,31 +126,66 @@ def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_no
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_killed_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output):
-    args = [*_seed_args("resumed.jsonl"), "--executor", "ray"]
-    progress = project / ".resumed.jsonl.progress.jsonl"
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output, stop):
+    output = f"resumed-{stop.name}.jsonl"
+    args = [*_seed_args(output), "--executor", "ray"]
+    progress = project / f".{output}.progress.jsonl"
     process = _start_collect(project, args, cluster.env)
     _wait_for_progress(process, progress, at_least=20)
-    process.kill()
-    process.communicate()
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
     kept = _progress_lines(progress)
     assert 20 <= kept < 240
+    if stop == signal.SIGINT:  # a clean stop, as with the local executor
+        assert process.returncode == 130
+        assert f"interrupted: {kept} of 240 rollouts done and kept in" in stderr
     result = collect([a for a in args if a != "--force"], project, project / "params.yaml", env=cluster.env,
                      check=True)
     assert f"resuming: {kept} of 240 rollouts already done" in result.stdout
-    assert (project / "resumed.jsonl").read_bytes() == local_output
-    assert _stats(project, "resumed.jsonl")["new_rollouts"] == 240 - kept
+    assert (project / output).read_bytes() == local_output
+    assert _stats(project, output)["new_rollouts"] == 240 - kept
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_with_no_address_the_run_starts_a_local_ray_instance_and_shuts_it_down(project, local_output):
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    try:
+        result = subprocess.run([PY, str(SCRIPTS / "collect.py"), *_seed_args("alone.jsonl"), "--executor", "ray",
+                                 "--no-progress", "--params", "params.yaml"], cwd=project, capture_output=True,
+                                text=True, timeout=180, env={**env, **RAY_ENV, "RAY_TMPDIR": str(ray_tmp)})
+        assert result.returncode == 0, result.stderr
+        assert (project / "alone.jsonl").read_bytes() == local_output
+        assert _stats(project, "alone.jsonl")["ray"]["nodes"] == 1
+        time.sleep(1)
+        assert _processes_with_env(f"RAY_TMPDIR={ray_tmp}") == []  # every process of that instance is gone
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    """Processes whose environment holds `entry` (the Ray instance's processes inherit the run's environment)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_COLLECT_EXECUTOR_ray_dvc_repro_reruns_nothing_and_forced_gives_the_same_outputs(cluster, tmp_path):
     project = copy_project(tmp_path / "project", prompt_count=20)
-    sh("dvc repro", project)
+    sh("dvc repro metrics@rl", project)  # prompts, collect@rl, metrics@rl: one objective stands for all
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", project)
     ray_env = " ".join(f"{key}={value}" for key, value in {"COLLECT_EXECUTOR": "ray", **cluster.env}.items())
-    assert "Running stage" not in sh(f"{ray_env} dvc repro", project).stdout  # how rollouts are fetched is no param
-    forced = sh(f"{ray_env} dvc repro --force --single-item collect@rl collect@sft collect@dpo", project)
+    assert "Running stage" not in sh(f"{ray_env} dvc repro metrics@rl", project).stdout  # fetching is no param
+    forced = sh(f"{ray_env} dvc repro --force --single-item collect@rl", project)
     assert "Running stage 'collect@rl'" in forced.stdout
     assert orjson.loads((project / "data/rollouts/rl.stats.json").read_bytes())["executor"] == "ray"
     assert sh("git status --porcelain", project).stdout == ""  # dvc.lock (every output's hash) and metrics unchanged
