@@ -211,7 +211,7 @@ class RayCluster:
             import ray
         except ImportError:
             raise UserError("--executor ray needs Ray, an optional extra: pip install -c requirements.lock "
-                            "-e '.[ray]' (make setup installs it)") from None
+                            "-e '.[ray]' (or make setup-ray)") from None
         self.ray = ray
         self.address = address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from a collection run
