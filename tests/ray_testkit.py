@@ -3,7 +3,9 @@ their own temp dir, stopped by the process ids that started them (never `ray sto
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +20,8 @@ RAY = str(Path(PY).parent / "ray")
 NODE_START_TIMEOUT_S = 90
 # A cluster on loopback: no usage stats sent, and no token authentication (its token would live in ~/.ray).
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+WORKER_PORTS_FROM = 20_000
+_worker_blocks: list[range] = []  # worker port blocks handed out by this process
 
 
 @dataclass
@@ -51,12 +55,12 @@ def start_node(temp_dir: Path, name: str, args: list[str], cpus: int = 1) -> Nod
     ports = [f"--{flag}={free_port()}" for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
                                                    "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
                                                    "runtime-env-agent-port")]
-    worker_ports = free_port()
+    worker_ports = _worker_port_block()
     with open(log, "wb") as handle:
         process = subprocess.Popen(
             [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
              "--object-store-memory=80000000", "--disable-usage-stats", *ports,
-             f"--min-worker-port={worker_ports}", f"--max-worker-port={worker_ports + 100}", *args],
+             f"--min-worker-port={worker_ports.start}", f"--max-worker-port={worker_ports.stop - 1}", *args],
             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **RAY_ENV})
     node = Node(process, log)
     deadline = time.monotonic() + NODE_START_TIMEOUT_S
@@ -66,6 +70,30 @@ def start_node(temp_dir: Path, name: str, args: list[str], cpus: int = 1) -> Nod
             raise AssertionError(f"ray start {name} failed:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     return node
+
+
+def _worker_port_block(size: int = 100) -> range:
+    """Ports for a node's workers: a block below the kernel's ephemeral range (where free_port's picks, and outgoing
+    connections, come from), free right now and not handed to another node of this process."""
+    low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        start = random.randrange(WORKER_PORTS_FROM, low - size)
+        block = range(start, start + size)
+        if any(port in block for taken in _worker_blocks for port in (taken.start, taken.stop - 1)):
+            continue
+        if all(_bindable(port) for port in block):
+            _worker_blocks.append(block)
+            return block
+    raise AssertionError("no free block of worker ports below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def stop_node(node: Node) -> None:
