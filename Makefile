@@ -4,10 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-real setup-trl run test test-fast test-real test-trl demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl
+.PHONY: help setup setup-ray setup-real setup-trl run test test-fast test-real test-trl demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,13 +21,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
+# The Ray executor's optional extra (--executor ray): `make test` installs it; `make run` does without it.
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+setup-ray: $(RAY_STAMP) ## install the Ray executor's optional extra into .venv (idempotent)
+
 run: setup ## dvc repro on the embedded default server, then show metrics and outputs
 	$(DVC) repro
 	@echo; $(DVC) metrics show
 	@echo; echo "Outputs:"; for f in data/prompts/*.jsonl data/rollouts/*.jsonl data/sft/*.jsonl data/dpo/*.jsonl; do \
 	  [ -f "$$f" ] && printf "  %-32s %8s records\n" "$$f" "$$(wc -l < $$f)"; done; true
 
-test: setup ## run the test suite
+test: setup setup-ray ## run the test suite (the Ray executor's included)
 	$(PY) -m pytest -q
 
 # The unit tiers: stages, verifiers, the replies of real servers, request mapping, the layout rules (about 20 s).
@@ -107,7 +115,7 @@ clean: ## remove generated data and caches (keeps .venv)
 
 lock: ## re-pin every dependency into requirements.lock
 	rm -rf /tmp/rollout-lock-venv && python3 -m venv /tmp/rollout-lock-venv
-	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test]'
+	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test,ray]'
 	{ head -2 requirements.lock; /tmp/rollout-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rollout'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 

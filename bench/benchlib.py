@@ -268,8 +268,10 @@ class CollectorRun:
 
 
 def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: int | None,
-                  agent: dict | None = None, tag: str = "run", processes: int | None = None) -> CollectorRun:
-    """Collect prompts x repeats rollouts against `url` in a fresh directory; keeps no output behind."""
+                  agent: dict | None = None, tag: str = "run", processes: int | None = None,
+                  flags: list[str] | None = None, env: dict | None = None) -> CollectorRun:
+    """Collect prompts x repeats rollouts against `url` in a fresh directory (`flags` added to the command, `env` to
+    its environment); keeps no output behind (stats.json's `output.bytes` says how large it was)."""
     directory = work / tag
     directory.mkdir(parents=True, exist_ok=True)
     params = write_params(directory, url, **(agent or {}))
@@ -278,9 +280,9 @@ def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: in
         write_prompts(prompt_file, prompts)
     out = directory / "rollouts.jsonl"
     # Relative file names (the run's directory is its cwd), so the command reads as one would type it.
-    extra = ["--processes", str(processes)] if processes else None
+    extra = (["--processes", str(processes)] if processes else []) + (flags or [])
     command = collect_command(Path(params.name), Path(prompt_file.name), Path(out.name), repeats, parallel, extra)
-    measured = run_measured(command, directory).check()
+    measured = run_measured(command, directory, env).check()
     stats = orjson.loads((directory / "rollouts.stats.json").read_bytes())
     out.unlink(missing_ok=True)
     return CollectorRun(measured, stats)

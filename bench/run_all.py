@@ -34,6 +34,7 @@ FAMILIES = {  # module: title
     "pipeline": "6. Pipeline overhead",
     "token_data": "7. Replies that carry token data",
     "rate_limits": "8. A rate-limited server",
+    "ray_scaling": "9. The Ray executor",
 }
 
 

@@ -30,15 +30,19 @@ EXPECTED = {  # family -> (case, figure) pairs that must be present
                    ("1,000-token replies", "peak RSS growth (large / small run)")],
     "rate_limits": [("adaptive, ceiling 256", "rate / server capacity"), ("adaptive, ceiling 256", "429s per rollout"),
                     ("fixed parallelism 16", "rate / server capacity")],
+    "ray_scaling": [("instant server, parallel 256", "ratio Ray / local"),
+                    ("5 ms CPU verifier", "speed-up from the second node"),
+                    ("driver", "driver write rate (1 / CPU per rollout)"), ("driver", "bytes per rollout written")],
 }
 
 
+@pytest.mark.ray  # family 9 starts a Ray cluster
 @pytest.mark.slow
 def test_run_all_smoke_produces_every_benchmark_row(tmp_path):
     results = tmp_path / "RESULTS.md"
     figures_json = tmp_path / "figures.json"
     run = subprocess.run([PY, str(ROOT / "bench" / "run_all.py"), "--smoke", "--results", str(results),
-                          "--json", str(figures_json)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          "--json", str(figures_json)], cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     figures = json.loads(figures_json.read_text())

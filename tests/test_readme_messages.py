@@ -18,7 +18,8 @@ FRAGMENTS = [
     "Retry-After); waiting", "(Retry-After), longer than give_up_after_s (", "no request to the agent succeeded for",
     "was killed by signal", "rollouts failed (max_failure_rate", "settings changed since the previous run",
     "the command succeeded but wrote nothing at", "answered HTTP", "in rl.iterations", "rollouts all failed",
-    "which the agent's verifier: ", "rollouts done and kept in",
+    "which the agent's verifier: ", "rollouts done and kept in", "cannot reach the Ray cluster at",
+    "its unfinished rollouts go to the other workers",
 ]
 
 

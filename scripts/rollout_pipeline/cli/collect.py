@@ -10,17 +10,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from rollout_pipeline.collect.collector import CollectSettings, Collector
-from rollout_pipeline.errors import UserError, run_cli
+from rollout_pipeline.errors import UserError, did_you_mean, run_cli
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 from rollout_pipeline.cli.seed_args import parse_seed_args
-from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings, fetch_settings,
-                                     load_params, objective_settings)
+from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings,
+                                     fetch_settings, load_params, objective_settings)
 from rollout_pipeline.rl.loop import (average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, eval_plan,
                                       iteration_key, reward_line)
+
+EXECUTORS = ("local", "ray")
+
 
 def settings_from_seed_args(argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True) -> CollectSettings:
     run, fetch_overrides = parse_seed_args(argv)
@@ -98,7 +102,29 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
                         help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
                              "requests, at most one per CPU; more only pays off for agents that answer in "
                              "milliseconds)")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="where rollouts are fetched: local (this host's processes, the default) or ray (actors "
+                             "on a Ray cluster); default: $COLLECT_EXECUTOR, else local")
+    parser.add_argument("--ray-address", default=None,
+                        help="the Ray cluster (host:port or auto); default: $RAY_ADDRESS, else a local Ray instance "
+                             "started and stopped by the run")
+    parser.add_argument("--workers", type=_processes, default=None,
+                        help="Ray workers (actors) sharing the parallelism (default: one per CPU of the cluster)")
     return parser
+
+
+def _apply_run_options(settings: CollectSettings, options: argparse.Namespace) -> None:
+    """How this run fetches (processes, executor, Ray cluster, workers) and whether it collects again: none of it
+    is part of the run identity or of DVC's params, so switching re-runs nothing."""
+    settings.processes, settings.force = options.processes, options.force
+    executor = options.executor or os.environ.get("COLLECT_EXECUTOR") or "local"
+    if executor not in EXECUTORS:
+        raise UserError(f"COLLECT_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}"
+                        f"{did_you_mean(executor, EXECUTORS)}")
+    if executor != "ray" and options.workers is not None:
+        raise UserError("--workers is for --executor ray; the local executor takes --processes")
+    settings.executor, settings.workers = executor, options.workers
+    settings.ray_address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _processes(value: str) -> int | None:
@@ -135,7 +161,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if options.rl_iteration:
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
-        settings.processes, settings.force = options.processes, options.force
+        _apply_run_options(settings, options)
         print(f"=== RL Iteration {key} ===", flush=True)
         code = Collector(settings, start_server=start_embedded).run()
         if code == 0:
@@ -148,7 +174,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     else:
         parser.print_help()
         return 2
-    settings.processes, settings.force = options.processes, options.force
+    _apply_run_options(settings, options)
     return Collector(settings, start_server=start_embedded).run()
 
 

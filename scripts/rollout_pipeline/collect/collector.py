@@ -70,6 +70,12 @@ class CollectSettings:
     # Collector processes: None = auto (processes.auto_processes). How rollouts are fetched, not what
     # they are: not part of the identity, so a resume may use another count.
     processes: int | None = None
+    # Where the fetching runs: "local" (this host's processes) or "ray" (actors on a Ray cluster, at ray_address,
+    # or a local Ray instance when None; `workers` of them, None = one per CPU of the cluster). Not part of the
+    # identity either: a run may resume on another executor.
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
     # Rows the input scan found (set by the run): rows appended to the file while it runs are not part of it.
     scanned_rows: int | None = None
     # Collect again even when the output already holds this run identity's rollouts (DVC's stages pass it:
@@ -123,6 +129,7 @@ class Collector:
         self.processes = 1
         self.process_rollouts: list[int] = []
         self.endpoints: dict = {}
+        self.executor_stats: dict = {}  # what the Ray executor adds to the stats file
         self._failures_handle: Any = None
         self._bar: Any = None
         self._fatal: BaseException | None = None
@@ -280,12 +287,15 @@ class Collector:
         parallel = max(1, min(self.s.parallel, pending))
         requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
         self.processes = max(1, min(self.s.processes or auto_processes(parallel, requests), parallel))
+        cluster = self._connect_ray() if self.s.executor == "ray" else None  # an unreachable one: before any file
         self._open_failures()
         for task_index, rollout_index, cause, message in self.store.skips:  # skipped in an earlier run: still listed
             self._failures_handle.write(dumps({"task_index": task_index, "rollout_index": rollout_index, "cause": cause,
                                                "error": message, "skipped": True}) + b"\n")
         self.stats.collect_started = time.perf_counter()
         try:
+            if cluster is not None:
+                return self._collect_on_ray(cluster, parallel, urls, headers, requests)
             if self.processes == 1:
                 self._make_bar()
                 self._fetcher = Fetcher(self.s, urls, headers, self, self.stats,
@@ -307,6 +317,26 @@ class Collector:
                     self._say("note: " + "; ".join(ended) + " after its last rollout")
         finally:
             self.stats.collect_ended = time.perf_counter()
+
+    def _connect_ray(self) -> Any:
+        from rollout_pipeline.collect.ray_executor import RayCluster
+        return RayCluster(self.s.ray_address)
+
+    def _collect_on_ray(self, cluster: Any, parallel: int, urls: list[str], headers: dict[str, str],
+                        requests: int) -> None:
+        """Fetch on Ray workers (collect/ray_executor.py); this process stays the only writer, as with processes."""
+        from rollout_pipeline.collect.ray_executor import collect_on_ray
+        try:
+            self._make_bar()
+            outcome = collect_on_ray(cluster, self.s, self.s.workers, parallel, urls, headers, self.store.is_done,
+                                     self, self.stats, self.endpoints, should_stop=lambda: self._fatal is not None,
+                                     pending_requests=requests)
+        except UserError as exc:  # every worker died, say: what finished is kept, as for any fatal error
+            self.fatal(exc)
+            return
+        finally:
+            cluster.shutdown()
+        self.processes, self.process_rollouts, self.executor_stats = outcome.workers, outcome.delivered, outcome.stats()
 
     # -- the sink: every finished rollout, failure and retry, whichever process fetched it --------
     def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
@@ -483,6 +513,7 @@ class Collector:
             "tokens": {"input": st.input_tokens, "output": st.output_tokens},
             "parallel": self.s.parallel,
             "processes": self.processes,
+            **self.executor_stats,
             **({"process_rollouts": self.process_rollouts} if self.process_rollouts else {}),
             # Forked processes share their start-up pages, so the sum overstates the memory actually used.
             "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": [

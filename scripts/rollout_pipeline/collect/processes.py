@@ -53,6 +53,23 @@ def auto_processes(parallel: int, pending_requests: int) -> int:
                       pending_requests // MIN_REQUESTS_PER_PROCESS))
 
 
+def fetcher_summary(stats: RunStats, endpoints: dict) -> dict:
+    """What one collector process (or Ray worker) reports when its fetcher is done; `merge_summary` takes it in."""
+    return {"requests": stats.requests, "endpoints": endpoints, "peak_rss_mb": peak_rss_mb(),
+            "backoff_wait_s": stats.backoff_wait_s}
+
+
+def merge_summary(summary: dict, index: int, stats: RunStats, endpoints: dict) -> None:
+    """Add one process's (or worker's) `fetcher_summary` to the run's stats and per-endpoint counts."""
+    stats.requests += summary["requests"]
+    stats.backoff_wait_s += summary["backoff_wait_s"]
+    stats.process_peak_rss_mb[index] = summary["peak_rss_mb"]
+    for url, counts in summary["endpoints"].items():
+        merged = endpoints.setdefault(url, {})
+        for key, value in counts.items():  # each process has its share of the slots: they add up
+            merged[key] = round(merged.get(key, 0) + value, 3)
+
+
 class SharedCounter:
     """A counter that forked processes share: 8 bytes in an unlinked temporary file, changed under a POSIX
     record lock (fcntl.lockf). Unlike a semaphore, that lock goes when its holder dies, so a child killed in the
@@ -107,8 +124,7 @@ class PipeSink:
 
     def summary(self, stats: RunStats, endpoints: dict) -> None:
         self.writer.send(_LATENCIES, stats.latencies.to_bytes())
-        self.writer.send(_SUMMARY, dumps({"requests": stats.requests, "endpoints": endpoints,
-                                          "peak_rss_mb": peak_rss_mb(), "backoff_wait_s": stats.backoff_wait_s}))
+        self.writer.send(_SUMMARY, dumps(fetcher_summary(stats, endpoints)))
 
 
 def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[str], headers: dict[str, str],
@@ -178,14 +194,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         elif kind == _LATENCIES:
             stats.latencies.add_bytes(payload)
         elif kind == _SUMMARY:
-            summary = orjson.loads(payload)
-            stats.requests += summary["requests"]
-            stats.backoff_wait_s += summary["backoff_wait_s"]
-            stats.process_peak_rss_mb[index] = summary["peak_rss_mb"]
-            for url, counts in summary["endpoints"].items():
-                merged = endpoints.setdefault(url, {})
-                for key, value in counts.items():  # each process has its share of the slots: they add up
-                    merged[key] = round(merged.get(key, 0) + value, 3)
+            merge_summary(orjson.loads(payload), index, stats, endpoints)
         else:
             raise ValueError(f"collector process {index} sent an unknown frame kind {kind!r}")
 

@@ -11,6 +11,7 @@ byte-identical output (only `random.Random(int)` draws, no hash randomization, n
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import random
@@ -105,9 +106,7 @@ def write_prompt_set(path: str | os.PathLike, count: int, difficulty: str = "mix
     return write_jsonl(path, generate_rows(count, difficulty, seed))
 
 
-def build_parser() -> "argparse.ArgumentParser":
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prompts",
         description="Write deterministic arithmetic prompt sets. With no options: every set in params.yaml's "
