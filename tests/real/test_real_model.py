@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from dvc_testkit import copy_project, sh
-from support import agent, collect, make_prompts, read_jsonl, seed_args, write_params
+from support import FETCH_KEYS, agent, collect, make_prompts, read_jsonl, seed_args, write_params
 
 MAX_OUTPUT_TOKENS = 48
 
@@ -33,10 +33,11 @@ def test_dvc_repro_of_a_real_objective_writes_valid_rollouts_trl_sft_and_dpo_dat
     project = copy_project(tmp_path / "project", prompt_count=3)
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params["agents"]["math_agent"] = real_agent(real_server, token_data="logprobs")
+    settings = real_agent(real_server, token_data="logprobs")
+    params["agents"]["math_agent"] = {k: v for k, v in settings.items() if k not in FETCH_KEYS}
+    params["fetch"].update({k: v for k, v in settings.items() if k in FETCH_KEYS}, num_samples_in_parallel=1)
     for name, objective in params["objectives"].items():
-        objective.update(num_samples_in_parallel=1, seed=5,
-                         num_repeats={"rl": 2, "sft": 1, "dpo": 2}.get(name, 1))
+        objective.update(seed=5, num_repeats={"rl": 2, "sft": 1, "dpo": 2}.get(name, 1))
         objective["responses_create_params"]["max_output_tokens"] = MAX_OUTPUT_TOKENS
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     sh("dvc repro", project, timeout=900)
