@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import run_collect
+from reliability_support import collect_command, run_collect
 from rollout_pipeline.reference.embedded import start_embedded_server
 from support import ROOT, agent, free_port, make_prompts, read_jsonl
 
@@ -83,12 +83,19 @@ def test_against_a_rate_limited_server_the_collector_settles_near_its_capacity(p
 def test_an_endpoint_down_longer_than_give_up_after_s_fails_within_that_plus_one_timeout(prompts, tmp_path):
     settings = agent(f"http://127.0.0.1:{free_port()}", give_up_after_s=1.5, timeout_s=1.0, retry_backoff_s=0.05,
                      max_retries=1000)
-    started = time.monotonic()
-    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", settings, limit=2, timeout=30)
-    elapsed = time.monotonic() - started
-    assert result.returncode == 1
-    assert "give_up_after_s" in result.stderr.splitlines()[-1]
-    assert elapsed < 1.5 + 1.0 + 2.0, elapsed  # plus the collector's own start-up
+    command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", settings, limit=2)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]  # "Found 2 rows!", then "Querying with ...": timed
+        assert lines[-1].startswith("Querying with"), lines     # from here, the collector's start-up left out
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert "give_up_after_s" in stderr.splitlines()[-1]
+    assert elapsed < 1.5 + 1.0 + 2.0, elapsed  # give_up_after_s, one request timeout, and the run's own ending
 
 
 def test_a_retry_after_longer_than_give_up_after_s_is_reported_at_once(prompts, tmp_path):
