@@ -21,6 +21,8 @@ from typing import Iterator
 import orjson
 import yaml
 
+from rollout_pipeline.params import FETCH_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BENCH = ROOT / "bench"
@@ -208,10 +210,6 @@ def write_prompts(path: Path, count: int) -> Path:
             handle.write(orjson.dumps({"responses_create_params": {"input": f"What is {a} + {b}?"},
                                        "expected_answer": str(a + b), "task_id": f"b{i}"}) + b"\n")
     return path
-
-
-FETCH_KEYS = ("timeout_s", "connect_timeout_s", "max_retries", "give_up_after_s", "retry_backoff_s",
-              "verify_timeout_s", "max_reply_bytes")
 
 
 def write_params(directory: Path, url: str, **agent) -> Path:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from rollout_pipeline.params import FETCH_KEYS  # the keys write_params moves to the fetch block
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SCRIPTS = ROOT / "scripts"
@@ -38,8 +40,6 @@ def agent(url: str | list[str] = "embedded", **overrides) -> dict:
     return settings
 
 
-FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate", "timeout_s", "connect_timeout_s", "max_retries",
-              "give_up_after_s", "retry_backoff_s", "verify_timeout_s", "max_reply_bytes")
 
 
 def write_params(directory: Path, agents: dict, objectives: dict | None = None, **sections) -> Path:

@@ -53,11 +53,6 @@ def parse_section(model: type[Model], raw: Any, where: str) -> Model:
         raise UserError(describe(model, exc.errors()[0], where)) from None
 
 
-def validate_section(model: type[BaseModel], raw: Any, where: str) -> dict:
-    """`parse_section` as a plain dict with the defaults filled in."""
-    return parse_section(model, raw, where).model_dump(by_alias=True)
-
-
 # ---- errors: pydantic's first error, said the way the rest of the project says things ---------------
 
 TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",
