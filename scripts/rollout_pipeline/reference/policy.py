@@ -19,7 +19,8 @@ Each candidate kind has a logit in the checkpoint, per difficulty class (`easy` 
 operation, `hard` = two or more). Sampling: temperature 0 is greedy (ties go to the earlier
 kind above); otherwise softmax(logits / T) over the applicable kinds, then top_p nucleus
 truncation (the smallest set of most likely kinds whose mass reaches top_p, renormalized).
-A seed makes a draw reproducible (the RNG is seeded with the seed and the prompt text, so
+A seed makes a draw reproducible (the RNG is seeded with the seed and the prompt text, and choice k of n
+with seed + k, as vLLM does; so
 different prompts under one seed are still independent); without a seed draws are fresh.
 `max_tokens` cuts the text (token rule in `tokens.py`), which drops the final answer.
 
@@ -334,10 +335,11 @@ def sample(prompt: str, checkpoint: CheckpointLike, *, temperature: float = 1.0,
         text, count, cut = _cut(NOT_ARITHMETIC_TEXT, token_ends(NOT_ARITHMETIC_TEXT), max_tokens)
         return [Sample(None, text, count, cut) for _ in range(n)]
     indices, cumulative = _cumulative(checkpoint, problem, temperature, top_p)
-    rng = _fresh_rng if seed is None else random.Random(f"{seed}\x1f{prompt}")
     out = []
-    for _ in range(n):
-        u = rng.random()
+    for choice in range(n):
+        # Choice k of a request seeded S draws as a request of its own seeded S + k, as vLLM does: a record that
+        # says its seed is S + k is then reproduced by that seed alone.
+        u = (_fresh_rng if seed is None else random.Random(f"{seed + choice}\x1f{prompt}")).random()
         pick = indices[-1]
         for index, bound in zip(indices, cumulative):
             if u < bound:

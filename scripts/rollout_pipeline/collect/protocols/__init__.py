@@ -12,24 +12,40 @@ from typing import Any
 
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
 from rollout_pipeline.collect.protocols.chat import ChoicesShortfall, build_chat_body, parse_chat_reply
-from rollout_pipeline.collect.protocols.common import InvalidReply, NotFinished, Result
+from rollout_pipeline.collect.protocols.common import (InvalidReply, NotFinished, Result, asks_for_logprobs,
+                                                       label_logprobs, logprobs_mode)
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 
-__all__ = ["PATHS", "ChoicesShortfall", "InvalidReply", "NotFinished", "Result", "build_body", "parse_reply",
-           "sampling_params"]
+__all__ = ["PATHS", "ChoicesShortfall", "InvalidReply", "NotFinished", "Result", "asks_for_logprobs", "build_body",
+           "choice_params", "label_logprobs", "logprobs_mode", "parse_reply", "sampling_params"]
 
 PATHS = {"agent": "/run", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
 
-def sampling_params(row: dict, overrides: dict, seed: int | None) -> dict:
-    """What is actually sent: the row's responses_create_params merged with the objective's overrides (overrides win)."""
+def sampling_params(protocol: str, row: dict, overrides: dict, seed: int | None) -> dict:
+    """What is actually sent: the row's responses_create_params merged with the objective's overrides (overrides win),
+    and the rollout's seed where the server reads it.
+
+    chat and responses: a top-level `seed`, which vLLM reads on both /v1/chat/completions and /v1/responses (on
+    /v1/responses it ignores `metadata.seed`: two runs seeded that way differ). agent: `metadata.seed`, a string,
+    the one place a Responses-shaped body that a NeMo Gym agent validates takes it."""
     params = dict(row["responses_create_params"])
     params.update({k: v for k, v in overrides.items() if v is not None})
     if seed is not None:
-        # The Responses API has no top-level seed; metadata is where it is accepted (values are strings).
-        params["metadata"] = {**(params.get("metadata") or {}), "seed": str(seed)}
+        if protocol == "agent":
+            params["metadata"] = {**(params.get("metadata") or {}), "seed": str(seed)}
+        else:
+            params["seed"] = seed
     return params
+
+
+def choice_params(params: dict, choice: int) -> dict:
+    """The settings that reproduce choice `choice` of a request with `n` choices as a request of its own: vLLM
+    samples choice k of a request seeded S with seed S + k (the embedded server does the same)."""
+    if choice == 0 or not isinstance(params.get("seed"), int):
+        return params
+    return {**params, "seed": params["seed"] + choice}
 
 
 def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int = 1,
@@ -63,4 +79,4 @@ def parse_reply(protocol: str, reply: Any, n: int = 1, max_output_tokens: Any = 
         return parse_agent_reply(reply, max_output_tokens)
     if protocol == "responses":
         return parse_responses_reply(reply, max_output_tokens)
-    return parse_chat_reply(reply, n)
+    return parse_chat_reply(reply, n, max_output_tokens)

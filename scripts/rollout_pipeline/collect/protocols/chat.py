@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
-from rollout_pipeline.collect.protocols.common import InvalidReply, NotFinished, Result, checked_usage, put_token_data
+from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, NotFinished, Result,
+                                                       checked_usage, put_token_data)
 from rollout_pipeline.errors import UserError
 
 # Responses-API keys that chat completions takes under another name.
 _RENAMES = {"max_output_tokens": "max_tokens"}
 # Keys with no effect on what a chat server generates (or handled elsewhere): not sent.
 _NOT_SENT = {"input", "instructions", "metadata", "store", "include", "reasoning", "text", "truncation", "extra_body"}
-LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
 
 
@@ -34,6 +34,8 @@ def _map_include(include: Any, body: dict) -> None:
                         f"only {LOGPROBS_INCLUDE!r} has a chat counterpart (logprobs)")
     if include:
         body["logprobs"] = True
+        # The sampled token's logprob is in every entry; llama-cpp-python's server sends none without top_logprobs.
+        body.setdefault("top_logprobs", 0)
 
 
 def _map_reasoning(reasoning: Any, body: dict) -> None:
@@ -115,7 +117,7 @@ def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, toke
     body["messages"] = row["_messages"] if not params.get("instructions") else (
         [{"role": "system", "content": params["instructions"]}] + row["_messages"])
     seed = (params.get("metadata") or {}).get("seed")
-    if seed is not None:
+    if seed is not None and "seed" not in body:  # a row's own metadata.seed: chat servers read a top-level seed
         body["seed"] = int(seed)
     if model:
         body.setdefault("model", model)
@@ -233,7 +235,30 @@ def _stable_id(prefix: str, response: dict) -> str:
     return prefix + hashlib.blake2b(orjson.dumps(response, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
 
 
-def parse_chat_reply(reply: dict, n: int = 1) -> list[Result]:
+def _choice_tokens(n: int, usage: dict, generation_ids: list | None, logprobs: list | None) -> int | None:
+    """This choice's generated tokens, exactly, or None when the reply does not say. Chat `usage` sums all n
+    choices; one choice's count is its own ids or logprobs (one per generated token)."""
+    if n == 1 and usage.get("completion_tokens") is not None:
+        return usage["completion_tokens"]
+    if generation_ids is not None:
+        return len(generation_ids)
+    if logprobs is not None:
+        return len(logprobs)
+    return None
+
+
+def _check_window_cut(choice: dict, tokens: int | None, max_output_tokens: Any, reply: dict) -> None:
+    """A `length` stop before max_output_tokens is a cut by the context window (vLLM lowers max_tokens to what fits
+    beside the prompt): the generation did not complete, so it is never scored."""
+    if choice.get("finish_reason") == "length" and isinstance(max_output_tokens, int) and tokens is not None \
+            and tokens < max_output_tokens:
+        raise NotFinished("context_length", f"the model's context window cut the generation after {tokens} of "
+                          f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not "
+                          "both fit): skipped, not scored; lower max_output_tokens or shorten the prompt",
+                          skip=True, reply=reply)
+
+
+def parse_chat_reply(reply: dict, n: int = 1, max_output_tokens: Any = None) -> list[Result]:
     """One Result per requested choice of a decoded 200 chat-completions reply."""
     choices = reply.get("choices")
     if not isinstance(choices, list):
@@ -245,38 +270,36 @@ def parse_chat_reply(reply: dict, n: int = 1) -> list[Result]:
     for choice, message in zip(choices[:n], messages):
         _check_finished(choice, message, reply)
     token_data = [_token_data(reply, c) for c in choices[:n]]
-    texts = [m.get("content") or "" for m in messages]
-    total_chars = sum(len(t) for t in texts) or 1
+    counts = [_choice_tokens(n, usage, ids, logprobs) for _, ids, logprobs in token_data]
+    for choice, tokens in zip(choices[:n], counts):
+        _check_window_cut(choice, tokens, max_output_tokens, reply)
     input_tokens = usage.get("prompt_tokens", 0)
     results = []
-    for choice, message, text, (prompt_ids, generation_ids, logprobs) in zip(choices[:n], messages, texts, token_data):
+    for choice, message, output_tokens, (prompt_ids, generation_ids, logprobs) in zip(
+            choices[:n], messages, counts, token_data):
         index = choice.get("index", 0)
         truncated = choice.get("finish_reason") == "length"
-        output_tokens = usage.get("completion_tokens", 0)
-        estimated = False
-        if n > 1:
-            if generation_ids is not None:
-                output_tokens = len(generation_ids)  # exact: this choice's own ids
-            else:
-                # Chat usage is summed over all n choices; split it by text length and say it is an estimate.
-                output_tokens, estimated = round(output_tokens * len(text) / total_chars), True
         response = {
             "object": "response",
             "model": reply.get("model"),
             "status": "incomplete" if truncated else "completed",
-            "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+            # Named after the limit only when one was asked for and reached; else in the server's own word.
+            "incomplete_details": {"reason": "max_output_tokens" if isinstance(max_output_tokens, int) else "length"}
+            if truncated else None,
             "output": _output_items(message, index),
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "total_tokens": input_tokens + output_tokens},
+                      "total_tokens": None if output_tokens is None else input_tokens + output_tokens},
             "finish_reason": choice.get("finish_reason"),
         }
-        if estimated:
-            response["usage"]["output_tokens_estimated"] = True
+        if output_tokens is None:
+            # n choices, and the reply counts only their sum: each choice's own count is unknown, and no estimate
+            # is made up. The sum stays, once per record, for whoever needs it.
+            response["usage"]["output_tokens_all_choices"] = usage.get("completion_tokens")
         # The id hashes the content before the token data is added: the ids and logprobs follow from it, and
         # hashing thousands of them for every reply would be a measurable cost (bench/token_data.py).
         response = {"id": _stable_id("chatcmpl-", response), **response}
         put_token_data(response, prompt_ids, generation_ids, logprobs)
-        results.append(Result(response, text))
+        results.append(Result(response, message.get("content") or ""))
     return results
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rollout_pipeline.errors import UserError
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
 
 class InvalidReply(Exception):
     """The server answered 200 but not with what the protocol promises (retryable: servers glitch)."""
@@ -125,6 +129,17 @@ def check_finished(response: dict, where: str, max_output_tokens: Any = None, re
         raise NotFinished("tool_call", f"{where}: the turn ended in a call to {last.get('name')!r} that nothing runs "
                           "(use an agent server that executes tools)", reply=reply if reply is not None else response,
                           response=response)
+    used = (response.get("usage") or {}).get("output_tokens")
+    if response.get("status") == "incomplete" and (response.get("incomplete_details") or {}).get("reason") == \
+            "max_output_tokens" and isinstance(max_output_tokens, int) and isinstance(used, int) \
+            and used < max_output_tokens:
+        # vLLM lowers max_output_tokens to what fits beside the prompt and still names the limit as the reason
+        # (its reply echoes the lowered value): the context window cut it, and an unfinished generation is never
+        # scored.
+        raise NotFinished("context_length", f"{where}: the model's context window cut the generation after {used} of "
+                          f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not both "
+                          "fit): skipped, not scored; lower max_output_tokens or shorten the prompt", skip=True,
+                          reply=reply if reply is not None else response)
     if response.get("status") == "completed" and is_truncated_by_usage(response.get("usage"), max_output_tokens):
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens", "inferred": "usage.output_tokens reached "
@@ -142,3 +157,33 @@ def put_token_data(response: dict, prompt_ids: Any = None, generation_ids: Any =
                        ("generation_log_probs", generation_log_probs)):
         if value is not None and key not in last:
             last[key] = value
+
+
+def asks_for_logprobs(body: dict) -> bool:
+    """Whether a chat or Responses body asks for the generated tokens' logprobs, whichever way it was asked."""
+    return body.get("logprobs") is True or LOGPROBS_INCLUDE in (body.get("include") or [])
+
+
+def logprobs_mode(agent: dict) -> str:
+    """What kind of logprobs the agent's server returns: its `logprobs_mode`, else vLLM's default (raw_logprobs:
+    before temperature and top_p) or, for the embedded server, processed_logprobs (its logprobs are those of the
+    distribution it sampled from)."""
+    if agent.get("logprobs_mode"):
+        return agent["logprobs_mode"]
+    return "processed_logprobs" if agent.get("url") == "embedded" else "raw_logprobs"
+
+
+def label_logprobs(results: list[Result], asked: bool, mode: str, where: str) -> None:
+    """Say which kind of logprobs each record holds; and when they were asked for, refuse a reply that has none
+    for a rollout that generated tokens: the server does not return them the way they were asked (a record
+    without them would still say they were asked for)."""
+    for result in results:
+        output = result.response.get("output") or []
+        last = output[-1] if output and isinstance(output[-1], dict) else {}
+        if "generation_log_probs" in last:
+            last["generation_log_probs_mode"] = mode
+        elif asked and (result.output or ((result.response.get("usage") or {}).get("output_tokens") or 0) > 0):
+            raise UserError(f"{where}: the server returned no logprobs although the request asked for them (chat "
+                            f"`logprobs: true` with `top_logprobs: 0`, or the Responses include {LOGPROBS_INCLUDE!r}); "
+                            "this server does not return them this way: use another protocol or server, or stop "
+                            "asking (token_data: null, no include)")

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_pipeline.collect.protocols.common import (InvalidReply, Result, check_finished, check_response,
-                                                       put_token_data, response_text, without_timing)
-
-LOGPROBS_INCLUDE = "message.output_text.logprobs"
+from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, Result, check_finished,
+                                                       check_response, put_token_data, response_text, without_timing)
 
 
 def build_responses_body(params: dict, model: str | None, token_data: str | None = None) -> dict:

