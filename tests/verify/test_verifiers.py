@@ -12,12 +12,12 @@ from rollout_pipeline.verify.verifiers import as_number, extract_answer, verify
 
 @pytest.mark.parametrize("text, answer", [
     ("Step 1: 2 + 3 = 5.\nThe final answer is \\boxed{5}.", "5"),
-    ("First \\boxed{3}, then on reflection \\boxed{4}. Answer is 9.", "4"),      # boxed wins, last box
+    ("First \\boxed{3}, then on reflection \\boxed{4}.", "4"),                   # a later box replaces it
     ("The answer is \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),                    # nested braces
     ("So the answer is 42 apples.", "42"),                                       # then "answer is"
     ("The answer is: x + 1", "x + 1"),
     ("I think 3 + 4 makes 7", "7"),                                              # then the last number
-    ("Total: 1,234 dollars", "1234"),
+    ("Total: 1,234 dollars", "1,234"),
     ("37 + 48 = 85. The final answer is \\boxed{8", "8"),                        # a cut box is no box
     ("I will not give a final answer.", None),
 ])
