@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from rollout_pipeline.verify.verifiers import verify
 
 CASES_FILE = Path(__file__).with_name("conformance_cases.jsonl")

@@ -36,7 +36,7 @@ _JOINED_RE = re.compile(
     r"[^.!?\n]*?(?:[,;&]|\b(?:and|or|maybe|perhaps|possibly|either)\b)[^.!?\n]*", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
 # the stated answer: up to a sentence end (a period not followed by a digit), a line end, or MAX_ANSWER_CHARS
-_STATED_RE = re.compile(r"(.{1,%d}?)(?:\.(?!\d)|\n|[.!?]?\s*$)" % MAX_ANSWER_CHARS, re.DOTALL)
+_STATED_RE = re.compile(r"(.{1,N}?)(?:\.(?!\d)|\n|[.!?]?\s*$)".replace("N", str(MAX_ANSWER_CHARS)), re.DOTALL)
 # a number in plain prose: not glued to a word, a brace, a backslash, a sub/superscript or a slash before it, and
 # not followed by a superscript, a subscript or a brace (letters after it are a unit: "12cm", "1,000.99m²")
 _PROSE_NUMBER_RE = re.compile(
@@ -47,8 +47,8 @@ _PROSE_NUMBER_RE = re.compile(
 # rescan the output.
 MAX_FORMULA_CHARS = 2000
 _MATH_SPAN_RE = re.compile(
-    r"\$\$(?:.{1,%(n)d}?)\$\$|\\\[(?:.{1,%(n)d}?)\\\]|(?P<inline>\\\((?:.{1,%(n)d}?)\\\)|"
-    r"\$(?!\d[\d,.]*\s+[A-Za-z])(?:[^$\\]|\\.){1,%(n)d}?\$)" % {"n": MAX_FORMULA_CHARS}, re.DOTALL)
+    (r"\$\$(?:.{1,N}?)\$\$|\\\[(?:.{1,N}?)\\\]|(?P<inline>\\\((?:.{1,N}?)\\\)|"
+     r"\$(?!\d[\d,.]*\s+[A-Za-z])(?:[^$\\]|\\.){1,N}?\$)").replace("N", str(MAX_FORMULA_CHARS)), re.DOTALL)
 # "the answer is 3 more than x" states a relation, not an answer
 _RELATION_RE = re.compile(r"-?[\d.,/]+\s*(?:more|less|fewer|greater|smaller|larger|bigger|higher|lower|times|than|"
                           r"plus|minus|divided|multiplied)\b", re.IGNORECASE)
@@ -57,6 +57,7 @@ _RETRACTION_RE = re.compile(
     r"I\s+made\s+a\s+mistake|scratch\s+that|that\s+can'?t\s+be\s+right)\b", re.IGNORECASE)
 _LEADING_NUMBER_RE = re.compile(r"[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?)(?:\s*%|\s*[A-Za-z].*)?\s*$",
                                 re.DOTALL)
+_LEADING_FORMULA_RE = re.compile(r"(\$[^$]+\$|\\\(.+?\\\))(?:\s*[A-Za-z][^$]*)?$", re.DOTALL)
 _WORDS_RE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")
 _LETTER_RE = re.compile(r"^[\s$*(]*(?:\\text(?:bf)?\{\s*)?\(?([A-E])\)?(?![A-Za-z])")
 _OPTION_RE = re.compile(r"\(([A-E])\)|^\s*\**([A-E])[.):]", re.MULTILINE)  # "(B)", or "B." opening a line
@@ -133,6 +134,9 @@ def _statement_answer(stated: str) -> Answer | None:
         stated = _BOX_OPEN_RE.sub("", stated)  # a box the output never closed (cut off by max tokens)
     if not stated or _RELATION_RE.match(stated):
         return None
+    formula = _LEADING_FORMULA_RE.match(stated)  # "$85$ apples"
+    if formula:
+        return Answer(formula.group(1), "region")
     if "$" in stated or "\\(" in stated or "\\[" in stated:
         return Answer(stated, "region")
     leading = _LEADING_NUMBER_RE.match(stated)  # "42 apples", "$12", "25%"

@@ -28,7 +28,8 @@ from rollout_pipeline.verify.math_answer import LETTERS, Answer, locate_answer
 VERIFIER_KINDS = ("math", "exact")
 
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,300}")  # bounded: int() refuses over 4300 digits
-_NUMERIC_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?:/\d+)?")
+_NUMERIC_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:/\d+)?")
+_ONE_FORMULA_RE = re.compile(r"\$\s*([^$]*?)\s*\$|\\\(\s*(.*?)\s*\\\)", re.DOTALL)
 _PERCENT_RE = re.compile(r"\s*\\?%\s*$")
 _LIST_OPENERS = ("(", "[", "{", "\\{", "\\left", "\\begin")
 _LETTER_ANSWER_RE = re.compile(r"\(?([A-E])\)?")
@@ -79,14 +80,18 @@ def _same_text(expected: str, answer: str) -> bool:
 
 def _fast_verdict(expected: str, answer: Answer) -> bool | None:
     """The verdict on two plain numbers where math-verify's would be the same, else None (math-verify decides)."""
-    if answer.kind not in ("number", "latex"):
-        return None
-    a, b = as_number(expected), as_number(answer.text)
+    text = answer.text
+    if answer.kind == "region":
+        formula = _ONE_FORMULA_RE.fullmatch(text)  # "$85$": math-verify reads the number in it
+        if formula is None:
+            return None
+        text = formula.group(1) or formula.group(2)
+    a, b = as_number(expected), as_number(text)
     if a is None or b is None:
         return None
     if a == b:
         return True
-    whole = all("." not in t and "/" not in t and "e" not in t.lower() for t in (expected, answer.text))
+    whole = all("." not in t and "/" not in t for t in (expected, text))
     return False if whole else None  # unequal decimals may still agree to math-verify's rounding
 
 
