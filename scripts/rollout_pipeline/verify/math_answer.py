@@ -43,12 +43,12 @@ _PROSE_NUMBER_RE = re.compile(
     r"(?<![\w.\\{}^_/,-])-?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+(?!\d)|\d+)(?:[.,]\d+)?|\.\d+)(?:/\d+)?(?![\d^_{}]|[.,/]\d)")
 # Formulas: $$..$$ and \\[..\\] may span lines; inline $..$ and \\(..\\) may not (a number inside one broken over
 # lines is in no formula and not in prose either). A dollar before a number and words is currency ("$18 a day and
-# $20"), not a formula. A formula is at most MAX_FORMULA_CHARS long: an unclosed \\[ must not make each later one
-# rescan the output.
+# $20"), not a formula. Delimiters are paired in one pass, so unclosed ones cost nothing later; a formula is at most
+# MAX_FORMULA_CHARS long.
 MAX_FORMULA_CHARS = 2000
-_MATH_SPAN_RE = re.compile(
-    (r"\$\$(?:.{1,N}?)\$\$|\\\[(?:.{1,N}?)\\\]|(?P<inline>\\\((?:.{1,N}?)\\\)|"
-     r"\$(?!\d[\d,.]*\s+[A-Za-z])(?:[^$\\]|\\.){1,N}?\$)").replace("N", str(MAX_FORMULA_CHARS)), re.DOTALL)
+_DELIMITER_RE = re.compile(r"\\\$|\$\$|\\\[|\\\]|\\\(|\\\)|\$")
+_CLOSER = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
+_CURRENCY_RE = re.compile(r"\d[\d,.]*\s+[A-Za-z]")
 # "the answer is 3 more than x" states a relation, not an answer
 _RELATION_RE = re.compile(r"-?[\d.,/]+\s*(?:more|less|fewer|greater|smaller|larger|bigger|higher|lower|times|than|"
                           r"plus|minus|divided|multiplied)\b", re.IGNORECASE)
@@ -160,14 +160,30 @@ def _last_statement(text: str, start: int) -> tuple[int, int, Answer | None] | N
     return found.start(), stated.end(), _statement_answer(stated.group(1))
 
 
+def _formulas(text: str, start: int) -> list[tuple[int, int, bool]]:
+    """(start, end, spans lines while inline) of every formula after `start`, in order: one pass over delimiters."""
+    found: list[tuple[int, int, bool]] = []
+    opener: re.Match | None = None
+    for token in _DELIMITER_RE.finditer(text, start):
+        mark = token.group()
+        if mark == "\\$":
+            continue  # an escaped dollar
+        if opener is not None and token.start() - opener.end() > MAX_FORMULA_CHARS:
+            opener = None  # never closed within reach
+        if opener is None:
+            if mark in _CLOSER and not (mark == "$" and _CURRENCY_RE.match(text, token.end())):
+                opener = token
+        elif mark == _CLOSER[opener.group()]:
+            inline = opener.group() in ("$", "\\(")
+            found.append((opener.start(), token.end(), inline and "\n" in text[opener.end():token.start()]))
+            opener = None
+    return found
+
+
 def _last_item(text: str, start: int) -> Answer | None:
     """The last LaTeX formula or plain-prose number after `start`, whichever ends later."""
-    formula = None
-    spans = []
-    for match in _MATH_SPAN_RE.finditer(text, start):
-        if not (match.group("inline") and "\n" in match.group()):
-            formula = match
-        spans.append(match.span())
+    spans = _formulas(text, start)
+    formula = next(((a, b) for a, b, broken in reversed(spans) if not broken), None)
     number = None
     span_index = 0
     for match in _PROSE_NUMBER_RE.finditer(text, start):
@@ -176,8 +192,8 @@ def _last_item(text: str, start: int) -> Answer | None:
         if span_index < len(spans) and spans[span_index][0] <= match.start():
             continue  # inside a formula: the formula is the item
         number = match
-    if formula is not None and (number is None or formula.end() > number.end()):
-        return Answer(formula.group(0), "region")
+    if formula is not None and (number is None or formula[1] > number.end()):
+        return Answer(text[formula[0]:formula[1]], "region")
     if number is not None:
         return Answer(number.group(0), "number")
     last_line = text[start:].strip().rpartition("\n")[2].strip()
