@@ -9,7 +9,8 @@ import time
 import pytest
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.verify.verifiers import as_number, extract_answer, verify
+from rollout_pipeline.verify.math_answer import Answer
+from rollout_pipeline.verify.verifiers import _fast_verdict, _math_verify_equal, as_number, extract_answer, verify
 
 
 @pytest.mark.parametrize("text, answer", [
@@ -61,6 +62,17 @@ def test_math_compares_numbers_exactly_and_falls_back_to_math_verify(expected, o
 def test_numbers_parse_exactly():
     assert as_number("1,234") == 1234 and as_number("-0.50") == as_number("-1/2") and as_number("85.") == 85
     assert as_number("x") is None and as_number("\\frac{1}{2}") is None
+    assert as_number("1,5") is None and as_number("1 2") is None and as_number("1 000") is None
+
+
+@pytest.mark.parametrize("expected", ["85", "-85", "1234", "1,234", "0.5", "3/4", "$85$", "1 000"])
+@pytest.mark.parametrize("written", ["85", "85.0", "-85", "1234", "1,234", "1 234", "0.50", ".5", "3/4", "0.75", "$85$",
+                                     "1000", "1,000", "1,\\!000", "84", "85.5"])
+def test_the_fast_path_for_plain_numbers_decides_only_as_math_verify_would(expected, written):
+    answer = Answer(written, "latex")
+    fast = _fast_verdict(expected, answer)
+    if fast is not None:
+        assert fast == _math_verify_equal(expected, answer)
 
 
 def test_exact_compares_stripped_strings():

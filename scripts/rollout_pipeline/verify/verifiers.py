@@ -40,7 +40,8 @@ def as_number(text: str) -> Fraction | int | None:
     as a thousands separator in 3-digit groups: '1,5' and '2,3' are not numbers here."""
     if _PLAIN_INT_RE.fullmatch(text):
         return int(text)  # the common case, without the cost of a Fraction (equal to it in comparisons)
-    cleaned = text.strip().strip("$").replace("\\!", "").replace(" ", "").rstrip(".")
+    # TeX's \\! thin space may group thousands (1,\\!000); a plain space may not: math-verify reads "$1 000$" as 1 x 000
+    cleaned = text.strip().strip("$").replace("\\!", "").rstrip(".").strip()
     if cleaned.startswith("\\$"):
         cleaned = cleaned[2:]
     if not cleaned or not any(c.isdigit() for c in cleaned) or not _NUMERIC_RE.fullmatch(cleaned):
@@ -128,7 +129,7 @@ def _math_verify_equal(expected: str, answer: Answer) -> bool:
 def _expected_kind(expected: str) -> str:
     if "$" in expected or "\\boxed" in expected or "\\(" in expected or "\\[" in expected:
         return "region"
-    return "number" if re.fullmatch(r"-?[\d,]*\d(?:\.\d+)?", expected) else "latex"
+    return "number" if re.fullmatch(r"-?(?:\d{1,3}(?: \d{3})+|[\d,]*\d)(?:\.\d+)?", expected) else "latex"
 
 
 def answers_match(expected: str, answer: Answer) -> bool:
