@@ -42,8 +42,7 @@ def as_number(text: str) -> Fraction | int | None:
         return int(text)  # the common case, without the cost of a Fraction (equal to it in comparisons)
     # TeX's \\! thin space may group thousands (1,\\!000); a plain space may not: math-verify reads "$1 000$" as 1 x 000
     cleaned = text.strip().strip("$").replace("\\!", "").rstrip(".").strip()
-    if cleaned.startswith("\\$"):
-        cleaned = cleaned[2:]
+    cleaned = cleaned.removeprefix("\\$")
     if not cleaned or not any(c.isdigit() for c in cleaned) or not _NUMERIC_RE.fullmatch(cleaned):
         return None
     try:
