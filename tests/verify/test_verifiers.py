@@ -18,6 +18,7 @@ from rollout_pipeline.verify.verifiers import _fast_verdict, _math_verify_equal,
     ("First \\boxed{3}, then on reflection \\boxed{4}.", "4"),                   # a later box replaces it
     ("The answer is \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),                    # nested braces
     ("So the answer is 42 apples.", "42"),                                       # then "answer is"
+    ("**Answer:** **42**\n\nBecause 40 + 2 = 42 and 2 < 3", "42"),             # the last statement, in bold
     ("The answer is: x + 1", "x + 1"),
     ("I think 3 + 4 makes 7", "7"),                                              # then the last number
     ("Total: 1,234 dollars", "1,234"),

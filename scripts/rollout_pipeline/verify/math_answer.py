@@ -129,7 +129,7 @@ def _box_answer(text: str, boxes: list[_Box]) -> Answer:
 
 
 def _statement_answer(stated: str) -> Answer | None:
-    stated = stated.strip().rstrip(".").strip()
+    stated = stated.replace("**", "").strip().rstrip(".").strip()  # markdown bold: "**42**"
     if stated.count("{") > stated.count("}"):
         stated = _BOX_OPEN_RE.sub("", stated)  # a box the output never closed (cut off by max tokens)
     if not stated or _RELATION_RE.match(stated):
