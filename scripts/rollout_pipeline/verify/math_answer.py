@@ -27,7 +27,7 @@ _BOX_OPEN_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_RE = re.compile(r"[{}]")
 # "the answer is X", "final answer: X", "**Answer:** X", "#### X" (GSM8K's reference solutions)
 _STATEMENT_RE = re.compile(
-    r"(?:\banswer\b(?:\s+(?:is|was|would\s+be|will\s+be|should\s+be|must\s+be)\b|\**\s*[:=])|####)[\s:*]*",
+    r"(?:\banswer\b(?:\s+(?:is|was|would\s+be|will\s+be|should\s+be|must\s+be)\b|\**\s*[:=])|(?<!#)####(?!#))[\s:*]*",
     re.IGNORECASE)
 # What joins two boxes into one answer: a short gap, in one sentence, with a connective or a hedge ("and", ",",
 # "or maybe") and no word that replaces the first box with the second ("then", "wait", "actually", "instead").
