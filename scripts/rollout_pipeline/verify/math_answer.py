@@ -68,7 +68,8 @@ _BARE_LETTER_RE = re.compile(r"\b([B-E])\b(?!')")  # not A: "A" opens sentences
 class Answer:
     """The final answer's text, and how math-verify should read it: `region` (a stretch of the output with its
     boxes or formulas, read as math-verify reads an output), `latex` (a bare LaTeX answer, such as a box's
-    content) or `number` (a number from plain prose: a comma in it may be a decimal comma, as in 1,5)."""
+    content), `number` (a number from plain prose: a comma in it may be a decimal comma, as in 1,5) or `letter`
+    (a multiple-choice letter)."""
     text: str
     kind: str
 
@@ -147,10 +148,10 @@ def _statement_answer(stated: str) -> Answer | None:
     return Answer(stated, "latex")
 
 
-def _last_statement(text: str, start: int) -> tuple[int, int, Answer | None] | None:
-    """(start, end, answer) of the last "answer is X" after `start`; answer None when it states no answer."""
+def _last_statement(text: str) -> tuple[int, int, Answer | None] | None:
+    """(start, end, answer) of the last "answer is X"; answer None when it states no answer."""
     found = None
-    for match in _STATEMENT_RE.finditer(text, start):
+    for match in _STATEMENT_RE.finditer(text):
         found = match
     if found is None:
         return None
@@ -227,7 +228,7 @@ def locate_answer(output: str, truncated: bool = False, letters: bool = False) -
     boxes = closed_boxes(text)
     if truncated:
         text = completed_part(text, boxes)
-    statement = _last_statement(text, 0)
+    statement = _last_statement(text)
     answer: Answer | None
     if boxes and (statement is None or boxes[-1].start >= statement[0]):
         answer, end = _box_answer(text, boxes), boxes[-1].end
