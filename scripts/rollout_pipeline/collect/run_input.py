@@ -12,6 +12,7 @@ import orjson
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import decode_line
 from rollout_pipeline.rows import normalize_row, prompt_id
+from rollout_pipeline.verify.verifiers import expected_answers
 
 _CHUNK = 1024 * 1024
 # A prompt lands in its record up to three times (input, responses_create_params, the passthrough fields), and the
@@ -55,9 +56,11 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
             if answer_for is not None and row.get("expected_answer") is None:
                 raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
                                 f"{answer_for} needs to score the output; add it, or use another verifier")
-            if answer_for is not None and not str(row["expected_answer"]).strip():
-                raise UserError(f"{path}:{lineno}: 'expected_answer' is empty, so every output would score 0; give "
-                                "the answer, or drop the row")
+            if answer_for is not None:
+                try:
+                    expected_answers(row["expected_answer"])
+                except ValueError as exc:
+                    raise UserError(f"{path}:{lineno}: {exc}") from None
             rows += 1
     if rows == 0:
         raise UserError(f"{path}: no prompts in the file (it is empty or has only blank lines)")
