@@ -6,7 +6,10 @@ PARALLEL workers each POSTing the same pre-encoded chat body, reading the reply 
 until TOTAL requests are done. No verifier, no records, no files. Prints one JSON line:
 {"requests": N, "wall_s": seconds spent in the loop, "requests_per_s": ...}.
 
-    python bench/bare_client.py URL TOTAL PARALLEL [--gc-threshold N]
+    python bench/bare_client.py URL TOTAL PARALLEL [--gc-threshold N] [--bodies FILE]
+
+`--bodies FILE` (JSONL, one chat body a line) sends those bodies, in order, instead of one fixed body: against a
+real model server the loop then asks for exactly the generations the collector asks for (bench/vllm_server.py).
 
 `--gc-threshold N` sets Python's generation-0 GC threshold as the collector does while collecting
 (rollout_pipeline.collect.collector.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
@@ -25,7 +28,7 @@ BODY = orjson.dumps({"messages": [{"role": "user", "content": "What is 2 + 2?"}]
                      "temperature": 0.8, "top_p": 0.95, "max_tokens": 512})
 
 
-async def run(url: str, total: int, parallel: int) -> dict:
+async def run(url: str, total: int, parallel: int, bodies: list[bytes] | None = None) -> dict:
     connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0)
     headers = {"Content-Type": "application/json"}
     remaining = total
@@ -35,7 +38,8 @@ async def run(url: str, total: int, parallel: int) -> dict:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                async with session.post(url, data=BODY, headers=headers) as reply:
+                body = BODY if bodies is None else bodies[total - remaining - 1]
+                async with session.post(url, data=body, headers=headers) as reply:
                     orjson.loads(await reply.read())
 
         started = time.perf_counter()
@@ -48,11 +52,15 @@ def main() -> None:
     url, total, parallel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if "--gc-threshold" in sys.argv:
         gc.set_threshold(int(sys.argv[sys.argv.index("--gc-threshold") + 1]), *gc.get_threshold()[1:])
+    bodies = None
+    if "--bodies" in sys.argv:
+        with open(sys.argv[sys.argv.index("--bodies") + 1], "rb") as handle:
+            bodies = [line.rstrip(b"\n") for line in handle if line.strip()]
     try:
         import uvloop
-        result = uvloop.run(run(url + "/v1/chat/completions", total, parallel))
+        result = uvloop.run(run(url + "/v1/chat/completions", total, parallel, bodies))
     except ImportError:
-        result = asyncio.run(run(url + "/v1/chat/completions", total, parallel))
+        result = asyncio.run(run(url + "/v1/chat/completions", total, parallel, bodies))
     print(orjson.dumps(result).decode(), flush=True)
 
 

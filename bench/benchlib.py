@@ -286,10 +286,12 @@ def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: in
     return CollectorRun(measured, stats)
 
 
-def run_bare_client(url: str, total: int, parallel: int, gc_threshold: int | None = None) -> tuple[Measured, dict]:
+def run_bare_client(url: str, total: int, parallel: int, gc_threshold: int | None = None,
+                    bodies: Path | None = None) -> tuple[Measured, dict]:
     """bench/bare_client.py: the bare aiohttp loop, the ceiling for one Python process (optionally with the
-    collector's generation-0 GC threshold)."""
+    collector's generation-0 GC threshold, and sending the given bodies)."""
     extra = [] if gc_threshold is None else ["--gc-threshold", str(gc_threshold)]
+    extra += [] if bodies is None else ["--bodies", str(bodies)]
     measured = run_measured([PY, str(BENCH / "bare_client.py"), url, str(total), str(parallel), *extra], ROOT).check()
     return measured, orjson.loads(measured.stdout.strip().splitlines()[-1])
 

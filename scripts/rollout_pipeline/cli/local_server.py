@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,18 @@ from typing import Iterator
 import requests
 
 from rollout_pipeline.errors import UserError
+
+
+def _child_setup() -> None:
+    """In the server process before it starts: SIGINT at its default (a server started from a background job
+    inherits "ignore"), and a SIGTERM when whoever started it dies, even by SIGKILL, so no server outlives its
+    owner (Linux's PR_SET_PDEATHSIG; it is in its own session, out of reach of the owner's terminal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -41,10 +54,9 @@ class LocalServer:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            # SIGINT at its default: a server started from a background job would inherit "ignore".
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             start_new_session=True, stdin=subprocess.DEVNULL,
-                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                            preexec_fn=_child_setup)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             with contextlib.suppress(requests.RequestException):
