@@ -21,8 +21,10 @@ import asyncio
 import hashlib
 import json
 import random
+import struct
 import sys
 import urllib.request
+import zlib
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -46,7 +48,24 @@ KINDS = (
     "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
     "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
+    "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
 )
+BOMB_BYTES = 256 * 1024 * 1024
+
+
+def gzip_bomb() -> bytes:
+    """One gzip member: a JSON string of BOMB_BYTES spaces. Each MiB is compressed once after a full flush (so its
+    bytes repeat verbatim), and the trailer's CRC and size are those of the whole inflated body."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head, spaces, tail = b'{"padding": "', b" " * (1 << 20), b'"}'
+    start = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(spaces) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.compress(tail) + packer.flush()
+    crc = zlib.crc32(head)
+    for _ in range(BOMB_BYTES >> 20):
+        crc = zlib.crc32(spaces, crc)
+    trailer = struct.pack("<II", zlib.crc32(tail, crc), (len(head) + BOMB_BYTES + len(tail)) & 0xFFFFFFFF)
+    return start + block * (BOMB_BYTES >> 20) + end[:-8] + trailer
 
 
 def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, bytes]:
@@ -110,6 +129,7 @@ class Proxy:
         self.auth: set[str] = set()  # sha256 of each Authorization header seen (never the header itself)
         self.faults: dict[str, int] = {}
         self.paths: dict[str, int] = {}
+        self.bomb = b""
 
     def draw(self) -> str | None:
         hit = self.rng.random() < self.rate
@@ -170,6 +190,11 @@ class Proxy:
                                  b"Content-Length: 0\r\nConnection: keep-alive\r\n\r\n")
                     await writer.drain()
                     continue
+                if kind == "gzip-bomb":
+                    self.bomb = self.bomb or await asyncio.to_thread(gzip_bomb)
+                    self._send(writer, 200, "application/json", self.bomb, "Content-Encoding: gzip\r\n")
+                    await writer.drain()
+                    continue
                 if kind == "401-echo":
                     status, upstream_body = 401, json.dumps({"error": {
                         "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()
@@ -183,8 +208,8 @@ class Proxy:
             writer.close()
 
     @staticmethod
-    def _send(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes) -> None:
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n"
+    def _send(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, more_headers: str = "") -> None:
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n{more_headers}"
                 f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
         writer.write(head.encode("latin-1") + body)
 

@@ -131,21 +131,22 @@ DEFAULT_MAX_REPLY_BYTES = 16 * 1024 * 1024  # a record (text twice, plus the row
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
-    """The body, refused as soon as it is over `max_bytes` (by its Content-Length, or while it streams in)."""
-    if resp.content_length is not None and resp.content_length <= max_bytes:
-        return await resp.read()
-    if resp.content_length is not None:
+    """The body, decoded (gzip, deflate, br), refused as soon as it is over `max_bytes` decoded: by its
+    Content-Length when it is not compressed, else counted while it streams in. A compressed Content-Length says
+    nothing of the size: a few KB of gzip inflate a thousandfold."""
+    compressed = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+    if resp.content_length is not None and resp.content_length > max_bytes and not compressed:
         size = f"{resp.content_length:,} bytes"
     else:
         chunks, size = [], 0
-        async for chunk in resp.content.iter_chunked(1 << 16):
+        async for chunk in resp.content.iter_chunked(1 << 16):  # aiohttp inflates in bounded steps as we read
             size += len(chunk)
             if size > max_bytes:
                 break
             chunks.append(chunk)
         else:
             return b"".join(chunks)
-        size = f"over {max_bytes:,} bytes"
+        size = f"over {max_bytes:,} bytes" + (" once decoded" if compressed else "")
     raise RequestFailed("reply_too_large", f"{url}: the reply is {size}, over the agent's max_reply_bytes "
                         f"({max_bytes:,}); raise it if such replies are expected", False)
 

@@ -1,0 +1,50 @@
+"""Hostile inputs, round 3: replies bounded in bytes after decoding, in depth and in number ranges; server text
+stripped of control characters; secrets that never reach a log. Real processes and sockets, as the rest of the suite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from reliability_support import Misbehaving, collect_command
+from support import agent, read_jsonl
+
+
+def _rows(path: Path, count: int = 3) -> Path:
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)}) + "\n"
+                            for i in range(count)))
+    return path
+
+
+def _run_measured(workdir: Path, command: list[str], timeout: float = 90) -> tuple[int, str, float]:
+    """(exit code, stderr, peak RSS in MiB) of one collector run; the peak is the kernel's figure for that one
+    process (wait4), not for everything the test started."""
+    with open(workdir / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=stderr)
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        timer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, (workdir / "stderr.txt").read_text(), usage.ru_maxrss / 1024
+
+
+# -- H1. a compressed reply is bounded after decoding ------------------------------------------------------------
+def test_a_gzip_bomb_with_a_small_content_length_is_refused_as_too_large_with_the_collector_memory_bounded(tmp_path):
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    prompts = _rows(tmp_path / "prompts.jsonl", 4)
+    with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "gzip-bomb", 1.0) as proxy:
+        command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, max_retries=0),
+                                  num_samples_in_parallel=4)
+        returncode, stderr, peak_mib = _run_measured(tmp_path, command)
+        posts = proxy.stats()["posts"]
+    failures = read_jsonl(tmp_path / "out.failures.ndjson")
+    assert returncode == 1 and posts == 4, stderr
+    assert {f["cause"] for f in failures} == {"reply_too_large"}
+    assert "over 16,777,216 bytes once decoded, over the agent's max_reply_bytes" in failures[0]["error"]
+    # Each 256 MiB bomb is dropped once 16 MiB of it are in: four at once inflated whole took 2.5 GB.
+    assert peak_mib < 250, f"collector peak RSS {peak_mib:.0f} MiB"
