@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import threading
 from pathlib import Path
@@ -48,3 +49,23 @@ def test_a_gzip_bomb_with_a_small_content_length_is_refused_as_too_large_with_th
     assert "over 16,777,216 bytes once decoded, over the agent's max_reply_bytes" in failures[0]["error"]
     # Each 256 MiB bomb is dropped once 16 MiB of it are in: four at once inflated whole took 2.5 GB.
     assert peak_mib < 250, f"collector peak RSS {peak_mib:.0f} MiB"
+
+
+# -- M6. input through a pipe -------------------------------------------------------------------------------------
+def test_prompts_through_a_pipe_or_process_substitution_are_read_once_and_give_the_file_runs_output(
+        tmp_path, embedded_server):
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    settings = agent(embedded_server.url)
+    from_file = collect_command(tmp_path, prompts, tmp_path / "file.jsonl", settings, num_repeats=2, seed=5)
+    assert subprocess.run(from_file, cwd=tmp_path, capture_output=True, timeout=60).returncode == 0
+    from_stdin = collect_command(tmp_path, Path("/dev/stdin"), tmp_path / "stdin.jsonl", settings, num_repeats=2, seed=5)
+    piped = subprocess.run(from_stdin, cwd=tmp_path, input=prompts.read_bytes(), capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    substituted = collect_command(tmp_path, Path("PROMPTS"), tmp_path / "subst.jsonl", settings, num_repeats=2, seed=5)
+    script = " ".join(shlex.quote(arg) for arg in substituted).replace("PROMPTS", f"<(cat {shlex.quote(str(prompts))})")
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = (tmp_path / "file.jsonl").read_bytes()
+    assert len(read_jsonl(tmp_path / "file.jsonl")) == 6
+    assert (tmp_path / "stdin.jsonl").read_bytes() == expected and (tmp_path / "subst.jsonl").read_bytes() == expected
+    assert not list(tmp_path.glob(".*progress*")), "a finished run leaves no progress file"

@@ -33,7 +33,7 @@ from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.jsonl import dumps, write_json
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
 from rollout_pipeline.collect.redact import Redactor, url_credentials, without_credentials
-from rollout_pipeline.collect.run_input import scan_input
+from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
@@ -181,7 +181,8 @@ class Collector:
         write) stops it cleanly: one line says what was kept, exit 130 / 143, and no temp file stays behind."""
         previous = _raise_on_sigterm()
         try:
-            return self._run()
+            with readable_again(self.s.input_path) as self.s.input_path:
+                return self._run()
         except UserError as exc:  # its message may quote a URL with credentials, or a server echoing the key
             raise UserError(self.redact.text(str(exc))) from None
         except KeyboardInterrupt:

@@ -1,11 +1,14 @@
 """The collector's input pass: validate every row and hash the file before anything is sent or written."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-
 
 import orjson
 
@@ -24,6 +27,27 @@ class InputScan:
     rows: int          # rows that will be used (after limit)
     sha256: str        # hash of the bytes up to the last row used: part of the run identity
     bytes: int         # how many bytes that hash covers
+
+
+@contextlib.contextmanager
+def readable_again(path: Path) -> Iterator[Path]:
+    """The input as a file that can be read more than once: a pipe or a device (`/dev/stdin`, `<(jq ...)`) is copied
+    to a temporary file first, since a run reads its input once to check it and again to send it."""
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode) or path.is_dir()
+    except OSError:
+        regular = True  # missing: scan_input says so, naming the path
+    if regular:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="collect-input-") as directory:
+        copy = Path(directory) / (path.name or "input")
+        try:
+            with open(path, "rb") as source, open(copy, "wb") as target:
+                shutil.copyfileobj(source, target, _CHUNK)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the input ({exc.strerror})") from None
+        yield copy
 
 
 def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> InputScan:
