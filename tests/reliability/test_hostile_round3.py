@@ -2,14 +2,16 @@
 stripped of control characters; secrets that never reach a log. Real processes and sockets, as the rest of the suite."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from pathlib import Path
 
-from reliability_support import Misbehaving, collect_command
+from reliability_support import Misbehaving, children_of, collect_command, pid_alive, wait_until
 from support import agent, read_jsonl
 
 
@@ -69,3 +71,40 @@ def test_prompts_through_a_pipe_or_process_substitution_are_read_once_and_give_t
     assert len(read_jsonl(tmp_path / "file.jsonl")) == 6
     assert (tmp_path / "stdin.jsonl").read_bytes() == expected and (tmp_path / "subst.jsonl").read_bytes() == expected
     assert not list(tmp_path.glob(".*progress*")), "a finished run leaves no progress file"
+
+
+# -- M7, M8. filter's forked `where` child -----------------------------------------------------------------------
+def _hanging_filter(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """filter.py running a `where` that never ends (a 60 s limit): (the stage, its forked child, the output)."""
+    from stage_testkit import groups, stage_params, write_rollouts
+    from support import PY, SCRIPTS
+    source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (0.9, "b")], [(1.0, "c")]))
+    params = stage_params(tmp_path, filter={"where": "until(false; .)", "where_timeout_s": 60})
+    out = tmp_path / "sft.jsonl"
+    out.write_text("the previous output\n")
+    process = subprocess.Popen([PY, str(SCRIPTS / "filter.py"), "--in", str(source), "--out", str(out), "--params",
+                                str(params)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: children_of(process.pid), timeout=30)
+    return process, children_of(process.pid)[0], out
+
+
+def test_a_sigkilled_filter_takes_its_where_child_down_with_it(tmp_path):
+    process, child, out = _hanging_filter(tmp_path)
+    process.kill()
+    process.communicate(timeout=10)
+    try:
+        assert wait_until(lambda: not pid_alive(child), timeout=10), "the where child outlived its SIGKILLed stage"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)  # an orphan would spin for ever
+    assert out.read_text() == "the previous output\n"
+
+
+def test_a_where_child_killed_by_a_signal_is_one_line_naming_the_signal(tmp_path):
+    process, child, out = _hanging_filter(tmp_path)
+    os.kill(child, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith("filter: error: ")
+    assert "filter.where: the worker process was killed by signal SIGKILL" in stderr
+    assert out.read_text() == "the previous output\n" and not list(tmp_path.glob(".*.tmp"))
