@@ -49,7 +49,16 @@ KINDS = (
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
     "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
     "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
+    "deep-nesting",   # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
+    "huge-usage",     # 200: the reply's output token count is 2^63 - 1
+    "escape-400",     # HTTP 400 whose message holds terminal escape sequences
+    "escape-html-502",  # HTTP 502 with an HTML page holding terminal escape sequences
+    "escape-tool-call",  # 200: chat, the turn ends in a tool call whose name holds terminal escape sequences
+    "escape-ng-failure",  # 200: agent /run with NeMo Gym's failure class and reason holding terminal escape sequences
 )
+# Sets the window title, clears the screen and prints a fake success line, in green.
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[32mall rollouts verified OK\x1b[0m\r\n\u202e"
+DEEP_LEVELS = 300
 BOMB_BYTES = 256 * 1024 * 1024
 
 
@@ -81,6 +90,14 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
     if kind == "400":
         return 400, as_json, json.dumps({"error": {"message": "injected: bad request", "type": "invalid_request_error",
                                                    "param": None, "code": None}}).encode()
+    if kind == "escape-400":
+        return 400, as_json, json.dumps({"error": {"message": f"bad request {ESCAPES}", "type": "invalid_request_error"}}
+                                        ).encode()
+    if kind == "escape-html-502":
+        return 502, "text/html", f"<html><body><h1>Bad gateway {ESCAPES}</h1></body></html>".encode()
+    if kind in ("deep-nesting", "huge-usage"):
+        return status, as_json, json.dumps(_deepen(path, reply) if kind == "deep-nesting" else _inflate_usage(reply)
+                                           ).encode()
     if kind == "401":
         return 401, as_json, json.dumps({"error": {"message": "injected: invalid api key", "type": "auth"}}).encode()
     if path.endswith("/chat/completions"):
@@ -95,6 +112,10 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
         elif kind == "no-content":
             for choice in reply.get("choices", []):
                 choice["message"].pop("content", None)
+        elif kind == "escape-tool-call":
+            reply["choices"][0]["finish_reason"] = "tool_calls"
+            reply["choices"][0]["message"]["tool_calls"] = [
+                {"id": "call_1", "type": "function", "function": {"name": f"run{ESCAPES}", "arguments": "{}"}}]
     elif path.endswith("/responses"):
         if kind == "wrong-types":
             reply["output"] = [{"type": "message", "content": "The answer is \\boxed{4}."}]
@@ -116,7 +137,28 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
             reply.pop("reward", None)
         elif kind == "bool-reward":
             reply["reward"] = True
+        elif kind == "escape-ng-failure":
+            reply.update(_ng_failure_class=f"judge{ESCAPES}", _ng_failure_reason=f"reason {ESCAPES}")
     return status, as_json, json.dumps(reply).encode()
+
+
+def _deepen(path: str, reply: dict) -> dict:
+    deep: object = "bottom"
+    for _ in range(DEEP_LEVELS):
+        deep = [deep]
+    target = reply
+    if path.endswith("/responses"):
+        target = reply["output"][0]
+    elif path == "/run":
+        target = reply["response"]["output"][0]
+    target["deep"] = deep
+    return reply
+
+
+def _inflate_usage(reply: dict) -> dict:
+    usage = reply.get("usage") or reply.get("response", {}).get("usage")
+    usage["completion_tokens" if "completion_tokens" in usage else "output_tokens"] = 2**63 - 1
+    return reply
 
 
 class Proxy:

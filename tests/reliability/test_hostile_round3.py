@@ -11,7 +11,11 @@ import subprocess
 import threading
 from pathlib import Path
 
-from reliability_support import Misbehaving, children_of, collect_command, pid_alive, wait_until
+import pytest
+
+from conftest import BASE_RUN
+from reliability_support import (Misbehaving, children_of, collect_command, fast_agent, one_line_error, pid_alive,
+                                 run_collect, wait_until)
 from support import agent, read_jsonl
 
 
@@ -59,13 +63,13 @@ def test_prompts_through_a_pipe_or_process_substitution_are_read_once_and_give_t
     prompts = _rows(tmp_path / "prompts.jsonl", 3)
     settings = agent(embedded_server.url)
     from_file = collect_command(tmp_path, prompts, tmp_path / "file.jsonl", settings, num_repeats=2, seed=5)
-    assert subprocess.run(from_file, cwd=tmp_path, capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run(from_file, cwd=tmp_path, capture_output=True, timeout=60, check=False).returncode == 0
     from_stdin = collect_command(tmp_path, Path("/dev/stdin"), tmp_path / "stdin.jsonl", settings, num_repeats=2, seed=5)
-    piped = subprocess.run(from_stdin, cwd=tmp_path, input=prompts.read_bytes(), capture_output=True, timeout=60)
+    piped = subprocess.run(from_stdin, cwd=tmp_path, input=prompts.read_bytes(), capture_output=True, timeout=60, check=False)
     assert piped.returncode == 0, piped.stderr
     substituted = collect_command(tmp_path, Path("PROMPTS"), tmp_path / "subst.jsonl", settings, num_repeats=2, seed=5)
     script = " ".join(shlex.quote(arg) for arg in substituted).replace("PROMPTS", f"<(cat {shlex.quote(str(prompts))})")
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=60)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     expected = (tmp_path / "file.jsonl").read_bytes()
     assert len(read_jsonl(tmp_path / "file.jsonl")) == 6
@@ -108,3 +112,88 @@ def test_a_where_child_killed_by_a_signal_is_one_line_naming_the_signal(tmp_path
     assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith("filter: error: ")
     assert "filter.where: the worker process was killed by signal SIGKILL" in stderr
     assert out.read_text() == "the previous output\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+# -- LOW. credentials given twice ---------------------------------------------------------------------------------
+def test_url_credentials_together_with_an_api_key_are_one_line_not_a_traceback(tmp_path):
+    prompts = _rows(tmp_path / "prompts.jsonl", 1)
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
+                         agent("http://user:pw-1234@127.0.0.1:9", api_key_env="ROUND3_KEY"), env={"ROUND3_KEY": "sk-abcd"})
+    line = one_line_error(result)
+    assert "a URL with user:password@ and api_key_env would both set the Authorization header" in line
+    assert "pw-1234" not in line and not (tmp_path / "out.jsonl").exists()
+
+
+# -- M1, M4. replies nested too deep or counting too many tokens --------------------------------------------------
+def _proxy_collect(workdir: Path, prompts: Path, upstream: str, kind: str, rate: float, protocol: str = "chat",
+                   verify: bool = False, extra: list[str] = (), **overrides) -> tuple[subprocess.CompletedProcess, dict]:
+    """One collector run through the misbehaving proxy (as the agent, or as its /verify URL); (result, its stats)."""
+    with Misbehaving(upstream, kind, rate, seed=5) as proxy:
+        settings = (fast_agent(upstream, verifier=f"{proxy.url}/verify", **overrides) if verify
+                    else fast_agent(proxy.url, protocol=protocol, **overrides))
+        result = run_collect(workdir, prompts, workdir / "out.jsonl", settings, extra=extra, **BASE_RUN)
+        assert set(proxy.stats()["faults"]) == {kind}
+    stats_path = workdir / "out.stats.json"
+    return result, json.loads(stats_path.read_text()) if stats_path.exists() else {}
+
+
+CASES = {"responses": {"protocol": "responses"}, "agent": {"protocol": "agent"}, "verify": {"verify": True},
+         "chat, 2 processes": {"extra": ["--processes", "2"]}}
+
+
+@pytest.mark.parametrize("kind, cause", [("deep-nesting", "invalid_reply"), ("huge-usage", "invalid_reply")])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_reply_too_deep_to_write_or_counting_2_63_tokens_is_an_invalid_reply_retried_until_a_good_one(
+        tmp_path, prompts, upstream, baseline, case, kind, cause):
+    if kind == "huge-usage" and case == "verify":
+        pytest.skip("a /verify reply has no usage")
+    result, stats = _proxy_collect(tmp_path, prompts, upstream.url, kind, 0.5, **CASES[case])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert stats["retries"].get(cause, 0) >= 3 and stats["failures"] == 0
+    if case != "verify":  # through a /verify URL, the rewards' extras differ from the in-process verifier's
+        assert (tmp_path / "out.jsonl").read_bytes() == baseline(CASES[case].get("protocol", "chat")).read_bytes()
+
+
+def test_a_reply_too_deep_every_time_fails_in_one_clear_line_and_so_does_the_resume(tmp_path, prompts, upstream):
+    for run in range(2):
+        result, stats = _proxy_collect(tmp_path, prompts, upstream.url, "deep-nesting", 1.0, protocol="responses",
+                                       max_retries=0)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (run, result.stderr)
+        assert stats["failure_causes"] == {"invalid_reply": 24}
+        assert "HTTP 200 with JSON nested more than 128 levels deep, which no record could hold" in result.stderr
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+# -- M2. a prompt row nested too deep -----------------------------------------------------------------------------
+def test_a_prompt_row_nested_too_deep_is_a_file_line_error_before_any_file_is_created(tmp_path):
+    deep: object = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 + 2?", "expected_answer": "4"}) + "\n"
+                       + json.dumps({"prompt": "What is 3 + 3?", "expected_answer": "6", "metadata": deep}) + "\n")
+    line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent("http://127.0.0.1:9")))
+    assert f"{prompts}:2: the row nests arrays or objects more than 128 levels deep" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml", "prompts.jsonl"]
+
+
+# -- M3. control characters from servers --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, protocol, cause", [
+    ("escape-400", "chat", "http_400"), ("escape-html-502", "chat", "http_502"),
+    ("escape-tool-call", "chat", "tool_call"), ("escape-ng-failure", "agent", None)])
+def test_terminal_escapes_in_server_text_reach_no_line_stats_key_or_metrics_key(tmp_path, prompts, upstream, kind,
+                                                                               protocol, cause):
+    from rollout_pipeline.stages.rollout_metrics import run_metrics
+    result, stats = _proxy_collect(tmp_path, prompts, upstream.url, kind, 0.5, protocol=protocol, max_retries=0,
+                                   max_failure_rate=1.0)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    not_scored = run_metrics(tmp_path / "out.jsonl", tmp_path / "m.json", 1.0).metrics["not_scored"]
+    shown = result.stdout + result.stderr
+    keys = " ".join([*stats["failure_causes"], *stats["retries"], *not_scored])
+    for raw in ("\x1b", "\x07", "\r", "\u202e"):
+        assert raw not in shown and raw not in keys, (raw, shown[-600:], keys)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[32mall rollouts verified OK" in shown  # shown, inert
+    if cause is not None:
+        assert set(stats["failure_causes"]) == set(not_scored) == {cause}
+    else:  # NeMo Gym's failure class is the cause: a stats key, and in the metrics a not_scored key
+        assert all(key.startswith("judge\\x1b]0;pwned") for key in [*stats["failure_causes"], *not_scored])

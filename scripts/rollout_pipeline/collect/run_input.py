@@ -13,7 +13,7 @@ from typing import Iterator
 import orjson
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.jsonl import decode_line
+from rollout_pipeline.jsonl import MAX_NESTING, decode_line, nested_too_deep
 from rollout_pipeline.rows import normalize_row, prompt_id
 
 _CHUNK = 1024 * 1024
@@ -121,6 +121,9 @@ def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, 
 
 def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
     value = decode_line(raw, name, lineno)
+    if nested_too_deep(value):
+        raise UserError(f"{name}:{lineno}: the row nests arrays or objects more than {MAX_NESTING} levels deep, "
+                        "more than its record could hold; flatten it (a nested field can travel as a JSON string)")
     if not isinstance(value, dict):
         kind = "array" if isinstance(value, list) else type(value).__name__
         raise UserError(f"{name}:{lineno}: expected a JSON object (a prompt row), got a JSON {kind}")

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
+from rollout_pipeline.jsonl import MAX_NESTING, nested_too_deep
+
 MAX_BACKOFF_S = 30.0
 
 
@@ -84,6 +86,8 @@ def _error_fields(body: bytes) -> tuple[Any, dict]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
+        payload = None
+    if payload is None or nested_too_deep(payload):  # kept as text: the failures file could not hold it
         return body[:MAX_KEPT_REPLY_CHARS].decode("utf-8", "replace"), {}
     error = payload.get("error", payload) if isinstance(payload, dict) else {}
     return payload, error if isinstance(error, dict) else {"message": str(error)}
@@ -184,12 +188,16 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
     latency = time.perf_counter() - started
     if status == 200:
         try:
-            return orjson.loads(raw), latency
+            reply = orjson.loads(raw)
         except MemoryError:
             raise RequestFailed("out_of_memory", f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
                                 "num_samples_in_parallel or max_reply_bytes", False) from None
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
+        if nested_too_deep(reply):
+            raise RequestFailed("invalid_reply", f"{url}: HTTP 200 with JSON nested more than {MAX_NESTING} levels "
+                                "deep, which no record could hold", True)
+        return reply, latency
     message = f"{url}: {_error_message(status, raw)}"
     cause, retryable, skip = classify_error(status, raw)
     if cause == "quota":
