@@ -18,7 +18,7 @@ from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
-from support import PY, SCRIPTS, agent, collect, free_port, make_prompts, write_params
+from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, write_params
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subpr
     process's own disposition is."""
     return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env={**os.environ, **env}, preexec_fn=ctrl_c_default)
 
 
 def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int) -> None:

@@ -24,7 +24,7 @@ from reliability_support import (children_of, collect_command, count_lines, fast
                                  wait_until)
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.collect.fetcher import rollout_seed
-from support import read_jsonl
+from support import ctrl_c_default, read_jsonl
 
 RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts
 TOTAL = 72
@@ -132,7 +132,8 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(tmp_path, promp
     command = collect_command(tmp_path, prompts, out, fast_agent(url), **RUN)
     if bar:
         command.remove("--no-progress")
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=ctrl_c_default)
     try:
         if when == "mid-run":
             assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20, 30)
@@ -322,7 +323,8 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
     command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", fast_agent("http://127.0.0.1:9"))
     outcomes = []
     for attempt in range(20):
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=ctrl_c_default)
         time.sleep(0.06 + attempt * 0.01)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
