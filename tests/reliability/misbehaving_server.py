@@ -49,6 +49,7 @@ KINDS = (
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
     "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
     "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
+    "echo-200",       # 200: chat, the content echoes the Authorization header after the right answer
     "deep-nesting",   # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
     "huge-usage",     # 200: the reply's output token count is 2^63 - 1
     "escape-400",     # HTTP 400 whose message holds terminal escape sequences
@@ -237,7 +238,12 @@ class Proxy:
                     self._send(writer, 200, "application/json", self.bomb, "Content-Encoding: gzip\r\n")
                     await writer.drain()
                     continue
-                if kind == "401-echo":
+                if kind == "echo-200":
+                    reply = json.loads(upstream_body)
+                    message = reply["choices"][0]["message"]
+                    message["content"] += f" (you sent {headers.get('authorization', '(none)')})"
+                    upstream_body = json.dumps(reply).encode()
+                elif kind == "401-echo":
                     status, upstream_body = 401, json.dumps({"error": {
                         "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()
                 elif kind is not None:

@@ -197,3 +197,17 @@ def test_terminal_escapes_in_server_text_reach_no_line_stats_key_or_metrics_key(
         assert set(stats["failure_causes"]) == set(not_scored) == {cause}
     else:  # NeMo Gym's failure class is the cause: a stats key, and in the metrics a not_scored key
         assert all(key.startswith("judge\\x1b]0;pwned") for key in [*stats["failure_causes"], *not_scored])
+
+
+# -- LOW. a key echoed inside a successful reply ------------------------------------------------------------------
+def test_a_key_a_server_echoes_inside_a_successful_reply_is_masked_in_the_records(tmp_path, upstream):
+    key = "sk-round3-echo-5e8a2c4f9d1b"
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    with Misbehaving(upstream.url, "echo-200", 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, api_key_env="ROUND3_KEY"),
+                             env={"ROUND3_KEY": key})
+    assert result.returncode == 0, result.stderr
+    records = (tmp_path / "out.jsonl").read_text()
+    assert records.count("(you sent Bearer ***)") >= 3  # the reply is kept, the key is not
+    written = "".join(path.read_text() for path in tmp_path.iterdir() if path.name != "params.yaml")
+    assert key not in written + result.stdout + result.stderr

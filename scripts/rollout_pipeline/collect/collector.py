@@ -349,7 +349,8 @@ class Collector:
     def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
                 input_tokens: int, output_tokens: int) -> None:
         assert self.store is not None
-        self.store.add_line(task_index, rollout_index, line, reward)
+        # A server may echo the request's Authorization header inside a successful reply too.
+        self.store.add_line(task_index, rollout_index, self.redact.json_bytes(line), reward)
         stats = self.stats
         stats.input_tokens += input_tokens
         stats.output_tokens += output_tokens
