@@ -35,6 +35,7 @@ FAMILIES = {  # module: title
     "token_data": "7. Replies that carry token data",
     "rate_limits": "8. A rate-limited server",
     "ray_scaling": "9. The Ray executor",
+    "worst_reply": "10. The worst replies within the limits",
 }
 
 
