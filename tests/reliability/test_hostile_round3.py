@@ -211,3 +211,14 @@ def test_a_key_a_server_echoes_inside_a_successful_reply_is_masked_in_the_record
     assert records.count("(you sent Bearer ***)") >= 3  # the reply is kept, the key is not
     written = "".join(path.read_text() for path in tmp_path.iterdir() if path.name != "params.yaml")
     assert key not in written + result.stdout + result.stderr
+
+
+# -- LOW. a verifier's prints -------------------------------------------------------------------------------------
+def test_a_verifiers_prints_go_to_stderr_and_stdout_ends_with_the_reward_json(tmp_path, upstream):
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
+                         agent(upstream.url, verifier="reliability_verifiers:prints"),
+                         env={"PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr
+    assert "verifier debug" not in result.stdout and result.stderr.count("verifier debug: scoring") == 3
+    assert list(json.loads(result.stdout[result.stdout.index("{"):])) == ["reward"]
