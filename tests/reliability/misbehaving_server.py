@@ -49,6 +49,7 @@ KINDS = (
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
     "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
     "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
+    "lone-surrogate",  # 200: chat content ends in half a UTF-16 pair (\ud83d), escaped as Python's json.dumps does
     "echo-200",       # 200: chat, the content echoes the Authorization header after the right answer
     "deep-nesting",   # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
     "huge-usage",     # 200: the reply's output token count is 2^63 - 1
@@ -113,6 +114,8 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
         elif kind == "no-content":
             for choice in reply.get("choices", []):
                 choice["message"].pop("content", None)
+        elif kind == "lone-surrogate":
+            reply["choices"][0]["message"]["content"] += " \ud83d"
         elif kind == "escape-tool-call":
             reply["choices"][0]["finish_reason"] = "tool_calls"
             reply["choices"][0]["message"]["tool_calls"] = [

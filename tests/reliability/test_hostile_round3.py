@@ -222,3 +222,13 @@ def test_a_verifiers_prints_go_to_stderr_and_stdout_ends_with_the_reward_json(tm
     assert result.returncode == 0, result.stderr
     assert "verifier debug" not in result.stdout and result.stderr.count("verifier debug: scoring") == 3
     assert list(json.loads(result.stdout[result.stdout.index("{"):])) == ["reward"]
+
+
+# -- LOW. half a UTF-16 pair -------------------------------------------------------------------------------------
+def test_a_lone_surrogate_escape_is_read_as_the_replacement_character_not_as_broken_json(tmp_path, upstream):
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    with Misbehaving(upstream.url, "lone-surrogate", 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, max_retries=0))
+        posts = proxy.stats()["posts"]
+    assert result.returncode == 0 and posts == 3, result.stderr  # once each: not retried as "not JSON"
+    assert all(record["output"].endswith(" \ufffd") for record in read_jsonl(tmp_path / "out.jsonl"))

@@ -131,6 +131,24 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text or '(empty body)'}"
 
 
+# A \uD800-\uDFFF escape without its other half (an escape preceded by an even run of backslashes): valid JSON
+# grammar that orjson refuses, sent by servers that cut a UTF-16 pair in two (Python's json.dumps does that to a
+# string holding half an emoji).
+_LONE_SURROGATE = re.compile(rb"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def loads_reply(raw: bytes) -> Any:
+    """A reply's JSON; a lone surrogate escape reads as U+FFFD (the replacement character) rather than making the
+    whole reply 'not JSON'."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if b"\\u" not in raw or _LONE_SURROGATE.search(raw) is None:
+            raise
+    return orjson.loads(_LONE_SURROGATE.sub(rb"\1\\ufffd", raw))
+
+
 DEFAULT_MAX_REPLY_BYTES = 16 * 1024 * 1024  # a record (text twice, plus the row) stays under the stages' 64 MB
 
 
@@ -188,7 +206,7 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
     latency = time.perf_counter() - started
     if status == 200:
         try:
-            reply = orjson.loads(raw)
+            reply = loads_reply(raw)
         except MemoryError:
             raise RequestFailed("out_of_memory", f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
                                 "num_samples_in_parallel or max_reply_bytes", False) from None
