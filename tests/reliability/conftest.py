@@ -16,7 +16,7 @@ import yaml
 
 from reliability_support import count_lines, fast_agent, run_collect
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import PY, ROOT, make_prompts
+from support import PY, ROOT, ctrl_c_default, make_prompts
 
 # The baseline shape every fault test compares against: 12 prompts x 2 repeats, seed 21.
 BASE_RUN = {"num_repeats": 2, "seed": 21}
@@ -116,7 +116,8 @@ def dvc_project(tmp_path_factory) -> DvcProject:
     progress = root / "data" / "rollouts" / ".rl.jsonl.progress.jsonl"
     # Interrupt like Ctrl-C in a terminal: SIGINT to the whole process group (dvc, its shell, the collector).
     process = subprocess.Popen([str(Path(PY).parent / "dvc"), "repro"], cwd=root, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=ctrl_c_default)
     try:
         deadline = time.monotonic() + 120
         while count_lines(progress) < 40 and process.poll() is None and time.monotonic() < deadline:

@@ -21,8 +21,10 @@ import asyncio
 import hashlib
 import json
 import random
+import struct
 import sys
 import urllib.request
+import zlib
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -46,7 +48,35 @@ KINDS = (
     "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
     "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
+    "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
+    "lone-surrogate",  # 200: chat content ends in half a UTF-16 pair (\ud83d), escaped as Python's json.dumps does
+    "echo-200",       # 200: chat, the content echoes the Authorization header after the right answer
+    "deep-nesting",   # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
+    "huge-usage",     # 200: the reply's output token count is 2^63 - 1
+    "escape-400",     # HTTP 400 whose message holds terminal escape sequences
+    "escape-html-502",  # HTTP 502 with an HTML page holding terminal escape sequences
+    "escape-tool-call",  # 200: chat, the turn ends in a tool call whose name holds terminal escape sequences
+    "escape-ng-failure",  # 200: agent /run with NeMo Gym's failure class and reason holding terminal escape sequences
 )
+# Sets the window title, clears the screen and prints a fake success line, in green.
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[32mall rollouts verified OK\x1b[0m\r\n\u202e"
+DEEP_LEVELS = 300
+BOMB_BYTES = 256 * 1024 * 1024
+
+
+def gzip_bomb() -> bytes:
+    """One gzip member: a JSON string of BOMB_BYTES spaces. Each MiB is compressed once after a full flush (so its
+    bytes repeat verbatim), and the trailer's CRC and size are those of the whole inflated body."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head, spaces, tail = b'{"padding": "', b" " * (1 << 20), b'"}'
+    start = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(spaces) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.compress(tail) + packer.flush()
+    crc = zlib.crc32(head)
+    for _ in range(BOMB_BYTES >> 20):
+        crc = zlib.crc32(spaces, crc)
+    trailer = struct.pack("<II", zlib.crc32(tail, crc), (len(head) + BOMB_BYTES + len(tail)) & 0xFFFFFFFF)
+    return start + block * (BOMB_BYTES >> 20) + end[:-8] + trailer
 
 
 def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, bytes]:
@@ -62,6 +92,14 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
     if kind == "400":
         return 400, as_json, json.dumps({"error": {"message": "injected: bad request", "type": "invalid_request_error",
                                                    "param": None, "code": None}}).encode()
+    if kind == "escape-400":
+        return 400, as_json, json.dumps({"error": {"message": f"bad request {ESCAPES}", "type": "invalid_request_error"}}
+                                        ).encode()
+    if kind == "escape-html-502":
+        return 502, "text/html", f"<html><body><h1>Bad gateway {ESCAPES}</h1></body></html>".encode()
+    if kind in ("deep-nesting", "huge-usage"):
+        return status, as_json, json.dumps(_deepen(path, reply) if kind == "deep-nesting" else _inflate_usage(reply)
+                                           ).encode()
     if kind == "401":
         return 401, as_json, json.dumps({"error": {"message": "injected: invalid api key", "type": "auth"}}).encode()
     if path.endswith("/chat/completions"):
@@ -76,6 +114,12 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
         elif kind == "no-content":
             for choice in reply.get("choices", []):
                 choice["message"].pop("content", None)
+        elif kind == "lone-surrogate":
+            reply["choices"][0]["message"]["content"] += " \ud83d"
+        elif kind == "escape-tool-call":
+            reply["choices"][0]["finish_reason"] = "tool_calls"
+            reply["choices"][0]["message"]["tool_calls"] = [
+                {"id": "call_1", "type": "function", "function": {"name": f"run{ESCAPES}", "arguments": "{}"}}]
     elif path.endswith("/responses"):
         if kind == "wrong-types":
             reply["output"] = [{"type": "message", "content": "The answer is \\boxed{4}."}]
@@ -97,7 +141,28 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
             reply.pop("reward", None)
         elif kind == "bool-reward":
             reply["reward"] = True
+        elif kind == "escape-ng-failure":
+            reply.update(_ng_failure_class=f"judge{ESCAPES}", _ng_failure_reason=f"reason {ESCAPES}")
     return status, as_json, json.dumps(reply).encode()
+
+
+def _deepen(path: str, reply: dict) -> dict:
+    deep: object = "bottom"
+    for _ in range(DEEP_LEVELS):
+        deep = [deep]
+    target = reply
+    if path.endswith("/responses"):
+        target = reply["output"][0]
+    elif path == "/run":
+        target = reply["response"]["output"][0]
+    target["deep"] = deep
+    return reply
+
+
+def _inflate_usage(reply: dict) -> dict:
+    usage = reply.get("usage") or reply.get("response", {}).get("usage")
+    usage["completion_tokens" if "completion_tokens" in usage else "output_tokens"] = 2**63 - 1
+    return reply
 
 
 class Proxy:
@@ -110,6 +175,7 @@ class Proxy:
         self.auth: set[str] = set()  # sha256 of each Authorization header seen (never the header itself)
         self.faults: dict[str, int] = {}
         self.paths: dict[str, int] = {}
+        self.bomb = b""
 
     def draw(self) -> str | None:
         hit = self.rng.random() < self.rate
@@ -170,7 +236,17 @@ class Proxy:
                                  b"Content-Length: 0\r\nConnection: keep-alive\r\n\r\n")
                     await writer.drain()
                     continue
-                if kind == "401-echo":
+                if kind == "gzip-bomb":
+                    self.bomb = self.bomb or await asyncio.to_thread(gzip_bomb)
+                    self._send(writer, 200, "application/json", self.bomb, "Content-Encoding: gzip\r\n")
+                    await writer.drain()
+                    continue
+                if kind == "echo-200":
+                    reply = json.loads(upstream_body)
+                    message = reply["choices"][0]["message"]
+                    message["content"] += f" (you sent {headers.get('authorization', '(none)')})"
+                    upstream_body = json.dumps(reply).encode()
+                elif kind == "401-echo":
                     status, upstream_body = 401, json.dumps({"error": {
                         "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()
                 elif kind is not None:
@@ -183,8 +259,8 @@ class Proxy:
             writer.close()
 
     @staticmethod
-    def _send(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes) -> None:
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n"
+    def _send(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, more_headers: str = "") -> None:
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n{more_headers}"
                 f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
         writer.write(head.encode("latin-1") + body)
 

@@ -45,3 +45,8 @@ def spins(row, output, response):
 
 async def async_raises(row, output, response):
     return raises(row, output, response)
+
+
+def prints(row, output, response):
+    print(f"verifier debug: scoring {output[:20]!r}")  # what a verifier under development does
+    return verify("math", output, row)

@@ -24,7 +24,7 @@ from reliability_support import (children_of, collect_command, count_lines, fast
                                  wait_until)
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.collect.fetcher import rollout_seed
-from support import read_jsonl
+from support import ctrl_c_default, read_jsonl
 
 RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts
 TOTAL = 72
@@ -132,7 +132,8 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(tmp_path, promp
     command = collect_command(tmp_path, prompts, out, fast_agent(url), **RUN)
     if bar:
         command.remove("--no-progress")
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=ctrl_c_default)
     try:
         if when == "mid-run":
             assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20, 30)
@@ -318,12 +319,16 @@ def test_temporary_files_left_by_a_writer_killed_mid_write_are_removed_by_the_ne
 def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback_or_a_crash(tmp_path, prompts):
     """Twenty Ctrl-Cs spread over the ~0.3 s of imports. Raised inside a C extension's initialisation, a
     KeyboardInterrupt crashed the interpreter (SIGSEGV in orjson's import) about one time in fifteen; now a
-    Ctrl-C there is noted and acted on once the imports are done."""
+    Ctrl-C there is noted and acted on once the imports are done. Each is sent once the imports have begun (the
+    first compiled module is mapped): before that, in the interpreter's own start-up (`site`), a Ctrl-C is
+    Python's, and a fixed delay landed there on a busy machine."""
     command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", fast_agent("http://127.0.0.1:9"))
     outcomes = []
     for attempt in range(20):
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.06 + attempt * 0.01)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=ctrl_c_default)
+        assert wait_until(lambda: _importing(process.pid), 30, interval=0.001)
+        time.sleep(attempt * 0.01)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
         outcomes.append((process.returncode, stderr))
@@ -336,6 +341,16 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
                         "interrupted: stopped before any rollout was collected; nothing was written") \
             or SUMMARY_RE.match(line), stderr
     assert sum(last_line(stderr).startswith("collect.py: interrupted during start-up") for _, stderr in outcomes) >= 5
+
+
+def _importing(pid: int) -> bool:
+    """Whether the collector has begun its guarded imports: a compiled module from site-packages is mapped (the
+    interpreter's start-up, `site` and the project's .pth files load none). True once the process has ended."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return True
+    return any("site-packages/" in line and ".so" in line for line in maps.splitlines())
 
 
 # -- two collectors on one output, and Ctrl-C ignored -------------------------------------------------------

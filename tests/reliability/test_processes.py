@@ -22,7 +22,7 @@ from reliability_support import (children_of, collect_command, count_lines, fast
 from rollout_pipeline.collect.processes import SLOTS_PER_PROCESS, auto_processes
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.collect.fetcher import rollout_seed
-from support import make_prompts, read_jsonl
+from support import ctrl_c_default, make_prompts, read_jsonl
 
 PROMPTS, REPEATS, SEED = 40, 3, 5
 TOTAL = PROMPTS * REPEATS
@@ -178,7 +178,7 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_and_keeps_what_every_
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, many_prompts, out, fast_agent(slow_server.url), extra=THREE, **RUN)
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=ctrl_c_default)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20 or process.poll() is not None, 30)
         workers = children_of(process.pid)
@@ -207,7 +207,8 @@ def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(t
     with start_embedded_server(["--latency-ms", "20000"]) as server:
         command = collect_command(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(server.url, timeout_s=60),
                                   extra=THREE, **RUN)
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=ctrl_c_default)
         try:
             assert wait_until(lambda: len(children_of(process.pid)) == 3, 30)
             time.sleep(0.5)

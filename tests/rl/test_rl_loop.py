@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -234,6 +236,71 @@ def test_the_update_hook_runs_its_command_and_posts_to_its_url(tmp_path, monkeyp
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _RawServer:
+    """A loopback server that answers every connection with `answer(socket)`: anything an HTTP server can do."""
+
+    def __init__(self, answer) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1/load_lora_adapter"
+        self.connections = 0
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                connection.recv(65536)
+                try:
+                    self.answer(connection)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _trickle(connection: socket.socket) -> None:
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(100):
+        connection.sendall(b" ")
+        time.sleep(0.2)
+
+
+def test_an_update_url_that_trickles_its_answer_fails_at_the_deadline_not_per_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = _RawServer(_trickle)
+    try:
+        params = loop_params(tmp_path, update={"url": server.url, "timeout_s": 1.0})
+        started = time.monotonic()
+        with pytest.raises(UserError, match=r"rl.update.url: .* gave no complete answer within 1 s "
+                                            r"\(rl.update.timeout_s\); fix it and run"):
+            run_update(params, "001")
+        assert time.monotonic() - started < 3  # the trickle lasts 20 s; each read takes 0.2 s
+    finally:
+        server.close()
+
+
+def test_an_update_url_that_redirects_to_another_host_is_an_error_and_is_not_followed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    elsewhere = _RawServer(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    redirect = _RawServer(lambda c: c.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + elsewhere.url.encode() +
+                                              b"\r\nContent-Length: 0\r\n\r\n"))
+    try:
+        params = loop_params(tmp_path, update={"url": redirect.url})
+        with pytest.raises(UserError, match=r"answered HTTP 302 \(a redirect to http://127.0.0.1:\d+/v1/"
+                                            r"load_lora_adapter\), which is not followed"):
+            run_update(params, "001")
+        assert elsewhere.connections == 0
+    finally:
+        redirect.close()
+        elsewhere.close()
 
 
 def test_collect_settings_ask_for_the_previous_checkpoint_and_a_retrained_one_is_never_resumed(tmp_path, monkeypatch):

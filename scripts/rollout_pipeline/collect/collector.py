@@ -28,12 +28,12 @@ except ImportError:
     uvloop = None
 
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
-from rollout_pipeline.errors import UserError
-from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
+from rollout_pipeline.errors import UserError, printable
+from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, headers_for, work_items
 from rollout_pipeline.jsonl import dumps, write_json
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
 from rollout_pipeline.collect.redact import Redactor, url_credentials, without_credentials
-from rollout_pipeline.collect.run_input import scan_input
+from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
@@ -95,7 +95,8 @@ class CollectSettings:
             "agent_name": self.agent_name,
             "protocol": self.agent["protocol"],
             "model": self.agent["model"],
-            "verifier": self.agent["verifier"] if self.agent["protocol"] != "agent" else None,
+            # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
+            "verifier": without_credentials(self.agent["verifier"]) if self.agent["protocol"] != "agent" else None,
             "repeat_mode": self.agent["repeat_mode"],
             "num_repeats": self.num_repeats,
             "seed": self.seed,
@@ -154,7 +155,12 @@ class Collector:
             headers["Authorization"] = f"Bearer {key}"
         urls = self.s.agent["url"] if isinstance(self.s.agent["url"], list) else [self.s.agent["url"]]
         key = [headers["Authorization"][len("Bearer "):]] if "Authorization" in headers else []
-        self.redact = Redactor(key + url_credentials([*urls, str(self.s.agent.get("verifier") or "")]))
+        verifier = str(self.s.agent.get("verifier") or "")
+        self.redact = Redactor(key + url_credentials([*urls, verifier]))
+        keyed = [*urls, *([verifier] if "Authorization" in headers_for(verifier, urls, headers) else [])]
+        if key and url_credentials(keyed):
+            raise UserError(f"agent {self.s.agent_name!r}: a URL with user:password@ and api_key_env would both set "
+                            "the Authorization header; give the credentials one way")
         return headers
 
     def _check_output_dir(self) -> None:
@@ -182,7 +188,8 @@ class Collector:
         write) stops it cleanly: one line says what was kept, exit 130 / 143, and no temp file stays behind."""
         previous = _raise_on_sigterm()
         try:
-            return self._run()
+            with readable_again(self.s.input_path) as self.s.input_path:
+                return self._run()
         except UserError as exc:  # its message may quote a URL with credentials, or a server echoing the key
             raise UserError(self.redact.text(str(exc))) from None
         except KeyboardInterrupt:
@@ -343,7 +350,8 @@ class Collector:
     def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
                 input_tokens: int, output_tokens: int) -> None:
         assert self.store is not None
-        self.store.add_line(task_index, rollout_index, line, reward)
+        # A server may echo the request's Authorization header inside a successful reply too.
+        self.store.add_line(task_index, rollout_index, self.redact.json_bytes(line), reward)
         stats = self.stats
         stats.input_tokens += input_tokens
         stats.output_tokens += output_tokens
@@ -353,6 +361,7 @@ class Collector:
         self._tick()
 
     def retry(self, cause: str, retry_after: float | None) -> None:
+        cause = printable(cause)  # a server may name it (NeMo Gym's failure class): it becomes a stats key
         self.stats.count_retry(cause)
         if retry_after is not None and retry_after >= WAIT_NOTICE_S:
             # A long Retry-After would otherwise look like a hung run; one line per WAIT_NOTICE_EVERY_S is enough.
@@ -373,7 +382,7 @@ class Collector:
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
                 skipped: bool = False, reply: Any = None, response: Any = None) -> None:
-        message = self.redact.text(message)
+        message, cause = self.redact.text(message), printable(cause)
         entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
                  "error": message, **({"skipped": True} if skipped else {}),
                  **({"reply": reply} if reply is not None else {}),

@@ -8,8 +8,9 @@ retries and notes through the same sink as the local executors (progress file, r
 results count only once the driver has them, so a worker that dies loses nothing that was counted: its
 unanswered chunks go to the other workers, and no rollout is delivered twice.
 
-Secrets (the API key in the headers, credentials in URLs) reach the workers through their environment
-(`runtime_env` env_vars), never in the arguments of a task or an actor, which Ray records.
+Secrets (the API key in the headers, credentials in URLs, the verifier's URL) reach the workers as a Ray object
+(`ray.put`), held in the object store only while the workers start: never in a `runtime_env`'s env_vars, which Ray
+writes to runtime_env_agent.log, nor inline in the arguments of a task or an actor.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-import orjson
-
 from rollout_pipeline.collect.fetcher import Fetcher, Sink, WorkItem, work_items
 from rollout_pipeline.collect.processes import fetcher_summary, merge_summary
 from rollout_pipeline.collect.run_stats import RunStats
@@ -37,8 +36,6 @@ from rollout_pipeline.errors import UserError
 # Workers are named `rollout-worker-<driver pid>-<index>` in this namespace, so that an operator (or a test) can
 # find one with ray.get_actor(name, namespace=NAMESPACE).
 NAMESPACE = "rollout-pipeline"
-# The environment variable that carries the agent's URLs, verifier and headers to the workers.
-SECRETS_ENV = "ROLLOUT_PIPELINE_WORKER_SECRETS"
 # Chunks handed to a worker and not yet answered: enough that its slots never wait for the driver.
 IN_FLIGHT = 3
 # A chunk holds at most this many requests, and small runs are cut into at least CHUNKS_PER_WORKER chunks per
@@ -57,14 +54,24 @@ class WorkerCrashed(Exception):
     """A worker raised (a bug, not a fault of the agent): its traceback is the message."""
 
 
-def worker_env(agent: dict, urls: list[str], headers: dict[str, str]) -> dict[str, str]:
-    """The workers' environment variables: the agent's URLs, verifier and headers (the API key among them), and the
-    driver's PYTHONPATH, so that a `module:function` verifier imports there as it does here (on other hosts, the
-    module must be at the same path or installed)."""
-    env = {SECRETS_ENV: orjson.dumps({"urls": urls, "verifier": agent.get("verifier"), "headers": headers}).decode()}
-    if os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return env
+@dataclass(frozen=True, repr=False)
+class WorkerSecrets:
+    """What a worker needs that may hold credentials: the agent's URLs, its verifier and the request headers (the
+    API key among them). Its repr shows none of it, should Ray ever print an argument."""
+
+    urls: list[str]
+    verifier: Any
+    headers: dict[str, str]
+
+    def __repr__(self) -> str:
+        return "WorkerSecrets(***)"
+
+
+def worker_env() -> dict[str, str]:
+    """The workers' environment variables: the driver's PYTHONPATH, so that a `module:function` verifier imports
+    there as it does here (on other hosts, the module must be at the same path or installed). No secret: Ray logs
+    these."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
 def public_settings(settings: Any) -> Any:
@@ -155,13 +162,11 @@ class _ChunkFetcher(Fetcher):
 class RolloutWorker:
     """One Ray actor (async): a fetcher over the chunks the driver hands it. Built by `ray.remote` in the driver."""
 
-    def __init__(self, settings: Any, parallel: int) -> None:
-        secrets = orjson.loads(os.environ[SECRETS_ENV])
-        agent = {**settings.agent, "url": secrets["urls"], "verifier": secrets["verifier"]}
+    def __init__(self, settings: Any, parallel: int, secrets: WorkerSecrets) -> None:
+        agent = {**settings.agent, "url": secrets.urls, "verifier": secrets.verifier}
         self.settings = dataclasses.replace(settings, agent=agent)
         self.stats = RunStats()
-        self.fetcher = _ChunkFetcher(self.settings, secrets["urls"], secrets["headers"], _ChunkSink(), self.stats,
-                                     parallel)
+        self.fetcher = _ChunkFetcher(self.settings, secrets.urls, secrets.headers, _ChunkSink(), self.stats, parallel)
         self.running: asyncio.Task | None = None
 
     def node(self) -> str:
@@ -301,16 +306,18 @@ def collect_on_ray(cluster: RayCluster, settings: Any, workers: int | None, para
     chunk_size = max(1, min(CHUNK_REQUESTS, shares[-1], pending_requests // (count * CHUNKS_PER_WORKER)))
     worker_class = ray.remote(RolloutWorker)
     options = {"num_cpus": min(1.0, cpus / count), "scheduling_strategy": "SPREAD", "max_concurrency": IN_FLIGHT + 2,
-               "runtime_env": {"env_vars": worker_env(settings.agent, urls, headers)}}
+               "runtime_env": {"env_vars": worker_env()}}
     arguments = public_settings(settings)
+    secrets = ray.put(WorkerSecrets(urls, settings.agent.get("verifier"), headers))
     actors = [worker_class.options(**options, name=f"rollout-worker-{os.getpid()}-{index}", namespace=NAMESPACE)
-              .remote(arguments, share) for index, share in enumerate(shares)]
+              .remote(arguments, share, secrets) for index, share in enumerate(shares)]
     try:
         try:
             nodes = ray.get([actor.node.remote() for actor in actors], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             raise UserError(f"the Ray cluster did not start {count} workers within {START_TIMEOUT_S:g} s (it offers "
                             f"{cpus} CPUs); give fewer with --workers") from None
+        del secrets  # every worker holds its copy: the object store drops it
         stats.collect_started = time.perf_counter()  # throughput counts from the first request, as with processes
         outcome = RayOutcome(count, [0] * count, nodes)
         _Dispatcher(ray, actors, chunk_size, work_items(settings, is_done), sink, outcome, should_stop).run()

@@ -1,11 +1,13 @@
 """Secrets out of everything the collector writes or prints: the API key's value and a URL's credentials, even
-when a server echoes them back in an error body."""
+when a server echoes them back in an error body; and the control characters of server text out of every line."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+
+from rollout_pipeline.errors import printable
 
 MASK = "***"
 MIN_SECRET_CHARS = 4  # shorter "secrets" (a user name like "a") would mask ordinary text
@@ -49,10 +51,11 @@ class Redactor:
         self._encoded = [(s.encode(), orjson.dumps(s)[1:-1]) for s in self.secrets]
 
     def text(self, value: str) -> str:
+        """A line to print or keep: each secret masked, and control characters a server sent made inert."""
         for secret in self.secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        return value
+        return printable(value)
 
     def json_bytes(self, data: bytes) -> bytes:
         for raw, escaped in self._encoded:

@@ -1,16 +1,19 @@
 """The collector's input pass: validate every row and hash the file before anything is sent or written."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-
 import orjson
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.jsonl import decode_line
+from rollout_pipeline.jsonl import MAX_NESTING, decode_line, nested_too_deep
 from rollout_pipeline.rows import normalize_row, prompt_id
 from rollout_pipeline.verify.verifiers import expected_answers
 
@@ -25,6 +28,27 @@ class InputScan:
     rows: int          # rows that will be used (after limit)
     sha256: str        # hash of the bytes up to the last row used: part of the run identity
     bytes: int         # how many bytes that hash covers
+
+
+@contextlib.contextmanager
+def readable_again(path: Path) -> Iterator[Path]:
+    """The input as a file that can be read more than once: a pipe or a device (`/dev/stdin`, `<(jq ...)`) is copied
+    to a temporary file first, since a run reads its input once to check it and again to send it."""
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode) or path.is_dir()
+    except OSError:
+        regular = True  # missing: scan_input says so, naming the path
+    if regular:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="collect-input-") as directory:
+        copy = Path(directory) / (path.name or "input")
+        try:
+            with open(path, "rb") as source, open(copy, "wb") as target:
+                shutil.copyfileobj(source, target, _CHUNK)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the input ({exc.strerror})") from None
+        yield copy
 
 
 def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> InputScan:
@@ -100,6 +124,9 @@ def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, 
 
 def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
     value = decode_line(raw, name, lineno)
+    if nested_too_deep(value):
+        raise UserError(f"{name}:{lineno}: the row nests arrays or objects more than {MAX_NESTING} levels deep, "
+                        "more than its record could hold; flatten it (a nested field can travel as a JSON string)")
     if not isinstance(value, dict):
         kind = "array" if isinstance(value, list) else type(value).__name__
         raise UserError(f"{name}:{lineno}: expected a JSON object (a prompt row), got a JSON {kind}")

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
+from rollout_pipeline.jsonl import MAX_NESTING, nested_too_deep
+
 MAX_BACKOFF_S = 30.0
 
 
@@ -88,6 +90,8 @@ def _error_fields(body: bytes) -> tuple[Any, dict]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
+        payload = None
+    if payload is None or nested_too_deep(payload):  # kept as text: the failures file could not hold it
         return body[:MAX_KEPT_REPLY_CHARS].decode("utf-8", "replace"), {}
     error = payload.get("error", payload) if isinstance(payload, dict) else {}
     return payload, error if isinstance(error, dict) else {"message": str(error)}
@@ -131,25 +135,44 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text or '(empty body)'}"
 
 
+# A \uD800-\uDFFF escape without its other half (an escape preceded by an even run of backslashes): valid JSON
+# grammar that orjson refuses, sent by servers that cut a UTF-16 pair in two (Python's json.dumps does that to a
+# string holding half an emoji).
+_LONE_SURROGATE = re.compile(rb"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def loads_reply(raw: bytes) -> Any:
+    """A reply's JSON; a lone surrogate escape reads as U+FFFD (the replacement character) rather than making the
+    whole reply 'not JSON'."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if b"\\u" not in raw or _LONE_SURROGATE.search(raw) is None:
+            raise
+    return orjson.loads(_LONE_SURROGATE.sub(rb"\1\\ufffd", raw))
+
+
 DEFAULT_MAX_REPLY_BYTES = 16 * 1024 * 1024  # a record (text twice, plus the row) stays under the stages' 64 MB
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
-    """The body, refused as soon as it is over `max_bytes` (by its Content-Length, or while it streams in)."""
-    if resp.content_length is not None and resp.content_length <= max_bytes:
-        return await resp.read()
-    if resp.content_length is not None:
+    """The body, decoded (gzip, deflate, br), refused as soon as it is over `max_bytes` decoded: by its
+    Content-Length when it is not compressed, else counted while it streams in. A compressed Content-Length says
+    nothing of the size: a few KB of gzip inflate a thousandfold."""
+    compressed = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+    if resp.content_length is not None and resp.content_length > max_bytes and not compressed:
         size = f"{resp.content_length:,} bytes"
     else:
         chunks, size = [], 0
-        async for chunk in resp.content.iter_chunked(1 << 16):
+        async for chunk in resp.content.iter_chunked(1 << 16):  # aiohttp inflates in bounded steps as we read
             size += len(chunk)
             if size > max_bytes:
                 break
             chunks.append(chunk)
         else:
             return b"".join(chunks)
-        size = f"over {max_bytes:,} bytes"
+        size = f"over {max_bytes:,} bytes" + (" once decoded" if compressed else "")
     raise RequestFailed("reply_too_large", f"{url}: the reply is {size}, over the agent's max_reply_bytes "
                         f"({max_bytes:,}); raise it if such replies are expected", False)
 
@@ -187,12 +210,16 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
     latency = time.perf_counter() - started
     if status == 200:
         try:
-            return orjson.loads(raw), latency
+            reply = loads_reply(raw)
         except MemoryError:
             raise RequestFailed("out_of_memory", f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
                                 "num_samples_in_parallel or max_reply_bytes", False) from None
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
+        if nested_too_deep(reply):
+            raise RequestFailed("invalid_reply", f"{url}: HTTP 200 with JSON nested more than {MAX_NESTING} levels "
+                                "deep, which no record could hold", True)
+        return reply, latency
     message = f"{url}: {_error_message(status, raw)}"
     cause, retryable, skip = classify_error(status, raw)
     if cause == "quota":

@@ -14,6 +14,9 @@ VERIFY_TIMEOUT_S = 10.0
 
 
 def _warm_up() -> None:
+    # A verifier's prints go to stderr: the collector's stdout carries only its own lines and the final JSON,
+    # which a caller may parse.
+    os.dup2(2, 1)
     # Import the verifiers (math-verify, sympy: about a second) when the worker starts, not inside the first
     # task, whose time limit would pay for it.
     import rollout_pipeline.verify.verifiers  # noqa: F401

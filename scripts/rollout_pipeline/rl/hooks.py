@@ -8,6 +8,8 @@
   {checkpoint} {model} {iteration}, run the same way) and/or `url` (a POST of `body`, a JSON object
   whose string values are templates; default {"model", "checkpoint", "iteration"}). Both null = nothing
   to do, as for the embedded server, which reads the checkpoint file named by the model on each request.
+  `rl.update.timeout_s` is a deadline for the whole exchange (a server trickling its answer cannot stretch it),
+  and a redirect is an error, not followed (a POST would become a GET, perhaps to another host).
 Every failure is a one-line error that names the setting to fix.
 """
 from __future__ import annotations
@@ -17,11 +19,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
+import threading
 from pathlib import Path
 
 import orjson
+import requests
 
 from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PATH
 from rollout_pipeline.errors import UserError
@@ -134,16 +136,46 @@ def _post_update(update: dict, values: dict[str, str], retry: str) -> None:
     except (KeyError, IndexError, ValueError) as exc:
         raise UserError(f"rl.update.body: bad placeholder ({exc}); "
                         "placeholders: {checkpoint}, {model}, {iteration}") from None
-    request = urllib.request.Request(update["url"], data=orjson.dumps(body), method="POST",
-                                     headers={"Content-Type": "application/json"})
     print(f"POST {update['url']} {orjson.dumps(body).decode()}", flush=True)
-    try:
-        with urllib.request.urlopen(request, timeout=update["timeout_s"]) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace").strip()
-        raise UserError(f"rl.update.url: {update['url']} answered HTTP {exc.code} "
-                        f"({detail or exc.reason}); {retry}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(f"rl.update.url: cannot reach {update['url']} ({reason}); {retry}") from None
+    outcome = _post_within(update["url"], orjson.dumps(body), update["timeout_s"])
+    if outcome is None:
+        raise UserError(f"rl.update.url: {update['url']} gave no complete answer within {update['timeout_s']:g} s "
+                        f"(rl.update.timeout_s); {retry}")
+    if isinstance(outcome, requests.RequestException):
+        reason = " ".join(str(outcome).split())[:300]
+        raise UserError(f"rl.update.url: cannot reach {update['url']} ({reason}); {retry}")
+    status, location, detail = outcome
+    if 300 <= status < 400:
+        raise UserError(f"rl.update.url: {update['url']} answered HTTP {status} (a redirect to {location or '?'}), "
+                        f"which is not followed; set rl.update.url to the final address; {retry}")
+    if status >= 400:
+        text = " ".join(detail.decode("utf-8", "replace").split())[:300]
+        raise UserError(f"rl.update.url: {update['url']} answered HTTP {status} ({text or 'no message'}); {retry}")
+
+
+_MAX_ANSWER_BYTES = 1 << 20
+
+
+def _post_within(url: str, body: bytes, deadline_s: float) -> tuple[int, str, bytes] | Exception | None:
+    """POST and read the whole answer within `deadline_s` in all: (status, Location, the answer's start), the
+    requests error, or None past the deadline. requests' own timeout bounds each read, not the exchange, so the
+    exchange runs in a daemon thread that the stage leaves behind when it gives up (it exits right after)."""
+    outcome: list = []
+
+    def post() -> None:
+        try:
+            with requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=deadline_s,
+                               allow_redirects=False, stream=True) as response:
+                kept, size = [], 0
+                for chunk in response.iter_content(1 << 14):
+                    size += len(chunk)
+                    if size <= _MAX_ANSWER_BYTES:
+                        kept.append(chunk)
+                outcome.append((response.status_code, response.headers.get("Location", ""), b"".join(kept)))
+        except requests.RequestException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=post, name="rl-update", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    return outcome[0] if outcome else None

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from rollout_pipeline.errors import UserError
+from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.jsonl import iter_jsonl, write_json
 from rollout_pipeline.stages.passk import mean_pass_at_k
@@ -147,7 +147,8 @@ class MetricsAccumulator:
         })
         # Why rollouts were not scored, by cause (failures and skips): only when there were any, so that
         # `dvc metrics show` stays narrow on a clean run.
-        causes = {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}
+        causes = {printable(str(cause)): count for cause, count in
+                  {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}.items()}
         if causes:
             result["not_scored"] = dict(sorted(causes.items()))
         return result

@@ -8,6 +8,7 @@ half-written and the old output stays as it was.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Callable
 
 from rollout_pipeline.errors import UserError
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _BEAT = struct.Struct("qq")  # records started, line of the current one
 POLL_S = 0.05
 
@@ -41,10 +43,12 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
     `prog` prefixes the child's own error line, as run_cli would; `what` names the limits' keys in messages."""
     page = mmap.mmap(-1, _BEAT.size)
     started = time.monotonic()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: do the work, report through the exit code
         code = 1
         try:
+            _die_with(parent)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = work(Heartbeat(page)) or 0
@@ -68,8 +72,15 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
         last_count, last_change = 0, started
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
+            if done and os.WIFSIGNALED(status):
+                _remove_temp_files(output, started)
+                name = signal.Signals(os.WTERMSIG(status)).name
+                count, line = _BEAT.unpack_from(page, 0)
+                where = f" at {source}:{line}" if count else ""
+                raise UserError(f"{what}: the worker process was killed by signal {name}{where} (SIGKILL is often "
+                                "the out-of-memory killer); nothing was written")
             if done:
-                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+                return os.waitstatus_to_exitcode(status)
             now = time.monotonic()
             count, line = _BEAT.unpack_from(page, 0)
             if count != last_count:
@@ -95,6 +106,16 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         page.close()
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this child when its parent dies (Linux's PR_SET_PDEATHSIG): a SIGKILLed stage never
+    leaves its jq work running, nor writing the output after the stage was stopped."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _stop(pid: int) -> None:

@@ -66,15 +66,22 @@ def without_timing(response: dict) -> dict:
     return {k: v for k, v in response.items() if k not in ("created_at", "created")}
 
 
+# No reply holds more tokens than this (2^31 - 1, a 32-bit count): anything larger is a broken server, and summed
+# over a run it would overflow the 64-bit integers the stats are written with.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
 def checked_usage(value: Any, keys: tuple[str, ...], where: str) -> dict:
-    """`usage` checked: absent or an object whose token counts are non-negative integers (else the reply is broken)."""
+    """`usage` checked: absent or an object whose token counts are integers from 0 to MAX_TOKEN_COUNT (else the
+    reply is broken)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InvalidReply(f"{where} 'usage' is not an object")
     for key in keys:
         count = value.get(key)
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or not 0 <= count <= MAX_TOKEN_COUNT):
             raise InvalidReply(f"{where} 'usage.{key}' is {count!r}, not a token count")
     return value
 
