@@ -50,3 +50,49 @@ async def async_raises(row, output, response):
 def prints(row, output, response):
     print(f"verifier debug: scoring {output[:20]!r}")  # what a verifier under development does
     return verify("math", output, row)
+
+
+# -- verdicts that are never a reward, on every output (the verifier contract) ----------------------------------
+def always_none(row, output, response):
+    return None  # an LLM judge that could not parse the output
+
+
+def always_nan(row, output, response):
+    return float("nan")
+
+
+def always_inf(row, output, response):
+    return {"reward": float("inf")}
+
+
+def always_bool(row, output, response):
+    return True
+
+
+def always_string_with_escapes(row, output, response):
+    return "\x1b[31m1.0\x1b[0m"  # terminal escapes: never printed raw
+
+
+def always_raises(row, output, response):
+    raise ValueError("judge reply unparseable")
+
+
+def extras_set(row, output, response):
+    return {"reward": 1.0, "tags": {"boxed", "numeric"}}
+
+
+def extras_big_int(row, output, response):
+    return {"reward": 1.0, "steps": 2 ** 70}
+
+
+def extras_int_keys(row, output, response):
+    return {"reward": 1.0, "by_step": {1: 0.5, 2: 1.0}}
+
+
+def huge_reward(row, output, response):
+    return 1e308  # sums of two overflow to inf
+
+
+async def awaits_forever(row, output, response):
+    import asyncio
+    await asyncio.Event().wait()

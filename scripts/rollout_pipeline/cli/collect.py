@@ -98,6 +98,9 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true",
                         help="collect again even when the output already holds these settings' rollouts")
+    parser.add_argument("--retry-masked", action="store_true",
+                        help="send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of these "
+                             "settings (as NeMo Gym's retry_invalid_judge_responses); by default they stay not scored")
     parser.add_argument("--processes", default="auto", type=_processes,
                         help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
                              "requests, at most one per CPU; more only pays off for agents that answer in "
@@ -117,6 +120,7 @@ def _apply_run_options(settings: CollectSettings, options: argparse.Namespace) -
     """How this run fetches (processes, executor, Ray cluster, workers) and whether it collects again: none of it
     is part of the run identity or of DVC's params, so switching re-runs nothing."""
     settings.processes, settings.force = options.processes, options.force
+    settings.retry_masked = options.retry_masked
     executor = options.executor or os.environ.get("COLLECT_EXECUTOR") or "local"
     if executor not in EXECUTORS:
         raise UserError(f"COLLECT_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}"

@@ -36,6 +36,7 @@ from rollout_pipeline.collect.redact import Redactor, url_credentials, without_c
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.scoring import make_scorer
+from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
 MIN_GIVE_UP_STREAK = 20
 # A Retry-After wait this long (seconds) is announced, at most once per WAIT_NOTICE_EVERY_S.
@@ -81,6 +82,9 @@ class CollectSettings:
     # Collect again even when the output already holds this run identity's rollouts (DVC's stages pass it:
     # DVC runs a stage only when something it tracks changed, code included).
     force: bool = False
+    # Send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of the same settings, as NeMo Gym's
+    # retry_invalid_judge_responses does; without it a resume never asks for them again.
+    retry_masked: bool = False
 
     @property
     def parallel(self) -> int:
@@ -221,16 +225,23 @@ class Collector:
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         identity = self.s.identity(scan.sha256)
         if not self.s.force:
-            finished, mean = self._already_collected(identity)
-            if finished:
+            finished, previous = self._already_collected(identity)
+            masked = (previous or {}).get("skip_causes", {}).get(MASKED, 0)
+            if finished and self.s.retry_masked and masked:
+                ProgressStore.resume_from_output(self.s.output_path, identity, scan.bytes, MASKED)
+            elif finished:
                 print(f"Found {scan.rows} rows!", file=self.out)
+                covered = previous.get("coverage")
                 print(f"already collected: {self.s.output_path} holds the rollouts of these settings and is unchanged "
-                      f"since; nothing to do (--force collects again)", file=self.err)
-                self._print_reward(mean)
+                      f"since; nothing to do (--force collects again"
+                      + (", --retry-masked sends the masked ones again" if masked else "") + ")"
+                      + (f"; {scored_line(covered)}" if isinstance(covered, dict) else ""), file=self.err)
+                self._print_reward(previous.get("reward_mean"))
                 return 0
         self.store = ProgressStore(self.s.output_path, identity, scan.rows, self.s.num_repeats,
                                    source=without_credentials(agent["url"]),
-                                   input=InputPrefix(self.s.input_path, scan.bytes))
+                                   input=InputPrefix(self.s.input_path, scan.bytes),
+                                   retry_skipped=(MASKED,) if self.s.retry_masked else ())
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
         if self.store.resume_note:
@@ -260,9 +271,9 @@ class Collector:
             raise self._fatal
         return self._finish()
 
-    def _already_collected(self, identity: dict) -> tuple[bool, float | None]:
+    def _already_collected(self, identity: dict) -> tuple[bool, dict | None]:
         """(whether the output already holds this run identity's rollouts, untouched since they were written, as
-        its stats file records; their mean reward)."""
+        its stats file records; that stats file)."""
         output, stats_path = self.s.output_path, side_path(self.s.output_path, ".stats.json")
         try:
             stats = orjson.loads(stats_path.read_bytes())
@@ -271,7 +282,7 @@ class Collector:
             return False, None
         finished = (isinstance(stats, dict) and stats.get("run_identity") == orjson.loads(dumps(identity))
                     and stats.get("output") == {"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
-        return finished, stats.get("reward_mean") if finished else None
+        return finished, stats if finished else None
 
     def _print_reward(self, mean: float | None) -> None:
         print(orjson.dumps({"reward": round(mean, 6) if isinstance(mean, float) else None},
@@ -298,8 +309,10 @@ class Collector:
         cluster = self._connect_ray() if self.s.executor == "ray" else None  # an unreachable one: before any file
         self._open_failures()
         for task_index, rollout_index, cause, message in self.store.skips:  # skipped in an earlier run: still listed
+            kind = self.store.skip_kinds.get((task_index, rollout_index))
             self._failures_handle.write(dumps({"task_index": task_index, "rollout_index": rollout_index, "cause": cause,
-                                               "error": message, "skipped": True}) + b"\n")
+                                               **({"failure_kind": kind} if kind else {}), "error": message,
+                                               "skipped": True, **_masked_fields(cause, None, kind)}) + b"\n")
         self.stats.collect_started = time.perf_counter()
         try:
             if cluster is not None:
@@ -383,17 +396,20 @@ class Collector:
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
                 skipped: bool = False, reply: Any = None, response: Any = None) -> None:
         message, cause = self.redact.text(message), printable(cause)
+        kind = gym_failure_kind(cause, reply)
         entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
-                 "error": message, **({"skipped": True} if skipped else {}),
+                 **({"failure_kind": kind} if kind else {}), "error": message,
+                 **({"skipped": True} if skipped else {}), **_masked_fields(cause, reply),
                  **({"reply": reply} if reply is not None else {}),
                  **({"response": response} if response is not None else {})}
         self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
         self._failures_handle.flush()
         if skipped:
-            # A property of the prompt (too long for the context): never retried, not a failure of the run.
+            # Masked by NeMo Gym, or a property of the prompt (too long for the context): an outcome, never
+            # retried, not a failure of the run.
             assert self.store is not None
-            self.store.add_skip(task_index, rollout_index, cause, message)
-            self._say(f"rollout ({task_index}, {rollout_index}) skipped: {message}")
+            self.store.add_skip(task_index, rollout_index, cause, message, kind)
+            self._say(f"rollout ({task_index}, {rollout_index}) " + ("" if cause == MASKED else "skipped: ") + message)
             self._tick()
             return
         self.stats.failures += 1
@@ -486,14 +502,19 @@ class Collector:
             stats_doc.update(run_identity=store.identity, reward_mean=reward_mean,
                              output={"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
         write_json(side_path(s.output_path, ".stats.json"), stats_doc)
-        print(f"{stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
+        print(f"{scored_line(stats_doc['coverage'])}: {stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
               f"{wall:.1f} s in all), "
               f"{store.done - stats.new_rollouts} resumed, {len(store.skips)} skipped, {stats.failures} failed, "
               f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
-        if store.skips:
-            causes = store.skip_causes()
-            print(f"note: {len(store.skips)} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
+        causes = store.skip_causes()
+        masked = causes.pop(MASKED, 0)
+        if causes:
+            print(f"note: {sum(causes.values())} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
                   f"their prompts can never be scored as they are; see {side_path(s.output_path, '.failures.ndjson')}",
+                  file=self.err)
+        if masked:
+            print(f"note: {masked} rollouts not scored: masked by NeMo Gym (no valid reward; never in training data); "
+                  f"see {side_path(s.output_path, '.failures.ndjson')}; --retry-masked sends them again",
                   file=self.err)
         if not ok:
             print(f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
@@ -507,6 +528,7 @@ class Collector:
         assert self.store is not None
         st = self.stats
         return {
+            "coverage": coverage(self.store.total, self.store.done, {**st.failure_causes, **self.store.skip_causes()}),
             "rollouts": written,
             "new_rollouts": st.new_rollouts,
             "resumed_rollouts": self.store.done - st.new_rollouts,
@@ -534,6 +556,26 @@ class Collector:
             "wait_s": {"backoff": round(st.backoff_wait_s, 3),
                        "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3)},
         }
+
+
+def coverage(expected: int, scored: int, not_scored: dict[str, int]) -> dict:
+    """How many rollouts were scored of how many were asked for, and why the others were not, by cause."""
+    return {"expected": expected, "scored": scored, "not_scored": dict(sorted(not_scored.items()))}
+
+
+def scored_line(coverage_doc: dict) -> str:
+    """"N of M scored", with the causes of the rest: the last line of every run."""
+    rest = ", ".join(f"{n} {cause}" for cause, n in coverage_doc["not_scored"].items())
+    return f"{coverage_doc['scored']} of {coverage_doc['expected']} rollouts scored" + (f" (not scored: {rest})"
+                                                                                          if rest else "")
+
+
+def _masked_fields(cause: str, reply: Any, kind: str | None = None) -> dict:
+    """The failures-file fields of a masked rollout: the flag, NeMo Gym's kind and its reason."""
+    if cause != MASKED:
+        return {}
+    reason = reply.get("failure_reason") if isinstance(reply, dict) else None
+    return {"masked": True, **({"failure_reason": reason} if reason else {})}
 
 
 class _GiveUp(UserError):

@@ -22,7 +22,7 @@ from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, Invalid
 from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
-from rollout_pipeline.collect.scoring import make_scorer
+from rollout_pipeline.collect.scoring import json_extras, make_scorer, shown, verifier_error
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 
@@ -130,7 +130,7 @@ class Fetcher:
             with VerifyPool(agent["verify_timeout_s"]) as pool:
                 self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
                                           self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers),
-                                          pool)
+                                          pool, self.retry_policy)
                 await self._schedule()
         self._session = None
 
@@ -207,14 +207,15 @@ class Fetcher:
         seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
         params = sampling_params(protocol, row, s.responses_create_params, seed)
         try:
-            request = build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data"))
+            request = build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data"),
+                                 (task_index, choices[0]))
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
         body = dumps(request)
         wants_logprobs = protocol != "agent" and asks_for_logprobs(request)
         path = PATHS[protocol]
 
-        async def attempt() -> list[tuple[Any, float, dict]]:
+        async def attempt() -> list[tuple[Any, dict]]:
             endpoint = self.pool.acquire(task_index)
             try:
                 ticket = await endpoint.limit.acquire()  # the endpoint's adaptive limit, and its Retry-After pause
@@ -243,10 +244,9 @@ class Fetcher:
                 label_logprobs(results, wants_logprobs, self.logprobs_mode, endpoint.url + path)
                 if len(rollout_indexes) < n:
                     results = [results[index] for index in rollout_indexes]
-                scored = [await self._score(row, result, reply) for result in results]
                 ok = True
                 self.stats.latencies.append(latency)
-                return scored
+                return [(result, reply) for result in results]
             except RequestFailed as failure:
                 if failure.overload:
                     endpoint.limit.overloaded(ticket, failure.retry_after)
@@ -255,9 +255,17 @@ class Fetcher:
                 endpoint.limit.release(ok)
                 self.pool.release(endpoint, ok)
 
-        scored = await with_retries(attempt, self.retry_policy,
-                                    lambda failure: self.sink.retry(failure.cause, failure.retry_after))
-        for rollout_index, (result, reward, extras) in zip(rollout_indexes, scored):
+        generated = await with_retries(attempt, self.retry_policy,
+                                       lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+        # Scored once each, outside the retries: an output the verifier cannot score fails as it is, and is never
+        # replaced by a new sample (which would keep only the outputs the verifier likes).
+        for rollout_index, (result, reply) in zip(rollout_indexes, generated):
+            try:
+                reward, extras = await self._score(row, result, reply)
+            except RequestFailed as failure:
+                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
+                                  failure.skip, failure.reply, failure.response)
+                continue
             # Each record carries the settings that reproduce it alone, choice k of an n request included.
             record = self._record(task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0),
                                   result, reward, extras)
@@ -275,23 +283,22 @@ class Fetcher:
             self.sink.rollout(task_index, rollout_index, line, reward,
                               int(usage.get("input_tokens") or 0), int(output_tokens or 0))
 
-    async def _score(self, row: dict, result: Any, reply: dict) -> tuple[Any, float, dict]:
+    async def _score(self, row: dict, result: Any, reply: dict) -> tuple[float, dict]:
         try:
             reward, extras = await self.scorer(row, result)
-        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel
+        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel (masked, ...)
             raise RequestFailed(exc.cause, str(exc), exc.retryable, skip=exc.skip, reply=exc.reply) from None
-        except InvalidReply as exc:
-            raise RequestFailed("invalid_reward", str(exc), True) from None
         except (RequestFailed, UserError):
             raise
         except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
-            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-            raise RequestFailed("verifier_error", f"verifier {self.s.agent['verifier']!r} raised {message}",
-                                False) from None
+            raise verifier_error(repr(self.s.agent["verifier"]), f"raised {shown(exc, 300)}") from None
         if self.s.agent["protocol"] == "agent":
-            extras = {k: v for k, v in reply.items()
-                      if k not in row and k not in ("response", "reward", "responses_create_params")}
-        return result, reward, extras
+            # The agent's own fields (NeMo Gym's agent_ref, _ng_environment_server, _ng_result_type,
+            # ng_trajectory, the run indices, its verifier's extras), as the agent returned them.
+            extras = json_extras({k: v for k, v in reply.items()
+                                  if k not in row and k not in ("response", "reward", "responses_create_params")},
+                                 "'the agent'")
+        return reward, extras
 
     def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any,
                 reward: float, extras: dict) -> dict:

@@ -70,7 +70,7 @@ class ProgressStore:
     """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
 
     def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None,
-                 input: InputPrefix | None = None) -> None:
+                 input: InputPrefix | None = None, retry_skipped: tuple[str, ...] = ()) -> None:
         self.output = output
         self.path = progress_path(output)
         self.identity = identity
@@ -83,6 +83,10 @@ class ProgressStore:
         self.offsets = array("q", [NOT_DONE]) * self.total
         self.done = 0  # rollouts with a record (scored)
         self.skips: list[tuple[int, int, str, str]] = []  # (task_index, rollout_index, cause, message), few
+        self.skip_kinds: dict[tuple[int, int], str] = {}  # NeMo Gym's failure_kind of a skip, when it named one
+        # Skip causes a resume asks for again (--retry-masked: "masked"); other skips stay done.
+        self.retry_skipped = retry_skipped
+        self.retried_skips = 0
         self.resume_note = ""
         self.set_aside_note = ""
         self._handle = None
@@ -222,10 +226,14 @@ class ProgressStore:
                     reward = 0.0 if skipped else float(record["reward"])
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     break
-                if skipped and 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
+                if skipped and skipped in self.retry_skipped:
+                    self.retried_skips += 1  # asked again: left NOT_DONE
+                elif skipped and 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
                     self.offsets[rank] = SKIPPED
                     self.skips.append((record["task_index"], record["rollout_index"], str(skipped),
                                        str(record.get("error", ""))))
+                    if record.get("failure_kind"):
+                        self.skip_kinds[(record["task_index"], record["rollout_index"])] = str(record["failure_kind"])
                 elif 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
                     self.offsets[rank] = good_end
                     self.done += 1
@@ -234,12 +242,34 @@ class ProgressStore:
         if good_end < self.path.stat().st_size:
             os.truncate(self.path, good_end)
         self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done" + (
-            f", {len(self.skips)} skipped" if self.skips else "")
+            f", {len(self.skips)} skipped" if self.skips else "") + (
+            f", {self.retried_skips} {'/'.join(self.retry_skipped)} sent again" if self.retried_skips else "")
         if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
             self.resume_note += (f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
                                  f"if that serves other weights under the same model name, delete {self.path} "
                                  "to start fresh)")
         return None
+
+    @staticmethod
+    def resume_from_output(output: Path, identity: dict, input_bytes: int, retry_cause: str) -> None:
+        """Turn a finished run (its output and failures file) back into progress, without the skips of
+        `retry_cause`, so the run resumes and asks for exactly those again (--retry-masked). Written aside, then
+        renamed: a crash midway leaves the finished output as it was."""
+        failures = output.with_name(f"{output.name.removesuffix('.jsonl')}.failures.ndjson")
+        with atomic_writer(progress_path(output)) as out:
+            out.write(dumps({"run_identity": identity, "input_bytes": input_bytes}) + b"\n")
+            with open(output, "rb") as records:
+                while chunk := records.read(1024 * 1024):
+                    out.write(chunk)
+            if failures.exists():
+                with open(failures, "rb") as lines:
+                    for line in lines:
+                        entry = orjson.loads(line)
+                        if entry.get("skipped") and entry.get("cause") != retry_cause:
+                            out.write(dumps({"task_index": entry["task_index"], "rollout_index": entry["rollout_index"],
+                                             "skipped": entry["cause"], "error": entry.get("error", ""),
+                                             **({"failure_kind": entry["failure_kind"]} if entry.get("failure_kind")
+                                                else {})}) + b"\n")
 
     # -- during the run --------------------------------------------------------------------------
     def is_done(self, task_index: int, rollout_index: int) -> bool:
@@ -262,13 +292,16 @@ class ProgressStore:
         self.done += 1
         self.reward_sum.add(reward)
 
-    def add_skip(self, task_index: int, rollout_index: int, cause: str, message: str) -> None:
-        """Mark a rollout that can never be scored as done without a record, so a resume does not ask again."""
+    def add_skip(self, task_index: int, rollout_index: int, cause: str, message: str,
+                 kind: str | None = None) -> None:
+        """Mark a rollout that is not to be scored (masked, or its prompt can never be) as done without a record,
+        so a resume does not ask again; `kind` is NeMo Gym's failure_kind, when it named one."""
         rank = task_index * self.num_repeats + rollout_index
         assert self._handle is not None
         if self.offsets[rank] != NOT_DONE:
             return
-        line = dumps({"task_index": task_index, "rollout_index": rollout_index, "skipped": cause, "error": message})
+        line = dumps({"task_index": task_index, "rollout_index": rollout_index, "skipped": cause, "error": message,
+                      **({"failure_kind": kind} if kind else {})})
         try:
             self._append(line + b"\n")
         except OSError as exc:
@@ -277,6 +310,8 @@ class ProgressStore:
             raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
         self.offsets[rank] = SKIPPED
         self.skips.append((task_index, rollout_index, cause, message))
+        if kind:
+            self.skip_kinds[(task_index, rollout_index)] = kind
 
     def skip_causes(self) -> dict[str, int]:
         """How many rollouts were skipped, by cause (sorted, for stable stats)."""

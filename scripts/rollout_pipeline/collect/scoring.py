@@ -1,6 +1,13 @@
-"""Choose how a rollout gets its reward: the agent's own, an in-process verifier, a /verify URL, or module:function."""
+"""Choose how a rollout gets its reward: the agent's own, an in-process verifier, a /verify URL, or module:function.
+
+The verifier contract: a verdict is a finite number, or a dict with a finite `reward` and JSON extras. Anything
+else (None, NaN, inf, a bool, a string, an exception, extras that are not JSON, no answer within
+verify_timeout_s) fails that rollout with cause `verifier_error` or `verifier_timeout`, and is never retried: a
+retry would sample the output again and keep only the outputs the verifier likes.
+"""
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import math
@@ -10,10 +17,10 @@ import aiohttp
 import orjson
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.collect.protocols import InvalidReply, Result
+from rollout_pipeline.collect.protocols import Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
-from rollout_pipeline.collect.transport import RequestFailed, post_json
-from rollout_pipeline.collect.verify_pool import VerifyPool
+from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
 
 Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
 
@@ -22,11 +29,39 @@ Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
 INLINE_VERIFY_CHARS = 4096
 
 
+def shown(value: Any, limit: int = 200) -> str:
+    """A value as it can be quoted in a one-line message: its repr, without control characters, shortened."""
+    text = "".join(c for c in repr(value) if c.isprintable())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def verifier_error(source: str, message: str) -> RequestFailed:
+    """The failure of one rollout whose verdict is unusable: never retried (that would sample it again)."""
+    return RequestFailed("verifier_error", f"verifier {source}: {message}", False)
+
+
 def finite_reward(value: Any, source: str) -> float:
-    """A reward must be a finite number; anything else is a failed rollout, never a silent 0."""
+    """A reward must be a finite number; anything else is a failed rollout, never a silent 0 nor a new sample."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidReply(f"{source} returned reward {value!r}, not a finite number")
+        raise verifier_error(source, f"returned reward {shown(value)}, not a finite number")
     return float(value)
+
+
+def json_extras(extras: dict, source: str) -> dict:
+    """A verdict's extras go into the record as JSON: a set, an int over 64 bits or a non-string key cannot."""
+    try:
+        orjson.dumps(extras)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise verifier_error(source, f"returned extras that are not JSON ({exc}): {shown(extras)}") from None
+    return extras
+
+
+def verdict_of(verdict: Any, source: str) -> tuple[float, dict]:
+    """(reward, extras) of a verifier's return value: a number, or a dict with `reward` and JSON extras."""
+    if isinstance(verdict, dict):
+        extras = {k: v for k, v in verdict.items() if k != "reward"}
+        return finite_reward(verdict.get("reward"), source), json_extras(extras, source)
+    return finite_reward(verdict, source), {}
 
 
 def _public_row(row: dict) -> dict:
@@ -34,12 +69,15 @@ def _public_row(row: dict) -> dict:
 
 
 def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aiohttp.ClientSession],
-                timeout: aiohttp.ClientTimeout, headers: dict[str, str], pool: VerifyPool | None = None) -> Scorer:
+                timeout: aiohttp.ClientTimeout, headers: dict[str, str], pool: VerifyPool | None = None,
+                retry_policy: RetryPolicy | None = None) -> Scorer:
     """Build the scorer for an agent's settings. Without a `pool`, verifiers run in this process (the start-up
-    check that a module:function verifier imports)."""
+    check that a module:function verifier imports). `retry_policy` retries a /verify request (only the request:
+    the output is never sampled again)."""
+    timeout_s = pool.timeout_s if pool is not None else VERIFY_TIMEOUT_S
     if protocol == "agent":
         async def from_agent(row: dict, result: Result) -> tuple[float, dict]:
-            return finite_reward(result.reward, "the agent"), {}
+            return finite_reward(result.reward, "'the agent'"), {}
         return from_agent
 
     if verifier in ("math", "exact"):
@@ -53,20 +91,25 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
                 # A long output is verified off the event loop, so the other requests in flight keep their
                 # timing, and in a process that is killed if it overruns.
                 verdict = await pool.verify(verifier, args, len(result.output))
-            extras = {k: v for k, v in verdict.items() if k != "reward"}
-            return finite_reward(verdict["reward"], f"the {verifier} verifier"), extras
+            return verdict_of(verdict, repr(verifier))
         return in_process
 
     if verifier.startswith(("http://", "https://")):
-        async def remote(row: dict, result: Result) -> tuple[float, dict]:
-            body = {**_public_row(row), "response": result.response}
-            reply, _ = await post_json(session_getter(), verifier, orjson.dumps(body), headers, timeout)
-            if isinstance(reply, dict):
-                check_nemo_gym_sentinels(reply, verifier)  # e.g. judge_failed: no reward happened
+        async def ask(body: bytes) -> Any:
+            reply, _ = await post_json(session_getter(), verifier, body, headers, timeout)
             if not isinstance(reply, dict) or "reward" not in reply:
                 raise RequestFailed("invalid_verify_reply", f"{verifier}: reply has no 'reward'", True, reply=reply)
+            return reply
+
+        async def remote(row: dict, result: Result) -> tuple[float, dict]:
+            body = {**_public_row(row), "response": result.response}
+            encoded = orjson.dumps(body)
+            # A /verify request that fails in transit is asked again; the output it scores stays the same.
+            reply = await (with_retries(lambda: ask(encoded), retry_policy, lambda failure: None)
+                           if retry_policy is not None else ask(encoded))
+            check_nemo_gym_sentinels(reply, verifier)  # mask_sample, judge_failed: not scored
             extras = {k: v for k, v in reply.items() if k not in body and k != "reward"}
-            return finite_reward(reply["reward"], verifier), extras
+            return finite_reward(reply["reward"], repr(verifier)), json_extras(extras, repr(verifier))
         return remote
 
     module_name, _, function_name = verifier.partition(":")
@@ -79,15 +122,16 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
     async def custom(row: dict, result: Result) -> tuple[float, dict]:
         args = (_public_row(row), result.output, result.response)
         if is_async:  # it awaits its own I/O: it runs on the event loop, where it was written to run
-            verdict = await function(*args)
+            try:
+                verdict = await asyncio.wait_for(function(*args), timeout_s)
+            except asyncio.TimeoutError:
+                raise RequestFailed("verifier_timeout", f"verifier {verifier!r} gave no verdict within "
+                                    f"{timeout_s:g} s (verify_timeout_s)", False) from None
         elif pool is not None:  # its cost is unknown (code execution, a sandbox): a worker, under the time limit
             verdict = await pool.verify(verifier, args, len(result.output))
         else:
             verdict = function(*args)
-        if isinstance(verdict, dict):
-            extras = {k: v for k, v in verdict.items() if k != "reward"}
-            return finite_reward(verdict.get("reward"), verifier), extras
-        return finite_reward(verdict, verifier), {}
+        return verdict_of(verdict, repr(verifier))
     return custom
 
 

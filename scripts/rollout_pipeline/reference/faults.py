@@ -20,8 +20,12 @@ Replies shaped like real servers' (tests/conformance/fixtures cites the source o
     tool-call      chat: content null and a tool_calls entry (finish_reason "tool_calls"); Responses and /run:
                    the output ends in a function_call item
     quota          HTTP 429 with OpenAI's insufficient_quota body (not transient)
-    ng-transient   /run: NeMo Gym's `_ng_failure_class: transient` with reward 0
-    ng-mask        /run: NeMo Gym's `mask_sample: true` with reward 0
+    ng-transient   /run: NeMo Gym 0.7.0's `_ng_failure_class: transient` with reward 0 and its failure fields
+                   (`_ng_failure_type`, `_ng_failure_message`, `_ng_failure_http_status`)
+    ng-mask        /run: NeMo Gym 0.7.0's judge failsafe: `mask_sample: true`, `failure_kind: judge_failed`,
+                   `failure_reason`, `instance_config.mask_sample`, reward 0
+    ng-verify-mask /verify: the same masked reply from a resources server, with `reward_components` (only this
+                   kind is drawn on /verify, and only when it is on)
     refusal        chat: OpenAI's refusal (content null, message.refusal set): a finished answer, scored
 
 `--fail-rate R` spreads R evenly over the classic mix: 500, 429, reset, hang, malformed.
@@ -43,7 +47,7 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference.openai_api import error_body
 
 FAULT_KINDS = ("500", "502", "503", "429", "429-date", "reset", "hang", "trickle", "malformed", "missing-fields",
-               "abort", "context-length", "tool-call", "quota", "ng-transient", "ng-mask", "refusal")
+               "abort", "context-length", "tool-call", "quota", "ng-transient", "ng-mask", "ng-verify-mask", "refusal")
 MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
 FAULT_HELP = {
     "500": "HTTP 500 with a JSON error",
@@ -61,13 +65,23 @@ FAULT_HELP = {
     "tool-call": "a turn that ends in a tool call",
     "quota": "HTTP 429 insufficient_quota (OpenAI)",
     "ng-transient": "/run: NeMo Gym failure class transient",
-    "ng-mask": "/run: NeMo Gym mask_sample",
+    "ng-mask": "/run: NeMo Gym mask_sample (failure_kind judge_failed)",
+    "ng-verify-mask": "/verify: NeMo Gym mask_sample (failure_kind judge_failed) with reward_components",
     "refusal": "chat: an OpenAI-style refusal (content null, message.refusal)",
 }
 _CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However, your request has 4101 input tokens. "
                     "Please reduce the length of the input messages. (parameter=input_tokens, value=4101)")
 _TOOL_CALL = {"id": "call-reference-0", "type": "function",
               "function": {"name": "calculator", "arguments": "{\"expression\": \"2 + 2\"}"}}
+
+# NeMo Gym 0.7.0's shapes (tests/conformance/fixtures/nemo_gym/*_070.json cite the source): the judge failsafe's
+# masked reply, and a failure row's fields.
+_NG_JUDGE_FAILED = {"mask_sample": True, "failure_kind": "judge_failed",
+                    "failure_reason": "JudgeError: ClientResponseError: 500, message='Internal Server Error'",
+                    "instance_config": {"mask_sample": True}, "_ng_failure_class": "judge_failed",
+                    "_ng_failure_judge_error": "ClientResponseError: 500, message='Internal Server Error'"}
+_NG_TRANSIENT = {"_ng_failure_class": "transient", "_ng_failure_type": "ClientResponseError",
+                 "_ng_failure_message": "503, message='Service Unavailable'", "_ng_failure_http_status": 503}
 
 _HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
          "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -115,6 +129,11 @@ class FaultPlan:
             if fail_rate:
                 rates[kind] = rates.get(kind, 0.0) + fail_rate / len(MIXED_KINDS)
         return cls(rates, **kwargs)
+
+    @property
+    def on_verify(self) -> bool:
+        """Whether /verify draws faults: only for its own kind, so every other plan leaves /verify alone."""
+        return self.rates.get("ng-verify-mask", 0.0) > 0
 
     @property
     def active(self) -> bool:
@@ -242,9 +261,11 @@ def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, di
                         output=[{"type": "message", "id": "msg-empty", "role": "assistant", "status": "completed",
                                  "content": [{"type": "output_text", "text": "", "annotations": []}]}])
         return 200, {**good, "reward": 0.0}
-    if object_name == "run" and kind in ("ng-transient", "ng-mask"):
-        marker = {"_ng_failure_class": "transient"} if kind == "ng-transient" else {"mask_sample": True}
-        return 200, {**good, "reward": 0.0, **marker}
-    if kind in ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "refusal"):
+    if object_name == "run" and kind == "ng-transient":
+        return 200, {**good, "reward": 0.0, **_NG_TRANSIENT}
+    if (object_name, kind) in (("run", "ng-mask"), ("verify", "ng-verify-mask")):
+        components = {"reward_components": {"correct": 0.0, "format": 1.0}} if object_name == "verify" else {}
+        return 200, {**good, "reward": 0.0, **components, **_NG_JUDGE_FAILED}
+    if kind in ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "ng-verify-mask", "refusal"):
         return 200, good  # no such shape on this endpoint: the normal reply
     return None

@@ -260,7 +260,7 @@ class ReferenceServer:
             response = _json_response(error_body(f"internal error: {exc}", None, "internal_error", "server_error"), 500)
             status = "500"
         kind = None
-        if good is not None and faultable and self.plan.active:
+        if good is not None and (faultable or (object_name == "verify" and self.plan.on_verify)) and self.plan.active:
             await self.plan.delay()
             kind = self.plan.draw()
             if kind is not None:

@@ -49,8 +49,9 @@ def choice_params(params: dict, choice: int) -> dict:
 
 
 def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int = 1,
-               token_data: str | None = None) -> dict:
-    """The JSON body for one request. Raises UserError, before anything is sent, for what cannot be sent."""
+               token_data: str | None = None, indices: tuple[int, int] = (0, 0)) -> dict:
+    """The JSON body for one request (`indices`: the rollout's task and rollout index, which a NeMo Gym agent
+    needs). Raises UserError, before anything is sent, for what cannot be sent."""
     if params.get("stream"):
         raise UserError("responses_create_params.stream: true makes the server answer with server-sent events; "
                         "the collector needs whole replies (remove stream, or set it to false)")
@@ -59,7 +60,7 @@ def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int
         raise UserError(f"responses_create_params.extra_body: expected an object, got {type(extra_body).__name__}")
     params = {k: v for k, v in params.items() if k not in ("extra_body", "stream")}
     if protocol == "agent":
-        body = build_agent_body(row, params, model)
+        body = build_agent_body(row, params, model, indices)
     elif protocol == "responses":
         body = build_responses_body(params, model, token_data)
     else:

@@ -1,9 +1,15 @@
-"""NeMo Gym agent servers (POST /run with the dataset row): the request body and the verified reply.
+"""NeMo Gym agent servers (POST /run with the dataset row): the request body, the verified reply, and NeMo Gym's
+failure vocabulary.
 
-NeMo Gym marks a rollout that must not be trained on with `_ng_failure_class` (kill_shaped, transient,
-judge_failed, timeout_exceeded, ...; `_ng_failure_terminal` when asking again cannot help), `_ng_no_persist`
-(write it nowhere) or `mask_sample` (top level, or in `instance_config`). Such a reply is never scored: it
-raises NotFinished under the class's own name, retried unless NeMo Gym says it is terminal.
+NeMo Gym marks a rollout that is no measurement in three ways (NVIDIA-NeMo/Gym: nemo_gym/rollout_collection.py,
+nemo_gym/failure_kinds.py, nemo_gym/judge.py):
+- `mask_sample: true` (top level, or in `instance_config`) with `failure_kind` and `failure_reason`, and the judge
+  failsafe's `_ng_failure_class: judge_failed`: the sample is *masked*. It is an outcome, not a failure: not
+  scored, never retried, recorded as "not scored: masked" with its kind (re-sent only with --retry-masked);
+- `_ng_failure_class` (kill_shaped, transient, agent_run_error, ...) with `_ng_failure_message`, `_ng_failure_type`,
+  `_ng_failure_http_status`: a failure, retried unless `_ng_failure_terminal` says asking again cannot help
+  (`skipped` never is: NeMo Gym never retries it);
+- `_ng_no_persist`: write it nowhere (retried).
 """
 from __future__ import annotations
 
@@ -12,35 +18,81 @@ from typing import Any
 from rollout_pipeline.collect.protocols.common import (InvalidReply, NotFinished, Result, check_finished,
                                                        check_response, require, response_text, without_timing)
 
-# Classes NeMo Gym itself never sends again on resume (stirrup, pinchbench): asking again cannot help.
-TERMINAL_FAILURE_CLASSES = {"timeout_exceeded", "skipped"}
+# Classes NeMo Gym never sends again, stamped terminal or not (rollout_collection.py's resume rule).
+TERMINAL_FAILURE_CLASSES = {"skipped"}
+# Failure classes that mean the reward is no measurement (the judge could not judge): masked, as mask_sample.
+MASKED_FAILURE_CLASSES = {"judge_failed"}
+# The cause of a masked rollout in the failures file and the stats; its NeMo Gym kind is kept beside it.
+MASKED = "masked"
+# Where NeMo Gym's registered failure kinds (nemo_gym/failure_kinds.py) mean what one of our causes means. The
+# failures file gives both: `cause` (ours, the detail) and `failure_kind` (NeMo Gym's, to compare both tools').
+GYM_FAILURE_KINDS = {
+    "timeout": "timeout",
+    "verifier_timeout": "timeout",
+    "connect_timeout": "unreachable",
+    "connection": "unreachable",
+    "out_of_memory": "resource",
+    "invalid_verify_reply": "verify_request_failed",
+    "http_429": "agent_request_failed",
+    "http_502": "agent_request_failed",
+    "http_503": "agent_request_failed",
+    "http_504": "agent_request_failed",
+}
 
 
-def build_agent_body(row: dict, params: dict, model: str | None) -> dict:
-    """The /run body: the row's public fields, with the sampling params (and model) as responses_create_params."""
+def gym_failure_kind(cause: str, reply: Any = None) -> str | None:
+    """NeMo Gym's kind for a failure: the one the server named, else the registered kind our cause maps to."""
+    if isinstance(reply, dict):
+        named = reply.get("failure_kind") or reply.get("_ng_failure_class")
+        if isinstance(named, str) and named:
+            return named
+    return GYM_FAILURE_KINDS.get(cause)
+
+
+def build_agent_body(row: dict, params: dict, model: str | None, indices: tuple[int, int] = (0, 0)) -> dict:
+    """The /run body: the row's public fields, the sampling params (and model) as responses_create_params, and the
+    rollout's task and rollout index, which NeMo Gym's agents key their trajectory and model-call capture on."""
     body = {k: v for k, v in row.items() if not k.startswith("_")}
     body["responses_create_params"] = params
     if model and "model" not in params:
         body["responses_create_params"] = {**params, "model": model}
+    body["_ng_task_index"], body["_ng_rollout_index"] = indices
     return body
 
 
+def _failure_detail(reply: dict) -> str:
+    """NeMo Gym's own words for a failure: 0.7.0's fields first, then the older ones."""
+    parts = []
+    for key in ("_ng_failure_type", "_ng_failure_message", "failure_reason", "_ng_failure_reason",
+                "_ng_failure_judge_error", "error_message", "error", "_ng_error"):
+        value = reply.get(key)
+        if value and str(value) not in parts:
+            parts.append(str(value))
+    status = reply.get("_ng_failure_http_status")
+    if status is not None:
+        parts.append(f"HTTP {status}")
+    return " ".join(": ".join(parts).split())[:300]
+
+
 def check_nemo_gym_sentinels(reply: dict, where: str) -> None:
-    """Raise NotFinished when a /run or /verify reply carries one of NeMo Gym's failure sentinels."""
+    """Raise NotFinished when a /run or /verify reply carries one of NeMo Gym's sentinels: masked (cause `masked`,
+    a skip: never retried, not a failure of the run), a failure class, or no-persist."""
     failure_class = reply.get("_ng_failure_class")
+    instance = reply.get("instance_config")
+    masked = reply.get("mask_sample") is True or (isinstance(instance, dict) and instance.get("mask_sample") is True)
+    detail = _failure_detail(reply)
+    if masked or failure_class in MASKED_FAILURE_CLASSES:
+        kind = gym_failure_kind(MASKED, reply) or "mask_sample"
+        raise NotFinished(MASKED, f"{where}: not scored: masked by NeMo Gym (failure_kind {kind}"
+                          + (f": {detail}" if detail else "") + ")", skip=True, reply=reply)
     if failure_class:
-        terminal = bool(reply.get("_ng_failure_terminal")) or failure_class in TERMINAL_FAILURE_CLASSES
-        detail = reply.get("_ng_failure_reason") or reply.get("error") or reply.get("_ng_error")
+        terminal = reply.get("_ng_failure_terminal") is True or failure_class in TERMINAL_FAILURE_CLASSES
         raise NotFinished(str(failure_class), f"{where}: NeMo Gym failure class {failure_class!r}"
-                          + (f" ({str(detail)[:200]})" if detail else "") + ("; terminal" if terminal else ""),
+                          + (f" ({detail})" if detail else "") + ("; terminal" if terminal else ""),
                           retryable=not terminal, reply=reply)
     if reply.get("_ng_no_persist"):
         raise NotFinished("no_persist", f"{where}: NeMo Gym says not to persist this rollout (_ng_no_persist)",
                           retryable=True, reply=reply)
-    instance = reply.get("instance_config")
-    if reply.get("mask_sample") or (isinstance(instance, dict) and instance.get("mask_sample")):
-        raise NotFinished("mask_sample", f"{where}: NeMo Gym masks this sample from training (mask_sample)",
-                          reply=reply)
 
 
 def parse_agent_reply(reply: dict, max_output_tokens: Any = None) -> list[Result]:
