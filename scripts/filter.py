@@ -18,6 +18,7 @@ from rollout_pipeline.cli.stage_args import stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.params import load_params
+from rollout_pipeline.stages.rollout_metrics import scored_of
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
 
@@ -58,6 +59,8 @@ def filter_and_report(config: FilterConfig, args: argparse.Namespace) -> int:
     if args.summary:
         write_json(args.summary, summary.as_dict())
     print("\n".join(summary.lines(config, args.output)))
+    if (scored := scored_of(args.input, summary.rollouts)) is not None:
+        print(scored)  # "N of M rollouts scored": what this stage's input covers of what was asked for
     if summary.kept == 0:
         print("filter: warning: no rollout passed the filter; check filter.min_reward and filter.where", file=sys.stderr)
     return 0

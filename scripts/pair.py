@@ -17,6 +17,7 @@ from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.params import Pair, load_params
 from rollout_pipeline.schema import parse_section
+from rollout_pipeline.stages.rollout_metrics import scored_of
 
 
 def pairs_cap(text: str) -> int | None:
@@ -51,6 +52,8 @@ def main() -> int:
     if args.summary:
         write_json(args.summary, summary.as_dict())
     print("\n".join(summary.lines(config, args.output)))
+    if (scored := scored_of(args.input, summary.rollouts)) is not None:
+        print(scored)  # "N of M rollouts scored": what this stage's input covers of what was asked for
     if summary.pairs == 0:
         print("pair: warning: no pairs written; see the skip reasons above", file=sys.stderr)
     return 0

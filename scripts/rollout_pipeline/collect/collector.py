@@ -28,6 +28,7 @@ except ImportError:
     uvloop = None
 
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
+from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, headers_for, work_items
 from rollout_pipeline.jsonl import dumps, write_json
@@ -556,18 +557,6 @@ class Collector:
             "wait_s": {"backoff": round(st.backoff_wait_s, 3),
                        "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3)},
         }
-
-
-def coverage(expected: int, scored: int, not_scored: dict[str, int]) -> dict:
-    """How many rollouts were scored of how many were asked for, and why the others were not, by cause."""
-    return {"expected": expected, "scored": scored, "not_scored": dict(sorted(not_scored.items()))}
-
-
-def scored_line(coverage_doc: dict) -> str:
-    """"N of M scored", with the causes of the rest: the last line of every run."""
-    rest = ", ".join(f"{n} {cause}" for cause, n in coverage_doc["not_scored"].items())
-    return f"{coverage_doc['scored']} of {coverage_doc['expected']} rollouts scored" + (f" (not scored: {rest})"
-                                                                                          if rest else "")
 
 
 def _masked_fields(cause: str, reply: Any, kind: str | None = None) -> dict:

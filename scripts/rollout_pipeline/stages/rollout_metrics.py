@@ -12,6 +12,8 @@ Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
   output_tokens_mean              mean of response.usage.output_tokens over the rollouts that have it
                                   (null if none do)
   group_size_min, group_size_max  rollouts per prompt
+  coverage                        {expected, scored, not_scored: {cause: n}}: "N of M scored" (masked and
+                                  verifier_error rollouts included), when a failures file or run stats exist
   failures, skipped, not_scored   from the collector's `<stem>.failures.ndjson` beside the rollout file (skipped:
                                   prompts too long for the context; not_scored: count by cause, when any); from
                                   its `<stem>.stats.json` when there is no failures file; null when neither exists
@@ -32,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.jsonl import iter_jsonl, write_json
@@ -151,6 +154,8 @@ class MetricsAccumulator:
                   {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}.items()}
         if causes:
             result["not_scored"] = dict(sorted(causes.items()))
+        if stats is not None:  # "N of M scored": what the score covers of what was asked for
+            result["coverage"] = coverage(self.rollouts + sum(causes.values()), self.rollouts, causes)
         return result
 
     def curve(self) -> list[dict[str, float]]:
@@ -171,7 +176,17 @@ class MetricsResult:
         m = self.metrics
         ks = ", ".join(f"{key}={m[key]}" for key in m if key.startswith("pass@"))
         return [f"{m['prompts']} prompts, {m['rollouts']} rollouts, reward mean {m['reward_mean']} "
-                f"std {m['reward_std']}, {ks}, zero-variance prompts {m['zero_variance_fraction']} -> {out_path}"]
+                f"std {m['reward_std']}, {ks}, zero-variance prompts {m['zero_variance_fraction']} -> {out_path}",
+                *([scored_line(m["coverage"])] if "coverage" in m else [])]
+
+
+def scored_of(rollouts_path: str | os.PathLike, scored: int) -> str | None:
+    """"N of M rollouts scored" for a stage's log line, from the failures file beside its rollout file."""
+    failures = read_failures(stats_path_for(rollouts_path, ".failures.ndjson"))
+    if failures is None:
+        return None
+    causes = {**failures["failure_causes"], **failures["skip_causes"]}
+    return scored_line(coverage(scored + sum(causes.values()), scored, causes))
 
 
 def read_failures(path: Path) -> dict | None:
