@@ -43,3 +43,11 @@ def ng_collect_rollouts() -> NoReturn:
     with interruptible_start("ng_collect_rollouts"):
         from rollout_pipeline.cli.collect import seed_main
     seed_main()
+
+
+def gym() -> NoReturn:
+    """The `gym` command (`gym eval run ...`, NeMo Gym 0.7.0's flags)."""
+    with interruptible_start("gym"):
+        from rollout_pipeline.cli.gym_eval import main
+        from rollout_pipeline.errors import run_cli
+    run_cli(main, "gym")

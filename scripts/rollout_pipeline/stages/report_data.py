@@ -78,6 +78,11 @@ class ObjectiveSummary:
         return self.accumulator.rollouts
 
     @property
+    def scored_of(self) -> str:
+        """"N of M": rollouts scored of those asked for (masked, failed and skipped ones are the difference)."""
+        return f"{self.rollouts} of {self.rollouts + sum(self.not_scored.values())}"
+
+    @property
     def prompts(self) -> int:
         return self.accumulator.prompts
 
@@ -202,7 +207,8 @@ def summarize_rollouts(name: str, path: str | os.PathLike, pass_threshold: float
     if failures is not None:
         for kind, label in (("failure_causes", "failed"), ("skip_causes", "skipped")):
             for cause, count in sorted(failures[kind].items()):
-                summary.not_scored[f"{label}: {cause}"] += count
+                # A masked rollout (NeMo Gym's mask_sample) is its own outcome: not scored, not a skipped prompt.
+                summary.not_scored["not scored: masked" if cause == "masked" else f"{label}: {cause}"] += count
     stats = read_run_stats(stats_path_for(path))
     retries = (stats or {}).get("retries")
     if isinstance(retries, dict):

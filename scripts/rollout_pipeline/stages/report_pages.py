@@ -60,7 +60,7 @@ def objective_page(summary: ObjectiveSummary, extras: ObjectiveExtras, nav: list
     head = h.cards([("prompts", summary.prompts), ("rollouts", summary.rollouts),
                     ("mean reward", _num(metrics["reward_mean"])), ("pass@1", _num(metrics.get("pass@1"))),
                     ("prompts with no reward variance", _num(metrics["zero_variance_fraction"])),
-                    ("not scored", sum(summary.not_scored.values()))])
+                    ("scored", summary.scored_of), ("not scored", sum(summary.not_scored.values()))])
     parts = [f"<h1>Objective {h.esc(name)}</h1>", head, "<h2>Rewards</h2>"]
     rewards = [{"reward": f"{reward:g}", "rollouts": count} for reward, count in sorted(summary.reward_counts.items())]
     figures = []
@@ -228,9 +228,9 @@ def index_page(summaries: list[ObjectiveSummary], rl_rows: list[dict], nav: list
         rows.append(f'<tr><td><a href="{h.esc(summary.name)}.html">{h.esc(summary.name)}</a></td>'
                     f"<td>{summary.prompts}</td><td>{summary.rollouts}</td><td>{_num(metrics['reward_mean'])}</td>"
                     f"<td>{_num(metrics.get('pass@1'))}</td><td>{_num(metrics['zero_variance_fraction'])}</td>"
-                    f"<td>{sum(summary.not_scored.values())}</td></tr>")
+                    f"<td>{summary.scored_of}</td><td>{sum(summary.not_scored.values())}</td></tr>")
     head = "".join(f"<th>{name}</th>" for name in ("objective", "prompts", "rollouts", "mean reward", "pass@1",
-                                                   "zero-variance fraction", "not scored"))
+                                                   "zero-variance fraction", "scored", "not scored"))
     loop = (f'{len(rl_rows)} iterations: <a href="{RL_LOOP_PAGE}">the RL loop</a>' if rl_rows else
             f'no iterations yet (`make rl-iter N=5`): <a href="{RL_LOOP_PAGE}">the RL loop</a>')
     body = ("<h1>Rollout report</h1>"
