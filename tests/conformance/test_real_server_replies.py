@@ -145,13 +145,26 @@ def test_the_collector_treats_each_real_server_reply_as_its_contract_says(path, 
                            "generation_log_probs"}
         if fixture["protocol"] != "verify":
             assert set(expect.get("keeps") or []) & reasoning_keeps <= _kept(records[0])
+        for name in expect.get("record_fields") or []:  # NeMo Gym's per-rollout fields, as the agent returned them
+            assert records[0][name] == fixture["body"][name], name
         return
 
     lines = read_jsonl(failures)
     assert lines, f"nothing in the failures file; stderr:\n{err}"
     assert _cause_matches(expect["cause"], lines[0]["cause"]), lines[0]
     assert not out.exists() or not read_jsonl(out), "a rollout that did not finish was written with a reward"
-    if expect["outcome"] == "skipped":
+    if expect["outcome"] == "masked":
+        # Not scored: masked. An outcome, not a failure: the stage succeeds under max_failure_rate 0, the row is asked
+        # for once (never sampled again), and the failures file says masked, with NeMo Gym's kind and its reply.
+        assert code == 0, err
+        assert lines[0]["masked"] is True and lines[0]["skipped"] is True and asked == 1, (lines[0], asked)
+        assert lines[0].get("failure_kind") == expect.get("failure_kind", lines[0].get("failure_kind"))
+        for name in expect.get("reply_fields") or []:
+            assert lines[0]["reply"][name] == fixture["body"][name], name
+        stats = json.loads((tmp_path / "out.stats.json").read_text())
+        assert stats["failures"] == 0 and stats["skip_causes"] == {"masked": 1}
+        assert stats["coverage"] == {"expected": 1, "scored": 0, "not_scored": {"masked": 1}}
+    elif expect["outcome"] == "skipped":
         assert code == 0, "an over-long prompt is a property of the data: the stage still succeeds"
         assert lines[0]["skipped"] is True and asked == 1
         stats = json.loads((tmp_path / "out.stats.json").read_text())
@@ -166,6 +179,8 @@ def test_the_collector_treats_each_real_server_reply_as_its_contract_says(path, 
         else:
             assert asked == MAX_RETRIES + 1, f"asked {asked} times"
         assert "reply" in lines[0], "the server's reply is kept for inspection"
+        for words in expect.get("error_mentions") or []:  # NeMo Gym's own failure fields, in the message
+            assert words in lines[0]["error"], lines[0]["error"]
         if "function_call" in (expect.get("keeps") or []):
             calls = [i for i in lines[0]["response"]["output"] if i["type"] == "function_call"]
             assert calls and all(c["name"] and c["arguments"] is not None for c in calls), lines[0]["response"]

@@ -78,18 +78,19 @@ def check_nemo_gym_sentinels(reply: dict, where: str) -> None:
     """Raise NotFinished when a /run or /verify reply carries one of NeMo Gym's sentinels: masked (cause `masked`,
     a skip: never retried, not a failure of the run), a failure class, or no-persist."""
     failure_class = reply.get("_ng_failure_class")
-    instance = reply.get("instance_config")
-    masked = reply.get("mask_sample") is True or (isinstance(instance, dict) and instance.get("mask_sample") is True)
     detail = _failure_detail(reply)
-    if masked or failure_class in MASKED_FAILURE_CLASSES:
-        kind = gym_failure_kind(MASKED, reply) or "mask_sample"
-        raise NotFinished(MASKED, f"{where}: not scored: masked by NeMo Gym (failure_kind {kind}"
-                          + (f": {detail}" if detail else "") + ")", skip=True, reply=reply)
-    if failure_class:
+    if failure_class and failure_class not in MASKED_FAILURE_CLASSES:
+        # A failure first, even when the agent also masked it (a transient one can succeed when asked again).
         terminal = reply.get("_ng_failure_terminal") is True or failure_class in TERMINAL_FAILURE_CLASSES
         raise NotFinished(str(failure_class), f"{where}: NeMo Gym failure class {failure_class!r}"
                           + (f" ({detail})" if detail else "") + ("; terminal" if terminal else ""),
                           retryable=not terminal, reply=reply)
+    instance = reply.get("instance_config")
+    masked = reply.get("mask_sample") is True or (isinstance(instance, dict) and instance.get("mask_sample") is True)
+    if masked or failure_class:
+        kind = gym_failure_kind(MASKED, reply) or "mask_sample"
+        raise NotFinished(MASKED, f"{where}: not scored: masked by NeMo Gym (failure_kind {kind}"
+                          + (f": {detail}" if detail else "") + ")", skip=True, reply=reply)
     if reply.get("_ng_no_persist"):
         raise NotFinished("no_persist", f"{where}: NeMo Gym says not to persist this rollout (_ng_no_persist)",
                           retryable=True, reply=reply)
