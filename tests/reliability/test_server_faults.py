@@ -432,8 +432,8 @@ def test_failures_within_max_failure_rate_write_only_real_rollouts(tmp_path, pro
 
 # -- the verifier misbehaves ------------------------------------------------------------------------------
 @pytest.mark.parametrize("function,cause", [("raises", "verifier_error"), ("async_raises", "verifier_error"),
-                                            ("returns_nan", "invalid_reward"), ("returns_none", "invalid_reward"),
-                                            ("returns_string", "invalid_reward"), ("spins", "verifier_timeout")])
+                                            ("returns_nan", "verifier_error"), ("returns_none", "verifier_error"),
+                                            ("returns_string", "verifier_error"), ("spins", "verifier_timeout")])
 def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollouts(tmp_path, prompts, baseline,
                                                                                   upstream, function, cause):
     reference = {(r["task_index"], r["rollout_index"]): r for r in read_jsonl(baseline())}

@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gym eval run", description="Collect scored rollouts with NeMo Gym's `gym eval run` flags "
+    parser = _Parser(prog="gym eval run", allow_abbrev=False, description="Collect scored rollouts with NeMo Gym's `gym eval run` flags "
                      "(the same run as ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... ...).")
     parser.add_argument("-a", "--agent", help="the agent (an entry of params.yaml's agents)")
     parser.add_argument("-i", "--input", help="input JSONL (NeMo Gym rows)")

@@ -493,7 +493,7 @@ class Collector:
             # The mean (resumed rollouts included) comes from the store's exact running sum: no record is
             # decoded again.
             written = store.write_output()
-            reward_mean = store.reward_sum.value / written if written else None
+            reward_mean = store.reward_sum.mean(written) if written else None
             store.discard()
         else:
             written, reward_mean = 0, None
