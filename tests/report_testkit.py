@@ -56,7 +56,9 @@ def build_sample_run(directory: Path) -> Path:
     (rollouts / "rl.failures.ndjson").write_text(
         json.dumps({"prompt_id": "q000005", "task_index": 5, "rollout_index": 4, "cause": "timeout", "skipped": False})
         + "\n" + json.dumps({"prompt_id": "q000006", "task_index": 6, "rollout_index": 0, "cause": "context_length",
-                             "skipped": True}) + "\n")
+                             "skipped": True}) + "\n"
+        + json.dumps({"prompt_id": "q000006", "task_index": 6, "rollout_index": 1, "cause": "masked",
+                      "failure_kind": "judge_failed", "skipped": True, "masked": True}) + "\n")
     (rollouts / "rl.stats.json").write_text(json.dumps({"rollouts": 24, "retries": {"http_503": 3}}))
     for script, source, out, summary in (("filter", "sft", "data/sft/train.jsonl", "metrics/sft_filter.json"),
                                          ("pair", "dpo", "data/dpo/pairs.jsonl", "metrics/dpo_pairs.json")):

@@ -24,7 +24,7 @@ CASES = [
     ("agent", "context-length", "context_length", True, False),
     ("agent", "tool-call", "tool_call", False, False),
     ("agent", "ng-transient", "transient", False, True),
-    ("agent", "ng-mask", "mask_sample", False, False),
+    ("agent", "ng-mask", "masked", True, False),
 ]
 
 
@@ -49,7 +49,8 @@ def test_a_reply_that_did_not_finish_is_never_scored(protocol, kind, cause, skip
     if skipped:
         assert result.returncode == 0, result.stderr
         assert read_jsonl(out) == [] and stats["skip_causes"] == {cause: 6} and stats["failures"] == 0
-        assert "6 rollouts skipped (context_length 6)" in result.stderr
+        assert ("6 rollouts skipped (context_length 6)" if cause == "context_length" else
+                "6 rollouts not scored: masked") in result.stderr
     else:
         assert result.returncode == 1 and not out.exists()
         assert stats["failure_causes"] == {cause: 6}

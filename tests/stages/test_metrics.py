@@ -45,6 +45,8 @@ def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
         "output_tokens_mean": 10.0,
         "group_size_min": 4,
         "group_size_max": 4,
+        # "N of M scored": the run stats' failure is the difference (this stats file names no cause)
+        "coverage": {"expected": 13, "scored": 12, "not_scored": {}},
     }
 
 
@@ -132,7 +134,8 @@ def test_the_script_finds_the_stats_beside_the_input_and_prints_a_summary(three_
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"3 prompts, 12 rollouts, reward mean 0.541667 std {round(statistics.pstdev([1, 0, 1, 0, 1, 1, 1, 1, 0, 0.5, 0, 0]), 6)}, "
-        f"pass@1=0.5, pass@2=0.611111, pass@4=0.666667, zero-variance prompts 0.333333 -> {out}"]
+        f"pass@1=0.5, pass@2=0.611111, pass@4=0.666667, zero-variance prompts 0.333333 -> {out}",
+        "12 of 13 rollouts scored"]
     assert result.stderr == ""
     metrics = json.loads(out.read_text())
     assert metrics["failures"] == 1 and "throughput_rollouts_per_s" not in metrics

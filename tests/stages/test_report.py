@@ -63,7 +63,8 @@ def test_the_summary_counts_what_the_page_shows(sample_run):
     summary = summarize_rollouts("rl", run / "data/rollouts/rl.jsonl", 1.0, BrowserConfig(browser_prompts=2))
     assert (summary.prompts, summary.rollouts) == (6, 24)
     assert (summary.truncated, summary.extraction_failures) == (1, 1)
-    assert dict(summary.not_scored) == {"failed: timeout": 1, "skipped: context_length": 1}
+    assert dict(summary.not_scored) == {"failed: timeout": 1, "skipped: context_length": 1, "not scored: masked": 1}
+    assert summary.scored_of == "24 of 27"
     assert summary.retries == {"http_503": 3}
     histogram = summary.correct_histogram()
     assert [row["correct"] for row in histogram] == [0, 1, 2, 3, 4] and sum(r["prompts"] for r in histogram) == 6
@@ -110,3 +111,10 @@ def test_the_rl_page_draws_pass_at_1_only_where_it_differs_from_the_mean_reward(
 def test_the_rl_page_without_iterations_says_how_to_run_some():
     page = rl_loop_page([], EVAL, navigation(["rl"]))
     assert "No RL iterations yet" in page and "<svg" not in page
+
+
+def test_the_index_and_each_objective_page_say_how_many_rollouts_were_scored_of_how_many_were_asked_for(sample_run):
+    reports = sample_run / "reports"
+    assert "<td>24 of 27</td>" in (reports / "index.html").read_text()
+    page = (reports / "rl.html").read_text()
+    assert "24 of 27" in page and "not scored: masked" in page

@@ -155,7 +155,8 @@ class MetricsAccumulator:
         if causes:
             result["not_scored"] = dict(sorted(causes.items()))
         if stats is not None:  # "N of M scored": what the score covers of what was asked for
-            result["coverage"] = coverage(self.rollouts + sum(causes.values()), self.rollouts, causes)
+            not_scored = (stats.get("failures") or 0) + (stats.get("skipped") or 0)
+            result["coverage"] = coverage(self.rollouts + not_scored, self.rollouts, causes)
         return result
 
     def curve(self) -> list[dict[str, float]]:
