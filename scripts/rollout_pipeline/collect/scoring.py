@@ -124,7 +124,7 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
         if is_async:  # it awaits its own I/O: it runs on the event loop, where it was written to run
             try:
                 verdict = await asyncio.wait_for(function(*args), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RequestFailed("verifier_timeout", f"verifier {verifier!r} gave no verdict within "
                                     f"{timeout_s:g} s (verify_timeout_s)", False) from None
         elif pool is not None:  # its cost is unknown (code execution, a sandbox): a worker, under the time limit
