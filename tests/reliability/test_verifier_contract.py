@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_RUN
-from reliability_support import COLLECT, collect_command, fast_agent, last_line, run_collect
+from reliability_support import COLLECT, Misbehaving, collect_command, fast_agent, last_line, run_collect
 from rollout_pipeline.collect.progress import ProgressStore, progress_path
 from rollout_pipeline.reference.embedded import start_embedded_server
 from support import PY, SCRIPTS, free_port, read_jsonl, server_stats, write_params
@@ -67,6 +67,20 @@ def test_an_unscorable_verdict_fails_that_rollout_as_verifier_error_naming_verif
     stats = json.loads(_side(out, ".stats.json").read_text())
     assert stats["retries"] == {} and stats["requests"] == ROLLOUTS
     assert stats["coverage"] == {"expected": ROLLOUTS, "scored": 0, "not_scored": {"verifier_error": ROLLOUTS}}
+
+
+def test_a_verify_url_whose_reward_is_not_a_number_fails_as_verifier_error_and_the_output_is_never_resampled(
+        tmp_path, prompts):
+    out = tmp_path / "out.jsonl"
+    with start_embedded_server([]) as server, Misbehaving(server.url, "string-reward", rate=1.0) as verifier:
+        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"{verifier.url}/verify"),
+                             **BASE_RUN)
+        asked, verified = _chat_requests(server.url), verifier.stats()["posts"]
+    assert (asked, verified) == (ROLLOUTS, ROLLOUTS), "one generation and one /verify per rollout, never again"
+    assert result.returncode == 1, result.stderr
+    failures = read_jsonl(_side(out, ".failures.ndjson"))
+    assert {f["cause"] for f in failures} == {"verifier_error"} and len(failures) == ROLLOUTS
+    assert f"verifier '{verifier.url}/verify': returned reward '1.0', not a finite number" in failures[0]["error"]
 
 
 def test_an_async_verifier_that_awaits_forever_fails_as_verifier_timeout_within_verify_timeout_s(tmp_path, prompts,
@@ -206,7 +220,7 @@ def test_a_failure_names_nemo_gyms_registered_kind_beside_our_cause(tmp_path, pr
     result = run_collect(tmp_path, prompts, out, fast_agent(dead, max_retries=0, give_up_after_s=1.0), limit=1)
     assert result.returncode == 1
     failure = read_jsonl(_side(out, ".failures.ndjson"))[0]
-    assert (failure["cause"], failure["failure_kind"]) == ("connection", "unreachable")
+    assert (failure["cause"], failure["failure_kind"]) == ("connection", "transport_unreachable")
 
 
 def test_gym_eval_run_takes_nemo_gyms_flags_and_collects_what_the_seed_syntax_collects(tmp_path, prompts, upstream):

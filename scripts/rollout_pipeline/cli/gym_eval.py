@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--max-output-tokens", type=int)
     parser.add_argument("--resume", action="store_true",
-                        help="resume an interrupted run (the collector always does: finished rollouts are kept)")
+                        help="keep the rollouts already collected for these settings; without it a finished output is "
+                             "collected again, as NeMo Gym does (an interrupted run's progress is always kept)")
+    parser.add_argument("--no-serve", action="store_true",
+                        help="accepted for NeMo Gym's sake: the servers are params.yaml's agents (url: embedded "
+                             "starts the bundled one)")
     parser.add_argument("--retry-masked", action="store_true",
                         help="send again the rollouts NeMo Gym masked in an earlier run")
     parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
@@ -68,13 +72,15 @@ def seed_argv(argv: list[str]) -> list[str]:
         flag = next((a for a in unknown if a.startswith("-")), unknown[0])
         raise UserError(f"eval run: unknown flag {flag!r}; known flags: -a/--agent, -i/--input, -o/--output, "
                         "--num-repeats, --concurrency, --limit, --seed, --temperature, --top-p, --max-output-tokens, "
-                        "--resume, --retry-masked, --params, --no-progress")
+                        "--resume, --no-serve, --retry-masked, --params, --no-progress")
     values = vars(options)
     missing = [flag for flag in ("agent", "input", "output") if values[flag] is None]
     if missing:
         raise UserError("eval run: missing " + ", ".join(f"-{flag[0]}/--{flag}" for flag in missing))
     converted = [f"+{key}={_hydra_value(values[flag])}" for flag, key in VALUE_FLAGS.items()
                  if values[flag] is not None]
+    if not options.resume:
+        converted.append("--force")
     if options.retry_masked:
         converted.append("--retry-masked")
     if options.no_progress:

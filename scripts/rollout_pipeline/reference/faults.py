@@ -74,7 +74,7 @@ _CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However
 _TOOL_CALL = {"id": "call-reference-0", "type": "function",
               "function": {"name": "calculator", "arguments": "{\"expression\": \"2 + 2\"}"}}
 
-# NeMo Gym 0.7.0's shapes (tests/conformance/fixtures/nemo_gym/*_070.json cite the source): the judge failsafe's
+# NeMo Gym 0.7.0's shapes (its nemo_gym/judge.py; tests/conformance/fixtures/nemo_gym/*_070.json cite it): the judge failsafe's
 # masked reply, and a failure row's fields.
 _NG_JUDGE_FAILED = {"mask_sample": True, "failure_kind": "judge_failed",
                     "failure_reason": "JudgeError: ClientResponseError: 500, message='Internal Server Error'",

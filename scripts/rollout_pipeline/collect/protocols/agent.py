@@ -1,14 +1,14 @@
 """NeMo Gym agent servers (POST /run with the dataset row): the request body, the verified reply, and NeMo Gym's
 failure vocabulary.
 
-NeMo Gym marks a rollout that is no measurement in three ways (NVIDIA-NeMo/Gym: nemo_gym/rollout_collection.py,
+NeMo Gym 0.7.0 marks a rollout that is no measurement in three ways (its nemo_gym/rollout_collection.py,
 nemo_gym/failure_kinds.py, nemo_gym/judge.py):
 - `mask_sample: true` (top level, or in `instance_config`) with `failure_kind` and `failure_reason`, and the judge
   failsafe's `_ng_failure_class: judge_failed`: the sample is *masked*. It is an outcome, not a failure: not
   scored, never retried, recorded as "not scored: masked" with its kind (re-sent only with --retry-masked);
 - `_ng_failure_class` (kill_shaped, transient, agent_run_error, ...) with `_ng_failure_message`, `_ng_failure_type`,
   `_ng_failure_http_status`: a failure, retried unless `_ng_failure_terminal` says asking again cannot help
-  (`skipped` never is: NeMo Gym never retries it);
+  (or the class is `skipped`: a sample that cannot be run, terminal in NeMo Gym whichever build stamped it);
 - `_ng_no_persist`: write it nowhere (retried).
 """
 from __future__ import annotations
@@ -24,20 +24,22 @@ TERMINAL_FAILURE_CLASSES = {"skipped"}
 MASKED_FAILURE_CLASSES = {"judge_failed"}
 # The cause of a masked rollout in the failures file and the stats; its NeMo Gym kind is kept beside it.
 MASKED = "masked"
-# Where NeMo Gym's registered failure kinds (nemo_gym/failure_kinds.py) mean what one of our causes means. The
-# failures file gives both: `cause` (ours, the detail) and `failure_kind` (NeMo Gym's, to compare both tools').
+# Where NeMo Gym 0.7.0's registered failure kinds (nemo_gym/failure_kinds.py, 22 of them) mean what one of our
+# causes means. The failures file gives both: `cause` (ours, the detail) and `failure_kind` (NeMo Gym's, so the
+# failures of both tools can be compared). An HTTP status is classed as NeMo Gym's rollout collection does: 429,
+# 502, 503 and 504 come from something in front of the agent (the rollout never ran), any other from the agent.
 GYM_FAILURE_KINDS = {
-    "timeout": "timeout",
-    "verifier_timeout": "timeout",
-    "connect_timeout": "unreachable",
-    "connection": "unreachable",
-    "out_of_memory": "resource",
-    "invalid_verify_reply": "verify_request_failed",
-    "http_429": "agent_request_failed",
-    "http_502": "agent_request_failed",
-    "http_503": "agent_request_failed",
-    "http_504": "agent_request_failed",
+    "connection": "transport_unreachable",
+    "connect_timeout": "transport_unreachable",
+    "timeout": "transport_timeout",
+    "out_of_memory": "transport_local_resource",
+    "verifier_error": "verifier_error",
+    "verifier_timeout": "verifier_error",
+    "invalid_verify_reply": "verifier_error",
 }
+_GATEWAY_STATUSES = {"http_429", "http_502", "http_503", "http_504"}
+# NeMo Gym's older failure classes that 0.7.0 names with a registered kind (rollout_collection.is_terminal_failure).
+_LEGACY_CLASSES = {"timeout_exceeded": "agent_timeout"}
 
 
 def gym_failure_kind(cause: str, reply: Any = None) -> str | None:
@@ -45,7 +47,9 @@ def gym_failure_kind(cause: str, reply: Any = None) -> str | None:
     if isinstance(reply, dict):
         named = reply.get("failure_kind") or reply.get("_ng_failure_class")
         if isinstance(named, str) and named:
-            return named
+            return _LEGACY_CLASSES.get(named, named)
+    if cause.startswith("http_"):
+        return "agent_request_failed" if cause in _GATEWAY_STATUSES else "agent_run_error"
     return GYM_FAILURE_KINDS.get(cause)
 
 
