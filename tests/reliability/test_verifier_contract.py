@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BASE_RUN
 from reliability_support import COLLECT, Misbehaving, collect_command, fast_agent, last_line, run_collect
 from rollout_pipeline.collect.progress import ProgressStore, progress_path
@@ -113,7 +112,8 @@ def test_a_reward_of_1e308_ends_the_run_and_the_metrics_stage_cleanly_though_its
                             str(metrics), "--curve", str(tmp_path / "curve.json"), "--params",
                             str(write_params(tmp_path, {"math_agent": fast_agent(upstream.url)},
                                              {"rl": {"agent_name": "math_agent", "prompts": str(prompts)}}))],
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
     assert stage.returncode == 0 and "Traceback" not in stage.stderr, stage.stderr
     assert json.loads(metrics.read_text())["rollouts"] == ROLLOUTS
 
@@ -173,7 +173,8 @@ def test_masked_run_rows_are_an_outcome_kept_out_of_training_data_and_sent_again
     sft = tmp_path / "sft.jsonl"
     stage = subprocess.run([PY, str(SCRIPTS / "filter.py"), "--in", str(out), "--out", str(sft),
                             "--params", str(write_params(tmp_path, {}))],
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
     assert stage.returncode == 0, stage.stderr
     now_masked = len(read_jsonl(_side(out, ".failures.ndjson")))
     assert f"{len(kept)} of {ROLLOUTS} rollouts scored" in stage.stdout
@@ -196,7 +197,8 @@ def test_an_interrupted_run_resumes_without_sending_its_masked_rows_again(tmp_pa
         out.unlink()
         before = server_stats(server.url)["requests"]["/run"]
         resumed = subprocess.run(collect_command(tmp_path, prompts, out, fast_agent(server.url, protocol="agent"),
-                                                 **BASE_RUN), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                                                 **BASE_RUN), capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
         sent = server_stats(server.url)["requests"]["/run"] - before
     assert first.returncode == 0 and masked
     assert resumed.returncode == 0, resumed.stderr
@@ -230,13 +232,15 @@ def test_gym_eval_run_takes_nemo_gyms_flags_and_collects_what_the_seed_syntax_co
                              "--num-repeats", "2", "--concurrency", "4", "--resume", "--limit", "5", "--seed", "21",
                              "--temperature", "0.7", "--top-p", "0.9", "--max-output-tokens", "64",
                              "--params", str(params), "--no-progress"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
     by_seed = subprocess.run([*COLLECT, "+agent_name=math_agent", f"+input_jsonl_fpath={prompts}",
                               f"+output_jsonl_fpath={tmp_path / 's.jsonl'}", "+num_repeats=2",
                               "+num_samples_in_parallel=4", "+limit=5", "+seed=21",
                               "+responses_create_params.temperature=0.7", "+responses_create_params.top_p=0.9",
                               "+responses_create_params.max_output_tokens=64", "--params", str(params), "--no-progress"],
-                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
     assert by_gym.returncode == 0 and by_seed.returncode == 0, by_gym.stderr + by_seed.stderr
     assert (tmp_path / "g.jsonl").read_bytes() == (tmp_path / "s.jsonl").read_bytes()
     assert "10 of 10 rollouts scored" in by_gym.stderr
@@ -245,6 +249,7 @@ def test_gym_eval_run_takes_nemo_gyms_flags_and_collects_what_the_seed_syntax_co
 @pytest.mark.parametrize("argv,flag", [(["--bogus", "1"], "'--bogus'"), (["--num-repeat", "2"], "'--num-repeat'")])
 def test_gym_eval_run_names_an_unknown_flag_in_one_line(tmp_path, argv, flag):
     result = subprocess.run([str(Path(PY).parent / "gym"), "eval", "run", "-a", "x", "-i", "in.jsonl", "-o",
-                             "out.jsonl", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                             "out.jsonl", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            check=False)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert f"unknown flag {flag}" in result.stderr
