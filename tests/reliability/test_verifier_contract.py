@@ -197,8 +197,8 @@ def test_an_interrupted_run_resumes_without_sending_its_masked_rows_again(tmp_pa
         out.unlink()
         before = server_stats(server.url)["requests"]["/run"]
         resumed = subprocess.run(collect_command(tmp_path, prompts, out, fast_agent(server.url, protocol="agent"),
-                                                 **BASE_RUN), capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+                                                 **BASE_RUN),
+                                 capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
         sent = server_stats(server.url)["requests"]["/run"] - before
     assert first.returncode == 0 and masked
     assert resumed.returncode == 0, resumed.stderr
