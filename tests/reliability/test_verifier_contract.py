@@ -49,8 +49,11 @@ def test_an_unscorable_verdict_fails_that_rollout_as_verifier_error_naming_verif
         tmp_path, prompts, function):
     out = tmp_path / "out.jsonl"
     with start_embedded_server([]) as server:  # its own server: its request count is this run's alone
-        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"reliability_verifiers:{function}"),
-                             env=VERIFIERS_ON_PATH, **BASE_RUN)
+        # A generous verify_timeout_s: a sync verifier runs in a worker process, whose start on a busy machine must
+        # not turn this verdict into a timeout.
+        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"reliability_verifiers:{function}",
+                                                                verify_timeout_s=60), env=VERIFIERS_ON_PATH,
+                             timeout=120, **BASE_RUN)
         asked = _chat_requests(server.url)
     assert asked == ROLLOUTS, f"{asked} generations for {ROLLOUTS} rollouts: an unscorable output was sampled again"
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
