@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from rollout_pipeline.errors import UserError
+from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.collect.protocols import Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
@@ -30,8 +30,8 @@ INLINE_VERIFY_CHARS = 4096
 
 
 def shown(value: Any, limit: int = 200) -> str:
-    """A value as it can be quoted in a one-line message: its repr, without control characters, shortened."""
-    text = "".join(c for c in repr(value) if c.isprintable())
+    """A value as it can be quoted in a one-line message: its repr, control characters inert, shortened."""
+    text = printable(repr(value))
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
