@@ -19,7 +19,7 @@ FRAGMENTS = [
     "was killed by signal", "rollouts failed (max_failure_rate", "settings changed since the previous run",
     "the command succeeded but wrote nothing at", "answered HTTP", "in rl.iterations", "rollouts all failed",
     "which the agent's verifier: ", "rollouts done and kept in", "cannot reach the Ray cluster at",
-    "its unfinished rollouts go to the other workers",
+    "its unfinished rollouts go to the other workers", "give a string or number, or a list of them",
 ]
 
 
