@@ -101,6 +101,9 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--retry-masked", action="store_true",
                         help="send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of these "
                              "settings (as NeMo Gym's retry_invalid_judge_responses); by default they stay not scored")
+    parser.add_argument("--model-revision", metavar="FINGERPRINT",
+                        help="the fingerprint of the checkpoint the server serves: part of the run's identity and "
+                             "recorded on every rollout as policy_version (--rl-iteration passes its checkpoint's)")
     parser.add_argument("--processes", default="auto", type=_processes,
                         help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
                              "requests, at most one per CPU; more only pays off for agents that answer in "
@@ -178,6 +181,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     else:
         parser.print_help()
         return 2
+    settings.model_revision = options.model_revision or settings.model_revision
     _apply_run_options(settings, options)
     return Collector(settings, start_server=start_embedded).run()
 

@@ -313,6 +313,8 @@ class Fetcher:
             "responses_create_params": params,
             "response": result.response,
         }
+        if self.s.model_revision:  # the policy version: which model and checkpoint generated this rollout
+            record["policy_version"] = {"model": self.s.agent["model"], "checkpoint": self.s.model_revision}
         for key, value in row.items():
             if not key.startswith("_") and key not in record:
                 record[key] = value
