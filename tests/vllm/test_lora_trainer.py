@@ -18,7 +18,7 @@ from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir
 from support import ROOT, collect, make_prompts, read_jsonl, seed_args, write_params
 
 TRAINER = ROOT / "scripts" / "rollout_pipeline" / "rl" / "lora_trainer.py"
-THRESHOLD = 1.05  # the trainer's default --max-token-mult-prob-error
+THRESHOLD = 1.1  # the trainer's default --max-token-mult-prob-error
 ADAPTER_NAME = "smollm2-iter001"
 
 

@@ -164,7 +164,9 @@ class Policy:
         import torch
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging
 
+        logging.disable_progress_bar()  # its carriage returns would fill a log; loading takes seconds
         self.torch = torch
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
@@ -211,10 +213,8 @@ def recorded(samples: list[Sample], like):
     return values
 
 
-def on_policy_check(policy: Policy, samples: list[Sample]) -> dict:
+def on_policy_check(mine, mask, samples: list[Sample]) -> dict:
     """The trainer's logprobs of the sampled tokens against the server's: mean |delta|, token_mult_prob_error, max."""
-    with policy.torch.no_grad():
-        mine, mask = policy.logprobs(samples)
     delta = (mine - recorded(samples, mine)).abs() * mask
     tokens = int(mask.sum().item())
     return {
@@ -304,7 +304,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha of a new adapter")
     parser.add_argument("--divide-by-std", action="store_true", help="divide advantages by their group's std")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-token-mult-prob-error", type=float, default=1.05,
+    # Measured on SmolLM2-135M: 1.03 between this float32 trainer and vLLM's bf16 CPU kernels on the same weights;
+    # 1.6 once two gradient steps separate them; over 1000 for raw logprobs read as processed ones at T=0.5.
+    parser.add_argument("--max-token-mult-prob-error", type=float, default=1.1,
                         help="the on-policy check fails above this mean exp(|logp_train - logp_infer|)")
     parser.add_argument("--check-only", action="store_true", help="run the on-policy check and stop")
     args = parser.parse_args(argv)
@@ -337,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                "sampled_by": {"checkpoint": str(args.init) if args.init else "base",
                               "fingerprint": fingerprint(args.init) if args.init else None},
                "settings": settings, "load_seconds": round(time.monotonic() - started, 3)}
-    check = on_policy_check(policy, samples)
+    with policy.torch.no_grad():
+        before, mask = policy.logprobs(samples)
+    check = on_policy_check(before, mask, samples)
     check["passed"] = check["token_mult_prob_error"] <= args.max_token_mult_prob_error
     metrics["on_policy"] = check
     if not check["passed"]:
@@ -352,8 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics, metrics)
         return 0
     advantage = advantages(samples, args.divide_by_std)
-    with policy.torch.no_grad():
-        before, mask = policy.logprobs(samples)
     metrics["training"] = train(policy, samples, advantage, args.lr, args.steps, args.clip)
     with policy.torch.no_grad():
         after, _ = policy.logprobs(samples)
