@@ -72,3 +72,14 @@ def test_without_num_samples_in_parallel_the_seed_syntax_queries_with_the_pool_c
     result = collect([*seed_args(prompts, tmp_path / "out.jsonl"), "++num_repeats=2"], tmp_path, params, check=True)
     assert "Querying with 1024 concurrent requests" in result.stdout
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 10
+
+
+def test_a_model_revision_puts_the_policy_version_on_every_record_and_a_run_without_one_records_none(tmp_path):
+    params = write_params(tmp_path, {"math_agent": agent()})
+    prompts = make_prompts(tmp_path / "prompts.jsonl", 3, seed=3)
+    collect([*seed_args(prompts, tmp_path / "a.jsonl"), "+num_repeats=2", "--model-revision", "0123abcd"], tmp_path,
+            params, check=True)
+    assert [r["policy_version"] for r in read_jsonl(tmp_path / "a.jsonl")] == \
+        [{"model": "reference", "checkpoint": "0123abcd"}] * 6
+    collect([*seed_args(prompts, tmp_path / "b.jsonl"), "+num_repeats=2"], tmp_path, params, check=True)
+    assert all("policy_version" not in r for r in read_jsonl(tmp_path / "b.jsonl"))
