@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from rollout_pipeline.rl.lora_trainer import InputError, advantages, read_samples
+from rollout_pipeline.rl import lora_trainer
 
 
 def _record(task: int, score: float, **changes) -> dict:
@@ -32,21 +32,24 @@ def _write(tmp_path: Path, records: list[dict]) -> Path:
 
 
 def test_samples_keep_the_servers_token_ids_and_logprobs_exactly_and_raw_ones_compare_at_temperature_one(tmp_path):
-    (sample,) = read_samples(_write(tmp_path, [_record(0, 1.0)]))
+    (sample,) = lora_trainer.read_samples(_write(tmp_path, [_record(0, 1.0)]))
     assert (sample.prompt_ids, sample.generation_ids, sample.recorded_logprobs) == ([1, 2, 3], [4, 5], [-0.5, -1.25])
     assert sample.scale == 1.0  # raw logprobs are before temperature, whatever temperature sampled
 
 
 def test_processed_logprobs_compare_against_the_distribution_at_the_sampling_temperature(tmp_path):
-    (sample,) = read_samples(_write(tmp_path, [_record(0, 1.0, generation_log_probs_mode="processed_logprobs")]))
+    processed = _record(0, 1.0, generation_log_probs_mode="processed_logprobs")
+    (sample,) = lora_trainer.read_samples(_write(tmp_path, [processed]))
     assert sample.scale == 0.8
 
 
 def test_advantages_are_the_reward_minus_the_prompts_mean_and_optionally_over_its_std(tmp_path):
-    samples = read_samples(_write(tmp_path, [_record(0, 1.0), _record(0, 0.0), _record(0, 0.0), _record(0, 1.0),
-                                             _record(1, 1.0), _record(1, 1.0)]))
-    assert advantages(samples, divide_by_std=False) == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0]
-    assert advantages(samples, divide_by_std=True) == pytest.approx([1.0, -1.0, -1.0, 1.0, 0.0, 0.0], abs=1e-5)
+    samples = lora_trainer.read_samples(_write(tmp_path, [
+        _record(0, 1.0), _record(0, 0.0), _record(0, 0.0), _record(0, 1.0),
+        _record(1, 1.0), _record(1, 1.0)]))
+    assert lora_trainer.advantages(samples, divide_by_std=False) == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0]
+    normalized = lora_trainer.advantages(samples, divide_by_std=True)
+    assert normalized == pytest.approx([1.0, -1.0, -1.0, 1.0, 0.0, 0.0], abs=1e-5)
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -61,12 +64,20 @@ def test_advantages_are_the_reward_minus_the_prompts_mean_and_optionally_over_it
 ])
 def test_a_record_the_trainer_cannot_use_is_refused_naming_the_file_and_line(tmp_path, changes, message):
     path = _write(tmp_path, [_record(0, 1.0), _record(0, 0.0, **changes)])
-    with pytest.raises(InputError, match="^" + str(path).replace(".", r"\.") + ":2: ") as caught:
-        read_samples(path)
+    with pytest.raises(lora_trainer.InputError, match="^" + str(path).replace(".", r"\.") + ":2: ") as caught:
+        lora_trainer.read_samples(path)
     assert message in str(caught.value)
 
 
 def test_an_empty_rollout_file_is_refused(tmp_path):
     path = _write(tmp_path, [])
-    with pytest.raises(InputError, match="no rollouts; did collect run"):
-        read_samples(path)
+    with pytest.raises(lora_trainer.InputError, match="no rollouts; did collect run"):
+        lora_trainer.read_samples(path)
+
+
+def test_the_adapter_config_lists_target_modules_sorted_so_the_same_training_writes_the_same_bytes(tmp_path):
+    # PEFT saves target_modules from a set, in an order that changes with PYTHONHASHSEED.
+    config = tmp_path / "adapter_config.json"
+    config.write_text(json.dumps({"r": 8, "target_modules": ["v_proj", "k_proj", "q_proj", "o_proj"]}))
+    lora_trainer.sort_target_modules(config)
+    assert json.loads(config.read_text()) == {"r": 8, "target_modules": ["k_proj", "o_proj", "q_proj", "v_proj"]}

@@ -269,6 +269,7 @@ def write_adapter(policy: Policy, out: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         policy.model.save_pretrained(staging)
+        sort_target_modules(staging / "adapter_config.json")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
@@ -279,6 +280,15 @@ def write_adapter(policy: Policy, out: Path) -> None:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def sort_target_modules(config: Path) -> None:
+    """PEFT keeps target_modules as a set and saves it in hash order, which changes from run to run: sorted, the same
+    training writes the same bytes (and fingerprint)."""
+    value = json.loads(config.read_text())
+    if isinstance(value.get("target_modules"), list):
+        value["target_modules"] = sorted(value["target_modules"])
+        config.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_json(path: Path, value: dict) -> None:
