@@ -18,11 +18,10 @@ trl = pytest.importorskip("trl", reason="the TRL tier runs with `make test-trl`"
 torch = pytest.importorskip("torch", reason="the TRL tier runs with `make test-trl`")
 transformers = pytest.importorskip("transformers", reason="the TRL tier runs with `make test-trl`")
 
-from stage_testkit import stage_params  # noqa: E402
-from support import collect, make_prompts, seed_args  # noqa: E402
-
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
+from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
+from stage_testkit import stage_params
+from support import collect, make_prompts, seed_args
 
 MODEL_DIR = Path(os.environ.get("SMOLLM2_HF_DIR", "/nonexistent"))
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
@@ -30,9 +29,10 @@ pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
                                        "(make test-trl does, and sets SMOLLM2_HF_DIR)")
 STEPS = 20
 # Training settings shared by both trainers: CPU, no evaluation, no checkpoints, no reporting, fixed seeds.
-COMMON = dict(max_steps=STEPS, per_device_train_batch_size=2, lr_scheduler_type="constant", warmup_steps=0,
-              logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=False,
-              dataloader_num_workers=0, seed=0, data_seed=0, disable_tqdm=True, max_length=96)
+COMMON = {"max_steps": STEPS, "per_device_train_batch_size": 2, "lr_scheduler_type": "constant", "warmup_steps": 0,
+          "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", "report_to": [], "use_cpu": True,
+          "bf16": False, "dataloader_num_workers": 0, "seed": 0, "data_seed": 0, "disable_tqdm": True,
+          "max_length": 160}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def model_and_tokenizer():
     return model, tokenizer
 
 
-def load(path: Path, tmp_path: Path) -> "datasets.Dataset":
+def load(path: Path, tmp_path: Path) -> datasets.Dataset:
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
 
 
@@ -69,7 +69,7 @@ def assert_falls(values: list[float]) -> None:
     assert last < 0.7 * first, f"loss did not fall: first 4 steps {first:.4f}, last 4 {last:.4f}: {values}"
 
 
-def sft_trainer(path: Path, tmp_path: Path) -> "trl.SFTTrainer":
+def sft_trainer(path: Path, tmp_path: Path) -> trl.SFTTrainer:
     model, tokenizer = model_and_tokenizer()
     args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), learning_rate=3e-4, **COMMON)
     return trl.SFTTrainer(model=model, args=args, train_dataset=load(path, tmp_path), processing_class=tokenizer)
