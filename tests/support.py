@@ -114,3 +114,20 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02) -> None:
             return
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+def mark_folder(items, folder: Path, marker) -> None:
+    """Give every test collected from `folder` the marker (a tier's conftest marks its own tests)."""
+    for item in items:
+        if Path(str(item.fspath)).parent == folder:
+            item.add_marker(marker)
+
+
+def tier_interpreter(variable: str, target: str) -> str:
+    """The interpreter of a real-server tier's own virtualenv, which its make target names in `variable`; the
+    tier's tests skip, saying which target runs them, when it is not set (a plain `make test`)."""
+    python = os.environ.get(variable)
+    if not python:
+        import pytest
+        pytest.skip(f"this tier runs with `make {target}` ({variable} is not set)")
+    return python

@@ -7,24 +7,19 @@ once per session on a free loopback port and is stopped by its PID. Without REAL
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from rollout_pipeline.cli.llama_server import llama_server
+from support import mark_folder, tier_interpreter
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.real)
+    mark_folder(items, Path(__file__).resolve().parent, pytest.mark.real)
 
 
 @pytest.fixture(scope="session")
 def real_server() -> str:
-    python = os.environ.get("REAL_SERVER_PYTHON")
-    if not python:
-        pytest.skip("the real-model tier runs with `make test-real` (REAL_SERVER_PYTHON is not set)")
-    with llama_server(python) as url:
+    with llama_server(tier_interpreter("REAL_SERVER_PYTHON", "test-real")) as url:
         yield url

@@ -17,23 +17,18 @@ import requests
 
 from rollout_pipeline.cli.local_server import LocalServer, running
 from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir, vllm_server
-from support import agent
+from support import agent, mark_folder, tier_interpreter
 
 HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if Path(str(item.fspath)).parent == HERE:
-            item.add_marker(pytest.mark.vllm)
+    mark_folder(items, HERE, pytest.mark.vllm)
 
 
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    python = os.environ.get("VLLM_SERVER_PYTHON")
-    if not python:
-        pytest.skip("the vLLM tier runs with `make test-vllm` (VLLM_SERVER_PYTHON is not set)")
-    return python
+    return tier_interpreter("VLLM_SERVER_PYTHON", "test-vllm")
 
 
 @pytest.fixture(scope="session")
