@@ -130,7 +130,8 @@ class Fetcher:
             with VerifyPool(agent["verify_timeout_s"]) as pool:
                 self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
                                           self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers),
-                                          pool, self.retry_policy)
+                                          pool, self.retry_policy,
+                                          lambda failure: self.sink.retry(failure.cause, failure.retry_after))
                 await self._schedule()
         self._session = None
 

@@ -70,10 +70,11 @@ def _public_row(row: dict) -> dict:
 
 def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aiohttp.ClientSession],
                 timeout: aiohttp.ClientTimeout, headers: dict[str, str], pool: VerifyPool | None = None,
-                retry_policy: RetryPolicy | None = None) -> Scorer:
+                retry_policy: RetryPolicy | None = None,
+                on_retry: Callable[[RequestFailed], None] = lambda failure: None) -> Scorer:
     """Build the scorer for an agent's settings. Without a `pool`, verifiers run in this process (the start-up
     check that a module:function verifier imports). `retry_policy` retries a /verify request (only the request:
-    the output is never sampled again)."""
+    the output is never sampled again), telling `on_retry` of each retry (the run's stats count them)."""
     timeout_s = pool.timeout_s if pool is not None else VERIFY_TIMEOUT_S
     if protocol == "agent":
         async def from_agent(row: dict, result: Result) -> tuple[float, dict]:
@@ -105,7 +106,7 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
             body = {**_public_row(row), "response": result.response}
             encoded = orjson.dumps(body)
             # A /verify request that fails in transit is asked again; the output it scores stays the same.
-            reply = await (with_retries(lambda: ask(encoded), retry_policy, lambda failure: None)
+            reply = await (with_retries(lambda: ask(encoded), retry_policy, on_retry)
                            if retry_policy is not None else ask(encoded))
             check_nemo_gym_sentinels(reply, verifier)  # mask_sample, judge_failed: not scored
             extras = {k: v for k, v in reply.items() if k not in body and k != "reward"}
