@@ -53,8 +53,10 @@ def test_a_gzip_bomb_with_a_small_content_length_is_refused_as_too_large_with_th
     assert returncode == 1 and posts == 4, stderr
     assert {f["cause"] for f in failures} == {"reply_too_large"}
     assert "over 16,777,216 bytes once decoded, over the agent's max_reply_bytes" in failures[0]["error"]
-    # Each 256 MiB bomb is dropped once 16 MiB of it are in: four at once inflated whole took 2.5 GB.
-    assert peak_mib < 250, f"collector peak RSS {peak_mib:.0f} MiB"
+    # Each 256 MiB bomb is dropped once 16 MiB of it are in. Four at once may each hold their 16 MiB twice while
+    # the chunks are joined, over the interpreter's ~60 MiB: about 200-310 MiB measured. Inflated whole, the four
+    # take over 1 GiB (2.5 GB was measured before the fix), so half of that tells the two apart on a busy machine.
+    assert peak_mib < 512, f"collector peak RSS {peak_mib:.0f} MiB"
 
 
 # -- M6. input through a pipe -------------------------------------------------------------------------------------
