@@ -45,7 +45,8 @@ def vllm(vllm_python) -> LocalServer:
 
 def vllm_agent(url: str, **overrides) -> dict:
     """The agent settings the tier's collector runs use: generous timeouts for a CPU server, few retries."""
-    return agent(url, model=MODEL_NAME, timeout_s=120, max_retries=3, retry_backoff_s=0.2, **overrides)
+    return agent(url, **{"model": MODEL_NAME, "timeout_s": 120, "max_retries": 3, "retry_backoff_s": 0.2,
+                         **overrides})
 
 
 def post(url: str, path: str, body: dict | None = None) -> requests.Response:
