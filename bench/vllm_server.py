@@ -24,7 +24,7 @@ from rollout_pipeline.collect.run_input import parse_row
 from rollout_pipeline.jsonl import dumps
 
 NAME = "vllm_server"
-PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 64, 64, 0.8
+PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 8, 64, 0.8  # 8: see cli/demo_real.py
 TARGET = 0.97
 SAMPLING = {"temperature": TEMPERATURE, "max_output_tokens": MAX_TOKENS}
 
