@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, NotFinished, Result,
-                                                       checked_usage, put_token_data)
+                                                       checked_usage, put_token_data, window_cut)
 from rollout_pipeline.errors import UserError
 
 # Responses-API keys that chat completions takes under another name.
@@ -252,10 +252,7 @@ def _check_window_cut(choice: dict, tokens: int | None, max_output_tokens: Any, 
     beside the prompt): the generation did not complete, so it is never scored."""
     if choice.get("finish_reason") == "length" and isinstance(max_output_tokens, int) and tokens is not None \
             and tokens < max_output_tokens:
-        raise NotFinished("context_length", f"the model's context window cut the generation after {tokens} of "
-                          f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not "
-                          "both fit): skipped, not scored; lower max_output_tokens or shorten the prompt",
-                          skip=True, reply=reply)
+        raise window_cut(tokens, max_output_tokens, reply)
 
 
 def parse_chat_reply(reply: dict, n: int = 1, max_output_tokens: Any = None) -> list[Result]:

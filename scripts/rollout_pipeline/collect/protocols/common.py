@@ -111,6 +111,15 @@ def check_response(response: dict, where: str) -> None:
     checked_usage(response.get("usage"), ("input_tokens", "output_tokens"), where)
 
 
+def window_cut(tokens: int, max_output_tokens: int, reply: Any, prefix: str = "") -> NotFinished:
+    """A generation the context window cut before max_output_tokens: it did not complete, so it is skipped (the
+    prompt and the limit do not both fit), never scored."""
+    return NotFinished("context_length", f"{prefix}the model's context window cut the generation after {tokens} of "
+                       f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not both "
+                       "fit): skipped, not scored; lower max_output_tokens or shorten the prompt", skip=True,
+                       reply=reply)
+
+
 def is_truncated_by_usage(usage: Any, max_output_tokens: Any) -> bool:
     """A reply that reached the requested token limit was cut there, whatever its status says (llama-server's
     /v1/responses says `completed` after a length cut)."""
@@ -143,10 +152,7 @@ def check_finished(response: dict, where: str, max_output_tokens: Any = None, re
         # vLLM lowers max_output_tokens to what fits beside the prompt and still names the limit as the reason
         # (its reply echoes the lowered value): the context window cut it, and an unfinished generation is never
         # scored.
-        raise NotFinished("context_length", f"{where}: the model's context window cut the generation after {used} of "
-                          f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not both "
-                          "fit): skipped, not scored; lower max_output_tokens or shorten the prompt", skip=True,
-                          reply=reply if reply is not None else response)
+        raise window_cut(used, max_output_tokens, reply if reply is not None else response, f"{where}: ")
     if response.get("status") == "completed" and is_truncated_by_usage(response.get("usage"), max_output_tokens):
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens", "inferred": "usage.output_tokens reached "
