@@ -58,9 +58,15 @@ class VerifyPool:
             raise
 
     def close(self) -> None:
+        """Let the workers exit, then stop any that does not. Stopping at once could unlink the pool's semaphore
+        while a worker is still being spawned (on a busy machine, seconds after the pool asked for it): that
+        worker then printed a traceback onto the run's stderr after a clean run."""
         if self._pool is not None:
-            self._pool.stop()
-            self._pool.join(timeout=10)
+            self._pool.close()  # every verdict is in (or was cancelled): the workers have nothing left to do
+            self._pool.join(timeout=self.timeout_s + 10)
+            if self._pool.active:
+                self._pool.stop()
+                self._pool.join(timeout=10)
             self._pool = None
 
     def __enter__(self) -> "VerifyPool":
