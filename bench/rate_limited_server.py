@@ -2,7 +2,7 @@
 """A rate-limited chat server: it serves at most `--capacity` requests at a time, each taking `--service-ms`, and
 answers 429 (OpenAI's rate_limit_exceeded body) to any request beyond that, as hosted APIs and gateways do.
 
-    python rate_limited_server.py --capacity 16 --service-ms 20 [--retry-after S]
+    python rate_limited_server.py --capacity 16 --service-ms 20 [--retry-after S [--retry-after-every N]]
 
 Prints `listening on http://127.0.0.1:PORT` and stops when stdin closes. GET /stats answers
 {"ok": N, "rejected": N, "max_in_flight": N}: what the server saw, so a test or benchmark can check the client.
@@ -24,7 +24,7 @@ LIMITED = {"error": {"message": "Rate limit reached for requests. Please try aga
                      "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
 
 
-def make_app(capacity: int, service_s: float, retry_after: str | None) -> web.Application:
+def make_app(capacity: int, service_s: float, retry_after: str | None, every: int = 1) -> web.Application:
     state = {"in_flight": 0, "ok": 0, "rejected": 0, "max_in_flight": 0}
     body = json.dumps(REPLY).encode()
 
@@ -32,7 +32,8 @@ def make_app(capacity: int, service_s: float, retry_after: str | None) -> web.Ap
         await request.read()
         if state["in_flight"] >= capacity:
             state["rejected"] += 1
-            headers = {"Retry-After": retry_after} if retry_after else {}
+            # Retry-After on every `every`-th 429 only: gateways send it on some of their 429s, not all.
+            headers = {"Retry-After": retry_after} if retry_after and state["rejected"] % every == 1 % every else {}
             return web.json_response(LIMITED, status=429, headers=headers)
         state["in_flight"] += 1
         state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
@@ -53,7 +54,7 @@ def make_app(capacity: int, service_s: float, retry_after: str | None) -> web.Ap
 
 
 async def serve(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(make_app(args.capacity, args.service_ms / 1000, args.retry_after), access_log=None)
+    runner = web.AppRunner(make_app(args.capacity, args.service_ms / 1000, args.retry_after, args.retry_after_every), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
     await site.start()
@@ -67,5 +68,6 @@ if __name__ == "__main__":
     parser.add_argument("--capacity", type=int, required=True)
     parser.add_argument("--service-ms", type=float, default=20.0)
     parser.add_argument("--retry-after", default=None, help="a Retry-After header value for the 429s")
+    parser.add_argument("--retry-after-every", type=int, default=1, help="send it on every N-th 429 only")
     parser.add_argument("--port", type=int, default=0)
     asyncio.run(serve(parser.parse_args()))

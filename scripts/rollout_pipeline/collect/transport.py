@@ -27,14 +27,16 @@ class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
     def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None, *,
-                 skip: bool = False, reply: Any = None, overload: bool = False, response: Any = None) -> None:
+                 skip: bool = False, reply: Any = None, overload: bool = False, response: Any = None,
+                 server_wide: bool = False) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
         self.retry_after = retry_after  # the server's Retry-After, in seconds, when it sent one
         self.skip = skip  # a property of the prompt (too long for the context): skipped, never retried
         self.reply = reply  # the server's reply (decoded JSON, or the start of its text), for the failures file
-        self.overload = overload  # the server says it has too much to do (429, 503): back off as a whole
+        self.overload = overload  # the server says it has too much to do (429, 503): maybe too many requests
+        self.server_wide = server_wide  # a 503 with a Retry-After: the whole server is down for that long
         self.response = response  # what the model produced, in Responses form, when worth keeping (a tool call)
 
 
@@ -227,15 +229,17 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
                   f"check the plan and billing of the key. {_error_message(status, raw)}"
     elif skip:
         message += " (the prompt does not fit the model's context: skipped, not retried)"
-    raise RequestFailed(cause, message, retryable, retry_after_seconds(retry_after, retry_after_ms) if retryable else None,
-                        skip=skip, reply=_error_fields(raw)[0], overload=retryable and status in (429, 503))
+    wait = retry_after_seconds(retry_after, retry_after_ms) if retryable else None
+    raise RequestFailed(cause, message, retryable, wait, skip=skip, reply=_error_fields(raw)[0],
+                        overload=retryable and status in (429, 503), server_wide=status == 503 and wait is not None)
 
 
 def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
-    """Full-jitter exponential backoff. An overload waits in the endpoint's limit instead (its Retry-After pauses
-    every request to it), so here it only gets a short jitter that spreads the retries out."""
+    """Full-jitter exponential backoff, or the server's Retry-After. An overload's backoff is the endpoint's
+    adaptive limit, so without a Retry-After it only gets a short jitter that spreads the retries out; with one,
+    the jitter comes on top, so that requests told the same wait do not all come back at the same moment."""
     if failure.overload:
-        return random.uniform(0, base)
+        return (failure.retry_after or 0.0) + random.uniform(0, base)
     if failure.retry_after is not None:
         return failure.retry_after
     return random.uniform(0, min(MAX_BACKOFF_S, base * (2 ** attempt)))
@@ -289,7 +293,8 @@ async def with_retries(call: Callable[[], Any], policy: RetryPolicy,
                                     reply=failure.reply, response=failure.response) from None
             on_retry(failure)
             pause = backoff_seconds(attempts, policy.backoff_base_s, failure)
-            policy.waited_s += pause
+            # An overload's Retry-After is counted by the endpoint's limit (the stats' wait_s.retry_after).
+            policy.waited_s += pause - (failure.retry_after or 0.0) if failure.overload else pause
             await asyncio.sleep(pause)
             if not failure.overload:
                 attempts += 1
