@@ -91,8 +91,8 @@ def _against_rate_limit(work, rollouts: int, service_ms: float, *flags: str, lab
     return figures
 
 
-def _against_faults(work, rollouts: int) -> list[Figure]:
-    fault_flags = ["--fault-seed", "7", "--retry-after", "0.2"]
+def _against_faults(work, rollouts: int, smoke: bool) -> list[Figure]:
+    fault_flags = ["--fault-seed", "7", "--retry-after", "0.2"] + (["--hang-s", "1"] if smoke else [])
     for kind in FAULT_KINDS:
         fault_flags += [f"--fail-{kind}", f"{FAULT_RATE / len(FAULT_KINDS):g}"]
     figures: list[Figure] = []
@@ -126,7 +126,7 @@ def run(smoke: bool = False) -> list[Figure]:
                 + _against_rate_limit(work, 160 if smoke else RETRY_AFTER_ROLLOUTS, RETRY_AFTER_SERVICE_MS,
                                       "--retry-after", "1", "--retry-after-every", "3",
                                       label=", Retry-After 1 s on a third")
-                + _against_faults(work, 40 if smoke else FAULT_ROLLOUTS))
+                + _against_faults(work, 40 if smoke else FAULT_ROLLOUTS, smoke))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ KINDS = (
     "escape-html-502",  # HTTP 502 with an HTML page holding terminal escape sequences
     "escape-tool-call",  # 200: chat, the turn ends in a tool call whose name holds terminal escape sequences
     "escape-ng-failure",  # 200: agent /run with NeMo Gym's failure class and reason holding terminal escape sequences
+    "content-chunks",  # 200: chat content as Mistral's list of chunks (a Magistral thinking chunk, the text in two)
+    "ids-logprobs-mismatch",  # 200: chat, one generation token id fewer than logprobs
+    "positive-logprob",  # 200: chat, the first generated token's logprob is 0.5
+    "negative-token-id",  # 200: chat, the first generated token id is -1
+    "other-model",    # 200: the reply names another model ("someone-else/other-model")
+    "model-snapshot",  # 200: the reply names a dated snapshot of the model asked (OpenAI's "gpt-4o-2024-08-06")
 )
 # Sets the window title, clears the screen and prints a fake success line, in green.
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[32mall rollouts verified OK\x1b[0m\r\n\u202e"
@@ -116,6 +122,19 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
                 choice["message"].pop("content", None)
         elif kind == "lone-surrogate":
             reply["choices"][0]["message"]["content"] += " \ud83d"
+        elif kind == "content-chunks":
+            text = reply["choices"][0]["message"]["content"]
+            reply["choices"][0]["message"]["content"] = [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "Let me add."}]},
+                {"type": "text", "text": text[:5]}, {"type": "text", "text": text[5:]}]
+        elif kind == "ids-logprobs-mismatch":
+            reply["choices"][0]["token_ids"] = reply["choices"][0]["token_ids"][:-1]
+        elif kind == "positive-logprob":
+            reply["choices"][0]["logprobs"]["content"][0]["logprob"] = 0.5
+        elif kind == "negative-token-id":
+            reply["choices"][0]["token_ids"][0] = -1
+        elif kind in ("other-model", "model-snapshot"):
+            reply["model"] = "someone-else/other-model" if kind == "other-model" else reply["model"] + "-2024-08-06"
         elif kind == "escape-tool-call":
             reply["choices"][0]["finish_reason"] = "tool_calls"
             reply["choices"][0]["message"]["tool_calls"] = [

@@ -234,3 +234,54 @@ def test_a_lone_surrogate_escape_is_read_as_the_replacement_character_not_as_bro
         posts = proxy.stats()["posts"]
     assert result.returncode == 0 and posts == 3, result.stderr  # once each: not retried as "not JSON"
     assert all(record["output"].endswith(" \ufffd") for record in read_jsonl(tmp_path / "out.jsonl"))
+
+
+def test_chat_content_as_a_list_of_mistral_chunks_is_joined_and_its_thinking_kept_as_reasoning(tmp_path, upstream):
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    fault_free = run_collect(tmp_path, prompts, tmp_path / "plain.jsonl", agent(upstream.url), seed=4)
+    with Misbehaving(upstream.url, "content-chunks", 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, max_retries=0), seed=4)
+        posts = proxy.stats()["posts"]
+    assert fault_free.returncode == 0 and result.returncode == 0 and posts == 3, result.stderr  # was: retried, failed
+    plain, chunked = read_jsonl(tmp_path / "plain.jsonl"), read_jsonl(tmp_path / "out.jsonl")
+    assert [r["output"] for r in chunked] == [r["output"] for r in plain]  # the text chunks, joined
+    assert [r["reward"] for r in chunked] == [r["reward"] for r in plain]
+    for record in chunked:
+        reasoning = record["response"]["output"][0]
+        assert reasoning["type"] == "reasoning" and reasoning["content"][0]["text"] == "Let me add."
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("ids-logprobs-mismatch", "generation_log_probs; there is one logprob per generated token"),
+    ("positive-logprob", "has a positive logprob (0.5) in generation_log_probs; a log-probability is at most 0"),
+    ("negative-token-id", "has a negative token id (-1) in generation_token_ids"),
+])
+def test_token_ids_and_logprobs_a_trainer_cannot_use_are_an_invalid_reply_with_a_clear_message(tmp_path, upstream, kind,
+                                                                                               message):
+    prompts = _rows(tmp_path / "prompts.jsonl", 2)
+    with Misbehaving(upstream.url, kind, 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
+                             agent(proxy.url, max_retries=0, token_data="ids"))
+    assert result.returncode == 1, result.stderr  # was: exit 0, the broken token data in the records
+    failures = read_jsonl(tmp_path / "out.failures.ndjson")
+    assert len(failures) == 2 and all(f["cause"] == "invalid_reply" and message in f["error"] for f in failures), \
+        failures
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind, noted", [("other-model", True), ("model-snapshot", False)])
+def test_a_reply_naming_another_model_is_noted_once_and_never_fails_the_run(tmp_path, upstream, kind, noted):
+    prompts = _rows(tmp_path / "prompts.jsonl", 3)
+    with Misbehaving(upstream.url, kind, 1.0) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, max_retries=0),
+                             num_repeats=2)
+    assert result.returncode == 0, result.stderr  # an alias (vLLM's served-model-name) must not fail a run
+    notes = [line for line in result.stderr.splitlines() if "the server answers as model" in line]
+    if noted:  # was: accepted silently
+        assert notes == ["note: the server answers as model 'someone-else/other-model' although 'reference' was "
+                         "asked (an alias or served-model-name, or another model behind the URL); the records keep "
+                         "the server's name"], result.stderr
+    else:  # a dated snapshot of the name asked is the same model
+        assert notes == [], result.stderr
+    models = {record["response"]["model"] for record in read_jsonl(tmp_path / "out.jsonl")}
+    assert models == {"someone-else/other-model" if noted else "reference-2024-08-06"}

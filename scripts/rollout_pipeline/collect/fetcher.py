@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator, Protocol
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
-from rollout_pipeline.errors import UserError
+from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
 from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, asks_for_logprobs,
-                                               build_body, choice_params, label_logprobs, logprobs_mode, parse_reply,
-                                               sampling_params)
+                                               build_body, choice_params, label_logprobs, logprobs_mode, other_model,
+                                               parse_reply, sampling_params)
 from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
@@ -100,6 +100,7 @@ class Fetcher:
         self.work = work
         self.parallel = parallel
         self.pool = EndpointPool(urls, ceiling=parallel)
+        self._other_models: set[str] = set()  # model names replies gave instead of the one asked, each noted once
         agent = settings.agent
         self.retry_policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
                                         lambda: self.pool.last_success)
@@ -255,6 +256,7 @@ class Fetcher:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True,
                                         reply=reply) from None
                 label_logprobs(results, wants_logprobs, self.logprobs_mode, endpoint.url + path)
+                self._note_other_model(results[0].response)
                 if len(rollout_indexes) < n:
                     results = [results[index] for index in rollout_indexes]
                 ok = True
@@ -299,6 +301,17 @@ class Fetcher:
                 output_tokens = usage.get("output_tokens_all_choices")
             self.sink.rollout(task_index, rollout_index, line, reward,
                               int(usage.get("input_tokens") or 0), int(output_tokens or 0))
+
+    def _note_other_model(self, response: dict) -> None:
+        """Say once per name (per process) when replies come from another model than the one asked (an alias, or
+        another model behind the URL): the records keep the server's name."""
+        answered = other_model(response, self.s.agent["model"])
+        if answered is not None and answered not in self._other_models:
+            self._other_models.add(answered)
+            self.sink.note(f"the server answers as model {printable(repr(answered[:200]))} although "
+                           f"{printable(repr(self.s.agent['model']))} "
+                           "was asked (an alias or served-model-name, or another model behind the URL); the records "
+                           "keep the server's name")
 
     def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any) -> dict:
         """The generation record (scoring.GENERATION_FIELDS, then the row's own fields); scoring adds the verdict."""

@@ -13,7 +13,7 @@ from typing import Any
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
 from rollout_pipeline.collect.protocols.chat import ChoicesShortfall, build_chat_body, parse_chat_reply
 from rollout_pipeline.collect.protocols.common import (InvalidReply, NotFinished, Result, asks_for_logprobs,
-                                                       label_logprobs, logprobs_mode)
+                                                       label_logprobs, logprobs_mode, other_model)
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 

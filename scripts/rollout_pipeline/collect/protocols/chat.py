@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, NotFinished, Result,
-                                                       checked_usage, put_token_data, window_cut)
+                                                       check_token_data, checked_usage, put_token_data, window_cut)
 from rollout_pipeline.errors import UserError
 
 # Responses-API keys that chat completions takes under another name.
@@ -126,12 +126,35 @@ def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, toke
     return body
 
 
+def _joined_chunks(chunks: list) -> tuple[str, str]:
+    """(text, reasoning) of a message `content` given as a list of chunks, as Mistral's API sends it: `text`
+    chunks, and Magistral's `thinking` chunks (a list of text chunks); `reference` chunks carry no text
+    (spring-projects/spring-ai issue 5019 shows the shape)."""
+    text, thinking = [], []
+    for chunk in chunks:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind == "text" and isinstance(chunk.get("text"), str):
+            text.append(chunk["text"])
+        elif kind == "thinking" and isinstance(chunk.get("thinking"), (list, str)):
+            inner = chunk["thinking"]
+            thinking += [inner] if isinstance(inner, str) else [
+                part["text"] for part in inner if isinstance(part, dict) and isinstance(part.get("text"), str)]
+        elif kind != "reference":
+            raise InvalidReply(f"reply has a message content chunk that is no text: {str(chunk)[:100]}")
+    return "".join(text), "".join(thinking)
+
+
 def _message(choice: Any) -> dict:
     if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
         raise InvalidReply("reply has a choice without a 'message' object (chat completion)")
     message = choice["message"]
     if "content" not in message:
         raise InvalidReply("reply has a message without 'content' (chat completion)")
+    if isinstance(message["content"], list):
+        text, thinking = _joined_chunks(message["content"])
+        message = {**message, "content": text}
+        if thinking and not (message.get("reasoning") or message.get("reasoning_content")):
+            message["reasoning"] = thinking
     for key in ("content", "refusal", "reasoning", "reasoning_content"):
         value = message.get(key)
         if value is not None and not isinstance(value, str):
@@ -185,10 +208,8 @@ def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, li
             matches = [_TOKEN_ID.match(e.get("token") or "") for e in entries] if _TOKEN_ID.match(first or "") else []
             if matches and all(matches):
                 generation_ids = [int(m.group(1)) for m in matches]
-    for name, ids in (("prompt_token_ids", prompt_ids), ("generation token ids", generation_ids)):
-        # set(map(type, ...)) runs in C: a few microseconds for the thousands of ids of a long generation.
-        if ids is not None and (not isinstance(ids, list) or not set(map(type, ids)) <= {int}):
-            raise InvalidReply(f"reply has {name} that are not a list of integers")
+    check_token_data({"prompt_token_ids": prompt_ids, "generation_token_ids": generation_ids,
+                      "generation_log_probs": logprobs}, "reply")  # before their lengths are counted
     return prompt_ids, generation_ids, logprobs
 
 

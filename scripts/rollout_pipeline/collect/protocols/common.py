@@ -90,6 +90,33 @@ def checked_usage(value: Any, keys: tuple[str, ...], where: str) -> dict:
 _UNFINISHED = ("failed", "cancelled", "in_progress", "queued")
 
 
+# A logprob is log(p) <= 0: anything above this is no rounding of a server's log-softmax but a broken reply.
+LOGPROB_ROUNDING = 1e-4
+
+
+def check_token_data(item: dict, where: str) -> None:
+    """Token data on an output item (NeMo Gym's names) that a trainer can use: token ids that are integers >= 0,
+    logprobs that are numbers <= 0, and one logprob per generated token id."""
+    ids, logprobs = item.get("generation_token_ids"), item.get("generation_log_probs")
+    for name, values in (("prompt_token_ids", item.get("prompt_token_ids")), ("generation_token_ids", ids)):
+        if values is None:
+            continue
+        # set(map(type, ...)) and min() run in C: microseconds for the thousands of ids of a long generation.
+        if not isinstance(values, list) or not set(map(type, values)) <= {int}:
+            raise InvalidReply(f"{where} has {name} that are not a list of integers")
+        if values and min(values) < 0:
+            raise InvalidReply(f"{where} has a negative token id ({min(values)}) in {name}")
+    if logprobs is not None:
+        if not isinstance(logprobs, list) or not set(map(type, logprobs)) <= {float, int}:
+            raise InvalidReply(f"{where} has generation_log_probs that are not a list of numbers")
+        if logprobs and max(logprobs) > LOGPROB_ROUNDING:
+            raise InvalidReply(f"{where} has a positive logprob ({max(logprobs)!r}) in generation_log_probs; a "
+                               "log-probability is at most 0")
+    if ids is not None and logprobs is not None and len(ids) != len(logprobs):
+        raise InvalidReply(f"{where} has {len(ids)} generation_token_ids but {len(logprobs)} generation_log_probs; "
+                           "there is one logprob per generated token")
+
+
 def check_response(response: dict, where: str) -> None:
     """A Responses object must be a finished generation with well-formed message items: a failed response
     or a malformed message would otherwise become an empty output, and the verifier would score it 0."""
@@ -108,6 +135,7 @@ def check_response(response: dict, where: str) -> None:
             if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts) or any(
                     p.get("type") == "output_text" and not isinstance(p.get("text"), str) for p in parts):
                 raise InvalidReply(f"{where} has a message whose 'content' is not a list of output_text parts")
+        check_token_data(item, where)
     checked_usage(response.get("usage"), ("input_tokens", "output_tokens"), where)
 
 
@@ -170,6 +198,22 @@ def put_token_data(response: dict, prompt_ids: Any = None, generation_ids: Any =
                        ("generation_log_probs", generation_log_probs)):
         if value is not None and key not in last:
             last[key] = value
+    check_token_data(last, "reply")
+
+
+def other_model(response: dict, asked: str | None) -> str | None:
+    """The model a reply names when it is not the one asked for, else None. Not a different model: an OpenAI
+    dated snapshot of the name asked (`gpt-4o` answered as `gpt-4o-2024-08-06`) or the same name under another
+    organisation or path (`org/model`, `/models/org/model`). vLLM answers with its first served model name
+    whatever alias was asked (vllm/entrypoints/openai/serving_models.py, `model_name`), so an alias is only
+    worth a note, never a failure."""
+    answered = response.get("model")
+    if not asked or not isinstance(answered, str) or answered == asked:
+        return None
+    base_asked, base_answered = asked.rstrip("/").rsplit("/", 1)[-1], answered.rstrip("/").rsplit("/", 1)[-1]
+    if base_answered == base_asked or base_answered.startswith(base_asked + "-"):
+        return None
+    return answered
 
 
 def asks_for_logprobs(body: dict) -> bool:
