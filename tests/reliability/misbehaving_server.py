@@ -61,6 +61,7 @@ KINDS = (
     "ids-logprobs-mismatch",  # 200: chat, one generation token id fewer than logprobs
     "positive-logprob",  # 200: chat, the first generated token's logprob is 0.5
     "negative-token-id",  # 200: chat, the first generated token id is -1
+    "503-retry-after",  # HTTP 503 with Retry-After: 1 (the whole server is down for a second: maintenance, a restart)
     "other-model",    # 200: the reply names another model ("someone-else/other-model")
     "model-snapshot",  # 200: the reply names a dated snapshot of the model asked (OpenAI's "gpt-4o-2024-08-06")
 )
@@ -258,6 +259,11 @@ class Proxy:
                 if kind == "gzip-bomb":
                     self.bomb = self.bomb or await asyncio.to_thread(gzip_bomb)
                     self._send(writer, 200, "application/json", self.bomb, "Content-Encoding: gzip\r\n")
+                    await writer.drain()
+                    continue
+                if kind == "503-retry-after":
+                    self._send(writer, 503, "text/html", b"<html><body>Down for maintenance</body></html>",
+                               "Retry-After: 1\r\n")
                     await writer.drain()
                     continue
                 if kind == "echo-200":

@@ -184,6 +184,19 @@ def test_a_server_that_turns_everything_away_with_retry_after_pauses_the_whole_e
     assert endpoint["pauses"] >= 1, endpoint  # nothing succeeded for a second: overloaded as a whole
 
 
+def test_a_503_with_retry_after_pauses_the_whole_endpoint_and_the_run_completes(prompts, tmp_path):
+    from reliability_support import Misbehaving
+    with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "503-retry-after", 0.1, seed=1) as proxy:
+        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), limit=20,
+                             num_repeats=2, num_samples_in_parallel=8, timeout=60)
+        faults = proxy.stats()["faults"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    (endpoint,) = json.loads((tmp_path / "out.stats.json").read_text())["endpoints"]
+    # The server said it is down for a second, as a whole: every request waits, not only the one it answered.
+    assert faults.get("503-retry-after", 0) >= 1 and endpoint["pauses"] >= 1, (faults, endpoint)
+    assert endpoint["limit_decreases"] == 0, endpoint  # a pause is no congestion: the limit stays
+
+
 def test_deterministic_client_errors_are_sent_exactly_once(prompts, tmp_path):
     from reliability_support import Misbehaving
     with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "400", 1.0) as proxy:

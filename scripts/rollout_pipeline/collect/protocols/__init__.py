@@ -18,7 +18,7 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 
 __all__ = ["PATHS", "ChoicesShortfall", "InvalidReply", "NotFinished", "Result", "asks_for_logprobs", "build_body",
-           "choice_params", "label_logprobs", "logprobs_mode", "parse_reply", "sampling_params"]
+           "choice_params", "label_logprobs", "logprobs_mode", "other_model", "parse_reply", "sampling_params"]
 
 PATHS = {"agent": "/run", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
