@@ -16,7 +16,10 @@ from support import PY, ROOT
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGE = "scripts/rollout_pipeline/"
 # Imported lazily (inside functions) or in a child process, so an import of the script alone does not show them.
-LAZY = {"scripts/collect.py": ["rollout_pipeline.verify.verifiers", "rollout_pipeline.reference.server"]}
+# params (the models) validates params.yaml when its content was not validated before (cli/stage_args.load_params).
+LAZY = {"scripts/collect.py": ["rollout_pipeline.verify.verifiers", "rollout_pipeline.reference.server",
+                               "rollout_pipeline.params", "rollout_pipeline.rl.loop"],
+        **{f"scripts/{stage}.py": ["rollout_pipeline.params"] for stage in ("filter", "pair", "metrics", "report")}}
 
 
 def _script_and_deps(name: str) -> tuple[str, list[str]]:
