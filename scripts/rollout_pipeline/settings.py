@@ -89,8 +89,9 @@ def _key(kind: str, source: bytes, code: Iterable[str]) -> str:
 
 
 def _keep(path: Path, result: Any) -> None:
-    """Write the result beside the others (a temporary file renamed into place); a cache that cannot be written
-    (read-only, full) or a result that is not JSON only means validating again next time."""
+    """Write the result beside the others (a temporary file renamed into place, owner-only as mkstemp makes it: a
+    URL in params.yaml may carry a password); a cache that cannot be written (read-only, full) or a result that is
+    not JSON only means validating again next time."""
     try:
         data = orjson.dumps(result)
         if orjson.loads(data) != result:  # tuples, non-string keys: JSON would not give it back as it was

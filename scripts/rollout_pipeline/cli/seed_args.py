@@ -30,8 +30,9 @@ _INF_OR_NAN = re.compile(r"-?(?:inf|nan)", re.IGNORECASE)  # floats that JSON ca
 
 
 def parse_seed_args(argv: list[str]) -> tuple[dict, dict]:
-    """(the run's settings, the fetch keys the command line set). Hydra's own parser reads the overrides;
-    `+config_paths=[a.yaml,b.yaml]` files are merged first, in order, and the overrides then apply on top."""
+    """(the run's settings, the fetch keys the command line set). Plain overrides are read here (`plain_overrides`);
+    any other command line by Hydra's own parser, with `+config_paths=[a.yaml,b.yaml]` files merged first, in order,
+    and the overrides applied on top."""
     values = plain_overrides(argv)
     if values is not None:  # validated by the model once per command line, then read back
         for key, value in values.items():
