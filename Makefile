@@ -31,7 +31,7 @@ setup-ray: $(RAY_STAMP) ## install the Ray executor's optional extra into .venv 
 run: setup ## dvc repro on the embedded default server, then show metrics and outputs
 	$(DVC) repro
 	@echo; $(DVC) metrics show
-	@echo; echo "Outputs:"; for f in data/prompts/*.jsonl data/rollouts/*.jsonl data/sft/*.jsonl data/dpo/*.jsonl; do \
+	@echo; echo "Outputs:"; for f in data/prompts/*.jsonl data/generations/*.jsonl data/rollouts/*.jsonl data/sft/*.jsonl data/dpo/*.jsonl; do \
 	  [ -f "$$f" ] && printf "  %-32s %8s records\n" "$$f" "$$(wc -l < $$f)"; done; true
 
 test: setup setup-ray ## run the test suite (the Ray executor's included)

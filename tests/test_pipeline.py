@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -26,8 +27,12 @@ def digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def small_project(tmp_path_factory) -> Path:
-    """A copy with 40 prompts, reproduced once and committed (the baseline the tests below change)."""
+    """A copy with 40 prompts, reproduced once and committed (the baseline the tests below change). Its embedded
+    server logs every request it serves to requests.log (beside the project): what the model was asked."""
     project = copy_project(tmp_path_factory.mktemp("small"), prompt_count=40)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["agents"]["math_agent"]["embedded_args"] = ["--request-log", str(project.parent / "requests.log")]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("dvc repro", project)
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", project)
     return project
@@ -61,7 +66,8 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
         assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
 
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "pair", "metrics@dpo", "report"}
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "score@dpo", "pair", "metrics@dpo",
+                                                                      "report"}
     finally:
         params_path.write_text(original)
         sh("dvc repro", small_project)
@@ -89,6 +95,82 @@ def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_th
         assert "collect@rl" in sh("dvc status", small_project).stdout
     finally:
         params_path.write_text(original)
+
+
+SCORED_AND_AFTER = {"score@rl", "score@sft", "score@dpo", "filter", "pair", "metrics@rl", "metrics@sft", "metrics@dpo",
+                    "report"}
+GENERATIONS = [f"data/generations/{objective}.jsonl" for objective in ("rl", "sft", "dpo")]
+
+
+def _requests_served(project: Path) -> int:
+    log = project.parent / "requests.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_changing_an_agents_verifier_rescores_the_generations_with_no_request_to_the_model(small_project):
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    served, generations = _requests_served(small_project), {name: digest(small_project / name) for name in GENERATIONS}
+    assert served > 0  # the baseline's collect stages did ask it
+    try:
+        params = yaml.safe_load(original)
+        params["agents"]["math_agent"]["verifier"] = "exact"
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"agent_settings", *SCORED_AND_AFTER}
+        assert _requests_served(small_project) == served
+        assert {name: digest(small_project / name) for name in GENERATIONS} == generations
+        rollouts = (small_project / "data/rollouts/rl.jsonl").read_text()
+        assert '"scored_by":{"verifier":"exact"' in rollouts and '"verifier":"math"' not in rollouts
+    finally:
+        params_path.write_text(original)
+        sh("dvc repro", small_project)
+    assert _requests_served(small_project) == served
+
+
+def test_editing_the_verifiers_code_rescores_and_never_regenerates(small_project):
+    source = small_project / "scripts/rollout_pipeline/verify/math_answer.py"
+    original = source.read_text()
+    served = _requests_served(small_project)
+    try:
+        source.write_text(original + "\n# an edit to the math verifier\n")
+        assert stages_run(sh("dvc repro", small_project).stdout) == SCORED_AND_AFTER
+        assert _requests_served(small_project) == served
+    finally:
+        source.write_text(original)
+        sh("dvc repro", small_project)
+
+
+def stages_changed_by_editing(project: Path, source: str) -> set[str]:
+    """The stages `dvc status` finds changed after an edit to `source` (a comment appended), the edit undone after."""
+    path = project / source
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        return set(json.loads(sh("dvc status --json", project).stdout))
+    finally:
+        path.write_text(original)
+
+
+COLLECT = {"collect@rl", "collect@sft", "collect@dpo"}
+SCORE = {"score@rl", "score@sft", "score@dpo"}
+
+
+# An edit re-runs only the stages that run the edited code (then what follows them, if their outputs change).
+# The embedded server's code is a dep of every collect stage, whatever its agent's url: a stage's deps are fixed
+# per stage in dvc.yaml, and the url is a param.
+@pytest.mark.parametrize(("source", "stages"), [
+    ("scripts/rollout_pipeline/stages/report_html.py", {"report"}),
+    ("scripts/rollout_pipeline/stages/dpo_pairs.py", {"pair"}),
+    ("scripts/rollout_pipeline/stages/sft_filter.py", {"filter", "report"}),
+    ("scripts/rollout_pipeline/collect/transport.py", COLLECT | SCORE),  # scoring posts to /verify URLs with it
+    ("scripts/rollout_pipeline/collect/fetcher.py", COLLECT),
+    ("scripts/rollout_pipeline/collect/score_run.py", SCORE),
+    ("scripts/rollout_pipeline/verify/math_answer.py", SCORE),
+    ("scripts/rollout_pipeline/reference/server.py", COLLECT),
+    ("scripts/rollout_pipeline/rl/trainer.py", set()),  # the RL loop's (tests/rl: rl_train@* only)
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_an_edit_to_code_reruns_only_the_stages_that_run_it(small_project, source, stages):
+    assert stages_changed_by_editing(small_project, source) == stages
 
 
 def test_metrics_show_and_plots_render(small_project):
@@ -142,7 +224,7 @@ def test_a_failed_collect_keeps_the_previous_rollouts(small_project):
     """A typo used to cost the data: DVC removed the stage's outputs before running it. They persist now."""
     params_path = small_project / "params.yaml"
     original = params_path.read_text()
-    rollouts = small_project / "data/rollouts/sft.jsonl"
+    rollouts = small_project / "data/generations/sft.jsonl"
     before = digest(rollouts)
     try:
         params = yaml.safe_load(original)

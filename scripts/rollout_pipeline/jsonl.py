@@ -142,3 +142,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_writer(path) as handle:
         handle.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2))
         handle.write(b"\n")
+
+
+def side_path(output: str | os.PathLike, suffix: str = ".stats.json") -> Path:
+    """Files that go beside a rollout file: rl.jsonl -> rl.stats.json, rl.failures.ndjson (a trailing ".jsonl",
+    only that, is replaced by the suffix). Neither ends in .jsonl, so globs over rollout files (the seed's
+    `outputs/rl_iter_*.jsonl`) never pick them up."""
+    path = Path(output)
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}{suffix}")

@@ -48,6 +48,14 @@ def _check_verifier(value: str) -> str | None:
     return f"{value!r} is not a verifier; use math, exact, a /verify URL or module:function{did_you_mean(value, ['math', 'exact'])}"
 
 
+def validated_verifier(value: str) -> str:
+    """A verifier named on a command line, checked as params.yaml's `verifier` is."""
+    problem = _check_verifier(value)
+    if problem:
+        raise UserError(f"--verifier: {problem}")
+    return value
+
+
 def _check_env_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         return None
@@ -444,6 +452,24 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
     _check_fetch(params["fetch"], params, source)
     _check_rl(params["rl"], agents, source)
     return params
+
+
+# The agent keys that decide a verdict and not a generation: the score stages track these, the collect stages the
+# rest, so a verifier change re-scores and never asks the model again.
+SCORING_KEYS = ("verifier",)
+
+
+def generation_settings(agent: dict) -> dict:
+    """What of an agent's settings decides its generations: all but the verifier (an agent's own reward comes with
+    the generation, so protocol: agent's verdicts are covered here too)."""
+    return {key: value for key, value in agent.items() if key not in SCORING_KEYS}
+
+
+def scoring_settings(agent: dict) -> dict:
+    """What of an agent's settings decides its verdicts: the verifier (none for protocol: agent: the agent's)."""
+    if agent["protocol"] == "agent":
+        return {"protocol": "agent"}
+    return {"protocol": agent["protocol"], **{key: agent[key] for key in SCORING_KEYS}}
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:

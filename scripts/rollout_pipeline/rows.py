@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import orjson
@@ -77,3 +78,23 @@ def prompt_id(row: dict) -> str:
             return str(row[key])
     canonical = orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def expected_answers(value: Any) -> list[str]:
+    """The acceptable answers in an `expected_answer`: a string or number, or a non-empty list of them.
+    Raises ValueError saying what is wrong with any other value."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError("'expected_answer' is an empty list; give at least one acceptable answer")
+    answers = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)) or (
+                isinstance(item, float) and not math.isfinite(item)):
+            kind = "a nested list" if isinstance(item, list) else f"{type(item).__name__} {item!r}"[:80]
+            raise ValueError(f"'expected_answer' holds {kind}; give a string or number, or a list of them")
+        text = str(item).strip()
+        if not text:
+            raise ValueError("'expected_answer' is empty, so every output would score 0; give the answer, or drop "
+                             "the row")
+        answers.append(text)
+    return answers

@@ -182,13 +182,13 @@ def _processes_with_env(entry: str) -> list[int]:
 @pytest.mark.slow
 def test_COLLECT_EXECUTOR_ray_dvc_repro_reruns_nothing_and_forced_gives_the_same_outputs(cluster, tmp_path):
     project = copy_project(tmp_path / "project", prompt_count=20)
-    sh("dvc repro metrics@rl", project)  # prompts, collect@rl, metrics@rl: one objective stands for all
+    sh("dvc repro metrics@rl", project)  # prompts, collect@rl, score@rl, metrics@rl: one objective stands for all
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm repro", project)
     ray_env = " ".join(f"{key}={value}" for key, value in {"COLLECT_EXECUTOR": "ray", **cluster.env}.items())
     assert "Running stage" not in sh(f"{ray_env} dvc repro metrics@rl", project).stdout  # fetching is no param
     forced = sh(f"{ray_env} dvc repro --force --single-item collect@rl", project)
     assert "Running stage 'collect@rl'" in forced.stdout
-    assert orjson.loads((project / "data/rollouts/rl.stats.json").read_bytes())["executor"] == "ray"
+    assert orjson.loads((project / "data/generations/rl.stats.json").read_bytes())["executor"] == "ray"
     assert sh("git status --porcelain", project).stdout == ""  # dvc.lock (every output's hash) and metrics unchanged
 
 

@@ -113,7 +113,7 @@ def dvc_project(tmp_path_factory) -> DvcProject:
     rl_total = _small_params(root)
     env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "ROLLOUT_RELIABILITY_KEY": DVC_SECRET}
-    progress = root / "data" / "rollouts" / ".rl.jsonl.progress.jsonl"
+    progress = root / "data" / "generations" / ".rl.jsonl.progress.jsonl"  # the collect stage generates
     # Interrupt like Ctrl-C in a terminal: SIGINT to the whole process group (dvc, its shell, the collector).
     process = subprocess.Popen([str(Path(PY).parent / "dvc"), "repro"], cwd=root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,

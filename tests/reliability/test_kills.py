@@ -173,11 +173,11 @@ def test_dvc_repro_interrupted_during_collect_resumes_on_the_next_repro(dvc_proj
     assert 0 < kept < dvc_project.rl_total
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming: {kept} of {dvc_project.rl_total} rollouts already done" in second.stdout
-    stats = json.loads((dvc_project.root / "data/rollouts/rl.stats.json").read_text())
+    stats = json.loads((dvc_project.root / "data/generations/rl.stats.json").read_text())
     assert stats["resumed_rollouts"] == kept and stats["new_rollouts"] == dvc_project.rl_total - kept
     assert stats["rollouts"] == dvc_project.rl_total
-    assert len(read_jsonl(dvc_project.root / "data/rollouts/rl.jsonl")) == dvc_project.rl_total
-    assert not list((dvc_project.root / "data/rollouts").glob(".*progress*"))
+    assert len(read_jsonl(dvc_project.root / "data/rollouts/rl.jsonl")) == dvc_project.rl_total  # all scored
+    assert not list((dvc_project.root / "data/generations").glob(".*progress*"))
 
 
 # -- a resume never mixes in stale data ------------------------------------------------------------------

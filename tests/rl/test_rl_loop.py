@@ -501,6 +501,25 @@ def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("source", "stale"), [
+    ("scripts/rollout_pipeline/rl/trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
+    ("scripts/train.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
+    ("scripts/rollout_pipeline/rl/lora_trainer.py", set()),  # the real-model trainer: not the default rl.train.cmd
+    ("scripts/rollout_pipeline/stages/report_pages.py", set()),
+])
+def test_an_edit_to_the_trainer_makes_only_the_train_stages_stale(loop, source, stale):
+    """Then what follows them re-runs only if a checkpoint changed; never the collection of the main pipeline."""
+    repo, _ = loop
+    path = repo / source
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert set(json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)) == stale
+    finally:
+        path.write_text(original)
+
+
+@pytest.mark.slow
 def test_a_curriculum_switch_at_iteration_4_makes_iterations_4_and_later_use_the_hard_prompts(tmp_path):
     repo = project_copy(tmp_path, prompts__sets__easy__count=15, prompts__sets__hard__count=15,
                         prompts__sets__heldout__count=15, rl__collect__num_repeats=2, rl__eval__num_repeats=2,

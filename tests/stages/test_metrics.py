@@ -11,7 +11,8 @@ from stage_testkit import group, groups, make_rollout, random_rollouts, run_scri
 from support import read_jsonl
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.stages.rollout_metrics import compute_metrics, run_metrics, stats_path_for
+from rollout_pipeline.jsonl import side_path
+from rollout_pipeline.stages.rollout_metrics import compute_metrics, run_metrics
 
 RUN_STATS = {"rollouts": 12, "failures": 1, "requests": 14, "wall_s": 2.0, "throughput_rollouts_per_s": 6.0,
              "latency_s": {"p50": 0.1, "p95": 0.2, "p99": 0.3}, "retries": {"timeout": 2},
@@ -92,7 +93,7 @@ def test_without_a_failures_file_or_run_stats_failures_are_null_not_invented(thr
 
 def test_failures_and_skips_are_counted_from_the_failures_file_and_timing_stays_out(three_prompts):
     (three_prompts.parent / "rl.stats.json").write_text(json.dumps(RUN_STATS))
-    stats_path_for(three_prompts, ".failures.ndjson").write_text("".join(json.dumps(e) + "\n" for e in [
+    side_path(three_prompts, ".failures.ndjson").write_text("".join(json.dumps(e) + "\n" for e in [
         {"task_index": 3, "rollout_index": 0, "cause": "http_500", "error": "x"},
         {"task_index": 4, "rollout_index": 0, "cause": "context_length", "error": "y", "skipped": True},
         {"task_index": 4, "rollout_index": 1, "cause": "context_length", "error": "y", "skipped": True}]))
@@ -162,5 +163,5 @@ def test_the_script_exits_2_on_an_empty_rollout_file(tmp_path):
 
 
 def test_the_stats_file_is_named_like_the_collectors_side_files():
-    assert str(stats_path_for("data/rollouts/rl.jsonl")) == "data/rollouts/rl.stats.json"
-    assert str(stats_path_for("runs/rl.iter3.jsonl")) == "runs/rl.iter3.stats.json"
+    assert str(side_path("data/rollouts/rl.jsonl")) == "data/rollouts/rl.stats.json"
+    assert str(side_path("runs/rl.iter3.jsonl")) == "runs/rl.iter3.stats.json"

@@ -105,6 +105,10 @@ def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--retry-masked", action="store_true",
                         help="send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of these "
                              "settings (as NeMo Gym's retry_invalid_judge_responses); by default they stay not scored")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="write the rollouts without a verdict, for a separate scoring step (scripts/score.py, "
+                             "rescore): the pipeline's collect stages do, so a verifier change never asks the model "
+                             "again; an agent's own reward (protocol: agent) is kept")
     parser.add_argument("--model-revision", metavar="FINGERPRINT",
                         help="the fingerprint of the checkpoint the server serves: part of the run's identity and "
                              "recorded on every rollout as policy_version (--rl-iteration passes its checkpoint's)")
@@ -128,6 +132,7 @@ def _apply_run_options(settings: CollectSettings, options: argparse.Namespace) -
     is part of the run identity or of DVC's params, so switching re-runs nothing."""
     settings.processes, settings.force = options.processes, options.force
     settings.retry_masked = options.retry_masked
+    settings.generate_only = options.generate_only
     executor = options.executor or os.environ.get("COLLECT_EXECUTOR") or "local"
     if executor not in EXECUTORS:
         raise UserError(f"COLLECT_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}"
@@ -181,7 +186,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
             print(reward_line(key, average_reward(settings.output_path)))
         return code
     if options.objective:
-        settings = settings_from_objective(options.objective, options.params, options.out, not options.no_progress)
+        # Generate-only output goes where the score stage reads it.
+        out = options.out or (f"data/generations/{options.objective}.jsonl" if options.generate_only else None)
+        settings = settings_from_objective(options.objective, options.params, out, not options.no_progress)
     elif seed_args:
         settings = settings_from_seed_args(seed_args, options.params, not options.no_progress)
     else:

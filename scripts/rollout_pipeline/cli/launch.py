@@ -20,3 +20,10 @@ def gym() -> NoReturn:
         from rollout_pipeline.cli.gym_eval import main
         from rollout_pipeline.errors import run_cli
     run_cli(main, "gym")
+
+
+def rescore() -> NoReturn:
+    """The `rescore` command: score a rollout file again, without the model server."""
+    with interruptible_start("rescore"):
+        from rollout_pipeline.cli.score import rescore_main
+    rescore_main()

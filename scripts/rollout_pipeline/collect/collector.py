@@ -30,13 +30,12 @@ except ImportError:
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
-from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, headers_for, work_items
-from rollout_pipeline.jsonl import dumps, write_json
+from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
+from rollout_pipeline.jsonl import dumps, side_path, write_json
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
-from rollout_pipeline.collect.redact import Redactor, url_credentials, without_credentials
+from rollout_pipeline.collect.redact import Redactor, agent_headers, without_credentials
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
-from rollout_pipeline.collect.scoring import make_scorer
 from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
 MIN_GIVE_UP_STREAK = 20
@@ -86,6 +85,9 @@ class CollectSettings:
     # Send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of the same settings, as NeMo Gym's
     # retry_invalid_judge_responses does; without it a resume never asks for them again.
     retry_masked: bool = False
+    # Generate only: records without a verdict, for a separate scoring step (the pipeline's score stage), so a
+    # verifier change re-scores them without asking the model again. An agent's own reward is kept.
+    generate_only: bool = False
 
     @property
     def parallel(self) -> int:
@@ -101,7 +103,9 @@ class CollectSettings:
             "protocol": self.agent["protocol"],
             "model": self.agent["model"],
             # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
-            "verifier": without_credentials(self.agent["verifier"]) if self.agent["protocol"] != "agent" else None,
+            "verifier": (without_credentials(self.agent["verifier"])
+                         if self.agent["protocol"] != "agent" and not self.generate_only else None),
+            **({"generate_only": True} if self.generate_only else {}),
             "repeat_mode": self.agent["repeat_mode"],
             "num_repeats": self.num_repeats,
             "seed": self.seed,
@@ -110,13 +114,6 @@ class CollectSettings:
             **({"token_data": self.agent["token_data"]} if self.agent.get("token_data") else {}),
             **({"logprobs_mode": self.agent["logprobs_mode"]} if self.agent.get("logprobs_mode") else {}),
         }
-
-
-def side_path(output: Path, suffix: str) -> Path:
-    """Files that go beside the output: rl.jsonl -> rl.stats.json, rl.failures.ndjson. Neither ends in .jsonl,
-    so globs over rollout files (the seed's `outputs/rl_iter_*.jsonl`) never pick them up."""
-    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
-    return output.with_name(f"{stem}{suffix}")
 
 
 class Collector:
@@ -146,26 +143,7 @@ class Collector:
 
     # -- set-up ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        env_name = self.s.agent.get("api_key_env")
-        if env_name:
-            key = (os.environ.get(env_name) or "").strip()  # a trailing newline from `$(cat keyfile)` is common
-            if not key:
-                raise UserError(f"agent {self.s.agent_name!r}: environment variable {env_name} is not set "
-                                f"(api_key_env names it); export {env_name}=... and run again")
-            if any(ord(c) < 32 or ord(c) == 127 for c in key):
-                # Never echo the value: it is a secret.
-                raise UserError(f"agent {self.s.agent_name!r}: environment variable {env_name} holds a control "
-                                f"character (value not shown); export {env_name} as the bare key and run again")
-            headers["Authorization"] = f"Bearer {key}"
-        urls = self.s.agent["url"] if isinstance(self.s.agent["url"], list) else [self.s.agent["url"]]
-        key = [headers["Authorization"][len("Bearer "):]] if "Authorization" in headers else []
-        verifier = str(self.s.agent.get("verifier") or "")
-        self.redact = Redactor(key + url_credentials([*urls, verifier]))
-        keyed = [*urls, *([verifier] if "Authorization" in headers_for(verifier, urls, headers) else [])]
-        if key and url_credentials(keyed):
-            raise UserError(f"agent {self.s.agent_name!r}: a URL with user:password@ and api_key_env would both set "
-                            "the Authorization header; give the credentials one way")
+        headers, self.redact = agent_headers(self.s.agent_name, self.s.agent)
         return headers
 
     def _check_output_dir(self) -> None:
@@ -211,6 +189,8 @@ class Collector:
 
     def _run(self) -> int:
         agent = self.s.agent
+        scoring = agent["protocol"] != "agent" and not self.s.generate_only
+        # A row the agent's verifier could never score is found before any request, generate-only or not.
         in_process = agent["protocol"] != "agent" and agent["verifier"] in ("math", "exact")
         scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
         self.s.scanned_rows = scan.rows
@@ -220,8 +200,9 @@ class Collector:
                             "split the input, or use +limit")
         headers = self._headers()
         self._check_output_dir()
-        # A verifier that cannot be imported is a configuration error: say so before any file is touched.
-        make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
+        if scoring:  # a verifier that cannot be imported is a configuration error: say so before any file is touched
+            from rollout_pipeline.collect.scoring import make_scorer
+            make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         identity = self.s.identity(scan.sha256)
@@ -285,7 +266,14 @@ class Collector:
                     and stats.get("output") == {"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
         return finished, stats if finished else None
 
+    @property
+    def unscored(self) -> bool:
+        """A generate-only run of an agent with a verifier: its records have no reward yet."""
+        return self.s.generate_only and self.s.agent["protocol"] != "agent"
+
     def _print_reward(self, mean: float | None) -> None:
+        if self.unscored:
+            return  # no verdict yet: the score stage prints the mean reward
         print(orjson.dumps({"reward": round(mean, 6) if isinstance(mean, float) else None},
                            option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
 
@@ -395,14 +383,16 @@ class Collector:
         self._say(f"note: {message}")
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None) -> None:
+                skipped: bool = False, reply: Any = None, response: Any = None,
+                generation: dict | None = None) -> None:
         message, cause = self.redact.text(message), printable(cause)
         kind = gym_failure_kind(cause, reply)
         entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
                  **({"failure_kind": kind} if kind else {}), "error": message,
                  **({"skipped": True} if skipped else {}), **_masked_fields(cause, reply),
                  **({"reply": reply} if reply is not None else {}),
-                 **({"response": response} if response is not None else {})}
+                 **({"response": response} if response is not None else {}),
+                 **({"generation": generation} if generation is not None else {})}
         self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
         self._failures_handle.flush()
         if skipped:
@@ -461,8 +451,9 @@ class Collector:
         if self._bar is None:
             return
         # The running mean is refreshed at most twice a second; the last view shows the final one.
-        self._bar.set_postfix_str(f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}",
-                                  refresh=True)
+        if not self.unscored:
+            self._bar.set_postfix_str(f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}",
+                                      refresh=True)
         self._bar.close()
         self._bar = None
 
@@ -478,8 +469,8 @@ class Collector:
             limit = pool.current_limit() if pool is not None else None
             backing_off = limit is not None and limit < pool.ceiling * len(pool.endpoints)
             # The adaptive limit, while it is below the ceiling: a rate-limited server shows here, not as a hang.
-            self._bar.set_postfix_str(f"reward={mean:.3f}" + (f", limit={limit}" if backing_off else ""),
-                                      refresh=False)
+            shown = ([] if self.unscored else [f"reward={mean:.3f}"]) + ([f"limit={limit}"] if backing_off else [])
+            self._bar.set_postfix_str(", ".join(shown), refresh=False)
 
     # -- the end ---------------------------------------------------------------------------------
     def _finish(self) -> int:
@@ -493,7 +484,7 @@ class Collector:
             # The mean (resumed rollouts included) comes from the store's exact running sum: no record is
             # decoded again.
             written = store.write_output()
-            reward_mean = store.reward_sum.mean(written) if written else None
+            reward_mean = store.reward_sum.mean(written) if written and not self.unscored else None
             store.discard()
         else:
             written, reward_mean = 0, None
@@ -529,7 +520,8 @@ class Collector:
         assert self.store is not None
         st = self.stats
         return {
-            "coverage": coverage(self.store.total, self.store.done, {**st.failure_causes, **self.store.skip_causes()}),
+            "coverage": coverage(self.store.total, self.store.done, {**st.failure_causes, **self.store.skip_causes()},
+                                 "generated" if self.unscored else "scored"),
             "rollouts": written,
             "new_rollouts": st.new_rollouts,
             "resumed_rollouts": self.store.done - st.new_rollouts,

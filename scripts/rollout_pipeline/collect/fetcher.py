@@ -22,8 +22,8 @@ from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, Invalid
 from rollout_pipeline.rows import prompt_id
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
-from rollout_pipeline.collect.scoring import json_extras, make_scorer, shown, verifier_error
-from rollout_pipeline.collect.verify_pool import VerifyPool
+from rollout_pipeline.collect.redact import headers_for
+from rollout_pipeline.collect.records import scored_record
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 
 # aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
@@ -40,7 +40,8 @@ class Sink(Protocol):
                 input_tokens: int, output_tokens: int) -> None: ...
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None) -> None: ...
+                skipped: bool = False, reply: Any = None, response: Any = None,
+                generation: dict | None = None) -> None: ...
 
     def note(self, message: str) -> None: ...
 
@@ -103,6 +104,13 @@ class Fetcher:
         self.retry_policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
                                         lambda: self.pool.last_success)
         self.logprobs_mode = logprobs_mode(agent)
+        # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
+        # verdict; an agent's own reward comes with its reply, so it is kept either way.
+        self.scoring = not settings.generate_only or agent["protocol"] == "agent"
+        if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
+            from rollout_pipeline.collect import scoring
+            self._scoring = scoring
+            self.scored_by = scoring.verifier_fingerprint(agent["protocol"], agent["verifier"])
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -127,12 +135,16 @@ class Fetcher:
         async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
                                          skip_auto_headers=("User-Agent",)) as session:
             self._session = session
-            with VerifyPool(agent["verify_timeout_s"]) as pool:
-                self.scorer = make_scorer(self.s.agent["protocol"], self.s.agent["verifier"], lambda: session,
-                                          self.timeout, headers_for(self.s.agent["verifier"], self.urls, self.headers),
-                                          pool, self.retry_policy,
-                                          lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+            if not self.scoring:
                 await self._schedule()
+            else:
+                from rollout_pipeline.collect.verify_pool import VerifyPool
+                with VerifyPool(agent["verify_timeout_s"]) as pool:
+                    self.scorer = self._scoring.make_scorer(
+                        agent["protocol"], agent["verifier"], lambda: session, self.timeout,
+                        headers_for(agent["verifier"], self.urls, self.headers), pool, self.retry_policy,
+                        lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+                    await self._schedule()
         self._session = None
 
     async def _schedule(self) -> None:
@@ -261,15 +273,19 @@ class Fetcher:
         # Scored once each, outside the retries: an output the verifier cannot score fails as it is, and is never
         # replaced by a new sample (which would keep only the outputs the verifier likes).
         for rollout_index, (result, reply) in zip(rollout_indexes, generated):
-            try:
-                reward, extras = await self._score(row, result, reply)
-            except RequestFailed as failure:
-                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
-                                  failure.skip, failure.reply, failure.response)
-                continue
             # Each record carries the settings that reproduce it alone, choice k of an n request included.
             record = self._record(task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0),
-                                  result, reward, extras)
+                                  result)
+            reward = 0.0  # a generate-only run has no mean reward to keep
+            if self.scoring:
+                try:
+                    reward, extras = await self._scoring.score_reply(self.scorer, self.s.agent, row, result, reply)
+                except RequestFailed as failure:
+                    # The generation stays in the failures file: a fixed verifier re-scores it (rescore), unsent.
+                    self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
+                                      failure.skip, failure.reply, failure.response, generation=record)
+                    continue
+                record = scored_record(record, reward, extras, self.scored_by)
             line = dumps(record) + b"\n"
             if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
                 self.sink.failure(task_index, rollout_index, row["_prompt_id"], "record_too_large",
@@ -284,25 +300,8 @@ class Fetcher:
             self.sink.rollout(task_index, rollout_index, line, reward,
                               int(usage.get("input_tokens") or 0), int(output_tokens or 0))
 
-    async def _score(self, row: dict, result: Any, reply: dict) -> tuple[float, dict]:
-        try:
-            reward, extras = await self.scorer(row, result)
-        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel (masked, ...)
-            raise RequestFailed(exc.cause, str(exc), exc.retryable, skip=exc.skip, reply=exc.reply) from None
-        except (RequestFailed, UserError):
-            raise
-        except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
-            raise verifier_error(repr(self.s.agent["verifier"]), f"raised {shown(exc, 300)}") from None
-        if self.s.agent["protocol"] == "agent":
-            # The agent's own fields (NeMo Gym's agent_ref, _ng_environment_server, _ng_result_type,
-            # ng_trajectory, the run indices, its verifier's extras), as the agent returned them.
-            extras = json_extras({k: v for k, v in reply.items()
-                                  if k not in row and k not in ("response", "reward", "responses_create_params")},
-                                 "'the agent'")
-        return reward, extras
-
-    def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any,
-                reward: float, extras: dict) -> dict:
+    def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any) -> dict:
+        """The generation record (scoring.GENERATION_FIELDS, then the row's own fields); scoring adds the verdict."""
         record = {
             "prompt_id": row["_prompt_id"],
             "task_index": task_index,
@@ -310,7 +309,6 @@ class Fetcher:
             "agent_name": self.s.agent_name,
             "input": row["_messages"],
             "output": result.output,
-            "reward": reward,
             "responses_create_params": params,
             "response": result.response,
         }
@@ -318,9 +316,6 @@ class Fetcher:
             record["policy_version"] = {"model": self.s.agent["model"], "checkpoint": self.s.model_revision}
         for key, value in row.items():
             if not key.startswith("_") and key not in record:
-                record[key] = value
-        for key, value in extras.items():
-            if key not in record:
                 record[key] = value
         return record
 
@@ -333,16 +328,3 @@ class _NIgnored(Exception):
         self.asked = asked
         self.got = got
 
-
-def _origin(url: str) -> tuple:
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
-def headers_for(url: str, agent_urls: list[str], headers: dict[str, str]) -> dict[str, str]:
-    """Headers for a request to `url` (a /verify URL): the agent's API key goes only to the agent's own origins,
-    never to another host."""
-    if not url.startswith(("http://", "https://")) or any(_origin(url) == _origin(u) for u in agent_urls):
-        return headers
-    return {k: v for k, v in headers.items() if k.lower() != "authorization"}

@@ -106,10 +106,12 @@ class PipeSink:
         self.writer.send(_ROLLOUT, ROLLOUT.pack(task_index, rollout_index, reward, input_tokens, output_tokens) + line)
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None) -> None:
+                skipped: bool = False, reply: Any = None, response: Any = None,
+                generation: dict | None = None) -> None:
         self.writer.send(_FAILURE, dumps({"task_index": task_index, "rollout_index": rollout_index,
                                           "prompt_id": prompt_id, "cause": cause, "message": message,
-                                          "skipped": skipped, "reply": reply, "response": response}))
+                                          "skipped": skipped, "reply": reply, "response": response,
+                                          "generation": generation}))
 
     def note(self, message: str) -> None:
         self.writer.send(_NOTE, message.encode())

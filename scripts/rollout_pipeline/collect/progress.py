@@ -223,7 +223,8 @@ class ProgressStore:
                     record = orjson.loads(line)
                     rank = record["task_index"] * self.num_repeats + record["rollout_index"]
                     skipped = record.get("skipped")
-                    reward = 0.0 if skipped else float(record["reward"])
+                    # A generate-only run's records have no reward yet (its identity says so).
+                    reward = 0.0 if skipped else float(record.get("reward", 0.0))
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     break
                 if skipped and skipped in self.retry_skipped:

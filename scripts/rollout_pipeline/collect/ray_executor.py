@@ -109,10 +109,12 @@ class _ChunkSink:
         _chunk.get().events.append(("R", task_index, rollout_index, bytes(line), reward, input_tokens, output_tokens))
 
     def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None) -> None:
+                skipped: bool = False, reply: Any = None, response: Any = None,
+                generation: dict | None = None) -> None:
         _chunk.get().events.append(("F", {"task_index": task_index, "rollout_index": rollout_index,
                                           "prompt_id": prompt_id, "cause": cause, "message": message,
-                                          "skipped": skipped, "reply": reply, "response": response}))
+                                          "skipped": skipped, "reply": reply, "response": response,
+                                          "generation": generation}))
 
     def note(self, message: str) -> None:
         _chunk.get().events.append(("N", message))

@@ -1,13 +1,15 @@
-"""Secrets out of everything the collector writes or prints: the API key's value and a URL's credentials, even
-when a server echoes them back in an error body; and the control characters of server text out of every line."""
+"""Secrets: the Authorization header from the variable api_key_env names, sent only to the agent's own origins; and
+kept out of everything the collector writes or prints: the API key's value and a URL's credentials, even when a
+server echoes them back in an error body; and the control characters of server text out of every line."""
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from rollout_pipeline.errors import printable
+from rollout_pipeline.errors import UserError, printable
 
 MASK = "***"
 MIN_SECRET_CHARS = 4  # shorter "secrets" (a user name like "a") would mask ordinary text
@@ -64,3 +66,42 @@ class Redactor:
             if escaped != raw and escaped in data:
                 data = data.replace(escaped, MASK.encode())
         return data
+
+
+def agent_headers(agent_name: str, agent: dict) -> tuple[dict[str, str], Redactor]:
+    """The request headers for an agent (its API key, from the variable api_key_env names, as a Bearer token), and
+    the redactor that masks that key and the credentials of its URLs and /verify URL."""
+    headers = {"Content-Type": "application/json"}
+    env_name = agent.get("api_key_env")
+    if env_name:
+        key = (os.environ.get(env_name) or "").strip()  # a trailing newline from `$(cat keyfile)` is common
+        if not key:
+            raise UserError(f"agent {agent_name!r}: environment variable {env_name} is not set "
+                            f"(api_key_env names it); export {env_name}=... and run again")
+        if any(ord(c) < 32 or ord(c) == 127 for c in key):
+            # Never echo the value: it is a secret.
+            raise UserError(f"agent {agent_name!r}: environment variable {env_name} holds a control "
+                            f"character (value not shown); export {env_name} as the bare key and run again")
+        headers["Authorization"] = f"Bearer {key}"
+    urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
+    key = [headers["Authorization"][len("Bearer "):]] if "Authorization" in headers else []
+    verifier = str(agent.get("verifier") or "")
+    redactor = Redactor(key + url_credentials([*urls, verifier]))
+    keyed = [*urls, *([verifier] if "Authorization" in headers_for(verifier, urls, headers) else [])]
+    if key and url_credentials(keyed):
+        raise UserError(f"agent {agent_name!r}: a URL with user:password@ and api_key_env would both set "
+                        "the Authorization header; give the credentials one way")
+    return headers, redactor
+
+
+def _origin(url: str) -> tuple:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def headers_for(url: str, agent_urls: list[str], headers: dict[str, str]) -> dict[str, str]:
+    """Headers for a request to `url` (a /verify URL): the agent's API key goes only to the agent's own origins,
+    never to another host."""
+    if not url.startswith(("http://", "https://")) or any(_origin(url) == _origin(u) for u in agent_urls):
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() != "authorization"}

@@ -14,8 +14,7 @@ import orjson
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import MAX_NESTING, decode_line, nested_too_deep
-from rollout_pipeline.rows import normalize_row, prompt_id
-from rollout_pipeline.verify.verifiers import expected_answers
+from rollout_pipeline.rows import expected_answers, normalize_row, prompt_id
 
 _CHUNK = 1024 * 1024
 # A prompt lands in its record up to three times (input, responses_create_params, the passthrough fields), and the

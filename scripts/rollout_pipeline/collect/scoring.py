@@ -8,17 +8,21 @@ retry would sample the output again and keep only the outputs the verifier likes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
+import importlib.metadata
 import inspect
 import math
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
 
 from rollout_pipeline.errors import UserError, printable
-from rollout_pipeline.collect.protocols import Result
+from rollout_pipeline.collect.protocols import NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
+from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
 
@@ -62,6 +66,38 @@ def verdict_of(verdict: Any, source: str) -> tuple[float, dict]:
         extras = {k: v for k, v in verdict.items() if k != "reward"}
         return finite_reward(verdict.get("reward"), source), json_extras(extras, source)
     return finite_reward(verdict, source), {}
+
+
+# The packages the built-in verifiers decide with: their versions are part of what scored a record.
+VERIFIER_PACKAGES = ("math-verify", "latex2sympy2_extended", "sympy")
+
+
+def verifier_fingerprint(protocol: str, verifier: str) -> dict:
+    """What scores an agent's rollouts, as recorded on each record (`scored_by`): the verifier, and a hash of its
+    code and settings, so a file scored by two versions of a verifier is detectable. The built-in verifiers hash
+    their source and the versions of the packages they decide with; module:function its module's source; a
+    /verify URL (code on another host) its URL, credentials masked; an agent's own reward, the agent."""
+    if protocol == "agent":
+        return {"verifier": "agent"}
+    digest = hashlib.sha256(verifier.encode())
+    if verifier in ("math", "exact"):
+        from rollout_pipeline import verify
+        for source in sorted(Path(verify.__file__).parent.glob("*.py")):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        for package in VERIFIER_PACKAGES:
+            try:
+                digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
+            except importlib.metadata.PackageNotFoundError:
+                digest.update(f"{package} absent".encode())
+    elif verifier.startswith(("http://", "https://")):
+        verifier = without_credentials(verifier)
+        digest = hashlib.sha256(verifier.encode())
+    else:
+        module = importlib.import_module(verifier.partition(":")[0])
+        source = getattr(module, "__file__", None)
+        if source and Path(source).is_file():
+            digest.update(Path(source).read_bytes())
+    return {"verifier": verifier, "hash": digest.hexdigest()[:16]}
 
 
 def _public_row(row: dict) -> dict:
@@ -136,3 +172,20 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
     return custom
 
 
+async def score_reply(scorer: Scorer, agent: dict, row: dict, result: Result, reply: dict) -> tuple[float, dict]:
+    """One rollout's verdict: (reward, extras), or RequestFailed with the cause it was not scored. An agent's reply
+    (protocol: agent) brings its own fields (NeMo Gym's agent_ref, _ng_environment_server, _ng_result_type,
+    ng_trajectory, the run indices, its verifier's extras): they are the extras, as the agent returned them."""
+    try:
+        reward, extras = await scorer(row, result)
+    except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel (masked, ...)
+        raise RequestFailed(exc.cause, str(exc), exc.retryable, skip=exc.skip, reply=exc.reply) from None
+    except (RequestFailed, UserError):
+        raise
+    except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
+        raise verifier_error(repr(agent["verifier"]), f"raised {shown(exc, 300)}") from None
+    if agent["protocol"] == "agent":
+        extras = json_extras({k: v for k, v in reply.items()
+                              if k not in row and k not in ("response", "reward", "responses_create_params")},
+                             "'the agent'")
+    return reward, extras

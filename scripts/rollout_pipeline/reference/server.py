@@ -49,7 +49,7 @@ from rollout_pipeline.reference.openai_api import (RequestError, Sampling, chat_
                          parse_responses_request, response_object, response_output_text, seeded_id)
 from rollout_pipeline.rows import input_messages
 from rollout_pipeline.reference.tokens import count_message_tokens
-from rollout_pipeline.verify.verifiers import VERIFIER_KINDS, is_truncated, verify
+from rollout_pipeline.verify import VERIFIER_KINDS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MODEL = "reference"
@@ -203,6 +203,8 @@ class ReferenceServer:
         return params
 
     def _verify(self, response: Any, row: dict) -> dict[str, Any]:
+        # Imported on the first /run or /verify: serving completions alone never loads (nor depends on) the verifiers.
+        from rollout_pipeline.verify.verifiers import is_truncated, verify
         try:
             return verify(self.config.verifier, response_output_text(response), row, is_truncated(response))
         except UserError as exc:

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from rollout_pipeline.jsonl import iter_jsonl
+from rollout_pipeline.jsonl import iter_jsonl, side_path
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.rollout_metrics import MetricsAccumulator, read_failures, read_run_stats, stats_path_for
+from rollout_pipeline.stages.rollout_metrics import MetricsAccumulator, read_failures, read_run_stats
 from rollout_pipeline.stages.sft_filter import reasoning_text
 
 # Top-level record keys the collector writes itself: every other key came with the input row.
@@ -203,13 +203,13 @@ def summarize_rollouts(name: str, path: str | os.PathLike, pass_threshold: float
             heapq.heapreplace(chosen, (key, position, pick_rows(group, config)))
     summary.by_field = dict(fields)
     summary.browser = [row for _, _, rows in sorted(chosen, key=lambda item: item[1]) for row in rows]
-    failures = read_failures(stats_path_for(path, ".failures.ndjson"))
+    failures = read_failures(side_path(path, ".failures.ndjson"))
     if failures is not None:
         for kind, label in (("failure_causes", "failed"), ("skip_causes", "skipped")):
             for cause, count in sorted(failures[kind].items()):
                 # A masked rollout (NeMo Gym's mask_sample) is its own outcome: not scored, not a skipped prompt.
                 summary.not_scored["not scored: masked" if cause == "masked" else f"{label}: {cause}"] += count
-    stats = read_run_stats(stats_path_for(path))
+    stats = read_run_stats(side_path(path))
     retries = (stats or {}).get("retries")
     if isinstance(retries, dict):
         summary.retries = {str(k): int(v) for k, v in sorted(retries.items()) if isinstance(v, int) and v}

@@ -18,6 +18,8 @@ Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
                                   prompts too long for the context; not_scored: count by cause, when any); from
                                   its `<stem>.stats.json` when there is no failures file; null when neither exists
                                   (a hand-made rollout file)
+  scored_by                       only for a mixed file: rollouts by "verifier hash" (the records' scored_by),
+                                  when they came from more than one verifier or version of one (a warning too)
 Only what the data decides is here: timing and throughput are in the run's stats file, so a run that produces the
 same rollouts produces byte-identical metrics (and `dvc.lock` and `git status` stay clean).
 Streaming: O(1) state per rollout; pass@k keeps a histogram of (n, c), bounded by the group size.
@@ -37,7 +39,7 @@ import orjson
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.jsonl import iter_jsonl, write_json
+from rollout_pipeline.jsonl import iter_jsonl, side_path, write_json
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -45,17 +47,6 @@ DIGITS = 6
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, DIGITS)
-
-
-def stats_path_for(rollouts_path: str | os.PathLike, suffix: str = ".stats.json") -> Path:
-    """Where the collector puts a run's stats (or, with `suffix`, another side file):
-    data/rollouts/rl.jsonl -> data/rollouts/rl.stats.json, rl.failures.ndjson.
-
-    Same rule as the collector's side files: strip a trailing ".jsonl" (only that), add the suffix.
-    """
-    path = Path(rollouts_path)
-    stem = path.name.removesuffix(".jsonl")
-    return path.with_name(f"{stem}{suffix}")
 
 
 def read_run_stats(path: str | os.PathLike) -> dict | None:
@@ -75,6 +66,14 @@ def read_run_stats(path: str | os.PathLike) -> dict | None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UserError(f"{path}: '{key}' must be a number, got {value!r}")
     return stats
+
+
+def _scorer(record: dict) -> str:
+    """What scored a record, as one word: its scored_by's verifier and hash ("unrecorded" before scored_by)."""
+    by = record.get("scored_by")
+    if not isinstance(by, dict):
+        return "unrecorded"
+    return printable(" ".join(str(by[key]) for key in ("verifier", "hash") if key in by))
 
 
 def _output_tokens(rollout: Rollout) -> int | None:
@@ -100,6 +99,7 @@ class MetricsAccumulator:
     token_rollouts: int = 0
     token_total: int = 0
     group_counts: Counter[tuple[int, int]] = field(default_factory=Counter)  # (n, c) -> prompts
+    scored_by: Counter[str] = field(default_factory=Counter)  # "verifier hash" -> rollouts: more than one = mixed
     # Welford's running mean / sum of squared deviations: stable where sum-of-squares cancels.
     _mean: float = 0.0
     _m2: float = 0.0
@@ -118,6 +118,7 @@ class MetricsAccumulator:
             delta = reward - self._mean
             self._mean += delta / self.rollouts
             self._m2 += delta * (reward - self._mean)
+            self.scored_by[_scorer(rollout.record)] += 1
             tokens = _output_tokens(rollout)
             if tokens is not None:
                 self.token_rollouts += 1
@@ -154,6 +155,8 @@ class MetricsAccumulator:
                   {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}.items()}
         if causes:
             result["not_scored"] = dict(sorted(causes.items()))
+        if len(self.scored_by) > 1:  # a file whose rewards came from different verifiers, or versions of one
+            result["scored_by"] = dict(sorted(self.scored_by.items()))
         if stats is not None:  # "N of M scored": what the score covers of what was asked for
             not_scored = (stats.get("failures") or 0) + (stats.get("skipped") or 0)
             result["coverage"] = coverage(self.rollouts + not_scored, self.rollouts, causes)
@@ -183,7 +186,7 @@ class MetricsResult:
 
 def scored_of(rollouts_path: str | os.PathLike, scored: int) -> str | None:
     """"N of M rollouts scored" for a stage's log line, from the failures file beside its rollout file."""
-    failures = read_failures(stats_path_for(rollouts_path, ".failures.ndjson"))
+    failures = read_failures(side_path(rollouts_path, ".failures.ndjson"))
     if failures is None:
         return None
     causes = {**failures["failure_causes"], **failures["skip_causes"]}
@@ -208,8 +211,8 @@ def compute_metrics(in_path: str | os.PathLike, pass_threshold: float,
     accumulator = MetricsAccumulator(pass_threshold=pass_threshold)
     for _, group in iter_groups(in_path):
         accumulator.add_group(group)
-    stats_file = Path(stats_path) if stats_path is not None else stats_path_for(in_path)
-    stats = read_failures(stats_path_for(in_path, ".failures.ndjson")) if stats_path is None else None
+    stats_file = Path(stats_path) if stats_path is not None else side_path(in_path)
+    stats = read_failures(side_path(in_path, ".failures.ndjson")) if stats_path is None else None
     if stats is None:
         stats = read_run_stats(stats_file)
     notes = []
@@ -218,6 +221,10 @@ def compute_metrics(in_path: str | os.PathLike, pass_threshold: float,
     elif stats.get("rollouts") is not None and stats["rollouts"] != accumulator.rollouts:
         notes.append(f"warning: {stats_file} reports {stats['rollouts']} rollouts but {in_path} has "
                      f"{accumulator.rollouts}; the stats may be from another run")
+    if len(accumulator.scored_by) > 1:
+        mixed = ", ".join(f"{count} by {scorer}" for scorer, count in sorted(accumulator.scored_by.items()))
+        notes.append(f"warning: {in_path} mixes rewards from different verifiers or versions ({mixed}); score it "
+                     "again with one (rescore FILE --agent NAME)")
     skipped = accumulator.rollouts - accumulator.token_rollouts
     if skipped:
         notes.append(f"note: {skipped} rollouts have no response.usage.output_tokens; output_tokens_mean covers the rest")

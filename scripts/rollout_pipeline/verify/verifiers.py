@@ -16,16 +16,16 @@ answer: scoring it 0 would silently poison the rollouts).
 """
 from __future__ import annotations
 
-import math
 import re
 import threading
 from fractions import Fraction
 from typing import Any, Callable
 
 from rollout_pipeline.errors import UserError, did_you_mean
+from rollout_pipeline.rows import expected_answers
+from rollout_pipeline.verify import VERIFIER_KINDS
 from rollout_pipeline.verify.math_answer import LETTERS, Answer, locate_answer
 
-VERIFIER_KINDS = ("math", "exact")
 
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,300}")  # bounded: int() refuses over 4300 digits
 _NUMERIC_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:/\d+)?")
@@ -49,26 +49,6 @@ def as_number(text: str) -> Fraction | int | None:
         return Fraction(cleaned.replace(",", ""))
     except (ValueError, ZeroDivisionError):
         return None
-
-
-def expected_answers(value: Any) -> list[str]:
-    """The acceptable answers in an `expected_answer`: a string or number, or a non-empty list of them.
-    Raises ValueError saying what is wrong with any other value."""
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise ValueError("'expected_answer' is an empty list; give at least one acceptable answer")
-    answers = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)) or (
-                isinstance(item, float) and not math.isfinite(item)):
-            kind = "a nested list" if isinstance(item, list) else f"{type(item).__name__} {item!r}"[:80]
-            raise ValueError(f"'expected_answer' holds {kind}; give a string or number, or a list of them")
-        text = str(item).strip()
-        if not text:
-            raise ValueError("'expected_answer' is empty, so every output would score 0; give the answer, or drop "
-                             "the row")
-        answers.append(text)
-    return answers
 
 
 MAX_MATH_VERIFY_CHARS = 1000  # longer answers are compared as text: math-verify's parser is not linear

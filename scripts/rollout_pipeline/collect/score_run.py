@@ -1,0 +1,247 @@
+"""A scoring run: the verdicts for a file of generated rollouts (or the re-scoring of a scored one), written beside
+it as a rollout file, without a single request to the model server.
+
+The input is what the collector wrote: a `.jsonl` of records and its `.failures.ndjson`. Records without a
+verdict (a generate-only run) are scored; scored ones are scored again with the verifier given (`reward`,
+`scored_by` and the extras it names are replaced). Failures that carry their generation (a verifier that could not
+score it in an earlier run) are scored again too; every other failure (the rollout was never generated, or was
+skipped) is copied as it is, so the output's coverage counts it. An agent's own reward (protocol: agent) cannot be
+re-decided here: such records are kept as they are, checked.
+
+The output is sorted by (task_index, rollout_index) and replaced atomically, with its failures file and stats,
+only when at most max_failure_rate of the rollouts failed.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import orjson
+
+from rollout_pipeline.collect.protocols import Result
+from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
+from rollout_pipeline.collect.protocols.common import NotFinished, response_text
+from rollout_pipeline.collect.records import generation_of, row_of, scored_record
+from rollout_pipeline.collect.redact import agent_headers, headers_for
+from rollout_pipeline.collect.scoring import (finite_reward, make_scorer, shown, verifier_error,
+                                              verifier_fingerprint)
+from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
+from rollout_pipeline.collect.verify_pool import VerifyPool
+from rollout_pipeline.coverage import coverage, scored_line
+from rollout_pipeline.errors import UserError, printable
+from rollout_pipeline.jsonl import MAX_LINE_BYTES, atomic_writer, dumps, iter_jsonl, side_path, write_json
+
+# Verdicts asked at once: /verify requests in flight, or in-process verdicts per event-loop pass.
+SCORE_PARALLEL = 64
+
+
+@dataclass
+class ScoreSettings:
+    """One scoring run: which file, which agent's verifier (with its fetch settings: timeouts, retries)."""
+
+    agent_name: str
+    agent: dict
+    input_path: Path
+    output_path: Path
+    max_failure_rate: float = 0.0
+    parallel: int = SCORE_PARALLEL
+
+
+@dataclass(order=True)
+class _Item:
+    """One rollout to score: a record, or a failure that kept its generation."""
+
+    rank: tuple[int, int]
+    where: str                  # file:line, for errors
+    generation: dict
+    agent_reward: Any = None    # protocol agent: the reward the agent gave
+
+
+class ScoreRun:
+    """Score one file. `run()` returns the exit code."""
+
+    def __init__(self, settings: ScoreSettings, out=sys.stdout, err=sys.stderr) -> None:
+        self.s = settings
+        self.out = out
+        self.err = err
+        self.scored_by = verifier_fingerprint(settings.agent["protocol"], settings.agent["verifier"])
+        self.headers, self.redact = agent_headers(settings.agent_name, settings.agent)
+        self.failures: list[dict] = []    # this run's, then written with the copied ones
+        self.copied: list[dict] = []      # the input's failures that are not a scoring's to decide
+        self.causes: dict[str, int] = {}
+        self.skips = 0
+        self.retries = 0
+        self._last_verdict = time.monotonic()  # a /verify URL that answers nothing for give_up_after_s is given up
+
+    def run(self) -> int:
+        started = time.perf_counter()
+        source, target = self.s.input_path, self.s.output_path
+        if not source.is_file():
+            raise UserError(f"{source}: no such rollout file (the collect stage writes it)")
+        if not target.name.endswith(".jsonl"):
+            raise UserError(f"{target}: the output must be a .jsonl file: its failures and stats files are named "
+                            "after it")
+        failures_in = side_path(source, ".failures.ndjson")
+        rescored = self._read_failures(failures_in)
+        scored, reward_sum, expected = self._score_into(target, rescored)
+        total_failures = sum(1 for f in [*self.copied, *self.failures] if not f.get("skipped"))
+        allowed = int(self.s.max_failure_rate * expected)
+        ok = total_failures <= allowed
+        with atomic_writer(side_path(target, ".failures.ndjson")) as handle:
+            for entry in sorted([*self.copied, *self.failures], key=lambda f: (f["task_index"], f["rollout_index"])):
+                handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
+        causes = dict(self.causes)
+        for entry in self.copied:
+            causes[entry["cause"]] = causes.get(entry["cause"], 0) + 1
+        covered = coverage(expected, scored, causes)
+        mean = reward_sum / scored if scored else None
+        write_json(side_path(target, ".stats.json"), {
+            "coverage": covered, "scored_by": self.scored_by, "source": str(source),
+            "rescored_failures": len(rescored), "verify_retries": self.retries,
+            "reward_mean": mean if ok else None, "wall_s": round(time.perf_counter() - started, 3)})
+        print(f"{scored_line(covered)} by {self.scored_by['verifier']!s}"
+              + (f" ({self.scored_by['hash']})" if "hash" in self.scored_by else "")
+              + f"; {len(self.failures) - self.skips} failed here, {self.skips} masked; 0 requests to the model server",
+              file=self.err)
+        if not ok:
+            self._tmp_output.unlink(missing_ok=True)
+            print(f"error: {total_failures} of {expected} rollouts failed (max_failure_rate {self.s.max_failure_rate} "
+                  f"allows {allowed}); see {side_path(target, '.failures.ndjson')}; {target} is left as it was",
+                  file=self.err)
+            return 1
+        self._tmp_output.replace(target)
+        print(orjson.dumps({"reward": round(mean, 6) if mean is not None else None},
+                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
+        return 0
+
+    # -- input ---------------------------------------------------------------------------------------
+    def _read_failures(self, path: Path) -> list[_Item]:
+        """The input's failures: those that kept their generation are scored again; the rest are copied."""
+        again: list[_Item] = []
+        if not path.exists():
+            return again
+        for lineno, entry in iter_jsonl(path):
+            generation = entry.get("generation")
+            if isinstance(generation, dict):
+                again.append(self._item(generation, f"{path}:{lineno}"))
+            else:
+                self.copied.append(entry)
+        return again
+
+    def _records(self) -> Iterator[_Item]:
+        for lineno, record in iter_jsonl(self.s.input_path):
+            yield self._item(record, f"{self.s.input_path}:{lineno}")
+
+    def _item(self, record: dict, where: str) -> _Item:
+        task_index = record.get("task_index", record.get("_ng_task_index"))
+        rollout_index = record.get("rollout_index", record.get("_ng_rollout_index"))
+        if not isinstance(task_index, int) or not isinstance(rollout_index, int) or not isinstance(
+                record.get("response"), dict):
+            raise UserError(f"{where}: not a rollout record: it needs task_index, rollout_index and a response "
+                            "object (the collector's records, or NeMo Gym's with _ng_task_index)")
+        agent_reward = record.get("reward")
+        generation = generation_of(record)
+        if "output" not in generation:
+            generation["output"] = response_text(generation["response"])
+        return _Item((task_index, rollout_index), where, generation, agent_reward)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def _score_into(self, target: Path, rescored: list[_Item]) -> tuple[int, float, int]:
+        """Score every item into a temp file beside `target` (renamed by run() when the run succeeds); returns
+        (records written, their reward sum, rollouts expected)."""
+        counts = [0, 0.0]
+        self._tmp_output = target.with_name(f".{target.name}.scoring")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._tmp_output, "wb") as handle:
+            asyncio.run(self._score_all(heapq.merge(self._records(), sorted(rescored)), handle, counts))
+        written = int(counts[0])
+        return written, float(counts[1]), written + len(self.failures) + len(self.copied)
+
+    async def _score_all(self, items: Iterator[_Item], handle: Any, counts: list) -> None:
+        agent = self.s.agent
+        timeout = aiohttp.ClientTimeout(total=agent["timeout_s"],
+                                        sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"]))
+        policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
+                             lambda: self._last_verdict)
+        urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
+        async with aiohttp.ClientSession(json_serialize=None, skip_auto_headers=("User-Agent",)) as session:
+            with VerifyPool(agent["verify_timeout_s"]) as pool:
+                scorer = make_scorer(agent["protocol"], agent["verifier"], lambda: session, timeout,
+                                     headers_for(agent["verifier"], urls, self.headers), pool, policy,
+                                     self._count_retry)
+                previous: tuple[int, int] | None = None
+                batch: list[_Item] = []
+                for item in items:
+                    if previous is not None and item.rank <= previous:
+                        raise UserError(f"{item.where}: rollout {item.rank} is out of order or repeated; the input "
+                                        "must be sorted by (task_index, rollout_index), as the collector writes it")
+                    previous = item.rank
+                    batch.append(item)
+                    if len(batch) == self.s.parallel:
+                        await self._score_batch(scorer, batch, handle, counts)
+                        batch = []
+                await self._score_batch(scorer, batch, handle, counts)
+
+    def _count_retry(self, failure: RequestFailed) -> None:
+        self.retries += 1
+
+    async def _score_batch(self, scorer: Any, batch: list[_Item], handle: Any, counts: list) -> None:
+        verdicts = await asyncio.gather(*(self._verdict(scorer, item) for item in batch))
+        for item, verdict in zip(batch, verdicts):
+            if verdict is None:
+                continue
+            line = self.redact.json_bytes(dumps(verdict)) + b"\n"
+            if len(line) > MAX_LINE_BYTES:
+                self._fail(item, "record_too_large", f"the scored record is {len(line):,} bytes, over the stages' "
+                           f"{MAX_LINE_BYTES:,}-byte line limit")
+                continue
+            handle.write(line)
+            counts[0] += 1
+            counts[1] += verdict["reward"]
+
+    async def _verdict(self, scorer: Any, item: _Item) -> dict | None:
+        """The scored record, or None after recording why it could not be scored."""
+        generation = item.generation
+        if self.s.agent["protocol"] == "agent":
+            try:  # the agent's verdict, as it gave it (its extras are already fields of the record)
+                reward = finite_reward(item.agent_reward, "'the agent'")
+            except RequestFailed as failure:
+                self._fail(item, failure.cause, str(failure))
+                return None
+            return scored_record(generation, reward, {}, self.scored_by)
+        result = Result(response=generation["response"], output=str(generation.get("output") or ""))
+        try:
+            reward, extras = await scorer(row_of(generation), result)
+        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel (masked, ...)
+            self._fail(item, exc.cause, str(exc), skipped=exc.skip, reply=exc.reply)
+            return None
+        except RequestFailed as failure:
+            self._fail(item, failure.cause, str(failure), skipped=failure.skip, reply=failure.reply)
+            return None
+        except UserError as exc:  # a data problem (an unusable expected_answer): named with its line
+            raise UserError(f"{item.where}: {exc}") from None
+        except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
+            failure = verifier_error(repr(self.s.agent["verifier"]), f"raised {shown(exc, 300)}")
+            self._fail(item, failure.cause, str(failure))
+            return None
+        self._last_verdict = time.monotonic()
+        return scored_record(generation, reward, extras, self.scored_by)
+
+    def _fail(self, item: _Item, cause: str, message: str, skipped: bool = False, reply: Any = None) -> None:
+        cause, message = printable(cause), self.redact.text(message)
+        kind = gym_failure_kind(cause, reply)
+        self.failures.append({
+            "prompt_id": item.generation.get("prompt_id"), "task_index": item.rank[0], "rollout_index": item.rank[1],
+            "cause": cause, **({"failure_kind": kind} if kind else {}), "error": message,
+            **({"skipped": True} if skipped else {}), **({"masked": True} if cause == MASKED else {}),
+            "generation": item.generation})
+        self.causes[cause] = self.causes.get(cause, 0) + 1
+        self.skips += bool(skipped)
+        print(f"rollout {item.rank} " + ("not scored: " if skipped else "failed: ") + message, file=self.err)
+
