@@ -14,10 +14,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from rollout_pipeline.cli.stage_args import stage_parser
+from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.params import load_params
 from rollout_pipeline.stages.rollout_metrics import scored_of
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rollout_pipeline.cli.stage_args import stage_parser
+from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import run_cli
-from rollout_pipeline.params import load_params, objective_settings
+from rollout_pipeline.settings import objective_settings
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 

@@ -12,16 +12,17 @@ import argparse
 import sys
 
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
-from rollout_pipeline.cli.stage_args import stage_parser
+from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.params import Pair, load_params
-from rollout_pipeline.schema import parse_section
 from rollout_pipeline.stages.rollout_metrics import scored_of
 
 
 def pairs_cap(text: str) -> int | None:
     """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
+    from rollout_pipeline.params import Pair  # the model, only when the flag is given
+    from rollout_pipeline.schema import parse_section
+
     value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
     try:
         return parse_section(Pair, {"pairs_per_prompt": value}, "").pairs_per_prompt

@@ -1,13 +1,37 @@
-"""Shared fixtures: the embedded reference server as a real subprocess on a free loopback port."""
+"""Shared fixtures: the embedded reference server as a real subprocess on a free loopback port; the session's own
+cache of validated params; the Ray tests skipped, saying how to install Ray, when the extra is not installed."""
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from rollout_pipeline.reference.checkpoints import REFERENCE_PATH
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
+from rollout_pipeline.settings import CACHE_ENV
+
+# Validation results are kept by content (settings.validated_once). The session keeps its own, in a fresh
+# directory that every process it starts inherits, so that the tests neither read nor fill the user's cache.
+SESSION_CACHE = os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="rollout-validated-")
+
+RAY_MISSING = "the Ray executor's extra is not installed: `make setup-ray` installs it (pip install -e '.[ray]')"
+
+
+def pytest_sessionfinish(session):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `ray` need Ray; without the extra (`make setup` alone) they skip and say how to install it."""
+    if importlib.util.find_spec("ray") is not None:
+        return
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.skip(reason=RAY_MISSING))
 
 
 @pytest.fixture(scope="session")

@@ -27,12 +27,15 @@ PACKAGE = "scripts/rollout_pipeline"
 _INLINE_SCORING = ["rollout_pipeline.collect.scoring", "rollout_pipeline.collect.verify_pool",
                    "rollout_pipeline.verify.verifiers"]
 _COLLECTING = ["rollout_pipeline.reference.server", "rollout_pipeline.collect.ray_executor"]
+# params.yaml is validated by the models (params) when its content was not validated before (cli/stage_args).
+_VALIDATING = ["rollout_pipeline.params"]
 RUNS_ALSO = {
     # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'.
-    "collect": _COLLECTING,
+    "collect": _COLLECTING + _VALIDATING,
+    **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],
     # The RL loop scores as it collects: a new verdict changes the next checkpoint, and every later generation.
-    "rl_collect": _COLLECTING + _INLINE_SCORING,
+    "rl_collect": _COLLECTING + _INLINE_SCORING + _VALIDATING + ["rollout_pipeline.rl.loop"],
     "rl_eval": _COLLECTING + _INLINE_SCORING,
     "rl_train": ["scripts/train.py"],  # rl.train.cmd's default, a child process
 }

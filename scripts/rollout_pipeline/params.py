@@ -12,12 +12,10 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from rollout_pipeline.errors import UserError, did_you_mean
 from rollout_pipeline.schema import NamedMap, Open, Strict, parse_section
+from rollout_pipeline.settings import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH,  # noqa: F401
+                                       agent_settings, fetch_settings, objective_settings)
 
-PARAMS_FILE = "params.yaml"
 OBJECTIVES = ("rl", "sft", "dpo")
-# The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
-RL_LOOP_FETCH = "rl_loop"
-RL_EVAL_FETCH = "rl_eval"
 
 
 def Checked(value_type: Any, check: Callable[[Any], str | None], before: bool = False) -> Any:
@@ -85,7 +83,6 @@ class FetchSettings(Strict):
 
 
 FETCH_KEYS = tuple(FetchSettings.model_fields)
-OBJECTIVE_FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate")  # the rest configure the agent
 
 
 class Fetch(FetchSettings):
@@ -410,16 +407,23 @@ def _check_fetch(fetch: dict, params: dict, source: str) -> None:
 def load_yaml(path: str | os.PathLike) -> Any:
     """Load a YAML file with the safe loader only; syntax errors name the file and line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a YAML file such as params.yaml") from None
-    except UnicodeDecodeError as exc:
-        text_line = exc.object[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{text_line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return parse_yaml(data, path)
+
+
+def parse_yaml(data: bytes, path: str | os.PathLike) -> Any:
+    """A YAML file's bytes, read with the safe loader only; errors name the file and line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text_line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{text_line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -468,31 +472,11 @@ def scoring_settings(agent: dict) -> dict:
     return {"protocol": agent["protocol"], **{key: agent[key] for key in SCORING_KEYS}}
 
 
-def fetch_settings(params: dict, agent_name: str, objective_name: str) -> dict:
-    """How one objective's rollouts are fetched from one agent: fetch's defaults, then the agent's overrides,
-    then the objective's."""
-    fetch = params["fetch"]
-    defaults = {key: fetch[key] for key in FETCH_KEYS}
-    return {**defaults, **fetch["agents"].get(agent_name, {}), **fetch["objectives"].get(objective_name, {})}
-
-
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     """Load and validate params.yaml."""
     return validate_params(load_yaml(path), str(path))
 
 
-def objective_settings(params: dict, objective: str, source: str = PARAMS_FILE) -> dict:
-    """One objective's validated settings; an unknown name lists the known ones."""
-    objectives = params["objectives"]
-    if objective not in objectives:
-        raise UserError(f"{source}: unknown objective {objective!r}{did_you_mean(objective, objectives)}; "
-                        f"known objectives: {', '.join(objectives)}")
-    return objectives[objective]
-
-
-def agent_settings(params: dict, name: str, source: str = PARAMS_FILE) -> dict:
-    """One agent's validated settings; an unknown name lists the known ones."""
-    agents = params["agents"]
-    if name not in agents:
-        raise UserError(f"unknown agent_name {name!r}{did_you_mean(name, agents)}; agents in {source}: {', '.join(agents)}")
-    return agents[name]
+def parse_params(data: bytes, path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """params.yaml's bytes, validated (errors name `path`)."""
+    return validate_params(parse_yaml(data, path), str(path))

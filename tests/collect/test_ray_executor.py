@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import subprocess
 import tempfile
@@ -251,3 +252,19 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:  # a socket, or a file a node removed meanwhile
         return b""
+
+
+# Loaded into a pytest run with -p: Ray cannot be imported there, as after `make setup` alone.
+WITHOUT_RAY = "import sys\nsys.modules['ray'] = None\n"
+
+
+def test_without_the_ray_extra_the_ray_tests_skip_and_say_make_setup_ray(tmp_path):
+    (tmp_path / "without_ray.py").write_text(WITHOUT_RAY)
+    run = subprocess.run([PY, "-m", "pytest", "-q", "-rs", "-p", "without_ray", "-m", "ray", "-p", "no:cacheprovider",
+                          str(Path(__file__))], cwd=SCRIPTS.parent, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ skipped, \d+ deselected in .*", summary), summary  # none passed, failed or errored
+    reasons = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert reasons and all(line.endswith("`make setup-ray` installs it (pip install -e '.[ray]')") for line in reasons)

@@ -17,11 +17,11 @@ from pathlib import Path
 from rollout_pipeline.collect.collector import CollectSettings, Collector
 from rollout_pipeline.errors import UserError, did_you_mean, run_cli
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
+from rollout_pipeline.cli.start_guard import guarded_imports
 from rollout_pipeline.cli.seed_args import parse_seed_args
-from rollout_pipeline.params import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings,
-                                     fetch_settings, load_params, objective_settings)
-from rollout_pipeline.rl.loop import (average_reward, checkpoint_fingerprint, checkpoint_path, collect_plan, eval_plan,
-                                      iteration_key, reward_line)
+from rollout_pipeline.cli.stage_args import load_params
+from rollout_pipeline.settings import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings,
+                                       fetch_settings, objective_settings)
 
 EXECUTORS = ("local", "ray")
 
@@ -66,6 +66,8 @@ def settings_from_objective(objective_name: str, params_path: str, output: str |
 def settings_from_rl_iteration(iteration: str, params_path: str, output: str | None,
                                show_progress: bool = True) -> CollectSettings:
     """Iteration NNN of the RL loop: its entry in rl.iterations, rl.collect, and the previous checkpoint as model."""
+    with guarded_imports():
+        from rollout_pipeline.rl.loop import checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = collect_plan(params, key, params_path)
@@ -77,6 +79,8 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
 
 def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool = True) -> CollectSettings:
     """The fixed-temperature evaluation of checkpoint NNN (rl.eval), with that checkpoint as model."""
+    with guarded_imports():
+        from rollout_pipeline.rl.loop import checkpoint_fingerprint, checkpoint_path, eval_plan, iteration_key
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = eval_plan(params, key, params_path)
@@ -171,6 +175,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if sum(map(bool, (options.objective, options.rl_iteration, seed_args))) > 1:
         raise UserError("give one of --objective, --rl-iteration or +key=value arguments")
     if options.rl_iteration:
+        with guarded_imports():
+            from rollout_pipeline.rl.loop import average_reward, iteration_key, reward_line
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
         _apply_run_options(settings, options)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.errors import run_cli
-from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.settings import PARAMS_FILE
 from rollout_pipeline.stages.report_charts import offline_plots_template
 from rollout_pipeline.stages.report_data import BrowserConfig, pair_margins, read_json_file, summarize_rollouts
 from rollout_pipeline.stages.report_pages import (ObjectiveExtras, index_page, navigation, objective_page,

@@ -1,42 +1,107 @@
 """The seed documents' Hydra-style command line (`+key=value`, `++key=value`, nested keys, lists, `+config_paths`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+import orjson
 
+from rollout_pipeline.cli.start_guard import guarded_imports
 from rollout_pipeline.errors import UserError, did_you_mean
-from rollout_pipeline.params import FetchSettings, Sampling, load_yaml
-from rollout_pipeline.schema import parse_section
+from rollout_pipeline.settings import validated_once
 
 REQUIRED = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath")
 # Keys a NeMo Gym config file holds besides the run's own: server definitions, which params.yaml's agents replace.
 GYM_SERVER_SECTIONS = ("responses_api_agents", "responses_api_models", "resources_servers")
 _ABSENT = object()
+# The modules whose code decides what a command line validates to (kept results are keyed by them too).
+SEED_RUN_CODE = ("cli/seed_run.py", "params.py", "schema.py", "settings.py")
 
-
-class SeedRun(FetchSettings):
-    """What the seed syntax may set: the run's data (what `ng_collect_rollouts` takes), and how it is fetched
-    (the keys of params.yaml's `fetch` block, which override the agent's for this run)."""
-
-    agent_name: str
-    input_jsonl_fpath: str
-    output_jsonl_fpath: str
-    num_repeats: int = Field(1, ge=1)
-    limit: int | None = Field(None, ge=1)
-    seed: int | None = None
-    responses_create_params: Sampling = Field(default_factory=Sampling)
-    config_paths: list[str] = Field(default_factory=list)
+# Plain overrides, `+key=value` with a dotted key and a value of letters, digits and `_ . / -`, are read here
+# without Hydra (whose import is 0.15 s of a short run's start-up); everything else goes to Hydra's parser.
+# A value is typed as Hydra's lexer types a lone token (hydra/grammar/OverrideLexer.g4, hydra-core 1.3):
+_PLAIN_OVERRIDE = re.compile(r"\+{0,2}([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)=([\w./-]+)", re.ASCII)
+_INT = re.compile(r"-?(?:0|[1-9](?:_?[0-9])*)")
+_DIGITS = r"[0-9](?:_?[0-9])*"
+_POINT_FLOAT = rf"(?:(?:0|[1-9](?:_?[0-9])*)\.|(?:0|[1-9](?:_?[0-9])*)?\.{_DIGITS})"
+_FLOAT = re.compile(rf"-?(?:{_POINT_FLOAT}|(?:(?:0|[1-9](?:_?[0-9])*)|{_POINT_FLOAT})[eE][+-]?{_DIGITS})")
+_INF_OR_NAN = re.compile(r"-?(?:inf|nan)", re.IGNORECASE)  # floats that JSON cannot hold: left to Hydra
 
 
 def parse_seed_args(argv: list[str]) -> tuple[dict, dict]:
-    """(the run's settings, the fetch keys the command line set). Hydra's own parser reads the overrides;
-    `+config_paths=[a.yaml,b.yaml]` files are merged first, in order, and the overrides then apply on top."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-    from omegaconf import OmegaConf
+    """(the run's settings, the fetch keys the command line set). Plain overrides are read here (`plain_overrides`);
+    any other command line by Hydra's own parser, with `+config_paths=[a.yaml,b.yaml]` files merged first, in order,
+    and the overrides applied on top."""
+    values = plain_overrides(argv)
+    if values is not None:  # validated by the model once per command line, then read back
+        for key, value in values.items():
+            _check_value(key, value)
+        _check_complete(values)
+        checked = validated_once("seed-run", orjson.dumps(values), SEED_RUN_CODE, lambda: _validate(values))
+    else:
+        checked = _validate(_hydra_overrides(argv))
+    return checked["run"], checked["fetch"]
 
+
+def plain_overrides(argv: list[str]) -> dict | None:
+    """The settings of a command line of plain overrides (nested by their dotted keys, values typed as Hydra
+    types them), or None when any argument needs Hydra's parser: quotes, lists, sweeps, interpolations, a key
+    given twice or inside another, +config_paths."""
+    values: dict[str, Any] = {}
+    keys: list[str] = []
+    for text in argv:
+        match = _PLAIN_OVERRIDE.fullmatch(text)
+        if match is None or match[1] == "config_paths" or _INF_OR_NAN.fullmatch(match[2]):
+            return None
+        key, value = match[1], _typed(match[2])
+        if any(key == other or key.startswith(other + ".") or other.startswith(key + ".") for other in keys):
+            return None
+        keys.append(key)
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return values
+
+
+def _typed(text: str) -> Any:
+    """A value made of one of Hydra's lone tokens is an int, float, bool or null; any other value is a string."""
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return None if lowered == "null" else text
+
+
+def _validate(values: dict) -> dict:
+    with guarded_imports():
+        from rollout_pipeline.cli.seed_run import validate_seed_run
+    return validate_seed_run(values)
+
+
+def _check_value(key: str, value: Any) -> None:
+    if key in REQUIRED and (value is None or str(value).strip() == ""):
+        raise UserError(f"+{key}= has no value; give one, e.g. +{key}="
+                        + ("math_agent" if key == "agent_name" else "path/to/file.jsonl"))
+
+
+def _check_complete(values: dict) -> None:
+    missing = [key for key in REQUIRED if key not in values]
+    if missing:
+        raise UserError("missing " + ", ".join(f"+{key}=..." for key in missing))
+
+
+def _hydra_overrides(argv: list[str]) -> dict:
+    """The settings of any command line Hydra reads: its parser, then OmegaConf's merge of +config_paths files."""
+    with guarded_imports():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import OverrideParseException
+        from omegaconf import OmegaConf
     parser = OverridesParser.create()
     overrides = []
     for text in argv:
@@ -61,21 +126,12 @@ def parse_seed_args(argv: list[str]) -> tuple[dict, dict]:
             source = next((set_by[prefix] for prefix in _prefixes(key) if prefix in set_by), "a config file")
             raise UserError(f"argument {text!r}: {key} is already set by {source}; use ++{key}=... to override it")
         value = override.value()
-        if key in REQUIRED and (value is None or str(value).strip() == ""):
-            raise UserError(f"+{key}= has no value; give one, e.g. +{key}="
-                            + ("math_agent" if key == "agent_name" else "path/to/file.jsonl"))
+        _check_value(key, value)
         OmegaConf.update(config, key, value, merge=True, force_add=True)
         set_by[key] = f"argument {text!r}"
     values = OmegaConf.to_container(config)
-    missing = [key for key in REQUIRED if key not in values]
-    if missing:
-        raise UserError("missing " + ", ".join(f"+{key}=..." for key in missing))
-    try:
-        run = parse_section(SeedRun, values, "")
-    except UserError as exc:  # name the key the way it is typed: +num_repeats
-        raise UserError(f"+{exc}") from None
-    fetch = {key: value for key, value in run.model_dump(exclude_unset=True).items() if key in FetchSettings.model_fields}
-    return run.model_dump(), fetch
+    _check_complete(values)
+    return values
 
 
 def _prefixes(key: str) -> list[str]:
@@ -85,6 +141,9 @@ def _prefixes(key: str) -> list[str]:
 
 def _merge_config_file(config: Any, path: Path, set_by: dict[str, str]) -> None:
     from omegaconf import OmegaConf
+
+    from rollout_pipeline.cli.seed_run import SeedRun
+    from rollout_pipeline.params import load_yaml
 
     loaded = load_yaml(path)
     if loaded is None:

@@ -1,9 +1,31 @@
-"""Arguments every file-to-file stage script takes, defined once."""
+"""Arguments every file-to-file stage script takes, defined once, and params.yaml as the entry points load it."""
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from rollout_pipeline.params import PARAMS_FILE
+from rollout_pipeline.cli.start_guard import guarded_imports
+from rollout_pipeline.settings import PARAMS_FILE, validated_once
+
+# The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
+PARAMS_CODE = ("params.py", "schema.py", "settings.py")
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """params.yaml, validated: by the models in params.py (pydantic) the first time this content is seen, read
+    back from the cache after that. A broken file is reported in one line every time."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        data = None  # params.load_params says what is wrong with the path, in one line
+
+    def validate() -> dict:
+        with guarded_imports():
+            from rollout_pipeline.params import load_params as load_and_validate, parse_params
+        return load_and_validate(path) if data is None else parse_params(data, path)
+
+    return validate() if data is None else validated_once("params", data, PARAMS_CODE, validate)
 
 
 def stage_parser(prog: str, doc: str, input_default: str | None, output_default: str | None,
