@@ -21,7 +21,7 @@ from rollout_pipeline.stages.rollout_metrics import scored_of
 def pairs_cap(text: str) -> int | None:
     """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
     from rollout_pipeline.params import Pair  # the model, only when the flag is given
-    from rollout_pipeline.schema import parse_section
+    from rollout_pipeline.params import parse_section
 
     value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
     try:

@@ -4,16 +4,153 @@ from __future__ import annotations
 import os
 import re
 import string
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rollout_pipeline.errors import UserError, did_you_mean
-from rollout_pipeline.schema import NamedMap, Open, Strict, parse_section
 from rollout_pipeline.settings import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH,  # noqa: F401
                                        agent_settings, fetch_settings, objective_settings)
+
+# ---- the pydantic base: strict validation, and errors as one line naming the key ----------------------
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """A params section: no unknown keys, no type coercion ("5" is not a number), and a key set to null takes
+    its default unless null is a value it accepts (so `filter:` with nothing under it is the default section)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = _fields_by_key(cls)
+        return {key: value for key, value in data.items()
+                if not (value is None and key in fields and not fields[key].is_required()
+                        and not _accepts_none(fields[key].annotation))}
+
+
+class Open(Strict):
+    """A section that passes unknown keys through to the server (e.g. responses_create_params)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _string_keys(value: Any) -> Any:
+    # YAML reads `4:` as an integer key; names are strings everywhere else, so compare them as strings.
+    return {str(key): item for key, item in value.items()} if isinstance(value, dict) else value
+
+
+def NamedMap(value_type: Any) -> Any:
+    """A mapping from user-chosen names to one kind of section (agents, objectives, prompt sets)."""
+    return Annotated[dict[str, value_type], BeforeValidator(_string_keys)]
+
+
+def parse_section(model: type[Model], raw: Any, where: str) -> Model:
+    """Validate `raw` against `model`, or raise a UserError naming the key (`where: dotted.key: problem`)."""
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        raise UserError(describe(model, exc.errors()[0], where)) from None
+
+
+# ---- errors: pydantic's first error, said the way the rest of the project says things ---------------
+
+TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",
+              "list": "a list", "dict": "a mapping"}
+ERROR_TYPES = {"int_type": "int", "int_from_float": "int", "float_type": "float", "string_type": "str",
+               "bool_type": "bool", "list_type": "list", "dict_type": "dict", "model_type": "dict",
+               "model_attributes_type": "dict"}
+BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+          "less_than": ("<", "lt")}
+
+
+def describe(model: type[BaseModel], error: dict, where: str) -> str:
+    """One line for one pydantic error: `<where>.<dotted key>: <what is wrong>`."""
+    loc = [part for part in error["loc"] if part != "[key]"]
+    dotted = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    path = f"{where}: {dotted}" if where and dotted else (where or dotted)
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        known = list(_fields_by_key(parent)) if parent else []
+        hint = getattr(parent, "moved_keys", {}).get(loc[-1]) if parent else None
+        if hint:
+            return f"{path}: {hint.format(name=loc[-2] if len(loc) > 1 else '<name>')}"
+        return f"{path}: unknown key{did_you_mean(loc[-1], known)}; known keys: {', '.join(known)}"
+    if kind in ERROR_TYPES:
+        return f"{path}: expected {TYPE_NAMES[ERROR_TYPES[kind]]}, got {value!r}"
+    if kind == "literal_error":
+        choices = _literal_choices(model, loc)
+        return f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{did_you_mean(value, choices)}"
+    if kind in BOUNDS:
+        op, key = BOUNDS[kind]
+        bound = ctx[key]
+        shown = float(value) if isinstance(bound, float) and isinstance(value, int) else value
+        return f"{path}: {shown!r} is out of range; it must be {op} {bound}"
+    if kind == "finite_number":
+        return f"{path}: NaN and infinity are not allowed"
+    if kind == "too_short":
+        count = ctx.get("min_length", 1)
+        return f"{path}: needs at least {count} item{'s' if count != 1 else ''}"
+    message = str(error.get("msg", kind))
+    return f"{path}: {message.removeprefix('Value error, ')}"
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict:
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _accepts_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation) or annotation is Any
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _annotation_at(model: type[BaseModel], loc: list) -> Any:
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = _fields_by_key(current).get(part)
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    return _unwrap(current)
+
+
+def _model_at(model: type[BaseModel], loc: list) -> type[BaseModel] | None:
+    found = _annotation_at(model, loc)
+    return found if isinstance(found, type) and issubclass(found, BaseModel) else None
+
+
+def _literal_choices(model: type[BaseModel], loc: list) -> tuple:
+    found = _annotation_at(model, loc)
+    return typing.get_args(found) if typing.get_origin(found) is Literal else ()
+
 
 OBJECTIVES = ("rl", "sft", "dpo")
 

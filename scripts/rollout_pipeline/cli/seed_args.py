@@ -16,7 +16,7 @@ REQUIRED = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath")
 GYM_SERVER_SECTIONS = ("responses_api_agents", "responses_api_models", "resources_servers")
 _ABSENT = object()
 # The modules whose code decides what a command line validates to (kept results are keyed by them too).
-SEED_RUN_CODE = ("cli/seed_run.py", "params.py", "schema.py", "settings.py")
+SEED_RUN_CODE = ("cli/seed_run.py", "params.py", "settings.py")
 
 # Plain overrides, `+key=value` with a dotted key and a value of letters, digits and `_ . / -`, are read here
 # without Hydra (whose import is 0.15 s of a short run's start-up); everything else goes to Hydra's parser.

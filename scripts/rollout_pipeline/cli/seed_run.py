@@ -5,7 +5,7 @@ from pydantic import Field
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import FetchSettings, Sampling
-from rollout_pipeline.schema import parse_section
+from rollout_pipeline.params import parse_section
 
 
 class SeedRun(FetchSettings):

@@ -9,7 +9,7 @@ from rollout_pipeline.cli.start_guard import guarded_imports
 from rollout_pipeline.settings import PARAMS_FILE, validated_once
 
 # The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
-PARAMS_CODE = ("params.py", "schema.py", "settings.py")
+PARAMS_CODE = ("params.py", "settings.py")
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
