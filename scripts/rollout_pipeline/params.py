@@ -292,7 +292,7 @@ class PromptSet(Strict):
     """A sample prompt set written by the `prompts` stage to data/prompts/<name>.jsonl."""
 
     count: int = Field(ge=1)
-    difficulty: Literal["easy", "hard", "mixed"] = "mixed"
+    difficulty: Literal["tiny", "easy", "hard", "mixed"] = "mixed"
     seed: int = 0
 
 
@@ -306,7 +306,8 @@ class PromptSets(Strict):
 
 ITERATION_KEY_RE = re.compile(r"\d{3}")
 DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"
-TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "lr", "steps", "python")
+TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "lr", "steps", "python", "metrics", "base", "clip",
+                      "lora_rank", "lora_alpha", "divide_by_std", "seed", "max_token_mult_prob_error")
 UPDATE_PLACEHOLDERS = ("checkpoint", "model", "iteration")
 
 
@@ -382,17 +383,27 @@ class Schedule(Strict):
 
 
 class Train(Strict):
-    """The trainer command and its settings."""
+    """The trainer command and its settings (each one a placeholder of `cmd`; the LoRA trainer takes them all)."""
 
     cmd: Checked(str, _template(*TRAIN_PLACEHOLDERS)) = DEFAULT_TRAIN_CMD
     lr: float = Field(0.15, gt=0)
     steps: int = Field(10, ge=1)
+    base: str | None = Field(None, description="the base model's Hugging Face folder, for a trainer of adapters")
+    clip: float = Field(0.2, gt=0, lt=1, description="PPO clip range of the importance ratio")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank of a new adapter (at most the server's --max-lora-rank)")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha of a new adapter")
+    divide_by_std: bool = Field(False, description="divide each advantage by its prompt's reward std")
+    seed: int = Field(0, description="the trainer's random seed")
+    max_token_mult_prob_error: float = Field(1.1, ge=1, description=(
+        "the on-policy check fails the stage above this mean exp(|logp_train - logp_infer|)"))
 
 
 class Update(Strict):
     """How the server learns of a new checkpoint."""
 
     model: Checked(str, _template("iteration")) = "iter_{iteration}"
+    init_model: str | None = Field(None, description=(
+        "the name the server serves checkpoint 000 under (a real server: the base model's); null = model's"))
     cmd: Checked(str, _template(*UPDATE_PLACEHOLDERS)) | None = None
     url: Checked(str, _check_http_url) | None = None
     body: Checked(dict, _check_update_body) | None = None

@@ -1,7 +1,8 @@
 """The RL loop's configured commands: the initial checkpoint, the train command and the update hook.
 
-- `rl.train.cmd` is a template (placeholders {rollouts} {init} {out} {iteration} {prev} {lr} {steps}
-  {python}); it is split like a shell would split it (shlex) and run WITHOUT a shell, each word
+- `rl.train.cmd` is a template (placeholders {rollouts} {init} {out} {iteration} {prev} {python} {metrics} and
+  rl.train's settings: {lr} {steps} {base} {clip} {lora_rank} {lora_alpha} {divide_by_std} {seed}
+  {max_token_mult_prob_error}); it is split like a shell would split it (shlex) and run WITHOUT a shell, each word
   formatted on its own, so paths with spaces stay one argument. A leading `python` is the
   interpreter running the stage (the project's virtualenv), whatever PATH says.
 - `rl.update` tells a real server to load the checkpoint just trained: `cmd` (a template with
@@ -29,7 +30,7 @@ from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PAT
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.rl.loop import (INIT_KEY, INIT_RECORD, checkpoint_fingerprint, checkpoint_path, iteration_entry, model_name,
-                      rollouts_path)
+                      rollouts_path, train_metrics_path)
 
 DEFAULT_UPDATE_BODY = {"model": "{model}", "checkpoint": "{checkpoint}", "iteration": "{iteration}"}
 
@@ -91,23 +92,41 @@ def init_checkpoint(params: dict) -> Path:
     return target
 
 
+TRAIN_SETTINGS = ("lr", "steps", "base", "clip", "lora_rank", "lora_alpha", "divide_by_std", "seed",
+                  "max_token_mult_prob_error")
+
+
+def _placeholder(value: object) -> str:
+    """A setting as one command-line word: true/false for a flag, a float's shortest exact form."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def train_values(params: dict, key: str) -> dict[str, str]:
     """What the placeholders of rl.train.cmd stand for, for iteration `key`."""
     train = params["rl"]["train"]
     prev = iteration_entry(params, key)["prev"]
+    settings = {name: _placeholder(train[name]) for name in TRAIN_SETTINGS}
     return {"rollouts": str(rollouts_path(key)), "init": str(checkpoint_path(prev)), "out": str(checkpoint_path(key)),
-            "iteration": key, "prev": prev, "lr": repr(train["lr"]), "steps": str(train["steps"]),
-            "python": sys.executable}
+            "iteration": key, "prev": prev, "python": sys.executable, "metrics": str(train_metrics_path(key)),
+            **settings}
 
 
 def run_train(params: dict, key: str) -> Path:
-    """rl_train@key: run the configured train command, check it wrote its checkpoint, then the update hook."""
+    """rl_train@key: run the configured train command, check it wrote its checkpoint, then the update hook.
+
+    The trainer may report on the run in {metrics} (the LoRA trainer: its on-policy check and losses); a trainer
+    that does not gets a file naming the checkpoint, so the stage's metrics output always exists."""
     values = train_values(params, key)
-    out = Path(values["out"])
+    out, metrics = Path(values["out"]), Path(values["metrics"])
     out.parent.mkdir(parents=True, exist_ok=True)
+    metrics.unlink(missing_ok=True)  # a report left by an earlier run never passes for this one's
     _run(command_argv(params["rl"]["train"]["cmd"], values, "rl.train.cmd"), "rl.train.cmd")
     if not out.exists():
         raise UserError(f"rl.train.cmd: the command succeeded but wrote nothing at {out} (pass it {{out}})")
+    if not metrics.exists():
+        write_json(metrics, {"checkpoint": str(out), "fingerprint": checkpoint_fingerprint(out)})
     run_update(params, key)
     return out
 

@@ -48,7 +48,7 @@ INIT_RECORD = METRICS_DIR / "init.json"
 PROGRESS_CSV = Path("metrics/rl_progress.csv")
 EVAL_DIR = ROLLOUT_DIR / "eval"
 PROGRESS_COLUMNS = ("iteration", "reward_mean", "pass@1", "temperature", "prompts", "zero_variance_fraction",
-                    "eval_reward_mean", "eval_pass@1")
+                    "eval_reward_mean", "eval_pass@1", "token_mult_prob_error", "max_abs_logp_error")
 MAX_ITERATION = 999
 
 
@@ -84,8 +84,16 @@ def eval_metrics_path(key: str) -> Path:
     return METRICS_DIR / f"eval_{key}.json"
 
 
+def train_metrics_path(key: str) -> Path:
+    """What rl_train@NNN reports: the trainer's own metrics ({metrics}), such as its on-policy check."""
+    return METRICS_DIR / f"train_{key}.json"
+
+
 def model_name(rl: dict, key: str) -> str:
-    """The model name under which the server serves checkpoint `key` (rl.update.model)."""
+    """The model name under which the server serves checkpoint `key` (rl.update.model; checkpoint 000 may have its own,
+    rl.update.init_model: a real server serves the base model under the name it was started with)."""
+    if key == INIT_KEY and rl["update"].get("init_model"):
+        return rl["update"]["init_model"]
     return rl["update"]["model"].format(iteration=key)
 
 
@@ -357,12 +365,24 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
         metrics = read_iteration_metrics(key)
         evaluation = ({} if missing_ok and not eval_metrics_path(key).exists()
                       else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval"))
+        on_policy = _on_policy(key)
         rows.append({"iteration": int(key), "reward_mean": metrics.get("reward_mean"),
                      "pass@1": metrics.get("pass@1"), "temperature": entry["temperature"],
                      "prompts": prompt_set_name(entry["prompts"]),
                      "zero_variance_fraction": metrics.get("zero_variance_fraction"),
-                     "eval_reward_mean": evaluation.get("reward_mean"), "eval_pass@1": evaluation.get("pass@1")})
+                     "eval_reward_mean": evaluation.get("reward_mean"), "eval_pass@1": evaluation.get("pass@1"),
+                     "token_mult_prob_error": on_policy.get("token_mult_prob_error"),
+                     "max_abs_logp_error": on_policy.get("max_abs_logp_error")})
     return rows
+
+
+def _on_policy(key: str) -> dict:
+    """Iteration `key`'s on-policy check, as its trainer reported it ({} when the trainer reports none, or has not run)."""
+    path = train_metrics_path(key)
+    if not path.exists():
+        return {}
+    check = read_iteration_metrics(key, path, "rl_train").get("on_policy")
+    return check if isinstance(check, dict) else {}
 
 
 def progress_csv(rows: list[dict[str, Any]]) -> str:
@@ -375,17 +395,25 @@ def progress_csv(rows: list[dict[str, Any]]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The reward progression, as the seed prints it at the end of its loop (one line per iteration)."""
+    # The on-policy column appears when a trainer reported its check (the LoRA trainer), so the reference loop's
+    # table stays the seed's.
+    checked = any(row.get("token_mult_prob_error") is not None for row in rows)
     lines = ["Reward progression:",
-             f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  {'eval_reward':>11}  prompts"]
+             f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  {'eval_reward':>11}  "
+             + ("on_policy_err  " if checked else "") + "prompts"]
     for row in rows:
         reward, pass1, evaluation = (_three_places(row.get(name)) for name in ("reward_mean", "pass@1", "eval_reward_mean"))
+        on_policy = f"{_three_places(row.get('token_mult_prob_error')):>13}  " if checked else ""
         lines.append(f"{row['iteration']:09d}"[-3:].rjust(9)
-                     + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {evaluation:>11}  {row['prompts']}")
+                     + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {evaluation:>11}  {on_policy}{row['prompts']}")
     if not rows:
         lines.append("  (no iterations yet: make rl-iter N=1)")
     else:
         lines.append("(eval_reward: the checkpoint trained in that iteration, at the fixed rl.eval temperature on held-out "
                      "prompts: learning without the annealing)")
+        if checked:
+            lines.append("(on_policy_err: token_mult_prob_error, the mean exp(|logp_train - logp_infer|) over the sampled "
+                         "tokens, checked by the trainer before it trains; rl.train.max_token_mult_prob_error fails it)")
     return "\n".join(lines)
 
 

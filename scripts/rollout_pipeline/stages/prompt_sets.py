@@ -3,6 +3,8 @@
     {"responses_create_params": {"input": [{"role": "user", "content": "What is 37 + 48? Give the final answer in \\boxed{}."}]},
      "expected_answer": "85", "task_id": "arith-1f0c9a2b7d3e", "difficulty": "easy"}
 
+tiny: a sum of two digits, asked for the number alone ("What is 3 + 4? Answer with just the number."): SmolLM2-135M
+gets about one in eight right, which leaves the real-model RL demo something to learn.
 easy: one operation (+, -, ×) on small numbers. hard: two or three operations on larger numbers,
 worked left to right (brackets written where precedence needs them). mixed: each row easy or hard
 with equal chance. Rows within a set are distinct; `task_id` is a hash of the prompt text, so it is
@@ -20,19 +22,26 @@ from typing import Any
 from rollout_pipeline.errors import UserError, did_you_mean
 from rollout_pipeline.jsonl import write_jsonl
 
-DIFFICULTIES = ("easy", "hard", "mixed")
+DIFFICULTIES = ("tiny", "easy", "hard", "mixed")
 PROMPT_TEMPLATE = "What is {expression}? Give the final answer in \\boxed{{}}."
+TINY_TEMPLATE = "What is {expression}? Answer with just the number."
 _MAX_TRIES = 1000  # consecutive duplicate draws before we conclude the space is exhausted
 
 
-def prompt_for(expression: str) -> str:
-    """The prompt text for an expression such as `(48 + 17) × 6 - 125`."""
-    return PROMPT_TEMPLATE.format(expression=expression)
+def prompt_for(expression: str, level: str = "easy") -> str:
+    """The prompt text for an expression such as `(48 + 17) × 6 - 125` of that difficulty."""
+    return (TINY_TEMPLATE if level == "tiny" else PROMPT_TEMPLATE).format(expression=expression)
 
 
 def task_id_for(prompt_text: str) -> str:
     """Stable id derived from the prompt content."""
     return "arith-" + hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()[:12]
+
+
+def tiny_expression(rng: random.Random) -> tuple[str, int]:
+    """A sum of two digits: (expression text, value)."""
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return f"{a} + {b}", a + b
 
 
 def easy_expression(rng: random.Random) -> tuple[str, int]:
@@ -73,6 +82,9 @@ def hard_expression(rng: random.Random) -> tuple[str, int]:
     return text, value
 
 
+_EXPRESSIONS = {"tiny": tiny_expression, "easy": easy_expression, "hard": hard_expression}
+
+
 def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[dict[str, Any]]:
     """`count` distinct prompt rows; UserError if the difficulty has fewer distinct prompts than that."""
     if difficulty not in DIFFICULTIES:
@@ -85,8 +97,8 @@ def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[
     while len(rows) < count:
         for _ in range(_MAX_TRIES):
             level = difficulty if difficulty != "mixed" else rng.choice(("easy", "hard"))
-            expression, value = (easy_expression if level == "easy" else hard_expression)(rng)
-            text = prompt_for(expression)
+            expression, value = _EXPRESSIONS[level](rng)
+            text = prompt_for(expression, level)
             if text not in seen:
                 break
         else:

@@ -213,11 +213,12 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
     ]
     parts.append(h.charts(figures))
     parts.append("<h2>Iterations</h2>")
+    # On-policy error: what the trainer reported of its check (the LoRA trainer), "-" for a trainer that reports none.
     parts.append(h.table(["iteration", "prompts", "temperature", "collection reward", "collection pass@1",
-                          "zero-variance fraction", "eval reward", "eval pass@1"],
+                          "zero-variance fraction", "eval reward", "eval pass@1", "on-policy error (token_mult_prob_error)"],
                          [[f"{row['iteration']:03d}", row["prompts"], _num(row["temperature"]), _num(row["reward_mean"]),
                            _num(row["pass@1"]), _num(row["zero_variance_fraction"]), _num(row["eval_reward_mean"]),
-                           _num(row["eval_pass@1"])] for row in rows]))
+                           _num(row["eval_pass@1"]), _num(row.get("token_mult_prob_error"), 4)] for row in rows]))
     return h.page("Report: RL loop", RL_LOOP_PAGE, nav, "\n".join(parts))
 
 
