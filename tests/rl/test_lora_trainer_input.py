@@ -81,3 +81,17 @@ def test_the_adapter_config_lists_target_modules_sorted_so_the_same_training_wri
     config.write_text(json.dumps({"r": 8, "target_modules": ["v_proj", "k_proj", "q_proj", "o_proj"]}))
     lora_trainer.sort_target_modules(config)
     assert json.loads(config.read_text()) == {"r": 8, "target_modules": ["k_proj", "o_proj", "q_proj", "v_proj"]}
+
+
+def test_an_init_folder_without_an_adapter_is_the_base_model_and_settings_come_as_words(tmp_path):
+    """The RL loop passes checkpoint 000 (a copy of the base model) as --init, and every setting as one word."""
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir()
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    common = ["--rollouts", "r.jsonl", "--base", str(base), "--metrics", "m.json", "--out", "o"]
+    args = lora_trainer._arguments([*common, "--init", str(base), "--divide-by-std", "false"])
+    assert args.init is None and args.divide_by_std is False
+    args = lora_trainer._arguments([*common, "--init", str(adapter), "--divide-by-std", "true", "--micro-batch", "2"])
+    assert args.init == adapter and args.divide_by_std is True and args.micro_batch == 2
+    assert lora_trainer._arguments([*common, "--divide-by-std"]).divide_by_std is True

@@ -24,7 +24,8 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import validate_params
 from rollout_pipeline.stages.prompt_sets import generate_rows
 from rollout_pipeline.rl.hooks import command_argv, run_train, run_update
-from rollout_pipeline.rl.loop import extend_params, scheduled_entry, scheduled_temperature
+from rollout_pipeline.rl.loop import (checkpoint_fingerprint, extend_params, format_table, model_name, progress_csv,
+                                      progress_rows, scheduled_entry, scheduled_temperature)
 from rollout_pipeline.rl.trainer import correct_probability, read_batch, train
 from support import ROOT, agent, write_params
 
@@ -192,6 +193,49 @@ def test_the_train_stage_runs_the_configured_command_with_its_placeholders_and_n
     assert written == {"--in": "data/rl/rl_iter_001.jsonl", "--init": "data/rl/checkpoints/iter_000",
                        "--out": "data/rl/checkpoints/iter_001", "--it": "001", "--x": "$HOME;"}
     assert command_argv("python x.py {lr}", {"lr": "0.2"}, "s") == [sys.executable, "x.py", "0.2"]
+
+
+def test_every_train_setting_is_a_placeholder_and_the_stage_always_leaves_its_metrics_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cmd = (f'python -c "{FAKE_TRAINER}" --out {{out}} --metrics {{metrics}} --base {{base}} --clip {{clip}} '
+           "--rank {lora_rank} --alpha {lora_alpha} --std {divide_by_std} --seed {seed} "
+           "--max {max_token_mult_prob_error} --steps {steps}")
+    train = {"cmd": cmd, "base": "models/base", "clip": 0.3, "lora_rank": 4, "lora_alpha": 8.0, "divide_by_std": True,
+             "seed": 7, "max_token_mult_prob_error": 1.05, "steps": 2}
+    stale = tmp_path / "metrics/rl/train_001.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"on_policy": {"token_mult_prob_error": 9}}')  # an earlier run's: never this run's
+    run_train(loop_params(tmp_path, train=train), "001")
+    written = eval((tmp_path / "data/rl/checkpoints/iter_001").read_text())
+    assert written == {"--out": "data/rl/checkpoints/iter_001", "--metrics": "metrics/rl/train_001.json",
+                       "--base": "models/base", "--clip": "0.3", "--rank": "4", "--alpha": "8.0", "--std": "true",
+                       "--seed": "7", "--max": "1.05", "--steps": "2"}
+    # This trainer reports nothing, so the stage names the checkpoint it trained.
+    assert json.loads(stale.read_text()) == {"checkpoint": "data/rl/checkpoints/iter_001",
+                                            "fingerprint": checkpoint_fingerprint(Path("data/rl/checkpoints/iter_001"))}
+
+
+def test_checkpoint_000_is_asked_for_by_init_model_when_the_server_calls_the_base_model_otherwise(tmp_path):
+    params = loop_params(tmp_path, update={"model": "policy-{iteration}", "init_model": "base-model"},
+                         collect={"agent_name": "math_agent"})
+    assert model_name(params["rl"], "000") == "base-model"
+    assert model_name(params["rl"], "001") == "policy-001"
+    assert model_name(loop_params(tmp_path)["rl"], "000") == "iter_000"
+
+
+def test_the_progress_table_carries_the_on_policy_error_a_trainer_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = loop_params(tmp_path)
+    (tmp_path / "metrics/rl").mkdir(parents=True)
+    (tmp_path / "metrics/rl/iter_001.json").write_text('{"reward_mean": 0.25, "pass@1": 0.25}')
+    rows = progress_rows(params, missing_ok=True)
+    assert rows[0]["token_mult_prob_error"] is None and "on_policy_err" not in format_table(rows)
+    (tmp_path / "metrics/rl/train_001.json").write_text(
+        '{"on_policy": {"token_mult_prob_error": 1.0345, "max_abs_logp_error": 0.2}}')
+    rows = progress_rows(params, missing_ok=True)
+    assert (rows[0]["token_mult_prob_error"], rows[0]["max_abs_logp_error"]) == (1.0345, 0.2)
+    assert "on_policy_err" in format_table(rows) and "1.034" in format_table(rows)
+    assert progress_csv(rows).splitlines()[0].endswith(",token_mult_prob_error,max_abs_logp_error")
 
 
 @pytest.mark.parametrize("cmd, message", [
@@ -496,6 +540,21 @@ def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
         # What `dvc repro` would run (then rl_progress, downstream of the new eval metrics): no collect, no train.
         stale = json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)
         assert set(stale) == {f"rl_eval@{k:03d}" for k in range(1, 6)}, stale
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(loop):
+    repo, _ = loop
+    commit(repo, "before changing rl.train.clip")
+    params = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(params.replace("    clip: 0.2 ", "    clip: 0.3 ", 1))
+        assert list(json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]) == \
+            ["rl.train.clip"]
+        # Every training is stale; collections and evaluations follow only through the checkpoints they read.
+        stale = json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)
+        assert set(stale) == {f"rl_train@{k:03d}" for k in range(1, 6)}, stale
     finally:
         (repo / "params.yaml").write_text(params)
 

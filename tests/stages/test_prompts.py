@@ -94,3 +94,17 @@ def test_mistakes_are_one_line_errors(tmp_path, args, message):
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tiny_prompts_are_sums_of_two_digits_asking_for_the_number_alone():
+    rows = generate_rows(40, "tiny", seed=21)
+    for row in rows:
+        text = row["responses_create_params"]["input"][0]["content"]
+        a, b = text.removeprefix("What is ").removesuffix("? Answer with just the number.").split(" + ")
+        assert 1 <= int(a) <= 9 and 1 <= int(b) <= 9 and row["expected_answer"] == str(int(a) + int(b))
+        assert row["difficulty"] == "tiny"
+    # The real-model recipe's held-out seed draws none of its training prompts (params.rl-real.yaml).
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.rl-real.yaml").read_text())["prompts"]["sets"]
+    train, held_out = ({r["task_id"] for r in generate_rows(s["count"], s["difficulty"], s["seed"])}
+                       for s in (recipe["tiny"], recipe["tiny_heldout"]))
+    assert not train & held_out

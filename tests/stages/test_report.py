@@ -118,3 +118,9 @@ def test_the_index_and_each_objective_page_say_how_many_rollouts_were_scored_of_
     assert "<td>24 of 27</td>" in (reports / "index.html").read_text()
     page = (reports / "rl.html").read_text()
     assert "24 of 27" in page and "not scored: masked" in page
+
+
+def test_the_rl_page_table_shows_the_on_policy_error_each_iteration_s_trainer_reported():
+    rows = [{**row, "token_mult_prob_error": 1.0312 if row["iteration"] == 1 else None} for row in PROGRESS]
+    table = rl_loop_page(rows, EVAL, navigation(["rl"])).split("<h2>Iterations</h2>")[1]
+    assert "on-policy error (token_mult_prob_error)" in table and "1.0312" in table
