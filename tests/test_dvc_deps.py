@@ -37,7 +37,8 @@ RUNS_ALSO = {
     # The RL loop scores as it collects: a new verdict changes the next checkpoint, and every later generation.
     "rl_collect": _COLLECTING + _INLINE_SCORING + _VALIDATING + ["rollout_pipeline.rl.loop"],
     "rl_eval": _COLLECTING + _INLINE_SCORING,
-    "rl_train": ["scripts/train.py"],  # rl.train.cmd's default, a child process
+    # rl.train.cmd's default and the real-model recipe's trainer (params.rl-real.yaml), child processes
+    "rl_train": ["scripts/train.py", "rollout_pipeline.rl.lora_trainer"],
 }
 
 
