@@ -528,35 +528,34 @@ def test_the_fixed_temperature_eval_measures_each_checkpoint_and_rises_with_trai
     assert {r["response"]["model"] for r in records} == {"iter_003"}, "eval 3 samples checkpoint 003 itself"
 
 
+def _edit_params(repo: Path, old: str, new: str) -> tuple[list[str], set[str]]:
+    """Replace `old` by `new` in the finished loop's params.yaml: the keys `dvc params diff` names and the stages
+    `dvc status` finds stale upstream of rl_progress (what `dvc repro` would run first); the file is restored."""
+    if git(repo, "status", "--porcelain"):  # the loop's results, committed once: params diff compares with HEAD
+        commit(repo, f"before {new.strip()}")
+    params = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(params.replace(old, new, 1))
+        changed = list(json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"])
+        return changed, set(json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout))
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
 @pytest.mark.slow
 def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
-    repo, _ = loop
-    commit(repo, "before changing rl.eval")
-    params = (repo / "params.yaml").read_text()
-    try:
-        (repo / "params.yaml").write_text(params.replace("    temperature: 1.0  ", "    temperature: 0.7  ", 1))
-        assert list(json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]) == \
-            ["rl.eval.temperature"]
-        # What `dvc repro` would run (then rl_progress, downstream of the new eval metrics): no collect, no train.
-        stale = json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)
-        assert set(stale) == {f"rl_eval@{k:03d}" for k in range(1, 6)}, stale
-    finally:
-        (repo / "params.yaml").write_text(params)
+    changed, stale = _edit_params(loop[0], "    temperature: 1.0  ", "    temperature: 0.7  ")
+    assert changed == ["rl.eval.temperature"]
+    # What `dvc repro` would run (then rl_progress, downstream of the new eval metrics): no collect, no train.
+    assert stale == {f"rl_eval@{k:03d}" for k in range(1, 6)}, stale
 
 
+@pytest.mark.slow
 def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(loop):
-    repo, _ = loop
-    commit(repo, "before changing rl.train.clip")
-    params = (repo / "params.yaml").read_text()
-    try:
-        (repo / "params.yaml").write_text(params.replace("    clip: 0.2 ", "    clip: 0.3 ", 1))
-        assert list(json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]) == \
-            ["rl.train.clip"]
-        # Every training is stale; collections and evaluations follow only through the checkpoints they read.
-        stale = json.loads(run(repo, "dvc", "status", "--json", "--with-deps", "rl_progress").stdout)
-        assert set(stale) == {f"rl_train@{k:03d}" for k in range(1, 6)}, stale
-    finally:
-        (repo / "params.yaml").write_text(params)
+    changed, stale = _edit_params(loop[0], "    clip: 0.2 ", "    clip: 0.3 ")
+    assert changed == ["rl.train.clip"]
+    # Every training is stale; collections and evaluations follow only through the checkpoints they read.
+    assert stale == {f"rl_train@{k:03d}" for k in range(1, 6)}, stale
 
 
 @pytest.mark.slow
