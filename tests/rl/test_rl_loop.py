@@ -562,7 +562,8 @@ def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(l
 @pytest.mark.parametrize(("source", "stale"), [
     ("scripts/rollout_pipeline/rl/trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
     ("scripts/train.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
-    ("scripts/rollout_pipeline/rl/lora_trainer.py", set()),  # the real-model trainer: not the default rl.train.cmd
+    # The real-model recipe's trainer (params.rl-real.yaml): the deps are the same whichever params file is used.
+    ("scripts/rollout_pipeline/rl/lora_trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
     ("scripts/rollout_pipeline/stages/report_pages.py", set()),
 ])
 def test_an_edit_to_the_trainer_makes_only_the_train_stages_stale(loop, source, stale):
