@@ -35,7 +35,7 @@ def run(smoke: bool = False) -> list[Figure]:
         warm = {CACHE_ENV: str(work / "cache")}
         run_collector(work, server.url, 1, 1, None, tag="warm", env=warm)  # fills the cache
         samples: dict[str, list] = {label: [] for label in (*FLOORS, "warm", "cold", "embedded")}
-        for round_ in range(runs):
+        for _ in range(runs):
             for label, command in FLOORS.items():
                 samples[label].append(run_measured(command, ROOT).check())
             samples["warm"].append(run_collector(work, server.url, 1, 1, None, tag="warm", env=warm).measured)

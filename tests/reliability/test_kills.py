@@ -59,7 +59,8 @@ def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupte
             if what == "startup":
                 time.sleep(point)
             else:
-                assert wait_until(lambda: count_lines(progress) - 1 >= point or process.poll() is not None, 60)
+                assert wait_until(lambda point=point, process=process: count_lines(progress) - 1 >= point
+                                  or process.poll() is not None, 60)
             assert process.poll() is None, "the run finished before the kill point"
         finally:
             process.kill()
@@ -327,7 +328,7 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
     for attempt in range(20):
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    preexec_fn=ctrl_c_default)
-        assert wait_until(lambda: _importing(process.pid), 30, interval=0.001)
+        assert wait_until(lambda process=process: _importing(process.pid), 30, interval=0.001)
         time.sleep(attempt * 0.01)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def tokenizer() -> "transformers.PreTrainedTokenizerFast":
+def tokenizer():  # a transformers.PreTrainedTokenizerFast (transformers is the TRL tier's, imported inside)
     """A byte-level tokenizer (every byte a token, no merges: any text encodes) with the chat template above."""
     transformers = pytest.importorskip("transformers", reason="the TRL tier runs with `make test-trl`")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -18,10 +18,11 @@ trl = pytest.importorskip("trl", reason="the TRL tier runs with `make test-trl`"
 torch = pytest.importorskip("torch", reason="the TRL tier runs with `make test-trl`")
 transformers = pytest.importorskip("transformers", reason="the TRL tier runs with `make test-trl`")
 
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
-from stage_testkit import stage_params
-from support import collect, make_prompts, seed_args
+# After the skips above: without the TRL tier, nothing below is imported.
+from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
+from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
+from stage_testkit import stage_params  # noqa: E402
+from support import collect, make_prompts, seed_args  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("SMOLLM2_HF_DIR", "/nonexistent"))
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 # Operator spellings people (and LLM prompts) use, mapped to the three canonical ones.
 _OP_ALIASES = {"+": "+", "-": "-", "−": "-", "–": "-", "*": "×", "×": "×", "·": "×", "⋅": "×"}
@@ -37,7 +36,7 @@ class BinOp:
     right: "Node"
 
 
-Node = Union[Num, BinOp]
+Node = Num | BinOp
 
 
 @dataclass(frozen=True)

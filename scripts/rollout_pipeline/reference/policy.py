@@ -147,7 +147,7 @@ def _work(plan: list[arithmetic.Step], tweak_at: int | None = None, tweak=None) 
 
 def _render(rows: list[tuple[int, str, int, int]]) -> tuple[str, int]:
     fmt = arithmetic.format_number
-    lines = [f"{fmt(l)} {op} {fmt(r)} = {v}." for l, op, r, v in rows]
+    lines = [f"{fmt(left)} {op} {fmt(right)} = {v}." for left, op, right, v in rows]
     if len(lines) > 1:
         lines = [f"Step {i}: {line}" for i, line in enumerate(lines, start=1)]
     answer = rows[-1][3]
@@ -171,19 +171,19 @@ def _build_candidates(plan: list[arithmetic.Step]) -> list[tuple[str, str, int |
     # Off by one: the direction is fixed per problem so the text is a function of the prompt.
     delta = 1 if answer % 2 == 0 else -1
     last = len(plan) - 1
-    out.append(("off_by_one", *_render(_work(plan, last, lambda l, op, r: (l, op, r, arithmetic.OPS[op](l, r) + delta)))))
+    out.append(("off_by_one", *_render(_work(plan, last, lambda left, op, right: (left, op, right, arithmetic.OPS[op](left, right) + delta)))))
 
     # A slip is looked for on the correct intermediate values, in working order.
-    slip_at = _first(correct_rows, lambda l, op, r: _carry_slip(l, op, r) is not None)
+    slip_at = _first(correct_rows, lambda left, op, right: _carry_slip(left, op, right) is not None)
     if slip_at is not None:
-        out.append(("carry_slip", *_render(_work(plan, slip_at, lambda l, op, r: (l, op, r, _carry_slip(l, op, r))))))
+        out.append(("carry_slip", *_render(_work(plan, slip_at, lambda left, op, right: (left, op, right, _carry_slip(left, op, right))))))
 
-    swap_at = _first(correct_rows, lambda l, op, r: op == "-" and l != r)
+    swap_at = _first(correct_rows, lambda left, op, right: op == "-" and left != right)
     if swap_at is not None:
-        out.append(("swapped_operands", *_render(_work(plan, swap_at, lambda l, op, r: (r, op, l, r - l)))))
+        out.append(("swapped_operands", *_render(_work(plan, swap_at, lambda left, op, right: (right, op, left, right - left)))))
 
     wrong = {"+": "-", "-": "+", "×": "+"}
-    out.append(("wrong_operation", *_render(_work(plan, 0, lambda l, op, r: (l, wrong[op], r, arithmetic.OPS[wrong[op]](l, r))))))
+    out.append(("wrong_operation", *_render(_work(plan, 0, lambda left, op, right: (left, wrong[op], right, arithmetic.OPS[wrong[op]](left, right))))))
     out.append(("no_answer", NO_ANSWER_TEXT, None))
     return out
 

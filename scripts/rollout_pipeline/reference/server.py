@@ -164,7 +164,7 @@ class ReferenceServer:
         if body.get("logprobs") is True or body.get("return_token_ids") is True:
             self._token_data(payload, body, sampling, samples)
         if self.reasoning:
-            for choice, sample in zip(payload["choices"], samples):
+            for choice in payload["choices"]:
                 choice["message"]["reasoning"] = reasoning_text(sampling.messages)
         return payload, {"model": sampling.model, "input": body.get("messages"), "seed": sampling.seed, "n": sampling.n}
 
