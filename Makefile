@@ -8,7 +8,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
+.PHONY: help lint setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,7 +34,11 @@ run: setup ## dvc repro on the embedded default server, then show metrics and ou
 	@echo; echo "Outputs:"; for f in data/prompts/*.jsonl data/generations/*.jsonl data/rollouts/*.jsonl data/sft/*.jsonl data/dpo/*.jsonl; do \
 	  [ -f "$$f" ] && printf "  %-32s %8s records\n" "$$f" "$$(wc -l < $$f)"; done; true
 
-test: setup setup-ray ## run the test suite (the Ray executor's included)
+lint: setup ## ruff: the lint rules and the format (pyproject.toml's [tool.ruff]); `ruff format .` fixes the format
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup setup-ray lint ## lint, then run the test suite (the Ray executor's included)
 	$(PY) -m pytest -q
 
 # The unit tiers: stages, verifiers, the replies of real servers, request mapping, the layout rules (about 20 s).

@@ -14,6 +14,7 @@ real model server the loop then asks for exactly the generations the collector a
 `--gc-threshold N` sets Python's generation-0 GC threshold as the collector does while collecting
 (rollout_pipeline.collect.collector.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,15 @@ import time
 import aiohttp
 import orjson
 
-BODY = orjson.dumps({"messages": [{"role": "user", "content": "What is 2 + 2?"}], "model": "instant",
-                     "temperature": 0.8, "top_p": 0.95, "max_tokens": 512})
+BODY = orjson.dumps(
+    {
+        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+        "model": "instant",
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "max_tokens": 512,
+    }
+)
 
 
 async def run(url: str, total: int, parallel: int, bodies: list[bytes] | None = None) -> dict:
@@ -34,6 +42,7 @@ async def run(url: str, total: int, parallel: int, bodies: list[bytes] | None = 
     remaining = total
 
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def worker() -> None:
             nonlocal remaining
             while remaining > 0:
@@ -58,6 +67,7 @@ def main() -> None:
             bodies = [line.rstrip(b"\n") for line in handle if line.strip()]
     try:
         import uvloop
+
         result = uvloop.run(run(url + "/v1/chat/completions", total, parallel, bodies))
     except ImportError:
         result = asyncio.run(run(url + "/v1/chat/completions", total, parallel, bodies))

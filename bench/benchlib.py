@@ -5,6 +5,7 @@ pipeline.py) exposes `run(smoke: bool) -> list[Figure]` and can be run on its ow
 and appends the figures to RESULTS.md. A Figure carries the command that produced it, so every number in
 RESULTS.md can be reproduced by hand.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import yaml
@@ -48,8 +48,9 @@ class Figure:
         if self.target is None or isinstance(self.value, str):
             return None
         op, bound = self.target
-        return {">=": self.value >= bound, "<=": self.value <= bound, "<": self.value < bound,
-                ">": self.value > bound}[op]
+        return {">=": self.value >= bound, "<=": self.value <= bound, "<": self.value < bound, ">": self.value > bound}[
+            op
+        ]
 
     @property
     def target_text(self) -> str:
@@ -136,6 +137,7 @@ def embedded_server(*flags: str) -> Iterator[Server]:
     """The project's embedded reference server (scripts/serve.py) in its own process."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from rollout_pipeline.reference.embedded import server_command, start_embedded_server
+
     with start_embedded_server(list(flags)) as server:
         yield Server(server.url, server.pid, server_command(list(flags)))
 
@@ -150,7 +152,7 @@ class Measured:
     stderr: str
     command: list[str] = field(default_factory=list)
 
-    def check(self) -> "Measured":
+    def check(self) -> Measured:
         if self.returncode != 0:
             raise RuntimeError(f"{shell(self.command)} exited {self.returncode}:\n{self.stderr[-3000:]}")
         return self
@@ -184,9 +186,15 @@ def run_measured(command: list[str], cwd: Path, env: dict | None = None) -> Meas
     read_end, write_end = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            process = subprocess.Popen([PY, "-S", "-c", _LAUNCHER, str(write_end), *map(str, command)], cwd=cwd,
-                                       stdout=out, stderr=err, stdin=subprocess.DEVNULL, pass_fds=(write_end,),
-                                       env={**os.environ, **(env or {})})
+            process = subprocess.Popen(
+                [PY, "-S", "-c", _LAUNCHER, str(write_end), *map(str, command)],
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(write_end,),
+                env={**os.environ, **(env or {})},
+            )
         finally:
             os.close(write_end)
         with os.fdopen(read_end, "rb") as report:
@@ -197,8 +205,15 @@ def run_measured(command: list[str], cwd: Path, env: dict | None = None) -> Meas
         wall, cpu, rss_kib, code = float(figures[0]), float(figures[1]), int(figures[2]), int(figures[3])
         out.seek(0)
         err.seek(0)
-        return Measured(wall, cpu, rss_kib / 1024, code, out.read().decode(errors="replace"),
-                        err.read().decode(errors="replace"), command)
+        return Measured(
+            wall,
+            cpu,
+            rss_kib / 1024,
+            code,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            command,
+        )
 
 
 # -- the collector -----------------------------------------------------------------------------------------
@@ -207,8 +222,16 @@ def write_prompts(path: Path, count: int) -> Path:
     with open(path, "wb") as handle:
         for i in range(count):
             a, b = i % 997, (i * 7) % 991
-            handle.write(orjson.dumps({"responses_create_params": {"input": f"What is {a} + {b}?"},
-                                       "expected_answer": str(a + b), "task_id": f"b{i}"}) + b"\n")
+            handle.write(
+                orjson.dumps(
+                    {
+                        "responses_create_params": {"input": f"What is {a} + {b}?"},
+                        "expected_answer": str(a + b),
+                        "task_id": f"b{i}",
+                    }
+                )
+                + b"\n"
+            )
     return path
 
 
@@ -216,18 +239,34 @@ def write_params(directory: Path, url: str, **agent) -> Path:
     """A params.yaml with one agent, `bench`, on `url` (a chat server, the math verifier); the fetch keys among
     `agent` (timeouts, retries) go to the fetch block, where params.yaml keeps them."""
     settings = {"protocol": "chat", "url": url, "model": "instant", "verifier": "math", **agent}
-    fetch = {"timeout_s": 60, "max_retries": 3, "retry_backoff_s": 0.05,
-             **{key: settings.pop(key) for key in FETCH_KEYS if key in settings}}
+    fetch = {
+        "timeout_s": 60,
+        "max_retries": 3,
+        "retry_backoff_s": 0.05,
+        **{key: settings.pop(key) for key in FETCH_KEYS if key in settings},
+    }
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump({"agents": {"bench": settings}, "objectives": {}, "fetch": fetch}))
     return path
 
 
-def collect_command(params: Path, prompts: Path, out: Path, repeats: int, parallel: int | None,
-                    extra: list[str] | None = None, progress: bool = True) -> list[str]:
+def collect_command(
+    params: Path,
+    prompts: Path,
+    out: Path,
+    repeats: int,
+    parallel: int | None,
+    extra: list[str] | None = None,
+    progress: bool = True,
+) -> list[str]:
     """The collector's real CLI, in the seed syntax. The progress bar stays on (the default) unless asked."""
-    args = ["+agent_name=bench", f"+input_jsonl_fpath={prompts}", f"+output_jsonl_fpath={out}",
-            f"+num_repeats={repeats}", "+seed=1"]
+    args = [
+        "+agent_name=bench",
+        f"+input_jsonl_fpath={prompts}",
+        f"+output_jsonl_fpath={out}",
+        f"+num_repeats={repeats}",
+        "+seed=1",
+    ]
     if parallel is not None:
         args.append(f"+num_samples_in_parallel={parallel}")
     flags = [] if progress else ["--no-progress"]
@@ -237,7 +276,7 @@ def collect_command(params: Path, prompts: Path, out: Path, repeats: int, parall
 @dataclass
 class CollectorRun:
     measured: Measured
-    stats: dict            # the run's <output>.stats.json
+    stats: dict  # the run's <output>.stats.json
 
     @property
     def rollouts(self) -> int:
@@ -265,9 +304,18 @@ class CollectorRun:
         return peaks["collector"] + sum(peaks.get("processes", []))
 
 
-def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: int | None,
-                  agent: dict | None = None, tag: str = "run", processes: int | None = None,
-                  flags: list[str] | None = None, env: dict | None = None) -> CollectorRun:
+def run_collector(
+    work: Path,
+    url: str,
+    prompts: int,
+    repeats: int,
+    parallel: int | None,
+    agent: dict | None = None,
+    tag: str = "run",
+    processes: int | None = None,
+    flags: list[str] | None = None,
+    env: dict | None = None,
+) -> CollectorRun:
     """Collect prompts x repeats rollouts against `url` in a fresh directory (`flags` added to the command, `env` to
     its environment); keeps no output behind (stats.json's `output.bytes` says how large it was)."""
     directory = work / tag
@@ -286,8 +334,9 @@ def run_collector(work: Path, url: str, prompts: int, repeats: int, parallel: in
     return CollectorRun(measured, stats)
 
 
-def run_bare_client(url: str, total: int, parallel: int, gc_threshold: int | None = None,
-                    bodies: Path | None = None) -> tuple[Measured, dict]:
+def run_bare_client(
+    url: str, total: int, parallel: int, gc_threshold: int | None = None, bodies: Path | None = None
+) -> tuple[Measured, dict]:
     """bench/bare_client.py: the bare aiohttp loop, the ceiling for one Python process (optionally with the
     collector's generation-0 GC threshold, and sending the given bodies)."""
     extra = [] if gc_threshold is None else ["--gc-threshold", str(gc_threshold)]

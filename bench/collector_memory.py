@@ -14,6 +14,7 @@ rollout (about 4.5 minutes for the million on the 2-core machine).
 
     python bench/collector_memory.py [--smoke] [--separate] [ROLLOUTS ...]   (default: 1000 100000 1000000)
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,7 +28,9 @@ PARALLEL = 256
 TARGET_MB = 100.0
 FLAT_MB = 30.0
 N_MODE_FROM = 1_000_000
-AUTO_SIZE = 100_000      # the size also run with --processes auto  # sizes from here on use repeat_mode: n unless --separate
+AUTO_SIZE = (
+    100_000  # the size also run with --processes auto  # sizes from here on use repeat_mode: n unless --separate
+)
 
 
 def run(smoke: bool = False, sizes: tuple[int, ...] | None = None, separate: bool = False) -> list[Figure]:
@@ -37,33 +40,70 @@ def run(smoke: bool = False, sizes: tuple[int, ...] | None = None, separate: boo
     with instant_server() as server, scratch(NAME) as work:
         for total in sizes:
             mode = "n" if total >= N_MODE_FROM and not separate else "separate"
-            collected = run_collector(work, server.url, total // REPEATS, REPEATS, PARALLEL, tag=f"n{total}",
-                                      agent={"repeat_mode": mode}, processes=1)
+            collected = run_collector(
+                work,
+                server.url,
+                total // REPEATS,
+                REPEATS,
+                PARALLEL,
+                tag=f"n{total}",
+                agent={"repeat_mode": mode},
+                processes=1,
+            )
             peaks[total] = collected.measured.max_rss_mb
             command = shell(collected.measured.command) + f"  (agent repeat_mode: {mode})"
             big = total >= 1_000_000
             case = f"{total:,} rollouts" + (", repeat_mode: n" if mode == "n" else "")
             figures += [
-                Figure(NAME, case, "collector peak RSS", round(peaks[total], 1), "MB",
-                       target=("<=", TARGET_MB) if big else None,
-                       command=command),
-                Figure(NAME, case, "wall time (whole process)", round(collected.measured.wall_s, 1),
-                       "s", command=command, note=f"{collected.rollouts_per_s:,.0f} rollouts/s while collecting"),
+                Figure(
+                    NAME,
+                    case,
+                    "collector peak RSS",
+                    round(peaks[total], 1),
+                    "MB",
+                    target=("<=", TARGET_MB) if big else None,
+                    command=command,
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "wall time (whole process)",
+                    round(collected.measured.wall_s, 1),
+                    "s",
+                    command=command,
+                    note=f"{collected.rollouts_per_s:,.0f} rollouts/s while collecting",
+                ),
             ]
             if total == AUTO_SIZE or smoke and total == sizes[-1]:
                 auto = run_collector(work, server.url, total // REPEATS, REPEATS, PARALLEL, tag=f"n{total}")
-                figures.append(Figure(NAME, f"{total:,} rollouts, --processes auto", "peak RSS, every process added",
-                                      round(auto.peak_rss_sum_mb, 1), "MB", command=shell(auto.measured.command),
-                                      note=f"{auto.processes} process(es): {auto.stats['peak_rss_mb']}"))
+                figures.append(
+                    Figure(
+                        NAME,
+                        f"{total:,} rollouts, --processes auto",
+                        "peak RSS, every process added",
+                        round(auto.peak_rss_sum_mb, 1),
+                        "MB",
+                        command=shell(auto.measured.command),
+                        note=f"{auto.processes} process(es): {auto.stats['peak_rss_mb']}",
+                    )
+                )
             (work / f"n{total}" / "prompts.jsonl").unlink()
     smallest = min(peaks)
     for total in sorted(peaks):
         if total == smallest:
             continue
         growth = peaks[total] - peaks[smallest]
-        figures.append(Figure(NAME, f"{smallest:,} -> {total:,} rollouts", "peak RSS growth", round(growth, 1), "MB",
-                              target=("<=", FLAT_MB),
-                              command="python bench/collector_memory.py"))
+        figures.append(
+            Figure(
+                NAME,
+                f"{smallest:,} -> {total:,} rollouts",
+                "peak RSS growth",
+                round(growth, 1),
+                "MB",
+                target=("<=", FLAT_MB),
+                command="python bench/collector_memory.py",
+            )
+        )
     return figures
 
 

@@ -9,6 +9,7 @@ ms per rollout, and per version the median rollouts/s and the lowest CPU per rol
 
     python bench/compare.py HEAD . [--parallel 256] [--rollouts 30000] [--rounds 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,16 @@ from pathlib import Path
 
 import orjson
 
-from benchlib import (BENCH, PY, ROOT, collect_command, instant_server, run_bare_client, run_measured, scratch,
-                      write_params, write_prompts)
+from benchlib import (
+    ROOT,
+    collect_command,
+    instant_server,
+    run_bare_client,
+    run_measured,
+    scratch,
+    write_params,
+    write_prompts,
+)
 from rollout_pipeline.collect.collector import GC_YOUNG_THRESHOLD
 
 
@@ -53,7 +62,10 @@ def main() -> None:
         params = write_params(work, server.url)
         prompts = write_prompts(work / "prompts.jsonl", args.rollouts // 4)
         for _ in range(args.rounds):
-            for label, gc_threshold in (("bare loop, default GC", None), ("bare loop, collector's GC", GC_YOUNG_THRESHOLD)):
+            for label, gc_threshold in (
+                ("bare loop, default GC", None),
+                ("bare loop, collector's GC", GC_YOUNG_THRESHOLD),
+            ):
                 measured, loop = run_bare_client(server.url, args.rollouts, args.parallel, gc_threshold)
                 results.setdefault(label, []).append((loop["requests_per_s"], 1000 * measured.cpu_s / args.rollouts))
             for version, tree in trees.items():
@@ -61,18 +73,23 @@ def main() -> None:
                 command[1] = str(tree / "collect.py")
                 measured = run_measured(command, work).check()
                 stats = orjson.loads((work / "out.stats.json").read_bytes())
-                results.setdefault(version, []).append((stats["throughput_rollouts_per_s"],
-                                                        1000 * measured.cpu_s / args.rollouts))
+                results.setdefault(version, []).append(
+                    (stats["throughput_rollouts_per_s"], 1000 * measured.cpu_s / args.rollouts)
+                )
     reference = statistics.median(rate for rate, _ in results["bare loop, collector's GC"])
-    print(f"parallel {args.parallel}, {args.rollouts:,} rollouts, {args.rounds} interleaved rounds "
-          f"(python bench/compare.py {' '.join(args.versions)} --parallel {args.parallel} --rollouts {args.rollouts} "
-          f"--rounds {args.rounds})")
-    print(f"| version | rollouts/s per run | CPU ms/rollout per run | median /s | lowest CPU ms | vs loop (same GC) |")
+    print(
+        f"parallel {args.parallel}, {args.rollouts:,} rollouts, {args.rounds} interleaved rounds "
+        f"(python bench/compare.py {' '.join(args.versions)} --parallel {args.parallel} --rollouts {args.rollouts} "
+        f"--rounds {args.rounds})"
+    )
+    print("| version | rollouts/s per run | CPU ms/rollout per run | median /s | lowest CPU ms | vs loop (same GC) |")
     print("|---|---|---|---:|---:|---:|")
     for version, runs in results.items():
         median = statistics.median(rate for rate, _ in runs)
-        print(f"| {version} | {' '.join(f'{rate:,.0f}' for rate, _ in runs)} | {' '.join(f'{cpu:.3f}' for _, cpu in runs)} "
-              f"| {median:,.0f} | {min(cpu for _, cpu in runs):.3f} | {median / reference:.2f} |")
+        print(
+            f"| {version} | {' '.join(f'{rate:,.0f}' for rate, _ in runs)} | {' '.join(f'{cpu:.3f}' for _, cpu in runs)} "
+            f"| {median:,.0f} | {min(cpu for _, cpu in runs):.3f} | {median / reference:.2f} |"
+        )
 
 
 if __name__ == "__main__":

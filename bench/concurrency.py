@@ -11,6 +11,7 @@ Target: efficiency >= 0.95 at parallelism 256 and 1024.
 
     python bench/concurrency.py [--smoke]
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,7 +22,7 @@ from rollout_pipeline.collect.collector import GC_YOUNG_THRESHOLD
 NAME = "concurrency"
 LATENCY_S = 0.100
 PARALLELISM = (64, 256, 1024)
-ROUNDS = 60          # requests per slot: the run lasts about ROUNDS * LATENCY_S at full efficiency
+ROUNDS = 60  # requests per slot: the run lasts about ROUNDS * LATENCY_S at full efficiency
 REPEATS = 4
 TARGET = 0.95
 
@@ -36,8 +37,9 @@ def run(smoke: bool = False) -> list[Figure]:
             rollouts = parallel * rounds
             limit = parallel / latency_s
             collected = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}")
-            single = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}",
-                                   processes=1)
+            single = run_collector(
+                work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}", processes=1
+            )
             bare, ceiling = run_bare_client(server.url, rollouts, parallel)
             bare_gc, tuned = run_bare_client(server.url, rollouts, parallel, GC_YOUNG_THRESHOLD)
             efficiency = collected.rollouts_per_s / limit
@@ -45,18 +47,48 @@ def run(smoke: bool = False) -> list[Figure]:
             case = f"parallel {parallel}, {latency_s * 1000:g} ms"
             figures += [
                 Figure(NAME, case, "Little's-law limit P/L", round(limit), "/s", command="python bench/concurrency.py"),
-                Figure(NAME, case, "collector rollouts/s", round(collected.rollouts_per_s), "/s",
-                       command=shell(collected.measured.command),
-                       note=f"{rollouts:,} rollouts, {collected.processes} process(es) (auto)"),
-                Figure(NAME, case, "collector efficiency", round(efficiency, 3), "",
-                       target=(">=", TARGET) if targeted else None,
-                       command=shell(collected.measured.command)),
-                Figure(NAME, case, "collector efficiency, one process", round(single.rollouts_per_s / limit, 3), "",
-                       command=shell(single.measured.command)),
-                Figure(NAME, case, "bare loop efficiency (default GC)", round(ceiling["requests_per_s"] / limit, 3), "",
-                       command=shell(bare.command)),
-                Figure(NAME, case, "bare loop efficiency (collector's GC)", round(tuned["requests_per_s"] / limit, 3),
-                       "", command=shell(bare_gc.command)),
+                Figure(
+                    NAME,
+                    case,
+                    "collector rollouts/s",
+                    round(collected.rollouts_per_s),
+                    "/s",
+                    command=shell(collected.measured.command),
+                    note=f"{rollouts:,} rollouts, {collected.processes} process(es) (auto)",
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "collector efficiency",
+                    round(efficiency, 3),
+                    "",
+                    target=(">=", TARGET) if targeted else None,
+                    command=shell(collected.measured.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "collector efficiency, one process",
+                    round(single.rollouts_per_s / limit, 3),
+                    "",
+                    command=shell(single.measured.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop efficiency (default GC)",
+                    round(ceiling["requests_per_s"] / limit, 3),
+                    "",
+                    command=shell(bare.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop efficiency (collector's GC)",
+                    round(tuned["requests_per_s"] / limit, 3),
+                    "",
+                    command=shell(bare_gc.command),
+                ),
             ]
     return figures
 

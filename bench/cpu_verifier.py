@@ -1,4 +1,5 @@
 """A CPU-heavy verifier for the Ray benchmark: 5 ms of CPU per rollout (as code execution or symbolic math would be)."""
+
 from __future__ import annotations
 
 import time

@@ -14,6 +14,7 @@ an RL collection that asks for token data, 10-50x larger than the plain reply.
 
 Prints `listening on http://127.0.0.1:PORT` (like the embedded server) and exits when stdin closes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,10 @@ import asyncio
 import os
 import sys
 
-CHOICE = (b'{"index":%d,"finish_reason":"stop","message":{"role":"assistant",'
-          b'"content":"2 + 2 = 4. The answer is \\\\boxed{4}."}}')
+CHOICE = (
+    b'{"index":%d,"finish_reason":"stop","message":{"role":"assistant",'
+    b'"content":"2 + 2 = 4. The answer is \\\\boxed{4}."}}'
+)
 HEALTH = b'{"status":"ok"}'
 
 
@@ -32,32 +35,52 @@ TOKEN_DATA = {"tokens": 0, "top": 0}
 def _token_data_choice(index: int) -> bytes:
     """One choice of N tokens with vLLM's logprobs (K alternatives each) and token_ids, ending in a boxed answer."""
     import json
+
     count, top = TOKEN_DATA["tokens"], TOKEN_DATA["top"]
     words = [f" w{i % 97}" for i in range(count - 4)] + [" \\boxed{", "4", "}", "."]
-    entries = [{"token": w, "logprob": -0.01 * (i % 50), "bytes": list(w.encode()),
-                "top_logprobs": [{"token": f" t{j}", "logprob": -1.0 - j, "bytes": [32, 116, 48 + j]}
-                                 for j in range(top)]} for i, w in enumerate(words)]
-    choice = {"index": index, "finish_reason": "stop", "logprobs": {"content": entries},
-              "token_ids": [1000 + i % 30000 for i in range(count)],
-              "message": {"role": "assistant", "content": "".join(words).replace("\\\\", "\\")}}
+    entries = [
+        {
+            "token": w,
+            "logprob": -0.01 * (i % 50),
+            "bytes": list(w.encode()),
+            "top_logprobs": [{"token": f" t{j}", "logprob": -1.0 - j, "bytes": [32, 116, 48 + j]} for j in range(top)],
+        }
+        for i, w in enumerate(words)
+    ]
+    choice = {
+        "index": index,
+        "finish_reason": "stop",
+        "logprobs": {"content": entries},
+        "token_ids": [1000 + i % 30000 for i in range(count)],
+        "message": {"role": "assistant", "content": "".join(words).replace("\\\\", "\\")},
+    }
     return json.dumps(choice, separators=(",", ":")).encode()
 
 
 def chat(n: int) -> bytes:
     if TOKEN_DATA["tokens"]:
         choices = b",".join(_token_data_choice(i) for i in range(n))
-        return (b'{"id":"c","object":"chat.completion","model":"instant","prompt_token_ids":[' +
-                b",".join(b"%d" % (500 + i) for i in range(40)) + b'],"choices":[' + choices +
-                b'],"usage":{"prompt_tokens":40,"completion_tokens":%d,"total_tokens":%d}}'
-                % (TOKEN_DATA["tokens"] * n, 40 + TOKEN_DATA["tokens"] * n))
+        return (
+            b'{"id":"c","object":"chat.completion","model":"instant","prompt_token_ids":['
+            + b",".join(b"%d" % (500 + i) for i in range(40))
+            + b'],"choices":['
+            + choices
+            + b'],"usage":{"prompt_tokens":40,"completion_tokens":%d,"total_tokens":%d}}'
+            % (TOKEN_DATA["tokens"] * n, 40 + TOKEN_DATA["tokens"] * n)
+        )
     choices = b",".join(CHOICE % i for i in range(n))
-    return (b'{"id":"c","object":"chat.completion","model":"instant","choices":[' + choices +
-            b'],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}' % (14 * n, 12 + 14 * n))
+    return (
+        b'{"id":"c","object":"chat.completion","model":"instant","choices":['
+        + choices
+        + b'],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}' % (14 * n, 12 + 14 * n)
+    )
 
 
 def _reply(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: keep-alive\r\n\r\n" % len(body)) + body
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: keep-alive\r\n\r\n" % len(body)
+    ) + body
 
 
 CHAT_REPLIES: dict[int, bytes] = {}
@@ -71,8 +94,8 @@ def chat_reply(body: bytes) -> bytes:
         if 1 not in CHAT_REPLIES:
             CHAT_REPLIES[1] = _reply(chat(1))
         return CHAT_REPLIES[1]
-    digits = body[at + 4:at + 12]
-    n = int(digits[:len(digits) - len(digits.lstrip(b"0123456789"))] or b"1") if digits[:1].isdigit() else 1
+    digits = body[at + 4 : at + 12]
+    n = int(digits[: len(digits) - len(digits.lstrip(b"0123456789"))] or b"1") if digits[:1].isdigit() else 1
     if n not in CHAT_REPLIES:
         CHAT_REPLIES[n] = _reply(chat(n))
     return CHAT_REPLIES[n]
@@ -101,11 +124,11 @@ class Responder(asyncio.Protocol):
                 at = head.lower().find(b"ontent-length:")
             if at >= 0:
                 stop = head.find(b"\r\n", at)
-                length = int(head[at + 14:stop if stop >= 0 else len(head)])
+                length = int(head[at + 14 : stop if stop >= 0 else len(head)])
             total = end + 4 + length
             if len(buffer) < total:
                 break
-            replies.append(HEALTH_REPLY if head.startswith(b"GET /health") else chat_reply(buffer[end + 4:total]))
+            replies.append(HEALTH_REPLY if head.startswith(b"GET /health") else chat_reply(buffer[end + 4 : total]))
             buffer = buffer[total:]
         self.buffer = buffer
         if replies:
@@ -131,6 +154,7 @@ def main() -> None:
     Responder.latency_s = args.latency_ms / 1000
     try:
         import uvloop
+
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
@@ -144,6 +168,7 @@ def main() -> None:
     def on_stdin() -> None:
         if not os.read(sys.stdin.fileno(), 4096) and not stopped.done():
             stopped.set_result(None)
+
     loop.add_reader(sys.stdin.fileno(), on_stdin)
     loop.run_until_complete(stopped)
     server.close()

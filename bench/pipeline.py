@@ -11,6 +11,7 @@ peak RSS at 1,000,000 rollouts within 10 MB of the peak at 10,000.
 
     python bench/pipeline.py [--smoke]
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,8 @@ import sys
 from pathlib import Path
 
 from benchlib import ROOT, Figure, print_figures, run_measured, scratch, shell
-from stages_memory import stage_commands
 from stage_testkit import random_rollouts, stage_params, write_rollouts
+from stages_memory import stage_commands
 
 NAME = "pipeline"
 VENV = Path(sys.executable).parent.parent
@@ -35,8 +36,12 @@ FLAT_MB = 10.0
 
 def copy_worktree(destination: Path) -> Path:
     """The working tree as a fresh clone would have it, plus uncommitted edits; no data, no virtualenv."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.split(b"\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     for name in filter(None, (item.decode() for item in listed)):
         source = ROOT / name
         if not source.is_file() or name.startswith(("bench/RESULTS", "data/")) and not name.endswith(".gitignore"):
@@ -55,24 +60,42 @@ def pipeline_figures(work: Path, smoke: bool) -> list[Figure]:
     if smoke:
         # No full run: just the DVC command surface on the copy (status walks every stage definition).
         status = run_measured([str(VENV / "bin" / "dvc"), "status"], tree, env).check()
-        return [Figure(NAME, "dvc status (smoke)", "wall time", round(status.wall_s, 2), "s",
-                       command="dvc status")]
+        return [Figure(NAME, "dvc status (smoke)", "wall time", round(status.wall_s, 2), "s", command="dvc status")]
     # -o: the shared virtualenv is already set up; re-running its install from the copy would re-point it there.
     make_args = ["make", "run", f"VENV={VENV}", "-o", f"{VENV}/.installed"]
     plan = subprocess.run([*make_args, "-n"], cwd=tree, capture_output=True, text=True, env={**os.environ, **env})
     if plan.returncode != 0 or "pip install" in plan.stdout:  # never let the copy reinstall the shared venv
-        raise RuntimeError(f"make run in the copy would not run as planned:\n{plan.stdout[-2000:]}{plan.stderr[-2000:]}")
+        raise RuntimeError(
+            f"make run in the copy would not run as planned:\n{plan.stdout[-2000:]}{plan.stderr[-2000:]}"
+        )
     make = run_measured(make_args, tree, env).check()
-    figures.append(Figure(NAME, "make run, default sizes", "wall time", round(make.wall_s, 1), "s",
-                          command="make run  (in a fresh copy of the tree)",
-                          note="params.yaml defaults, embedded server; CPU/RSS cover make and its children"))
+    figures.append(
+        Figure(
+            NAME,
+            "make run, default sizes",
+            "wall time",
+            round(make.wall_s, 1),
+            "s",
+            command="make run  (in a fresh copy of the tree)",
+            note="params.yaml defaults, embedded server; CPU/RSS cover make and its children",
+        )
+    )
     noops = [run_measured([str(VENV / "bin" / "dvc"), "repro"], tree, env).check() for _ in range(NOOP_RUNS)]
     if not all("up to date" in run.stdout + run.stderr for run in noops):
         raise RuntimeError(f"dvc repro after make run was not a no-op:\n{noops[-1].stdout[-2000:]}")
     wall = statistics.median(run.wall_s for run in noops)
-    figures.append(Figure(NAME, "dvc repro, nothing changed", "wall time (median)", round(wall, 2), "s",
-                          target=("<", NOOP_TARGET_S), command="dvc repro",
-                          note=f"{NOOP_RUNS} runs after make run"))
+    figures.append(
+        Figure(
+            NAME,
+            "dvc repro, nothing changed",
+            "wall time (median)",
+            round(wall, 2),
+            "s",
+            target=("<", NOOP_TARGET_S),
+            command="dvc repro",
+            note=f"{NOOP_RUNS} runs after make run",
+        )
+    )
     return figures
 
 
@@ -89,17 +112,32 @@ def stage_figures(work: Path, smoke: bool) -> list[Figure]:
             peaks.setdefault(stage, {})[size] = run.max_rss_mb
             case = f"{stage}, {size:,} rollouts"
             figures += [
-                Figure(NAME, case, "wall time", round(run.wall_s, 2), "s", command=shell(argv),
-                       note=f"input {megabytes:,.0f} MiB, {size / run.wall_s:,.0f} rollouts/s"),
+                Figure(
+                    NAME,
+                    case,
+                    "wall time",
+                    round(run.wall_s, 2),
+                    "s",
+                    command=shell(argv),
+                    note=f"input {megabytes:,.0f} MiB, {size / run.wall_s:,.0f} rollouts/s",
+                ),
                 Figure(NAME, case, "peak RSS", round(run.max_rss_mb, 1), "MB", command=shell(argv)),
             ]
         source.unlink()
     small, big = sizes
     for stage, by_size in peaks.items():
         growth = by_size[big] - by_size[small]
-        figures.append(Figure(NAME, f"{stage}, {small:,} -> {big:,} rollouts", "peak RSS growth", round(growth, 1),
-                              "MB", target=("<=", FLAT_MB),
-                              command="python bench/pipeline.py"))
+        figures.append(
+            Figure(
+                NAME,
+                f"{stage}, {small:,} -> {big:,} rollouts",
+                "peak RSS growth",
+                round(growth, 1),
+                "MB",
+                target=("<=", FLAT_MB),
+                command="python bench/pipeline.py",
+            )
+        )
     return figures
 
 

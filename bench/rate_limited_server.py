@@ -7,6 +7,7 @@ answers 429 (OpenAI's rate_limit_exceeded body) to any request beyond that, as h
 Prints `listening on http://127.0.0.1:PORT` and stops when stdin closes. GET /stats answers
 {"ok": N, "rejected": N, "max_in_flight": N}: what the server saw, so a test or benchmark can check the client.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,27 @@ import sys
 
 from aiohttp import web
 
-REPLY = {"id": "chatcmpl-rate-limited", "object": "chat.completion", "model": "rate-limited",
-         "choices": [{"index": 0, "finish_reason": "stop",
-                      "message": {"role": "assistant", "content": "2 + 2 = 4. The answer is \\boxed{4}."}}],
-         "usage": {"prompt_tokens": 12, "completion_tokens": 14, "total_tokens": 26}}
-LIMITED = {"error": {"message": "Rate limit reached for requests. Please try again later.",
-                     "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
+REPLY = {
+    "id": "chatcmpl-rate-limited",
+    "object": "chat.completion",
+    "model": "rate-limited",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "2 + 2 = 4. The answer is \\boxed{4}."},
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 14, "total_tokens": 26},
+}
+LIMITED = {
+    "error": {
+        "message": "Rate limit reached for requests. Please try again later.",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
 
 
 def make_app(capacity: int, service_s: float, retry_after: str | None, every: int = 1) -> web.Application:
@@ -54,7 +70,9 @@ def make_app(capacity: int, service_s: float, retry_after: str | None, every: in
 
 
 async def serve(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(make_app(args.capacity, args.service_ms / 1000, args.retry_after, args.retry_after_every), access_log=None)
+    runner = web.AppRunner(
+        make_app(args.capacity, args.service_ms / 1000, args.retry_after, args.retry_after_every), access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
     await site.start()

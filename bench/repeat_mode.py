@@ -8,6 +8,7 @@ rollouts both ways at the same parallelism. Reported: requests sent (stats.json)
 
     python bench/repeat_mode.py [--smoke]
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,23 +27,42 @@ def run(smoke: bool = False) -> list[Figure]:
     latency, jitter, prompts = (20, 5, 16) if smoke else (LATENCY_MS, JITTER_MS, PROMPTS)
     figures: list[Figure] = []
     walls = {}
-    with embedded_server("--latency-ms", str(latency), "--jitter-ms", str(jitter), "--fault-seed", "1") as server, \
-            scratch(NAME) as work:
+    with (
+        embedded_server("--latency-ms", str(latency), "--jitter-ms", str(jitter), "--fault-seed", "1") as server,
+        scratch(NAME) as work,
+    ):
         for mode in ("separate", "n"):
-            collected = run_collector(work, server.url, prompts, REPEATS, PARALLEL, tag=mode,
-                                      agent={"model": "reference", "repeat_mode": mode})
+            collected = run_collector(
+                work,
+                server.url,
+                prompts,
+                REPEATS,
+                PARALLEL,
+                tag=mode,
+                agent={"model": "reference", "repeat_mode": mode},
+            )
             walls[mode] = collected.measured.wall_s
             case = f"repeat_mode: {mode}"
             command = shell(collected.measured.command)
-            note = (f"{prompts} prompts x {REPEATS} repeats, parallel {PARALLEL}, server latency "
-                    f"{latency} +- {jitter} ms ({shell(server.command)})")
+            note = (
+                f"{prompts} prompts x {REPEATS} repeats, parallel {PARALLEL}, server latency "
+                f"{latency} +- {jitter} ms ({shell(server.command)})"
+            )
             figures += [
                 Figure(NAME, case, "requests sent", int(collected.stats["requests"]), "", command=command, note=note),
                 Figure(NAME, case, "wall time", round(collected.measured.wall_s, 2), "s", command=command),
                 Figure(NAME, case, "rollouts", collected.rollouts, "", command=command),
             ]
-    figures.append(Figure(NAME, "n vs separate", "wall-time speed-up", round(walls["separate"] / walls["n"], 2), "x",
-                          command="python bench/repeat_mode.py"))
+    figures.append(
+        Figure(
+            NAME,
+            "n vs separate",
+            "wall-time speed-up",
+            round(walls["separate"] / walls["n"], 2),
+            "x",
+            command="python bench/repeat_mode.py",
+        )
+    )
     return figures
 
 

@@ -9,6 +9,7 @@ Each family is a module of bench/ with `run(smoke) -> list[Figure]`; each figure
 produced it. The section lists the targets first (met, or by how much they fall short), then every figure
 per family. The figures are also written as JSON (--json; default bench/out/latest.json, not committed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,21 +44,32 @@ FAMILIES = {  # module: title
 def machine() -> str:
     import aiohttp
     import orjson as _orjson
+
     try:
         import uvloop
+
         loop = f"uvloop {uvloop.__version__}"
     except ImportError:
         loop = "asyncio (no uvloop)"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB; Python {platform.python_version()}, "
-            f"aiohttp {aiohttp.__version__}, {loop}, orjson {_orjson.__version__}")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB; Python {platform.python_version()}, "
+        f"aiohttp {aiohttp.__version__}, {loop}, orjson {_orjson.__version__}"
+    )
 
 
 def revision() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
     dirty = " plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
     return f"commit {git('rev-parse', '--short', 'HEAD') or 'unknown'}{dirty}"
 
@@ -67,36 +79,57 @@ def cell(text: str) -> str:
 
 
 def section(figures: dict[str, list[Figure]], seconds: float, loads: tuple[str, str], smoke: bool) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## {stamp} — `make bench`{' --smoke' if smoke else ''}", "",
-             f"- Machine: {machine()}; {revision()}.",
-             f"- Load average (1 min) at start {loads[0]}, at end {loads[1]}: the machine is shared, so every "
-             "comparison below is measured side by side in this run.",
-             f"- Total wall time: {seconds:.0f} s. Each family also runs alone: `python bench/<module>.py`.", ""]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {stamp} — `make bench`{' --smoke' if smoke else ''}",
+        "",
+        f"- Machine: {machine()}; {revision()}.",
+        f"- Load average (1 min) at start {loads[0]}, at end {loads[1]}: the machine is shared, so every "
+        "comparison below is measured side by side in this run.",
+        f"- Total wall time: {seconds:.0f} s. Each family also runs alone: `python bench/<module>.py`.",
+        "",
+    ]
     targeted = [f for group in figures.values() for f in group if f.target is not None]
     if targeted:
-        lines += ["### Targets", "", "| benchmark | case | figure | value | target | verdict |", "|---|---|---|---:|---|---|"]
+        lines += [
+            "### Targets",
+            "",
+            "| benchmark | case | figure | value | target | verdict |",
+            "|---|---|---|---:|---|---|",
+        ]
         for f in targeted:
             verdict = "met" if f.met else f"**not met**: {f.shortfall}"
-            lines.append(f"| {f.benchmark} | {cell(f.case)} | {cell(f.metric)} | {fmt(f.value)} {f.unit} | "
-                         f"{cell(f.target_text)} | {verdict} |")
+            lines.append(
+                f"| {f.benchmark} | {cell(f.case)} | {cell(f.metric)} | {fmt(f.value)} {f.unit} | "
+                f"{cell(f.target_text)} | {verdict} |"
+            )
         lines.append("")
     for module, group in figures.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")
-        lines += [f"### {FAMILIES[module]} (`bench/{module}.py`)", "", " ".join(doc[1].split()) if len(doc) > 1 else "",
-                  "", "| case | figure | value | target | command | note |", "|---|---|---:|---|---|---|"]
+        lines += [
+            f"### {FAMILIES[module]} (`bench/{module}.py`)",
+            "",
+            " ".join(doc[1].split()) if len(doc) > 1 else "",
+            "",
+            "| case | figure | value | target | command | note |",
+            "|---|---|---:|---|---|---|",
+        ]
         for f in group:
             target = "" if f.target is None else f"{f.target_text} ({'met' if f.met else 'not met'})"
-            lines.append(f"| {cell(f.case)} | {cell(f.metric)} | {fmt(f.value)} {f.unit} | {cell(target)} | "
-                         f"`{cell(f.command)}` | {cell(f.note)} |")
+            lines.append(
+                f"| {cell(f.case)} | {cell(f.metric)} | {fmt(f.value)} {f.unit} | {cell(target)} | "
+                f"`{cell(f.command)}` | {cell(f.note)} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def append(results: Path, text: str) -> None:
     if not results.exists():
-        results.write_text("# Benchmark results\n\nAppended by `make bench` (bench/run_all.py), newest last. "
-                           "Every figure names the command that produced it.\n\n")
+        results.write_text(
+            "# Benchmark results\n\nAppended by `make bench` (bench/run_all.py), newest last. "
+            "Every figure names the command that produced it.\n\n"
+        )
     with open(results, "a") as handle:
         handle.write(text)
 
@@ -105,9 +138,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, for CI")
     parser.add_argument("--only", help="comma-separated families: " + ", ".join(FAMILIES))
-    parser.add_argument("--results", type=Path, help="Markdown file to append to (default bench/RESULTS.md; "
-                                                      "with --smoke, nothing is appended unless given)")
-    parser.add_argument("--json", type=Path, default=BENCH / "out" / "latest.json", help="figures as JSON (default %(default)s)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="Markdown file to append to (default bench/RESULTS.md; with --smoke, nothing is appended unless given)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=BENCH / "out" / "latest.json", help="figures as JSON (default %(default)s)"
+    )
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else list(FAMILIES)
     unknown = [name for name in chosen if name not in FAMILIES]
@@ -127,14 +165,19 @@ def main() -> int:
     text = section(figures, seconds, (load_start, f"{os.getloadavg()[0]:.1f}"), args.smoke)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_bytes(orjson.dumps({name: [f.as_dict() for f in group] for name, group in figures.items()},
-                                       option=orjson.OPT_INDENT_2))
+    args.json.write_bytes(
+        orjson.dumps(
+            {name: [f.as_dict() for f in group] for name, group in figures.items()}, option=orjson.OPT_INDENT_2
+        )
+    )
     results = args.results or (None if args.smoke else BENCH / "RESULTS.md")
     if results is not None:
         append(results, text)
         print(f"appended to {results}")
     missed = [f for group in figures.values() for f in group if f.met is False]
-    print(f"total {seconds:.0f} s; targets: {sum(1 for g in figures.values() for f in g if f.met)} met, {len(missed)} not met")
+    print(
+        f"total {seconds:.0f} s; targets: {sum(1 for g in figures.values() for f in g if f.met)} met, {len(missed)} not met"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ Each stage runs as its own process (the real `python scripts/<stage>.py`) under 
 reports the child's peak RSS from getrusage(RUSAGE_CHILDREN): the stages stream, so peak RSS should
 stay roughly flat while the input grows 100x. Prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # the realistic record factory the stag
 from stage_testkit import random_rollouts, stage_params, write_rollouts  # noqa: E402
 
 # Runs argv as a child and prints "<peak RSS KiB> <seconds> <exit code>" (ru_maxrss is KiB on Linux).
-MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-           "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, code)")
+MEASURE = (
+    "import resource, subprocess, sys, time; t = time.perf_counter(); "
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, code)"
+)
 
 
 def measure(argv: list[str]) -> tuple[float, float]:
@@ -39,8 +42,19 @@ def stage_commands(source: Path, work: Path, params: Path) -> dict[str, list[str
     return {
         "filter": [*script("filter"), "--in", str(source), "--out", str(work / "sft.jsonl"), "--params", str(params)],
         "pair": [*script("pair"), "--in", str(source), "--out", str(work / "pairs.jsonl"), "--params", str(params)],
-        "metrics": [*script("metrics"), "--objective", "rl", "--in", str(source), "--out", str(work / "rl.json"),
-                    "--curve", str(work / "curve.json"), "--params", str(params)],
+        "metrics": [
+            *script("metrics"),
+            "--objective",
+            "rl",
+            "--in",
+            str(source),
+            "--out",
+            str(work / "rl.json"),
+            "--curve",
+            str(work / "curve.json"),
+            "--params",
+            str(params),
+        ],
     }
 
 
@@ -57,11 +71,15 @@ def main() -> None:
         params = stage_params(work)
         rows = []
         for size in args.sizes:
-            source = write_rollouts(work / f"rollouts_{size}.jsonl", random_rollouts(size // args.repeats, args.repeats, seed=1))
+            source = write_rollouts(
+                work / f"rollouts_{size}.jsonl", random_rollouts(size // args.repeats, args.repeats, seed=1)
+            )
             megabytes = source.stat().st_size / 2**20
             for stage, argv in stage_commands(source, work, params).items():
                 rss, seconds = measure(argv)
-                rows.append(f"| {stage} | {size:,} | {megabytes:.1f} | {seconds:.2f} | {size / seconds:,.0f} | {rss:.1f} |")
+                rows.append(
+                    f"| {stage} | {size:,} | {megabytes:.1f} | {seconds:.2f} | {size / seconds:,.0f} | {rss:.1f} |"
+                )
         print("| stage | rollouts | input MiB | wall s | rollouts/s | peak RSS MiB |")
         print("|---|---:|---:|---:|---:|---:|")
         print("\n".join(sorted(rows, key=lambda row: row.split("|")[1])))

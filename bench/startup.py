@@ -12,6 +12,7 @@ with `url: embedded`, where the collector starts the bundled reference server it
 
     python bench/startup.py [--smoke]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -40,38 +41,80 @@ def run(smoke: bool = False) -> list[Figure]:
                 samples[label].append(run_measured(command, ROOT).check())
             samples["warm"].append(run_collector(work, server.url, 1, 1, None, tag="warm", env=warm).measured)
             with tempfile.TemporaryDirectory(dir=work) as empty:
-                samples["cold"].append(run_collector(work, server.url, 1, 1, None, tag="cold",
-                                                     env={CACHE_ENV: empty}).measured)
-            samples["embedded"].append(run_collector(work, "embedded", 1, 1, None, agent={"model": "reference"},
-                                                     tag="embedded", env=warm).measured)
-        stage_help = {stage: [run_measured([PY, f"scripts/{stage}.py", "--help"], ROOT, warm).check()
-                              for _ in range(runs)] for stage in STAGES}
+                samples["cold"].append(
+                    run_collector(work, server.url, 1, 1, None, tag="cold", env={CACHE_ENV: empty}).measured
+                )
+            samples["embedded"].append(
+                run_collector(
+                    work, "embedded", 1, 1, None, agent={"model": "reference"}, tag="embedded", env=warm
+                ).measured
+            )
+        stage_help = {
+            stage: [run_measured([PY, f"scripts/{stage}.py", "--help"], ROOT, warm).check() for _ in range(runs)]
+            for stage in STAGES
+        }
 
     def median(label: str, what: str = "wall_s") -> float:
         return statistics.median(getattr(sample, what) for sample in samples[label])
 
     for label, command in FLOORS.items():
-        figures.append(Figure(NAME, label, "wall time (median)", round(median(label), 3), "s", command=shell(command),
-                              note=f"{runs} rounds, interleaved with the runs below"))
-    cases = (("warm", "1 row, instant server", "params validated before (warm cache)"),
-             ("cold", "1 row, instant server, first run", "empty cache: pydantic imported, models built"),
-             ("embedded", "1 row, url: embedded", "the collector starts the reference server"))
+        figures.append(
+            Figure(
+                NAME,
+                label,
+                "wall time (median)",
+                round(median(label), 3),
+                "s",
+                command=shell(command),
+                note=f"{runs} rounds, interleaved with the runs below",
+            )
+        )
+    cases = (
+        ("warm", "1 row, instant server", "params validated before (warm cache)"),
+        ("cold", "1 row, instant server, first run", "empty cache: pydantic imported, models built"),
+        ("embedded", "1 row, url: embedded", "the collector starts the reference server"),
+    )
     for label, case, note in cases:
         command = shell(samples[label][0].command)
         figures += [
-            Figure(NAME, case, "wall time (median)", round(median(label), 3), "s",
-                   target=("<", TARGET_S) if label == "warm" else None, command=command, note=f"{runs} runs; {note}"),
+            Figure(
+                NAME,
+                case,
+                "wall time (median)",
+                round(median(label), 3),
+                "s",
+                target=("<", TARGET_S) if label == "warm" else None,
+                command=command,
+                note=f"{runs} runs; {note}",
+            ),
             Figure(NAME, case, "CPU time (median)", round(median(label, "cpu_s"), 3), "s", command=command),
             Figure(NAME, case, "peak RSS (median)", round(median(label, "max_rss_mb"), 1), "MB", command=command),
         ]
     for label, case in (("warm", "1 row, instant server"), ("cold", "1 row, instant server, first run")):
         for floor in FLOORS:
-            figures.append(Figure(NAME, case, f"ratio to {floor}", round(median(label) / median(floor), 2), "x",
-                                  command="python bench/startup.py", note="medians of the same rounds"))
+            figures.append(
+                Figure(
+                    NAME,
+                    case,
+                    f"ratio to {floor}",
+                    round(median(label) / median(floor), 2),
+                    "x",
+                    command="python bench/startup.py",
+                    note="medians of the same rounds",
+                )
+            )
     for stage, measured in stage_help.items():
-        figures.append(Figure(NAME, f"scripts/{stage}.py --help", "wall time (median)",
-                              round(statistics.median(m.wall_s for m in measured), 3), "s",
-                              command=shell(measured[0].command), note="its imports and argument parsing"))
+        figures.append(
+            Figure(
+                NAME,
+                f"scripts/{stage}.py --help",
+                "wall time (median)",
+                round(statistics.median(m.wall_s for m in measured), 3),
+                "s",
+                command=shell(measured[0].command),
+                note="its imports and argument parsing",
+            )
+        )
     return figures
 
 

@@ -15,6 +15,7 @@ CPU), so from parallelism 256 on it can pass that ceiling; the one-process ratio
 
     python bench/throughput.py [--smoke]
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,41 +39,113 @@ def run(smoke: bool = False) -> list[Figure]:
             server_cpu = server.cpu_s()
             bare, minimal = run_bare_client(server.url, rollouts, parallel)
             collected = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}")
-            single = run_collector(work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}",
-                                   processes=1)
+            single = run_collector(
+                work, server.url, rollouts // REPEATS, REPEATS, parallel, tag=f"p{parallel}", processes=1
+            )
             bare_gc, tuned = run_bare_client(server.url, rollouts, parallel, GC_YOUNG_THRESHOLD)
             server_cpu = server.cpu_s() - server_cpu
             case = f"parallel {parallel}"
             command = shell(collected.measured.command)
             single_command = shell(single.measured.command)
             figures += [
-                Figure(NAME, case, "collector rollouts/s", round(collected.rollouts_per_s), "/s", command=command,
-                       note=f"{rollouts:,} rollouts, {collected.processes} process(es) (auto)"),
-                Figure(NAME, case, "collector CPU per rollout", round(collected.cpu_ms_per_rollout, 3), "ms",
-                       command=command),
-                Figure(NAME, case, "collector rollouts/s, one process", round(single.rollouts_per_s), "/s",
-                       command=single_command),
-                Figure(NAME, case, "collector CPU per rollout, one process", round(single.cpu_ms_per_rollout, 3),
-                       "ms", command=single_command),
-                Figure(NAME, case, "bare loop requests/s (default GC)", round(minimal["requests_per_s"]), "/s",
-                       command=shell(bare.command)),
-                Figure(NAME, case, "bare loop CPU per request (default GC)", round(1000 * bare.cpu_s / rollouts, 3),
-                       "ms", command=shell(bare.command)),
-                Figure(NAME, case, "bare loop requests/s (collector's GC)", round(tuned["requests_per_s"]), "/s",
-                       command=shell(bare_gc.command)),
-                Figure(NAME, case, "bare loop CPU per request (collector's GC)",
-                       round(1000 * bare_gc.cpu_s / rollouts, 3), "ms", command=shell(bare_gc.command)),
-                Figure(NAME, case, "ratio collector / bare loop (same GC)",
-                       round(collected.rollouts_per_s / tuned["requests_per_s"], 3), "",
-                       target=(">=", TARGET_RATIO) if parallel == 256 else None, command="python bench/throughput.py"),
-                Figure(NAME, case, "ratio collector / bare loop (default GC)",
-                       round(collected.rollouts_per_s / minimal["requests_per_s"], 3), "",
-                       command="python bench/throughput.py"),
-                Figure(NAME, case, "ratio one-process collector / bare loop (same GC)",
-                       round(single.rollouts_per_s / tuned["requests_per_s"], 3), "",
-                       command="python bench/throughput.py"),
-                Figure(NAME, case, "instant server CPU (all four runs)", round(server_cpu, 2), "s",
-                       command=shell(server.command)),
+                Figure(
+                    NAME,
+                    case,
+                    "collector rollouts/s",
+                    round(collected.rollouts_per_s),
+                    "/s",
+                    command=command,
+                    note=f"{rollouts:,} rollouts, {collected.processes} process(es) (auto)",
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "collector CPU per rollout",
+                    round(collected.cpu_ms_per_rollout, 3),
+                    "ms",
+                    command=command,
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "collector rollouts/s, one process",
+                    round(single.rollouts_per_s),
+                    "/s",
+                    command=single_command,
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "collector CPU per rollout, one process",
+                    round(single.cpu_ms_per_rollout, 3),
+                    "ms",
+                    command=single_command,
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop requests/s (default GC)",
+                    round(minimal["requests_per_s"]),
+                    "/s",
+                    command=shell(bare.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop CPU per request (default GC)",
+                    round(1000 * bare.cpu_s / rollouts, 3),
+                    "ms",
+                    command=shell(bare.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop requests/s (collector's GC)",
+                    round(tuned["requests_per_s"]),
+                    "/s",
+                    command=shell(bare_gc.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "bare loop CPU per request (collector's GC)",
+                    round(1000 * bare_gc.cpu_s / rollouts, 3),
+                    "ms",
+                    command=shell(bare_gc.command),
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "ratio collector / bare loop (same GC)",
+                    round(collected.rollouts_per_s / tuned["requests_per_s"], 3),
+                    "",
+                    target=(">=", TARGET_RATIO) if parallel == 256 else None,
+                    command="python bench/throughput.py",
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "ratio collector / bare loop (default GC)",
+                    round(collected.rollouts_per_s / minimal["requests_per_s"], 3),
+                    "",
+                    command="python bench/throughput.py",
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "ratio one-process collector / bare loop (same GC)",
+                    round(single.rollouts_per_s / tuned["requests_per_s"], 3),
+                    "",
+                    command="python bench/throughput.py",
+                ),
+                Figure(
+                    NAME,
+                    case,
+                    "instant server CPU (all four runs)",
+                    round(server_cpu, 2),
+                    "s",
+                    command=shell(server.command),
+                ),
             ]
     return figures
 

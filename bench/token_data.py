@@ -12,6 +12,7 @@ over ROUNDS rounds and the rates are the means over the rounds.
 
     python bench/token_data.py [--smoke]
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,31 +37,71 @@ def run(smoke: bool = False) -> list[Figure]:
         loop_rates, collector_rates = [], []
         for _ in range(1 if smoke else ROUNDS):
             bare, loop = run_bare_client(server.url, sizes[-1], PARALLEL, GC_YOUNG_THRESHOLD)
-            large = run_collector(work, server.url, sizes[-1] // REPEATS, REPEATS, PARALLEL, agent=agent,
-                                  tag=f"n{sizes[-1]}", processes=1)
+            large = run_collector(
+                work, server.url, sizes[-1] // REPEATS, REPEATS, PARALLEL, agent=agent, tag=f"n{sizes[-1]}", processes=1
+            )
             loop_rates.append(loop["requests_per_s"])
             collector_rates.append(large.rollouts_per_s)
-        small = run_collector(work, server.url, sizes[0] // REPEATS, REPEATS, PARALLEL, agent=agent,
-                              tag=f"n{sizes[0]}", processes=1)
+        small = run_collector(
+            work, server.url, sizes[0] // REPEATS, REPEATS, PARALLEL, agent=agent, tag=f"n{sizes[0]}", processes=1
+        )
         loop_rate, collector_rate = sum(loop_rates) / len(loop_rates), sum(collector_rates) / len(collector_rates)
         command = shell(large.measured.command)
         figures += [
-            Figure(NAME, "1,000-token replies", "bare loop requests/s", round(loop_rate, 1), "/s",
-                   command=shell(bare.command), note=f"{sizes[-1]:,} requests, parallelism {PARALLEL}; "
-                   f"rounds: {', '.join(f'{r:.0f}' for r in loop_rates)}"),
-            Figure(NAME, "1,000-token replies", "collector rollouts/s", round(collector_rate, 1), "/s",
-                   command=command, note=f"{sizes[-1]:,} rollouts, one process, token_data: ids; "
-                   f"rounds: {', '.join(f'{r:.0f}' for r in collector_rates)}"),
-            Figure(NAME, "1,000-token replies", "ratio collector / bare loop",
-                   round(collector_rate / loop_rate, 3), "", target=(">=", TARGET_RATIO),
-                   command="python bench/token_data.py"),
-            Figure(NAME, "1,000-token replies", f"collector peak RSS at {sizes[0]:,} rollouts",
-                   round(small.stats["peak_rss_mb"]["collector"], 1), "MB", command=shell(small.measured.command)),
-            Figure(NAME, "1,000-token replies", f"collector peak RSS at {sizes[-1]:,} rollouts",
-                   round(large.stats["peak_rss_mb"]["collector"], 1), "MB", command=command),
-            Figure(NAME, "1,000-token replies", "peak RSS growth (large / small run)",
-                   round(large.stats["peak_rss_mb"]["collector"] / small.stats["peak_rss_mb"]["collector"], 3), "",
-                   target=("<=", TARGET_RSS_GROWTH), command="python bench/token_data.py"),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                "bare loop requests/s",
+                round(loop_rate, 1),
+                "/s",
+                command=shell(bare.command),
+                note=f"{sizes[-1]:,} requests, parallelism {PARALLEL}; "
+                f"rounds: {', '.join(f'{r:.0f}' for r in loop_rates)}",
+            ),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                "collector rollouts/s",
+                round(collector_rate, 1),
+                "/s",
+                command=command,
+                note=f"{sizes[-1]:,} rollouts, one process, token_data: ids; "
+                f"rounds: {', '.join(f'{r:.0f}' for r in collector_rates)}",
+            ),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                "ratio collector / bare loop",
+                round(collector_rate / loop_rate, 3),
+                "",
+                target=(">=", TARGET_RATIO),
+                command="python bench/token_data.py",
+            ),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                f"collector peak RSS at {sizes[0]:,} rollouts",
+                round(small.stats["peak_rss_mb"]["collector"], 1),
+                "MB",
+                command=shell(small.measured.command),
+            ),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                f"collector peak RSS at {sizes[-1]:,} rollouts",
+                round(large.stats["peak_rss_mb"]["collector"], 1),
+                "MB",
+                command=command,
+            ),
+            Figure(
+                NAME,
+                "1,000-token replies",
+                "peak RSS growth (large / small run)",
+                round(large.stats["peak_rss_mb"]["collector"] / small.stats["peak_rss_mb"]["collector"], 3),
+                "",
+                target=("<=", TARGET_RSS_GROWTH),
+                command="python bench/token_data.py",
+            ),
         ]
     return figures
 

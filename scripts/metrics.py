@@ -6,6 +6,7 @@
 The collector's run stats are read from beside the input (data/rollouts/rl.stats.json) unless --stats
 is given; without them failures and throughput are null. pass_threshold comes from params.yaml.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,14 @@ from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
 def parse_args() -> argparse.Namespace:
-    parser = stage_parser("metrics", __doc__, None, None, input_help="rollout JSONL (default: data/rollouts/<objective>.jsonl)",
-                          output_help="metrics JSON to write (default: metrics/<objective>.json)")
+    parser = stage_parser(
+        "metrics",
+        __doc__,
+        None,
+        None,
+        input_help="rollout JSONL (default: data/rollouts/<objective>.jsonl)",
+        output_help="metrics JSON to write (default: metrics/<objective>.json)",
+    )
     parser.add_argument("--objective", required=True, help="objective name in params.yaml (rl, sft, dpo)")
     parser.add_argument("--curve", help="pass@k curve JSON to write (default: metrics/pass_at_k/<objective>.json)")
     parser.add_argument("--stats", help="collector run stats (default: <input stem>.stats.json beside the input)")
@@ -33,8 +40,13 @@ def main() -> int:
     objective_settings(params, args.objective, args.params)  # an unknown objective is an error, with a suggestion
     threshold = params["metrics"]["pass_threshold"] if args.pass_threshold is None else args.pass_threshold
     output = args.output or f"metrics/{args.objective}.json"
-    result = run_metrics(args.input or f"data/rollouts/{args.objective}.jsonl", output, threshold,
-                         curve_path=args.curve or f"metrics/pass_at_k/{args.objective}.json", stats_path=args.stats)
+    result = run_metrics(
+        args.input or f"data/rollouts/{args.objective}.jsonl",
+        output,
+        threshold,
+        curve_path=args.curve or f"metrics/pass_at_k/{args.objective}.json",
+        stats_path=args.stats,
+    )
     print("\n".join(result.lines(output)))
     for note in result.notes:
         print(f"metrics: {note}", file=sys.stderr)

@@ -6,22 +6,25 @@ Pairs written and prompts skipped by reason go to --summary (the stage: metrics/
 
 Settings come from params.yaml's `pair` section; the flags override them for ad-hoc runs.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
 from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
+from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
 from rollout_pipeline.stages.rollout_metrics import scored_of
 
 
 def pairs_cap(text: str) -> int | None:
     """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
-    from rollout_pipeline.params import Pair  # the model, only when the flag is given
-    from rollout_pipeline.params import parse_section
+    from rollout_pipeline.params import (
+        Pair,  # the model, only when the flag is given
+        parse_section,
+    )
 
     value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
     try:
@@ -31,12 +34,22 @@ def pairs_cap(text: str) -> int | None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = stage_parser("pair", __doc__, "data/rollouts/dpo.jsonl", "data/dpo/pairs.jsonl", output_help="DPO JSONL to write")
+    parser = stage_parser(
+        "pair", __doc__, "data/rollouts/dpo.jsonl", "data/dpo/pairs.jsonl", output_help="DPO JSONL to write"
+    )
     parser.add_argument("--min-margin", type=float, help="override pair.min_margin")
-    parser.add_argument("--summary", metavar="PATH",
-                        help="also write the pairs written and prompts skipped by reason here, as JSON (dvc.yaml: metrics/)")
-    parser.add_argument("--pairs-per-prompt", type=pairs_cap, default=argparse.SUPPRESS, metavar="N|none",
-                        help="override pair.pairs_per_prompt ('none': no cap)")
+    parser.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="also write the pairs written and prompts skipped by reason here, as JSON (dvc.yaml: metrics/)",
+    )
+    parser.add_argument(
+        "--pairs-per-prompt",
+        type=pairs_cap,
+        default=argparse.SUPPRESS,
+        metavar="N|none",
+        help="override pair.pairs_per_prompt ('none': no cap)",
+    )
     parser.add_argument("--strategy", choices=STRATEGIES, help="override pair.strategy")
     return parser.parse_args()
 

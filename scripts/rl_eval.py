@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Stage rl_eval@NNN: evaluate checkpoint NNN at the fixed rl.eval temperature on held-out prompts. See --help."""
+
 from rollout_pipeline.cli.launch import interruptible_start
 
 with interruptible_start("rl_eval.py"):

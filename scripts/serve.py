@@ -1,4 +1,5 @@
 """Run the embedded reference server (OpenAI chat/Responses + NeMo Gym /run, /verify). See --help."""
+
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.reference.server import main
 

@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded reference server as a real subprocess on a free loopback port; the session's own
 cache of validated params; the Ray tests skipped, saying how to install Ray, when the extra is not installed."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Real DVC in temporary git repositories: a copy of this project, and shell commands run in it."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "DVC
 def sh(command: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     result = subprocess.run(command, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"`{command}` failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"`{command}` failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 

@@ -1,5 +1,6 @@
 """Real Ray clusters on this machine for the tests and the benchmark: `ray start --block` nodes on free ports with
 their own temp dir, stopped by the process ids that started them (never `ray stop`, which stops every node here)."""
+
 from __future__ import annotations
 
 import os
@@ -9,10 +10,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from support import PY, free_port
 
@@ -52,16 +53,39 @@ def start_node(temp_dir: Path, name: str, args: list[str], cpus: int = 1) -> Nod
     """`ray start --block` as a process of its own session: stopping it (SIGTERM) stops every process of its node,
     and a process-group kill by its pid catches any straggler."""
     log = temp_dir / f"{name}.log"
-    ports = [f"--{flag}={free_port()}" for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
-                                                   "dashboard-agent-grpc-port", "dashboard-agent-listen-port",
-                                                   "runtime-env-agent-port")]
+    ports = [
+        f"--{flag}={free_port()}"
+        for flag in (
+            "node-manager-port",
+            "object-manager-port",
+            "metrics-export-port",
+            "dashboard-agent-grpc-port",
+            "dashboard-agent-listen-port",
+            "runtime-env-agent-port",
+        )
+    ]
     worker_ports = _worker_port_block()
     with open(log, "wb") as handle:
         process = subprocess.Popen(
-            [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
-             "--object-store-memory=80000000", "--disable-usage-stats", *ports,
-             f"--min-worker-port={worker_ports.start}", f"--max-worker-port={worker_ports.stop - 1}", *args],
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **RAY_ENV})
+            [
+                RAY,
+                "start",
+                "--block",
+                f"--num-cpus={cpus}",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={temp_dir}",
+                "--object-store-memory=80000000",
+                "--disable-usage-stats",
+                *ports,
+                f"--min-worker-port={worker_ports.start}",
+                f"--max-worker-port={worker_ports.stop - 1}",
+                *args,
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **RAY_ENV},
+        )
     node = Node(process, log)
     deadline = time.monotonic() + NODE_START_TIMEOUT_S
     while b"Ray runtime started" not in log.read_bytes():
@@ -118,8 +142,13 @@ def ray_cluster(nodes: int = 2) -> Iterator[Cluster]:
     port = free_port()
     cluster = Cluster(f"127.0.0.1:{port}", temp_dir)
     try:
-        cluster.nodes.append(start_node(temp_dir, "head", ["--head", f"--port={port}", "--include-dashboard=false",
-                                                            f"--dashboard-port={free_port()}"]))
+        cluster.nodes.append(
+            start_node(
+                temp_dir,
+                "head",
+                ["--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={free_port()}"],
+            )
+        )
         for _ in range(nodes - 1):
             cluster.add_node()
         yield cluster

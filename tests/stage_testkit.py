@@ -3,6 +3,7 @@
 The collector is developed alongside these stages, so tests build their own files here: every
 field of the rollout-record contract (DESIGN.md), NeMo Gym's names, Responses-API `response`.
 """
+
 from __future__ import annotations
 
 import random
@@ -11,15 +12,27 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import orjson
+
 from support import PY, ROOT, SCRIPTS, agent, write_params
 
 
-def make_rollout(prompt_id: str, task_index: int, rollout_index: int, reward: float, output: str, *,
-                 question: str | None = None, output_tokens: int | None = None, **extra) -> dict:
+def make_rollout(
+    prompt_id: str,
+    task_index: int,
+    rollout_index: int,
+    reward: float,
+    output: str,
+    *,
+    question: str | None = None,
+    output_tokens: int | None = None,
+    **extra,
+) -> dict:
     """One rollout record as the collector writes it; `extra` adds or overrides fields."""
     question = question or f"Task {prompt_id}: what is {task_index} + {task_index + 3}?"
-    messages = [{"role": "system", "content": "Answer with a number in \\boxed{}."},
-                {"role": "user", "content": question}]
+    messages = [
+        {"role": "system", "content": "Answer with a number in \\boxed{}."},
+        {"role": "user", "content": question},
+    ]
     tokens = len(output.split()) + 1 if output_tokens is None else output_tokens
     record = {
         "prompt_id": prompt_id,
@@ -34,8 +47,13 @@ def make_rollout(prompt_id: str, task_index: int, rollout_index: int, reward: fl
             "id": f"resp_{task_index}_{rollout_index}",
             "object": "response",
             "model": "reference",
-            "output": [{"type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": output, "annotations": []}]}],
+            "output": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": output, "annotations": []}],
+                }
+            ],
             "usage": {"input_tokens": 21, "output_tokens": tokens, "total_tokens": 21 + tokens},
         },
         "expected_answer": str(2 * task_index + 3),
@@ -48,14 +66,17 @@ def make_rollout(prompt_id: str, task_index: int, rollout_index: int, reward: fl
 
 def with_reasoning(rollout: dict, text: str) -> dict:
     """The rollout with a `reasoning` output item before its message, as a reasoning model's reply becomes."""
-    rollout["response"]["output"].insert(0, {"type": "reasoning", "id": "rs-0", "summary": [],
-                                             "content": [{"type": "reasoning_text", "text": text}]})
+    rollout["response"]["output"].insert(
+        0, {"type": "reasoning", "id": "rs-0", "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
+    )
     return rollout
 
 
 def group(prompt_id: str, task_index: int, results: Sequence[tuple[float, str]], **extra) -> list[dict]:
     """All rollouts of one prompt, from (reward, output) per rollout_index."""
-    return [make_rollout(prompt_id, task_index, i, reward, output, **extra) for i, (reward, output) in enumerate(results)]
+    return [
+        make_rollout(prompt_id, task_index, i, reward, output, **extra) for i, (reward, output) in enumerate(results)
+    ]
 
 
 def groups(*results: Sequence[tuple[float, str]]) -> list[dict]:
@@ -93,5 +114,6 @@ def stage_params(directory: Path, **sections) -> Path:
 
 def run_script(name: str, *args: str | Path) -> subprocess.CompletedProcess:
     """Run `python scripts/<name>.py ARGS` as a real process from the repo root, capturing text output."""
-    return subprocess.run([PY, str(SCRIPTS / f"{name}.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PY, str(SCRIPTS / f"{name}.py"), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )

@@ -1,4 +1,5 @@
 """Helpers shared by the tests: real subprocesses, real files, no mocks."""
+
 from __future__ import annotations
 
 import json
@@ -35,18 +36,37 @@ def free_port() -> int:
 
 def make_prompts(path: Path, count: int, difficulty: str = "mixed", seed: int = 0) -> Path:
     """Write a prompt set with the project's own generator."""
-    subprocess.run([PY, str(SCRIPTS / "prompts.py"), "--count", str(count), "--difficulty", difficulty,
-                    "--seed", str(seed), "--out", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            PY,
+            str(SCRIPTS / "prompts.py"),
+            "--count",
+            str(count),
+            "--difficulty",
+            difficulty,
+            "--seed",
+            str(seed),
+            "--out",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
 def agent(url: str | list[str] = "embedded", **overrides) -> dict:
-    settings = {"protocol": "chat", "url": url, "model": "reference", "verifier": "math",
-                "timeout_s": 10, "max_retries": 5, "retry_backoff_s": 0.01}
+    settings = {
+        "protocol": "chat",
+        "url": url,
+        "model": "reference",
+        "verifier": "math",
+        "timeout_s": 10,
+        "max_retries": 5,
+        "retry_backoff_s": 0.01,
+    }
     settings.update(overrides)
     return settings
-
-
 
 
 def write_params(directory: Path, agents: dict, objectives: dict | None = None, **sections) -> Path:
@@ -55,7 +75,9 @@ def write_params(directory: Path, agents: dict, objectives: dict | None = None, 
     `fetch` block's per-agent and per-objective overrides."""
     fetch: dict = {"agents": {}, "objectives": {}}
     agents = {name: _split_fetch(settings, fetch["agents"], name) for name, settings in agents.items()}
-    objectives = {name: _split_fetch(settings, fetch["objectives"], name) for name, settings in (objectives or {}).items()}
+    objectives = {
+        name: _split_fetch(settings, fetch["objectives"], name) for name, settings in (objectives or {}).items()
+    }
     params = {"agents": agents, "objectives": objectives, "fetch": fetch}
     params.update(sections)
     path = directory / "params.yaml"
@@ -70,14 +92,21 @@ def _split_fetch(settings: dict, overrides: dict, name: str) -> dict:
     return {key: value for key, value in settings.items() if key not in FETCH_KEYS}
 
 
-def collect(args: list[str], cwd: Path, params: Path | None = None, env: dict | None = None,
-            timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+def collect(
+    args: list[str],
+    cwd: Path,
+    params: Path | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
     """Run `python scripts/collect.py ARGS` as a real process."""
     command = [PY, str(SCRIPTS / "collect.py"), *args, "--no-progress"]
     if params is not None:
         command += ["--params", str(params)]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"collect failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -129,5 +158,6 @@ def tier_interpreter(variable: str, target: str) -> str:
     python = os.environ.get(variable)
     if not python:
         import pytest
+
         pytest.skip(f"this tier runs with `make {target}` ({variable} is not set)")
     return python

@@ -3,12 +3,11 @@
 Read from the source with `ast` (every import, lazy ones inside functions included), so the rules hold for code
 paths a test run may never reach.
 """
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 from support import ROOT
 
@@ -81,7 +80,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(module)
         for nxt in sorted(graph[module]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -108,8 +107,11 @@ def test_only_a_small_core_sits_at_the_top():
 
 
 def test_every_module_says_its_job_in_a_docstring():
-    missing = sorted(str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.rglob("*.py")
-                     if not ast.get_docstring(ast.parse(p.read_text())))
+    missing = sorted(
+        str(p.relative_to(PACKAGE_DIR))
+        for p in PACKAGE_DIR.rglob("*.py")
+        if not ast.get_docstring(ast.parse(p.read_text()))
+    )
     assert not missing
 
 
@@ -130,12 +132,18 @@ def _fake_package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checks_catch_a_stage_that_imports_the_collector_and_a_cycle(tmp_path):
-    package = _fake_package(tmp_path, {
-        "__init__.py": "", "errors.py": "from rollout_pipeline.jsonl import x\n",
-        "jsonl.py": "def f():\n    from . import errors\n",
-        "stages/__init__.py": "", "stages/pair.py": "from ..collect.transport import post\n",
-        "collect/__init__.py": "", "collect/transport.py": "from rollout_pipeline.errors import E\n",
-    })
+    package = _fake_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "errors.py": "from rollout_pipeline.jsonl import x\n",
+            "jsonl.py": "def f():\n    from . import errors\n",
+            "stages/__init__.py": "",
+            "stages/pair.py": "from ..collect.transport import post\n",
+            "collect/__init__.py": "",
+            "collect/transport.py": "from rollout_pipeline.errors import E\n",
+        },
+    )
     graph = import_graph(package)
     assert layer_violations(graph) == ["rollout_pipeline.stages.pair imports rollout_pipeline.collect.transport"]
     assert find_cycle(graph) == ["rollout_pipeline.errors", "rollout_pipeline.jsonl", "rollout_pipeline.errors"]
@@ -144,6 +152,7 @@ def test_the_checks_catch_a_stage_that_imports_the_collector_and_a_cycle(tmp_pat
 def test_every_phony_make_target_has_a_recipe():
     """A declared target without a recipe prints "Nothing to be done" and exits 0: a fake pass."""
     import re
+
     makefile = (ROOT / "Makefile").read_text()
     phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
     for target in phony:

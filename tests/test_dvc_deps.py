@@ -6,6 +6,7 @@ re-running the collection, say).
 A dep names a module file, or a folder whose every module the stage runs. Other files (the shipped checkpoint)
 are data, declared by hand. `python tests/test_dvc_deps.py` prints each stage's deps as they should be.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ from support import PY, ROOT  # noqa: E402
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGE = "scripts/rollout_pipeline"
 # What a stage runs beyond its script's imports: modules it imports lazily, and scripts it runs as child processes.
-_INLINE_SCORING = ["rollout_pipeline.collect.scoring", "rollout_pipeline.collect.verify_pool",
-                   "rollout_pipeline.verify.verifiers"]
+_INLINE_SCORING = [
+    "rollout_pipeline.collect.scoring",
+    "rollout_pipeline.collect.verify_pool",
+    "rollout_pipeline.verify.verifiers",
+]
 _COLLECTING = ["rollout_pipeline.reference.server", "rollout_pipeline.collect.ray_executor"]
 # params.yaml is validated by the models (params) when its content was not validated before (cli/stage_args).
 _VALIDATING = ["rollout_pipeline.params"]
@@ -97,8 +101,10 @@ def test_a_stage_depends_on_exactly_the_code_it_runs(stage):
     missing = sorted(code - covered)
     extra = sorted(covered - code)
     assert not missing, f"add to {stage}'s deps in dvc.yaml (it runs them): {missing}"
-    assert not extra, (f"{stage}'s deps in dvc.yaml name code it never runs (an edit there would re-run it for "
-                       f"nothing): {extra}; its deps should be {expected_deps(stage)}")
+    assert not extra, (
+        f"{stage}'s deps in dvc.yaml name code it never runs (an edit there would re-run it for "
+        f"nothing): {extra}; its deps should be {expected_deps(stage)}"
+    )
 
 
 if __name__ == "__main__":  # print each stage's code deps, for dvc.yaml

@@ -1,4 +1,5 @@
 """The DVC pipeline, for real: `dvc repro` in temporary git repositories copied from this project."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,20 @@ import yaml
 
 from dvc_testkit import VENV_BIN, copy_project, sh
 
-OUTPUTS = ["data/prompts/math.jsonl", "data/rollouts/rl.jsonl", "data/rollouts/sft.jsonl", "data/rollouts/dpo.jsonl",
-           "data/sft/train.jsonl", "data/dpo/pairs.jsonl", "metrics/rl.json", "metrics/sft.json", "metrics/dpo.json",
-           "reports/index.html", "reports/rl.html", "reports/rl-loop.html"]
+OUTPUTS = [
+    "data/prompts/math.jsonl",
+    "data/rollouts/rl.jsonl",
+    "data/rollouts/sft.jsonl",
+    "data/rollouts/dpo.jsonl",
+    "data/sft/train.jsonl",
+    "data/dpo/pairs.jsonl",
+    "metrics/rl.json",
+    "metrics/sft.json",
+    "metrics/dpo.json",
+    "reports/index.html",
+    "reports/rl.html",
+    "reports/rl-loop.html",
+]
 
 
 def stages_run(output: str) -> set[str]:
@@ -66,16 +78,30 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
         assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
 
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"collect@dpo", "score@dpo", "pair", "metrics@dpo",
-                                                                      "report"}
+        assert stages_run(sh("dvc repro", small_project).stdout) == {
+            "collect@dpo",
+            "score@dpo",
+            "pair",
+            "metrics@dpo",
+            "report",
+        }
     finally:
         params_path.write_text(original)
         sh("dvc repro", small_project)
 
 
 # A new value for each key of params.yaml's fetch block: how rollouts are fetched, not what they are.
-FETCH_CHANGES = {"num_samples_in_parallel": 7, "max_failure_rate": 0.5, "timeout_s": 33, "connect_timeout_s": 3,
-                 "max_retries": 2, "give_up_after_s": 99, "retry_backoff_s": 0.1, "verify_timeout_s": 2, "max_reply_bytes": 2048}
+FETCH_CHANGES = {
+    "num_samples_in_parallel": 7,
+    "max_failure_rate": 0.5,
+    "timeout_s": 33,
+    "connect_timeout_s": 3,
+    "max_retries": 2,
+    "give_up_after_s": 99,
+    "retry_backoff_s": 0.1,
+    "verify_timeout_s": 2,
+    "max_reply_bytes": 2048,
+}
 
 
 def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_they_are_does(small_project):
@@ -97,8 +123,17 @@ def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_th
         params_path.write_text(original)
 
 
-SCORED_AND_AFTER = {"score@rl", "score@sft", "score@dpo", "filter", "pair", "metrics@rl", "metrics@sft", "metrics@dpo",
-                    "report"}
+SCORED_AND_AFTER = {
+    "score@rl",
+    "score@sft",
+    "score@dpo",
+    "filter",
+    "pair",
+    "metrics@rl",
+    "metrics@sft",
+    "metrics@dpo",
+    "report",
+}
 GENERATIONS = [f"data/generations/{objective}.jsonl" for objective in ("rl", "sft", "dpo")]
 
 
@@ -158,17 +193,21 @@ SCORE = {"score@rl", "score@sft", "score@dpo"}
 # An edit re-runs only the stages that run the edited code (then what follows them, if their outputs change).
 # The embedded server's code is a dep of every collect stage, whatever its agent's url: a stage's deps are fixed
 # per stage in dvc.yaml, and the url is a param.
-@pytest.mark.parametrize(("source", "stages"), [
-    ("scripts/rollout_pipeline/stages/report_html.py", {"report"}),
-    ("scripts/rollout_pipeline/stages/dpo_pairs.py", {"pair"}),
-    ("scripts/rollout_pipeline/stages/sft_filter.py", {"filter", "report"}),
-    ("scripts/rollout_pipeline/collect/transport.py", COLLECT | SCORE),  # scoring posts to /verify URLs with it
-    ("scripts/rollout_pipeline/collect/fetcher.py", COLLECT),
-    ("scripts/rollout_pipeline/collect/score_run.py", SCORE),
-    ("scripts/rollout_pipeline/verify/math_answer.py", SCORE),
-    ("scripts/rollout_pipeline/reference/server.py", COLLECT),
-    ("scripts/rollout_pipeline/rl/trainer.py", set()),  # the RL loop's (tests/rl: rl_train@* only)
-], ids=lambda value: value if isinstance(value, str) else None)
+@pytest.mark.parametrize(
+    ("source", "stages"),
+    [
+        ("scripts/rollout_pipeline/stages/report_html.py", {"report"}),
+        ("scripts/rollout_pipeline/stages/dpo_pairs.py", {"pair"}),
+        ("scripts/rollout_pipeline/stages/sft_filter.py", {"filter", "report"}),
+        ("scripts/rollout_pipeline/collect/transport.py", COLLECT | SCORE),  # scoring posts to /verify URLs with it
+        ("scripts/rollout_pipeline/collect/fetcher.py", COLLECT),
+        ("scripts/rollout_pipeline/collect/score_run.py", SCORE),
+        ("scripts/rollout_pipeline/verify/math_answer.py", SCORE),
+        ("scripts/rollout_pipeline/reference/server.py", COLLECT),
+        ("scripts/rollout_pipeline/rl/trainer.py", set()),  # the RL loop's (tests/rl: rl_train@* only)
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
 def test_an_edit_to_code_reruns_only_the_stages_that_run_it(small_project, source, stages):
     assert stages_changed_by_editing(small_project, source) == stages
 
@@ -186,9 +225,13 @@ def test_metrics_show_and_plots_render(small_project):
     # Offline: Vega comes inside the page, not from a CDN; one chart per question, each axis named.
     assert "<script src=" not in text and "cdn.jsdelivr" not in text and "vegaEmbed" in text
     charts = re.findall(r"vegaEmbed\('#([^']+)'", text)
-    assert charts == ["pass_k_by_objective", "RL_learning__eval_at_the_fixed_rl_eval_temperature_",
-                      "RL_collection_reward__what_the_trainer_saw_", "RL_temperature__annealing_schedule_",
-                      "RL_zero-variance_fraction__prompts_with_no_GRPO_signal_"]
+    assert charts == [
+        "pass_k_by_objective",
+        "RL_learning__eval_at_the_fixed_rl_eval_temperature_",
+        "RL_collection_reward__what_the_trainer_saw_",
+        "RL_temperature__annealing_schedule_",
+        "RL_zero-variance_fraction__prompts_with_no_GRPO_signal_",
+    ]
     # The RL charts are empty until `make rl-iter` runs; pass@k is drawn, with both axes named.
     assert '"title": "k (samples per prompt)"' in text and '"title": "pass@k"' in text
 

@@ -1,5 +1,6 @@
 """Every bash command in the sampling seed document runs as written, from the project's virtualenv,
 against the embedded default server (the project's params.yaml, unchanged)."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def test_the_document_has_the_four_collection_commands():
 @pytest.mark.parametrize("block", BLOCKS, ids=["basic", "rl", "sft", "dpo"])
 def test_each_command_runs_as_written(workdir, block):
     env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-e", "-c", block], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=180)
+    result = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=workdir, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     repeats = int(re.search(r"\+num_repeats=(\d+)", block).group(1))
     records = read_jsonl(workdir / _output_path(block))
@@ -49,16 +51,18 @@ def test_each_command_runs_as_written(workdir, block):
 
 
 def test_help_names_the_command_as_it_was_called():
-    result = subprocess.run([str(Path(PY).parent / "ng_collect_rollouts"), "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [str(Path(PY).parent / "ng_collect_rollouts"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.startswith("usage: ng_collect_rollouts")
 
 
 def test_a_python_without_the_projects_packages_says_which_and_what_to_do(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
     bare = tmp_path / "bare" / "bin" / "python"
-    result = subprocess.run([str(bare), str(ROOT / "scripts" / "filter.py"), "--help"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [str(bare), str(ROOT / "scripts" / "filter.py"), "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {bare} lacks the project's packages (aiohttp, orjson, yaml, jq)")

@@ -1,5 +1,6 @@
 """The seed documents the project promises to honour are vendored in tests/seed_docs/ so tests never depend on
 a folder outside the repository; this keeps the copy honest whenever the team's shared folder is beside it."""
+
 from __future__ import annotations
 
 from pathlib import Path

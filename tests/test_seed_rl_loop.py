@@ -3,6 +3,7 @@ NUM_ITERATIONS is 3 (not 10) to keep the test short, and `train_rl.py` -- the us
 document -- is a shim onto this project's trainer. The agent keeps the model name the script gives it,
 so the loop here shows the collection and bookkeeping work; `make rl-iter` is the loop that also swaps
 checkpoints (tests/test_rl_loop.py)."""
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,14 @@ from support import PY, ROOT, SCRIPTS, make_prompts, read_jsonl
 DOC = (Path(__file__).resolve().parent / "seed_docs" / "002_e2d8e0e22c428514.txt").read_text()
 LOOP = next(block for block in re.findall(r"```bash\n(.*?)```", DOC, flags=re.S) if block.startswith("#!/bin/bash"))
 
-TRAIN_RL_SHIM = f'''import argparse, subprocess, sys
+TRAIN_RL_SHIM = f"""import argparse, subprocess, sys
 parser = argparse.ArgumentParser()
 parser.add_argument("--input"); parser.add_argument("--checkpoint"); parser.add_argument("--steps", type=int)
 args = parser.parse_args()
 import os; os.makedirs(os.path.dirname(args.checkpoint) or ".", exist_ok=True)
 sys.exit(subprocess.call([sys.executable, {str(SCRIPTS / "train.py")!r}, "--rollouts", args.input,
                           "--init", {str(REFERENCE_PATH)!r}, "--out", args.checkpoint, "--steps", "5"]))
-'''
+"""
 
 
 def test_the_rl_seed_loop_runs_as_written(tmp_path):
@@ -34,8 +35,9 @@ def test_the_rl_seed_loop_runs_as_written(tmp_path):
     script = LOOP.replace("NUM_ITERATIONS=10", "NUM_ITERATIONS=3")
     assert script != LOOP
     env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     out = result.stdout

@@ -4,6 +4,7 @@ Users arrive with these snippets (000_46c80efc949f60b0.txt, "Configure Sampling 
 the stages must give them the same data, plus what the snippets lack (streaming, errors, dedupe,
 skipping pairs that carry no preference).
 """
+
 from __future__ import annotations
 
 from itertools import groupby
@@ -11,21 +12,21 @@ from pathlib import Path
 
 import orjson
 import pytest
-from stage_testkit import groups, random_rollouts, write_rollouts
-from support import read_jsonl
 
 from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
 from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
+from stage_testkit import groups, random_rollouts, write_rollouts
+from support import read_jsonl
 
 SEED_DOC = Path(__file__).resolve().parent / "seed_docs" / "000_46c80efc949f60b0.txt"
 
 # Copied verbatim from the seed document; do not edit (test_snippets_are_verbatim checks them).
-SFT_SNIPPET = '''\
+SFT_SNIPPET = """\
 # Filter to high-reward rollouts only
 high_quality = [r for r in rollouts if r["reward"] >= 0.8]
-'''
+"""
 
-DPO_SNIPPET = '''\
+DPO_SNIPPET = """\
 # Group by prompt, pair high/low reward
 from itertools import groupby
 
@@ -38,18 +39,18 @@ for prompt_id, group in groupby(rollouts, key=lambda r: r["prompt_id"]):
             "chosen": sorted_group[0]["output"],
             "rejected": sorted_group[-1]["output"],
         })
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def rollout_file(tmp_path_factory) -> Path:
     """Hand-made edge cases first, then a seeded random batch (graded rewards, ties, duplicate outputs)."""
     edge_cases = groups(
-        [(1.0, "best0"), (0.0, "worst1"), (1.0, "best2"), (0.0, "worst3")],   # ties at both ends
-        [(1.0, "same"), (1.0, "same"), (1.0, "other")],                        # all tied, with a duplicate
-        [(0.0, "no"), (0.0, "nope")],                                          # all tied at zero
-        [(0.9, "alone")],                                                      # a single rollout
-        [(0.8, "edge"), (0.79, "just below"), (0.8, "edge")],                  # the 0.8 boundary, duplicated
+        [(1.0, "best0"), (0.0, "worst1"), (1.0, "best2"), (0.0, "worst3")],  # ties at both ends
+        [(1.0, "same"), (1.0, "same"), (1.0, "other")],  # all tied, with a duplicate
+        [(0.0, "no"), (0.0, "nope")],  # all tied at zero
+        [(0.9, "alone")],  # a single rollout
+        [(0.8, "edge"), (0.79, "just below"), (0.8, "edge")],  # the 0.8 boundary, duplicated
     )
     path = tmp_path_factory.mktemp("seed") / "rollouts.jsonl"
     return write_rollouts(path, [*edge_cases, *random_rollouts(120, 4, seed=7, first_task=len(edge_cases))])
@@ -75,7 +76,9 @@ def test_filter_keeps_exactly_what_the_sft_snippet_keeps_when_dedupe_is_off(roll
     run_filter(rollout_file, tmp_path / "sft.jsonl", FilterConfig(min_reward=0.8, dedupe=False))
     ours = read_jsonl(tmp_path / "sft.jsonl")
     assert [(r["prompt_id"], r["messages"], r["reward"]) for r in ours] == [
-        (r["prompt_id"], [*r["input"], {"role": "assistant", "content": r["output"]}], r["reward"]) for r in high_quality]
+        (r["prompt_id"], [*r["input"], {"role": "assistant", "content": r["output"]}], r["reward"])
+        for r in high_quality
+    ]
 
 
 def test_filter_with_dedupe_keeps_the_same_prompts_and_each_distinct_output_once(rollout_file, tmp_path):
@@ -90,15 +93,18 @@ def test_filter_with_dedupe_keeps_the_same_prompts_and_each_distinct_output_once
 def test_pair_agrees_with_the_dpo_snippet_except_that_tied_groups_give_no_pair(rollout_file, tmp_path):
     rollouts = read_jsonl(rollout_file)
     snippet_pairs = {prompt_key(p["prompt"]): p for p in run_snippet(DPO_SNIPPET, rollouts)["pairs"]}
-    tied = {prompt_key(g[0]["input"]) for g in (list(g) for _, g in groupby(rollouts, key=lambda r: r["prompt_id"]))
-            if len(g) >= 2 and len({r["reward"] for r in g}) == 1}
+    tied = {
+        prompt_key(g[0]["input"])
+        for g in (list(g) for _, g in groupby(rollouts, key=lambda r: r["prompt_id"]))
+        if len(g) >= 2 and len({r["reward"] for r in g}) == 1
+    }
 
     run_pair(rollout_file, tmp_path / "pairs.jsonl", PairConfig(min_margin=0.0))
     ours = {prompt_key(p["prompt"]): p for p in read_jsonl(tmp_path / "pairs.jsonl")}
 
-    assert tied and tied <= snippet_pairs.keys()        # the snippet pairs tied groups (chosen ~ rejected)...
-    assert not tied & ours.keys()                       # ...we skip them by design
-    assert ours.keys() == snippet_pairs.keys() - tied   # every other prompt: same pairs
+    assert tied and tied <= snippet_pairs.keys()  # the snippet pairs tied groups (chosen ~ rejected)...
+    assert not tied & ours.keys()  # ...we skip them by design
+    assert ours.keys() == snippet_pairs.keys() - tied  # every other prompt: same pairs
     for key, pair in ours.items():
         assert pair["chosen"] == [{"role": "assistant", "content": snippet_pairs[key]["chosen"]}]
         assert pair["rejected"] == [{"role": "assistant", "content": snippet_pairs[key]["rejected"]}]

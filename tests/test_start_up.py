@@ -1,6 +1,7 @@
 """A short run starts fast: params.yaml is validated by pydantic once per content and read back after that, a plain
 seed command line is read without Hydra (typed exactly as Hydra's parser types it), and the entry points import
 neither until they need them."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,15 @@ from rollout_pipeline.params import load_params as validate_params_file
 from support import PY, ROOT, SCRIPTS
 
 PARAMS = ROOT / "params.yaml"
-SEED_RUN = ["+agent_name=math_agent", "+input_jsonl_fpath=data/prompts/math.jsonl", "+output_jsonl_fpath=out.jsonl",
-            "+num_repeats=4", "+num_samples_in_parallel=8", "+responses_create_params.temperature=0.7", "+seed=1"]
+SEED_RUN = [
+    "+agent_name=math_agent",
+    "+input_jsonl_fpath=data/prompts/math.jsonl",
+    "+output_jsonl_fpath=out.jsonl",
+    "+num_repeats=4",
+    "+num_samples_in_parallel=8",
+    "+responses_create_params.temperature=0.7",
+    "+seed=1",
+]
 HEAVY = ("pydantic", "hydra", "omegaconf")
 
 
@@ -35,25 +43,37 @@ def cache(tmp_path, monkeypatch):
 def _heavy_imports_of(probe: str, cache_dir) -> list[str]:
     """Which of pydantic, Hydra and OmegaConf a fresh interpreter imported while running `probe` (from the repo
     root, with `scripts/` on the path, as the stage scripts run)."""
-    code = f"import sys\nsys.path.insert(0, 'scripts')\n{probe}\n" \
-           f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
-    run = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, settings.CACHE_ENV: str(cache_dir)})
+    code = (
+        f"import sys\nsys.path.insert(0, 'scripts')\n{probe}\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    )
+    run = subprocess.run(
+        [PY, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, settings.CACHE_ENV: str(cache_dir)},
+    )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout.strip().splitlines()[-1].replace("'", '"'))
 
 
 # -- what a start-up imports ---------------------------------------------------------------------------------
 def test_a_plain_seed_command_line_imports_pydantic_only_the_first_time_and_hydra_never(cache):
-    probe = (f"from rollout_pipeline.cli.collect import settings_from_seed_args\n"
-             f"settings_from_seed_args({SEED_RUN!r}, {str(PARAMS)!r})")
+    probe = (
+        f"from rollout_pipeline.cli.collect import settings_from_seed_args\n"
+        f"settings_from_seed_args({SEED_RUN!r}, {str(PARAMS)!r})"
+    )
     assert _heavy_imports_of(probe, cache) == ["pydantic"]  # params.yaml and the command line validated
     assert _heavy_imports_of(probe, cache) == []  # both read back
 
 
 def test_a_seed_command_line_that_needs_hydra_still_gets_it(cache):
-    probe = (f"from rollout_pipeline.cli.seed_args import parse_seed_args\n"
-             f"parse_seed_args({SEED_RUN[:3] + ['+responses_create_params.stop=[END]']!r})")
+    probe = (
+        f"from rollout_pipeline.cli.seed_args import parse_seed_args\n"
+        f"parse_seed_args({SEED_RUN[:3] + ['+responses_create_params.stop=[END]']!r})"
+    )
     assert _heavy_imports_of(probe, cache) == ["hydra", "omegaconf", "pydantic"]
 
 
@@ -134,10 +154,57 @@ def _hydra_value(text: str):
     return OverridesParser.create().parse_override(text).value()
 
 
-EDGE_VALUES = ["4", "-4", "0", "00", "007", "1_000", "1__0", "1_", "0.7", ".5", "-.5", "1.", "1e3", "1E3", "2e-3",
-               "1.5e2", "1.e2", "1e", "e1", "true", "True", "TRUE", "false", "trueish", "null", "NULL", "nullify",
-               "none", "Infinity", "info", "nano", "math_agent", "data/prompts/math.jsonl", "out.jsonl", "-", ".", "/",
-               "a-b", "-x", "x-", "1.5.jsonl", "v1.2", "1/2", "..", "_", "_1", "Qwen/Qwen3-8B", "0x10", "1_0.5"]
+EDGE_VALUES = [
+    "4",
+    "-4",
+    "0",
+    "00",
+    "007",
+    "1_000",
+    "1__0",
+    "1_",
+    "0.7",
+    ".5",
+    "-.5",
+    "1.",
+    "1e3",
+    "1E3",
+    "2e-3",
+    "1.5e2",
+    "1.e2",
+    "1e",
+    "e1",
+    "true",
+    "True",
+    "TRUE",
+    "false",
+    "trueish",
+    "null",
+    "NULL",
+    "nullify",
+    "none",
+    "Infinity",
+    "info",
+    "nano",
+    "math_agent",
+    "data/prompts/math.jsonl",
+    "out.jsonl",
+    "-",
+    ".",
+    "/",
+    "a-b",
+    "-x",
+    "x-",
+    "1.5.jsonl",
+    "v1.2",
+    "1/2",
+    "..",
+    "_",
+    "_1",
+    "Qwen/Qwen3-8B",
+    "0x10",
+    "1_0.5",
+]
 
 
 @pytest.mark.parametrize("value", EDGE_VALUES)
@@ -166,19 +233,43 @@ def test_plain_dotted_keys_nest_as_hydra_and_omegaconf_nest_them():
     plain = plain_overrides(SEED_RUN + ["++limit=3", "responses_create_params.reasoning.effort=high"])
     assert plain["responses_create_params"] == {"temperature": 0.7, "reasoning": {"effort": "high"}}
     assert parse_seed_args(SEED_RUN + ["++limit=3"]) == parse_seed_args(
-        SEED_RUN + ["++limit=3", "+config_paths=[]"])  # the second goes through Hydra: the same settings
+        SEED_RUN + ["++limit=3", "+config_paths=[]"]
+    )  # the second goes through Hydra: the same settings
 
 
-@pytest.mark.parametrize("argv", [
-    ["+stop=[END]"], ["+name='two words'"], ["+a=1,2"], ["~a"], ["+a=${b}"], ["+a="], ["+a=x:y"], ["+a=+5"],
-    ["+a=inf"], ["+a=-NaN"], ["+a=1", "++a=2"], ["+a.b=1", "+a=2"], ["+a=2", "+a.b=1"], ["+config_paths=[x.yaml]"],
-    ["+grp/opt=1"], ["+a=é"], ["+dashed-key=1"],
-], ids=lambda argv: " ".join(argv))
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["+stop=[END]"],
+        ["+name='two words'"],
+        ["+a=1,2"],
+        ["~a"],
+        ["+a=${b}"],
+        ["+a="],
+        ["+a=x:y"],
+        ["+a=+5"],
+        ["+a=inf"],
+        ["+a=-NaN"],
+        ["+a=1", "++a=2"],
+        ["+a.b=1", "+a=2"],
+        ["+a=2", "+a.b=1"],
+        ["+config_paths=[x.yaml]"],
+        ["+grp/opt=1"],
+        ["+a=é"],
+        ["+dashed-key=1"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
 def test_a_command_line_that_needs_hydras_parser_is_left_to_it(argv):
     assert plain_overrides(argv) is None
 
 
 def test_the_seed_scripts_lazy_imports_still_cover_a_one_line_error_for_a_missing_params_file(tmp_path):
-    run = subprocess.run([PY, str(SCRIPTS / "collect.py"), *SEED_RUN, "--params", str(tmp_path / "none.yaml")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [PY, str(SCRIPTS / "collect.py"), *SEED_RUN, "--params", str(tmp_path / "none.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and run.stderr == f"collect.py: error: {tmp_path / 'none.yaml'}: file not found\n"

@@ -8,6 +8,9 @@ import sys as _sys
 # packages, say which interpreter that was and what to do, instead of a ModuleNotFoundError traceback.
 _MISSING = [name for name in ("aiohttp", "orjson", "yaml", "jq") if _util.find_spec(name) is None]
 if _MISSING:
-    print(f"error: {_sys.executable} lacks the project's packages ({', '.join(_MISSING)}); activate the virtualenv "
-          "(source .venv/bin/activate) or run through make (make run, make test), which creates it", file=_sys.stderr)
+    print(
+        f"error: {_sys.executable} lacks the project's packages ({', '.join(_MISSING)}); activate the virtualenv "
+        "(source .venv/bin/activate) or run through make (make run, make test), which creates it",
+        file=_sys.stderr,
+    )
     raise SystemExit(2)

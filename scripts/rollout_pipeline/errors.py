@@ -1,10 +1,12 @@
 """User-facing errors: one clear line, no traceback."""
+
 from __future__ import annotations
 
 import difflib
 import re
 import sys
-from typing import Callable, Iterable, NoReturn
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 # C0 controls (ESC starts the terminal's escape sequences; CR and LF break a line), DEL, C1 controls (0x9b is a
 # one-byte CSI), and the bidirectional overrides that reorder what a line shows.
@@ -14,8 +16,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 def printable(text: str) -> str:
     """Text from outside (a server's message, a cause it names) made safe for a terminal line, a log or a JSON
     key: each control character is shown as an escape (\\x1b, \\u202e) and does nothing."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100
-                        else f"\\u{ord(match.group()):04x}", text)
+    return _CONTROL.sub(
+        lambda match: f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100 else f"\\u{ord(match.group()):04x}",
+        text,
+    )
 
 
 class UserError(Exception):

@@ -1,12 +1,14 @@
 """JSONL reading and writing: streaming, with file:line errors, atomic replacement."""
+
 from __future__ import annotations
 
 import contextlib
 import glob
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import orjson
 
@@ -38,8 +40,10 @@ def nested_too_deep(value: Any) -> bool:
 
 def decode_line(raw: bytes, path: str, lineno: int) -> Any:
     if len(raw) > MAX_LINE_BYTES:
-        raise UserError(f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit; each line "
-                        "must be one prompt row or record (is this a single JSON document rather than JSONL?)")
+        raise UserError(
+            f"{path}:{lineno}: line is {len(raw)} bytes, over the {MAX_LINE_BYTES}-byte limit; each line "
+            "must be one prompt row or record (is this a single JSON document rather than JSONL?)"
+        )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -1,4 +1,5 @@
 """params.yaml: its models (the one schema: validation and params.schema.json), safe loading, cross-checks."""
+
 from __future__ import annotations
 
 import os
@@ -6,15 +7,23 @@ import re
 import string
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rollout_pipeline.errors import UserError, did_you_mean
-from rollout_pipeline.settings import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH,  # noqa: F401
-                                       agent_settings, fetch_settings, objective_settings)
+from rollout_pipeline.settings import (  # noqa: F401
+    OBJECTIVE_FETCH_KEYS,
+    PARAMS_FILE,
+    RL_EVAL_FETCH,
+    RL_LOOP_FETCH,
+    agent_settings,
+    fetch_settings,
+    objective_settings,
+)
 
 # ---- the pydantic base: strict validation, and errors as one line naming the key ----------------------
 
@@ -33,9 +42,16 @@ class Strict(BaseModel):
         if not isinstance(data, dict):
             return data
         fields = _fields_by_key(cls)
-        return {key: value for key, value in data.items()
-                if not (value is None and key in fields and not fields[key].is_required()
-                        and not _accepts_none(fields[key].annotation))}
+        return {
+            key: value
+            for key, value in data.items()
+            if not (
+                value is None
+                and key in fields
+                and not fields[key].is_required()
+                and not _accepts_none(fields[key].annotation)
+            )
+        }
 
 
 class Open(Strict):
@@ -64,13 +80,31 @@ def parse_section(model: type[Model], raw: Any, where: str) -> Model:
 
 # ---- errors: pydantic's first error, said the way the rest of the project says things ---------------
 
-TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",
-              "list": "a list", "dict": "a mapping"}
-ERROR_TYPES = {"int_type": "int", "int_from_float": "int", "float_type": "float", "string_type": "str",
-               "bool_type": "bool", "list_type": "list", "dict_type": "dict", "model_type": "dict",
-               "model_attributes_type": "dict"}
-BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-          "less_than": ("<", "lt")}
+TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true/false",
+    "list": "a list",
+    "dict": "a mapping",
+}
+ERROR_TYPES = {
+    "int_type": "int",
+    "int_from_float": "int",
+    "float_type": "float",
+    "string_type": "str",
+    "bool_type": "bool",
+    "list_type": "list",
+    "dict_type": "dict",
+    "model_type": "dict",
+    "model_attributes_type": "dict",
+}
+BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 
 
 def describe(model: type[BaseModel], error: dict, where: str) -> str:
@@ -157,11 +191,13 @@ OBJECTIVES = ("rl", "sft", "dpo")
 
 def Checked(value_type: Any, check: Callable[[Any], str | None], before: bool = False) -> Any:
     """`value_type`, with a check that returns a problem (a message) or None."""
+
     def run(value: Any) -> Any:
         problem = check(value)
         if problem:
             raise ValueError(problem)
         return value
+
     return Annotated[value_type, BeforeValidator(run) if before else AfterValidator(run)]
 
 
@@ -201,22 +237,46 @@ def _check_env_name(value: str) -> str | None:
 
 # ---- fetch: how rollouts are fetched (no stage declares it, so a change here re-runs nothing) -------------
 
+
 class FetchSettings(Strict):
     """How rollouts are fetched: parallelism, timeouts, retries, limits. They never change what a rollout is."""
 
-    num_samples_in_parallel: int | None = Field(None, ge=1, description=(
-        "concurrent requests (null = the connection pool's cap, 1024, which the adaptive limit backs off from)"))
-    max_failure_rate: float = Field(0.0, ge=0, le=1, description="fraction of rollouts allowed to fail before the run fails")
+    num_samples_in_parallel: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "concurrent requests (null = the connection pool's cap, 1024, which the adaptive limit backs off from)"
+        ),
+    )
+    max_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="fraction of rollouts allowed to fail before the run fails"
+    )
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
     connect_timeout_s: float = Field(10.0, gt=0, description="seconds to open a connection")
-    max_retries: int = Field(20, ge=0, description=(
-        "retries per rollout on connection errors, timeouts and 5xx; waiting out a 429 does not count"))
-    give_up_after_s: float = Field(300.0, gt=0, description="a rollout gives up when no request succeeded for this long")
+    max_retries: int = Field(
+        20,
+        ge=0,
+        description=("retries per rollout on connection errors, timeouts and 5xx; waiting out a 429 does not count"),
+    )
+    give_up_after_s: float = Field(
+        300.0, gt=0, description="a rollout gives up when no request succeeded for this long"
+    )
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff in seconds; doubles per retry, with jitter")
-    verify_timeout_s: float = Field(10.0, gt=0, description=(
-        "a verifier running longer than this on one rollout is stopped (cause verifier_timeout; not retried)"))
-    max_reply_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=24 * 1024 * 1024, description=(
-        "replies over this are refused as they stream in (not retried); <= 24 MiB so records stay readable"))
+    verify_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "a verifier running longer than this on one rollout is stopped (cause verifier_timeout; not retried)"
+        ),
+    )
+    max_reply_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        le=24 * 1024 * 1024,
+        description=(
+            "replies over this are refused as they stream in (not retried); <= 24 MiB so records stay readable"
+        ),
+    )
 
 
 FETCH_KEYS = tuple(FetchSettings.model_fields)
@@ -226,45 +286,71 @@ class Fetch(FetchSettings):
     """The defaults above, then per-agent and per-objective overrides (an objective's win over its agent's)."""
 
     agents: NamedMap(FetchSettings) = Field(default_factory=dict, description="per-agent overrides")
-    objectives: NamedMap(FetchSettings) = Field(default_factory=dict, description=(
-        f"per-objective overrides; the RL loop's iterations read `{RL_LOOP_FETCH}`, its evaluations `{RL_EVAL_FETCH}`"))
+    objectives: NamedMap(FetchSettings) = Field(
+        default_factory=dict,
+        description=(
+            f"per-objective overrides; the RL loop's iterations read `{RL_LOOP_FETCH}`, its evaluations `{RL_EVAL_FETCH}`"
+        ),
+    )
 
 
 def _moved(section: str) -> dict[str, str]:
-    return {key: (f"moved to fetch.{key} (or fetch.{section}.{{name}}.{key}): how rollouts are fetched is not a "
-                  "DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+    return {
+        key: (
+            f"moved to fetch.{key} (or fetch.{section}.{{name}}.{key}): how rollouts are fetched is not a "
+            "DVC param, so changing it re-runs nothing"
+        )
+        for key in FETCH_KEYS
+    }
 
 
 # ---- agents, sampling, objectives, prompt sets -------------------------------------------------------------
+
 
 class Agent(Strict):
     """A model or agent server: what `agent_name` (or the seed syntax's +agent_name=) refers to."""
 
     moved_keys: ClassVar[dict[str, str]] = _moved("agents")
 
-    protocol: Literal["chat", "responses", "agent"] = Field("chat", description=(
-        "chat: POST /v1/chat/completions; responses: POST /v1/responses; agent: NeMo Gym POST /run"))
-    url: Checked(str | list[str], _check_url, before=True) = Field("embedded", description=(
-        "'embedded' = start the bundled reference server; or a URL; or a list of URLs (load-balanced)"))
+    protocol: Literal["chat", "responses", "agent"] = Field(
+        "chat",
+        description=("chat: POST /v1/chat/completions; responses: POST /v1/responses; agent: NeMo Gym POST /run"),
+    )
+    url: Checked(str | list[str], _check_url, before=True) = Field(
+        "embedded",
+        description=("'embedded' = start the bundled reference server; or a URL; or a list of URLs (load-balanced)"),
+    )
     model: str = Field("reference", description="model name sent to the server")
-    api_key_env: Checked(str, _check_env_name) | None = Field(None, description=(
-        "NAME of the environment variable holding the API key (never the key itself)"))
-    verifier: Checked(str, _check_verifier) = Field("math", description=(
-        "math | exact | a resources server's /verify URL | module:function (ignored for protocol: agent)"))
-    repeat_mode: Literal["separate", "n"] = Field("separate", description=(
-        "separate: one request per repeat; n: chat only, one request with n choices"))
+    api_key_env: Checked(str, _check_env_name) | None = Field(
+        None, description=("NAME of the environment variable holding the API key (never the key itself)")
+    )
+    verifier: Checked(str, _check_verifier) = Field(
+        "math",
+        description=("math | exact | a resources server's /verify URL | module:function (ignored for protocol: agent)"),
+    )
+    repeat_mode: Literal["separate", "n"] = Field(
+        "separate", description=("separate: one request per repeat; n: chat only, one request with n choices")
+    )
     checkpoint_dir: str | None = None
     embedded_args: list[str] = Field(default_factory=list, description="flags for the embedded server")
     # Ask for token data, the way each protocol documents it: logprobs (chat `logprobs`, Responses `include`),
     # or ids too (chat `return_token_ids`: vLLM >= 0.10.2 and SGLang). Kept under NeMo Gym's names.
-    token_data: Literal["logprobs", "ids"] | None = Field(None, description=(
-        "ask for token logprobs (and ids); kept as generation_log_probs / generation_token_ids / prompt_token_ids"))
+    token_data: Literal["logprobs", "ids"] | None = Field(
+        None,
+        description=(
+            "ask for token logprobs (and ids); kept as generation_log_probs / generation_token_ids / prompt_token_ids"
+        ),
+    )
     # What the server's logprobs are, recorded beside them (generation_log_probs_mode): a trainer at temperature != 1
     # needs to know. The server decides (vLLM: --logprobs-mode); this says what it decided.
-    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] | None = Field(None, description=(
-        "what the server's logprobs are: raw_logprobs (before temperature and top_p; vLLM's default) or "
-        "processed_logprobs (of the distribution sampled from: vLLM --logprobs-mode processed_logprobs); "
-        "null = raw_logprobs, or processed_logprobs for url: embedded"))
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] | None = Field(
+        None,
+        description=(
+            "what the server's logprobs are: raw_logprobs (before temperature and top_p; vLLM's default) or "
+            "processed_logprobs (of the distribution sampled from: vLLM --logprobs-mode processed_logprobs); "
+            "null = raw_logprobs, or processed_logprobs for url: embedded"
+        ),
+    )
 
 
 class Sampling(Open):
@@ -306,8 +392,24 @@ class PromptSets(Strict):
 
 ITERATION_KEY_RE = re.compile(r"\d{3}")
 DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"
-TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "lr", "steps", "python", "metrics", "base", "clip",
-                      "lora_rank", "lora_alpha", "divide_by_std", "seed", "max_token_mult_prob_error")
+TRAIN_PLACEHOLDERS = (
+    "rollouts",
+    "init",
+    "out",
+    "iteration",
+    "prev",
+    "lr",
+    "steps",
+    "python",
+    "metrics",
+    "base",
+    "clip",
+    "lora_rank",
+    "lora_alpha",
+    "divide_by_std",
+    "seed",
+    "max_token_mult_prob_error",
+)
 UPDATE_PLACEHOLDERS = ("checkpoint", "model", "iteration")
 
 
@@ -319,6 +421,7 @@ def _check_iteration_key(value: str) -> str | None:
 
 def _template(*allowed: str) -> Callable[[str], str | None]:
     """A check for a str.format template that may only use the `allowed` placeholders."""
+
     def check(value: str) -> str | None:
         try:
             names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
@@ -326,9 +429,12 @@ def _template(*allowed: str) -> Callable[[str], str | None]:
             return f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
         for name in names:
             if name not in allowed:
-                return (f"unknown placeholder {{{name}}}{did_you_mean(name, allowed)}; "
-                        f"placeholders: {', '.join('{' + a + '}' for a in allowed)}")
+                return (
+                    f"unknown placeholder {{{name}}}{did_you_mean(name, allowed)}; "
+                    f"placeholders: {', '.join('{' + a + '}' for a in allowed)}"
+                )
         return None
+
     return check
 
 
@@ -349,8 +455,12 @@ class RlCollect(Strict):
     """What every RL iteration collects (the temperature is per iteration)."""
 
     moved_keys: ClassVar[dict[str, str]] = {
-        key: (f"moved to fetch.{key} (or fetch.objectives.{RL_LOOP_FETCH}.{key}): how rollouts are fetched is not "
-              "a DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+        key: (
+            f"moved to fetch.{key} (or fetch.objectives.{RL_LOOP_FETCH}.{key}): how rollouts are fetched is not "
+            "a DVC param, so changing it re-runs nothing"
+        )
+        for key in FETCH_KEYS
+    }
 
     agent_name: str | None = None
     num_repeats: int = Field(8, ge=1)
@@ -394,16 +504,21 @@ class Train(Strict):
     lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha of a new adapter")
     divide_by_std: bool = Field(False, description="divide each advantage by its prompt's reward std")
     seed: int = Field(0, description="the trainer's random seed")
-    max_token_mult_prob_error: float = Field(1.1, ge=1, description=(
-        "the on-policy check fails the stage above this mean exp(|logp_train - logp_infer|)"))
+    max_token_mult_prob_error: float = Field(
+        1.1, ge=1, description=("the on-policy check fails the stage above this mean exp(|logp_train - logp_infer|)")
+    )
 
 
 class Update(Strict):
     """How the server learns of a new checkpoint."""
 
     model: Checked(str, _template("iteration")) = "iter_{iteration}"
-    init_model: str | None = Field(None, description=(
-        "the name the server serves checkpoint 000 under (a real server: the base model's); null = model's"))
+    init_model: str | None = Field(
+        None,
+        description=(
+            "the name the server serves checkpoint 000 under (a real server: the base model's); null = model's"
+        ),
+    )
     cmd: Checked(str, _template(*UPDATE_PLACEHOLDERS)) | None = None
     url: Checked(str, _check_http_url) | None = None
     body: Checked(dict, _check_update_body) | None = None
@@ -424,8 +539,12 @@ class RlEval(Strict):
     reward moves only when the policy does (the collection reward also moves with the annealed temperature)."""
 
     moved_keys: ClassVar[dict[str, str]] = {
-        key: (f"moved to fetch.{key} (or fetch.objectives.{RL_EVAL_FETCH}.{key}): how rollouts are fetched is not "
-              "a DVC param, so changing it re-runs nothing") for key in FETCH_KEYS}
+        key: (
+            f"moved to fetch.{key} (or fetch.objectives.{RL_EVAL_FETCH}.{key}): how rollouts are fetched is not "
+            "a DVC param, so changing it re-runs nothing"
+        )
+        for key in FETCH_KEYS
+    }
 
     prompts: str = "data/prompts/heldout.jsonl"
     temperature: float = Field(1.0, ge=0, le=2)
@@ -450,6 +569,7 @@ class Rl(Strict):
 
 # ---- the stages after collection ------------------------------------------------------------------------
 
+
 class Filter(Strict):
     """The `filter` stage (SFT data)."""
 
@@ -457,8 +577,12 @@ class Filter(Strict):
     where: str | None = Field(None, description="an optional jq expression over a rollout record")
     dedupe: bool = Field(True, description="drop exact duplicate outputs for the same prompt")
     keep_reasoning: bool = Field(True, description="the model's reasoning as the assistant's reasoning_content")
-    format: Literal["messages", "prompt_completion"] = Field("messages", description=(
-        "TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default)"))
+    format: Literal["messages", "prompt_completion"] = Field(
+        "messages",
+        description=(
+            "TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default)"
+        ),
+    )
     where_timeout_s: float = Field(10.0, gt=0, description="seconds one record's `where` may take")
     where_stage_timeout_s: float = Field(3600.0, gt=0, description="seconds the whole stage's `where` may take")
 
@@ -468,9 +592,13 @@ class Pair(Strict):
 
     min_margin: float = Field(0.0, ge=0, description="pairs need chosen_reward - rejected_reward > 0 and >= this")
     pairs_per_prompt: int | None = Field(1, ge=1, description="pairs per prompt (null: no cap)")
-    strategy: Literal["best_vs_worst", "all_pairs"] = Field("best_vs_worst", description=(
-        "best_vs_worst: i-th best against i-th worst, each rollout in one pair at most; all_pairs: every pair above "
-        "the margin, largest margin first"))
+    strategy: Literal["best_vs_worst", "all_pairs"] = Field(
+        "best_vs_worst",
+        description=(
+            "best_vs_worst: i-th best against i-th worst, each rollout in one pair at most; all_pairs: every pair above "
+            "the margin, largest margin first"
+        ),
+    )
 
 
 class Metrics(Strict):
@@ -513,43 +641,60 @@ def _check_rl(rl: dict, agents: dict, source: str) -> None:
     """Cross-checks the schema cannot express: references between keys."""
     where = f"{source}: rl"
     for key in rl["iterations"]:
-        problem = _check_iteration_key(key) or ("iteration 000 is the initial checkpoint (rl.init)" if key == "000" else None)
+        problem = _check_iteration_key(key) or (
+            "iteration 000 is the initial checkpoint (rl.init)" if key == "000" else None
+        )
         if problem:
             raise UserError(f"{where}.iterations.{key}: {problem}")
     agent = rl["collect"]["agent_name"]
     if agent is not None and agent not in agents:
-        raise UserError(f"{where}.collect.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
-                        f"known agents: {', '.join(agents) or '(none)'}")
+        raise UserError(
+            f"{where}.collect.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
+            f"known agents: {', '.join(agents) or '(none)'}"
+        )
     if rl["collect"]["responses_create_params"].get("temperature") is not None:
-        raise UserError(f"{where}.collect.responses_create_params.temperature: the temperature is set per iteration "
-                        "(rl.iterations.NNN.temperature, filled from rl.schedule.temperature); remove it here")
+        raise UserError(
+            f"{where}.collect.responses_create_params.temperature: the temperature is set per iteration "
+            "(rl.iterations.NNN.temperature, filled from rl.schedule.temperature); remove it here"
+        )
     temperature = rl["schedule"]["temperature"]
     if temperature["shape"] == "exponential" and min(temperature["start"], temperature["end"]) <= 0:
         raise UserError(f"{where}.schedule.temperature: the exponential shape needs start > 0 and end > 0")
     phases = [phase["from"] for phase in rl["schedule"]["curriculum"]]
     if phases and phases[0] != 1:
-        raise UserError(f"{where}.schedule.curriculum[0].from: the first phase must start at iteration 1, got {phases[0]}")
+        raise UserError(
+            f"{where}.schedule.curriculum[0].from: the first phase must start at iteration 1, got {phases[0]}"
+        )
     for index in range(1, len(phases)):
         if phases[index] <= phases[index - 1]:
-            raise UserError(f"{where}.schedule.curriculum[{index}].from: phases must start at increasing iterations "
-                            f"({phases[index]} does not come after {phases[index - 1]})")
+            raise UserError(
+                f"{where}.schedule.curriculum[{index}].from: phases must start at increasing iterations "
+                f"({phases[index]} does not come after {phases[index - 1]})"
+            )
     iterations = rl["iterations"]
     for key, entry in iterations.items():
         prev = entry["prev"]
         if prev >= key:
             raise UserError(f"{where}.iterations.{key}.prev: must be an earlier iteration than {key}, got {prev!r}")
         if prev != "000" and prev not in iterations:
-            raise UserError(f"{where}.iterations.{key}.prev: no iteration {prev!r} in rl.iterations "
-                            f"(use \"000\" for the initial checkpoint)")
+            raise UserError(
+                f"{where}.iterations.{key}.prev: no iteration {prev!r} in rl.iterations "
+                f'(use "000" for the initial checkpoint)'
+            )
 
 
 def _check_fetch(fetch: dict, params: dict, source: str) -> None:
     """Overrides must name an agent or objective that exists: a typo would silently change nothing."""
-    for section, known in (("agents", list(params["agents"])), ("objectives", [*params["objectives"], RL_LOOP_FETCH, RL_EVAL_FETCH])):
+    for section, known in (
+        ("agents", list(params["agents"])),
+        ("objectives", [*params["objectives"], RL_LOOP_FETCH, RL_EVAL_FETCH]),
+    ):
         for name in fetch[section]:
             if name not in known:
-                raise UserError(f"{source}: fetch.{section}.{name}: no such {section[:-1]}{did_you_mean(name, known)}; "
-                                f"known: {', '.join(known)}")
+                raise UserError(
+                    f"{source}: fetch.{section}.{name}: no such {section[:-1]}{did_you_mean(name, known)}; "
+                    f"known: {', '.join(known)}"
+                )
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -570,7 +715,7 @@ def parse_yaml(data: bytes, path: str | os.PathLike) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        text_line = data[:exc.start].count(b"\n") + 1
+        text_line = data[: exc.start].count(b"\n") + 1
         raise UserError(f"{path}:{text_line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
@@ -589,14 +734,17 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
     params = model.model_dump(by_alias=True)
     # Overrides keep only the keys written in params.yaml: the others fall through to the defaults.
     for section in ("agents", "objectives"):
-        params["fetch"][section] = {name: override.model_dump(exclude_unset=True)
-                                    for name, override in getattr(model.fetch, section).items()}
+        params["fetch"][section] = {
+            name: override.model_dump(exclude_unset=True) for name, override in getattr(model.fetch, section).items()
+        }
     agents = params["agents"]
     for name, objective in params["objectives"].items():
         agent = objective["agent_name"]
         if agent not in agents:
-            raise UserError(f"{source}: objectives.{name}.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
-                            f"known agents: {', '.join(agents) or '(none)'}")
+            raise UserError(
+                f"{source}: objectives.{name}.agent_name: unknown agent {agent!r}{did_you_mean(agent, agents)}; "
+                f"known agents: {', '.join(agents) or '(none)'}"
+            )
     _check_fetch(params["fetch"], params, source)
     _check_rl(params["rl"], agents, source)
     return params

@@ -1,4 +1,5 @@
 """Input rows: NeMo Gym's canonical format, convenience forms, stable prompt ids."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,10 @@ def _content_text(content: Any) -> str:
         return "".join(texts)
     if content is None:
         return ""
-    raise ValueError(f"a message's 'content' must be a string or a list of content parts, got "
-                     f"{type(content).__name__} {content!r:.60}")
+    raise ValueError(
+        f"a message's 'content' must be a string or a list of content parts, got "
+        f"{type(content).__name__} {content!r:.60}"
+    )
 
 
 def input_messages(value: Any) -> list[Message]:
@@ -88,13 +91,17 @@ def expected_answers(value: Any) -> list[str]:
         raise ValueError("'expected_answer' is an empty list; give at least one acceptable answer")
     answers = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)) or (
-                isinstance(item, float) and not math.isfinite(item)):
+        if (
+            isinstance(item, bool)
+            or not isinstance(item, (str, int, float))
+            or (isinstance(item, float) and not math.isfinite(item))
+        ):
             kind = "a nested list" if isinstance(item, list) else f"{type(item).__name__} {item!r}"[:80]
             raise ValueError(f"'expected_answer' holds {kind}; give a string or number, or a list of them")
         text = str(item).strip()
         if not text:
-            raise ValueError("'expected_answer' is empty, so every output would score 0; give the answer, or drop "
-                             "the row")
+            raise ValueError(
+                "'expected_answer' is empty, so every output would score 0; give the answer, or drop the row"
+            )
         answers.append(text)
     return answers

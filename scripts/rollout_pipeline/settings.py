@@ -1,5 +1,6 @@
 """params.yaml's settings as the entry points read them, without importing pydantic: the names of its parts, the
 accessors for one agent, objective or fetch block, and validation results kept by content (`validated_once`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,10 @@ def objective_settings(params: dict, objective: str, source: str = PARAMS_FILE) 
     """One objective's validated settings; an unknown name lists the known ones."""
     objectives = params["objectives"]
     if objective not in objectives:
-        raise UserError(f"{source}: unknown objective {objective!r}{did_you_mean(objective, objectives)}; "
-                        f"known objectives: {', '.join(objectives)}")
+        raise UserError(
+            f"{source}: unknown objective {objective!r}{did_you_mean(objective, objectives)}; "
+            f"known objectives: {', '.join(objectives)}"
+        )
     return objectives[objective]
 
 
@@ -49,7 +52,9 @@ def agent_settings(params: dict, name: str, source: str = PARAMS_FILE) -> dict:
     """One agent's validated settings; an unknown name lists the known ones."""
     agents = params["agents"]
     if name not in agents:
-        raise UserError(f"unknown agent_name {name!r}{did_you_mean(name, agents)}; agents in {source}: {', '.join(agents)}")
+        raise UserError(
+            f"unknown agent_name {name!r}{did_you_mean(name, agents)}; agents in {source}: {', '.join(agents)}"
+        )
     return agents[name]
 
 
@@ -58,6 +63,7 @@ def agent_settings(params: dict, name: str, source: str = PARAMS_FILE) -> dict:
 # start-up. The result depends only on the input and on the validating code, so it is kept on disk under a hash
 # of both, and a run whose input and code are unchanged reads it back instead. Errors are never kept: a bad input
 # is validated, and reported, every time.
+
 
 def validated_once(kind: str, source: bytes, code: Iterable[str], validate: Callable[[], Any]) -> Any:
     """`validate()`'s result for this `source` (the input's bytes), read back from the cache when the same input

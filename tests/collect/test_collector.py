@@ -1,4 +1,5 @@
 """The collector, end to end: real collector processes talking to real embedded-server processes over loopback."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,30 @@ from pathlib import Path
 import pytest
 
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import (PY, SCRIPTS, agent, collect, count_lines, make_prompts, read_jsonl, seed_args,
-                     server_stats, wait_for, write_params)
+from support import (
+    PY,
+    SCRIPTS,
+    agent,
+    collect,
+    count_lines,
+    make_prompts,
+    read_jsonl,
+    seed_args,
+    server_stats,
+    wait_for,
+    write_params,
+)
 
 SEED_DOC = Path(__file__).resolve().parents[1] / "seed_docs" / "000_46c80efc949f60b0.txt"
 
 
 def _served(url: str) -> int:
     """Generation requests the server answered (any status), once requests still in flight have landed."""
+
     def count() -> int:
         stats = server_stats(url)
         return sum(stats["requests"].get(path, 0) for path in ("/v1/chat/completions", "/v1/responses", "/run"))
+
     previous = -1
     while (current := count()) != previous:
         previous = current
@@ -52,18 +66,29 @@ def prompts_200(tmp_path_factory) -> Path:
 def test_200_prompts_times_4_repeats_give_800_sorted_records(tmp_path, server, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent(server.url)})
     out = tmp_path / "rollouts.jsonl"
-    result = collect(seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=16, seed=1), tmp_path,
-                     params, check=True)
+    result = collect(
+        seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=16, seed=1), tmp_path, params, check=True
+    )
 
     records = read_jsonl(out)
     assert len(records) == 800
     assert [(r["task_index"], r["rollout_index"]) for r in records] == [(t, k) for t in range(200) for k in range(4)]
-    for field in ("prompt_id", "agent_name", "input", "output", "reward", "responses_create_params", "response",
-                  "expected_answer", "task_id", "extracted_answer"):
+    for field in (
+        "prompt_id",
+        "agent_name",
+        "input",
+        "output",
+        "reward",
+        "responses_create_params",
+        "response",
+        "expected_answer",
+        "task_id",
+        "extracted_answer",
+    ):
         assert field in records[0], field
     assert "Found 200 rows!" in result.stdout
     assert "Querying with 16 concurrent requests" in result.stdout
-    printed_mean = json.loads(result.stdout[result.stdout.index("{"):])["reward"]
+    printed_mean = json.loads(result.stdout[result.stdout.index("{") :])["reward"]
     assert printed_mean == pytest.approx(sum(r["reward"] for r in records) / 800, abs=1e-6)
     stats = json.loads((tmp_path / "rollouts.stats.json").read_text())
     assert stats["rollouts"] == 800 and stats["failures"] == 0 and stats["requests"] == 800
@@ -73,12 +98,17 @@ def test_200_prompts_times_4_repeats_give_800_sorted_records(tmp_path, server, p
 def test_the_seed_documents_jq_and_python_snippets_run_verbatim(tmp_path, server, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent(server.url)})
     out = tmp_path / "rollouts.jsonl"
-    collect(seed_args(prompts_200, out, num_repeats=4, seed=3) + ["+responses_create_params.temperature=0.7"],
-            tmp_path, params, check=True)
+    collect(
+        seed_args(prompts_200, out, num_repeats=4, seed=3) + ["+responses_create_params.temperature=0.7"],
+        tmp_path,
+        params,
+        check=True,
+    )
     records = read_jsonl(out)
 
-    mean = subprocess.run(f"jq -s 'map(.reward) | add/length' {out}", shell=True, capture_output=True,
-                          text=True, check=True).stdout
+    mean = subprocess.run(
+        f"jq -s 'map(.reward) | add/length' {out}", shell=True, capture_output=True, text=True, check=True
+    ).stdout
     assert float(mean) == pytest.approx(sum(r["reward"] for r in records) / len(records))
 
     document = SEED_DOC.read_text()
@@ -129,8 +159,12 @@ def test_resume_after_sigkill_sends_only_the_missing_requests(tmp_path, slow_ser
     assert keys == sorted(set(keys)) and len(keys) == 400
 
     uninterrupted = tmp_path / "whole.jsonl"
-    collect(seed_args(prompts_200, uninterrupted, num_repeats=4, num_samples_in_parallel=8, seed=5, limit=100),
-            tmp_path, params, check=True)
+    collect(
+        seed_args(prompts_200, uninterrupted, num_repeats=4, num_samples_in_parallel=8, seed=5, limit=100),
+        tmp_path,
+        params,
+        check=True,
+    )
     assert out.read_bytes() == uninterrupted.read_bytes()
 
 
@@ -140,8 +174,9 @@ def test_changed_settings_or_input_start_fresh_and_say_why(tmp_path, slow_server
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_bytes(prompts_200.read_bytes())
     out = tmp_path / "rl.jsonl"
-    args = seed_args(prompts, out, num_repeats=4, num_samples_in_parallel=8, limit=60,
-                     responses_create_params__temperature=0.7)
+    args = seed_args(
+        prompts, out, num_repeats=4, num_samples_in_parallel=8, limit=60, responses_create_params__temperature=0.7
+    )
     command = [PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", str(params)]
     _kill_midway(command, tmp_path / ".rl.jsonl.progress.jsonl", at_least=40, cwd=tmp_path)
 
@@ -166,8 +201,12 @@ def test_twenty_percent_mixed_faults_lose_nothing_and_fake_nothing(tmp_path, pro
         for name, url in (("faulty", faulty.url), ("healthy", healthy.url)):
             params = write_params(tmp_path, {"math_agent": agent(url, timeout_s=1.0, max_retries=12)})
             out = tmp_path / f"{name}.jsonl"
-            collect(seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=32, seed=9, limit=60),
-                    tmp_path, params, check=True)
+            collect(
+                seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=32, seed=9, limit=60),
+                tmp_path,
+                params,
+                check=True,
+            )
             runs[name] = out
         stats = json.loads((tmp_path / "faulty.stats.json").read_text())
     assert stats["failures"] == 0 and sum(stats["retries"].values()) > 0
@@ -177,11 +216,17 @@ def test_twenty_percent_mixed_faults_lose_nothing_and_fake_nothing(tmp_path, pro
 
 def test_two_endpoints_share_the_load_with_prompt_affinity(tmp_path, prompts_200):
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    with start_embedded_server(["--request-log", str(logs[0]), "--latency-ms", "5"]) as a, \
-            start_embedded_server(["--request-log", str(logs[1]), "--latency-ms", "5"]) as b:
+    with (
+        start_embedded_server(["--request-log", str(logs[0]), "--latency-ms", "5"]) as a,
+        start_embedded_server(["--request-log", str(logs[1]), "--latency-ms", "5"]) as b,
+    ):
         params = write_params(tmp_path, {"math_agent": agent([a.url, b.url])})
-        collect(seed_args(prompts_200, tmp_path / "out.jsonl", num_repeats=4, num_samples_in_parallel=16,
-                          limit=80), tmp_path, params, check=True)
+        collect(
+            seed_args(prompts_200, tmp_path / "out.jsonl", num_repeats=4, num_samples_in_parallel=16, limit=80),
+            tmp_path,
+            params,
+            check=True,
+        )
     servers_by_prompt = defaultdict(set)
     for index, log in enumerate(logs):
         entries = read_jsonl(log)
@@ -197,9 +242,14 @@ def test_killing_one_of_two_endpoints_mid_run_still_completes(tmp_path, prompts_
         doomed = start_embedded_server(["--latency-ms", "10"])
         params = write_params(tmp_path, {"math_agent": agent([doomed.url, survivor.url], timeout_s=2)})
         out = tmp_path / "out.jsonl"
-        command = [PY, str(SCRIPTS / "collect.py"),
-                   *seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=16, limit=100),
-                   "--no-progress", "--params", str(params)]
+        command = [
+            PY,
+            str(SCRIPTS / "collect.py"),
+            *seed_args(prompts_200, out, num_repeats=4, num_samples_in_parallel=16, limit=100),
+            "--no-progress",
+            "--params",
+            str(params),
+        ]
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: count_lines(tmp_path / ".out.jsonl.progress.jsonl") > 60)
         doomed.stop()
@@ -215,7 +265,12 @@ def test_ng_collect_rollouts_runs_the_seed_command_as_written_on_the_embedded_se
     result = subprocess.run(
         f"{command} +agent_name=math_agent +input_jsonl_fpath=math_prompts.jsonl +output_jsonl_fpath=rl_rollouts.jsonl "
         "+num_repeats=8 +responses_create_params.temperature=0.8 +responses_create_params.top_p=0.95",
-        shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Found 200 rows!" in result.stdout and "Collecting rollouts" in result.stderr
     assert len(read_jsonl(tmp_path / "rl_rollouts.jsonl")) == 1600
@@ -224,8 +279,7 @@ def test_ng_collect_rollouts_runs_the_seed_command_as_written_on_the_embedded_se
 def test_repeat_mode_n_sends_one_request_per_prompt(tmp_path, server, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent(server.url, repeat_mode="n")})
     before = _served(server.url)
-    collect(seed_args(prompts_200, tmp_path / "n.jsonl", num_repeats=4, limit=30, seed=2), tmp_path, params,
-            check=True)
+    collect(seed_args(prompts_200, tmp_path / "n.jsonl", num_repeats=4, limit=30, seed=2), tmp_path, params, check=True)
     assert _served(server.url) - before == 30
     records = read_jsonl(tmp_path / "n.jsonl")
     assert len(records) == 120 and len({r["response"]["id"] for r in records}) == 120
@@ -244,14 +298,21 @@ def test_responses_and_agent_protocols_give_the_same_record_shape(tmp_path, serv
 
 @pytest.mark.parametrize("protocol", ["chat", "responses", "agent"])
 def test_an_output_cut_off_by_the_token_limit_is_never_rewarded_for_a_number_it_did_not_finish(
-        tmp_path, server, prompts_200, protocol):
+    tmp_path, server, prompts_200, protocol
+):
     # 6 tokens cut the reference policy's "37 + 48 = 85. The final answer is \\boxed{85}." after "85": the last
     # number is right, but no answer was given. Every protocol scores it the same: in the collector (chat,
     # responses) or in the server's /run (agent).
     params = write_params(tmp_path, {"math_agent": agent(server.url, protocol=protocol)})
     out = tmp_path / "cut.jsonl"
-    collect(seed_args(prompts_200, out, num_repeats=2, limit=40, seed=4,
-                      **{"responses_create_params.max_output_tokens": 6}), tmp_path, params, check=True)
+    collect(
+        seed_args(
+            prompts_200, out, num_repeats=2, limit=40, seed=4, **{"responses_create_params.max_output_tokens": 6}
+        ),
+        tmp_path,
+        params,
+        check=True,
+    )
     records = read_jsonl(out)
     cut = [r for r in records if r["response"]["status"] == "incomplete"]
     assert len(cut) > 40, "most outputs are cut off"
@@ -283,29 +344,39 @@ def test_a_malformed_prompt_line_names_file_and_line_and_writes_nothing(tmp_path
 
 def test_an_unknown_agent_lists_the_known_ones(tmp_path, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent(), "code_agent": agent()})
-    error = _one_line_error(collect(seed_args(prompts_200, tmp_path / "o.jsonl", agent_name="math_agnet"),
-                                    tmp_path, params))
+    error = _one_line_error(
+        collect(seed_args(prompts_200, tmp_path / "o.jsonl", agent_name="math_agnet"), tmp_path, params)
+    )
     assert "unknown agent_name 'math_agnet'" in error and "did you mean 'math_agent'" in error
     assert "math_agent, code_agent" in error
 
 
 def test_an_unknown_argument_suggests_the_closest(tmp_path, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent()})
-    error = _one_line_error(collect(seed_args(prompts_200, tmp_path / "o.jsonl") + ["+num_repeat=4"],
-                                    tmp_path, params))
+    error = _one_line_error(collect(seed_args(prompts_200, tmp_path / "o.jsonl") + ["+num_repeat=4"], tmp_path, params))
     assert "+num_repeat" in error and "did you mean 'num_repeats'" in error
 
 
 def test_a_missing_api_key_names_the_variable_and_the_key_never_leaks(tmp_path, server, prompts_200):
     params = write_params(tmp_path, {"math_agent": agent(server.url, api_key_env="ROLLOUT_TEST_KEY")})
     env = {k: v for k, v in os.environ.items() if k != "ROLLOUT_TEST_KEY"}
-    result = subprocess.run([PY, str(SCRIPTS / "collect.py"), *seed_args(prompts_200, tmp_path / "o.jsonl"),
-                             "--params", str(params)], cwd=tmp_path, capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [PY, str(SCRIPTS / "collect.py"), *seed_args(prompts_200, tmp_path / "o.jsonl"), "--params", str(params)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert "ROLLOUT_TEST_KEY is not set" in _one_line_error(result)
 
     secret = "sk-test-0123456789abcdef"
-    collect(seed_args(prompts_200, tmp_path / "o.jsonl", limit=10), tmp_path, params,
-            env={"ROLLOUT_TEST_KEY": secret}, check=True)
+    collect(
+        seed_args(prompts_200, tmp_path / "o.jsonl", limit=10),
+        tmp_path,
+        params,
+        env={"ROLLOUT_TEST_KEY": secret},
+        check=True,
+    )
     for path in tmp_path.iterdir():
         assert secret not in path.read_text(errors="replace"), path
 
@@ -342,6 +413,7 @@ def test_the_exact_reward_sum_stays_small_and_its_mean_exact_for_rewards_near_th
     """A sum of 1e308s overflows a float: it used to leave a nan partial per value (quadratic: 20,000 rollouts
     took 49 s at the end of the run) and a nan mean."""
     from rollout_pipeline.collect.progress import ExactSum
+
     total = ExactSum()
     for _ in range(20_000):
         total.add(1e308)

@@ -1,4 +1,5 @@
 """fanout: children forked for real, frames over real pipes, the stop pipe, crash reports, the shared counter."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,14 +10,15 @@ import time
 
 import pytest
 
-from rollout_pipeline.collect.processes import SharedCounter
 from rollout_pipeline.collect.fanout import ChildCrashed, fan_out
+from rollout_pipeline.collect.processes import SharedCounter
 
 
 def _collect(count: int, child_main, should_stop=lambda: False) -> tuple[list, list]:
     frames: list[tuple[int, bytes, bytes]] = []
-    children = fan_out(count, child_main, lambda index, kind, payload: frames.append((index, kind, payload)),
-                       should_stop)
+    children = fan_out(
+        count, child_main, lambda index, kind, payload: frames.append((index, kind, payload)), should_stop
+    )
     return frames, children
 
 
@@ -73,6 +75,7 @@ def test_a_child_killed_while_holding_the_claim_lock_does_not_block_the_others()
     pid = os.fork()
     if pid == 0:  # takes the lock and never gives it back
         import fcntl
+
         fcntl.lockf(counter.fd, fcntl.LOCK_EX)
         os.write(ready_write, b"x")
         time.sleep(60)

@@ -1,5 +1,6 @@
 """The Ray executor on a real two-node Ray cluster started by the tests (no mocks): same bytes as the local executor,
 work on both nodes, a killed worker or driver loses nothing, and `COLLECT_EXECUTOR=ray dvc repro` changes nothing."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -39,8 +40,15 @@ def project(tmp_path_factory) -> Path:
 
 
 def _seed_args(output: str) -> list[str]:
-    return ["+agent_name=math_agent", "+input_jsonl_fpath=prompts.jsonl", f"+output_jsonl_fpath={output}",
-            "+num_repeats=4", "+seed=7", "+num_samples_in_parallel=8", "--force"]
+    return [
+        "+agent_name=math_agent",
+        "+input_jsonl_fpath=prompts.jsonl",
+        f"+output_jsonl_fpath={output}",
+        "+num_repeats=4",
+        "+seed=7",
+        "+num_samples_in_parallel=8",
+        "--force",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +82,15 @@ print("killed", flush=True)
 def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The collector as a user starts it: Ctrl-C (SIGINT) reaches it with its default meaning, whatever this
     process's own disposition is."""
-    return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env}, preexec_fn=ctrl_c_default)
+    return subprocess.Popen(
+        [PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", "params.yaml"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        preexec_fn=ctrl_c_default,
+    )
 
 
 def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int) -> None:
@@ -90,9 +104,11 @@ def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int)
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_both_nodes_did_work(
-        cluster, project, local_output):
-    result = collect([*_seed_args("ray.jsonl"), "--executor", "ray"], project, project / "params.yaml",
-                     env=cluster.env, check=True)
+    cluster, project, local_output
+):
+    result = collect(
+        [*_seed_args("ray.jsonl"), "--executor", "ray"], project, project / "params.yaml", env=cluster.env, check=True
+    )
     assert (project / "ray.jsonl").read_bytes() == local_output
     assert (project / "ray.failures.ndjson").read_bytes() == (project / "local.failures.ndjson").read_bytes()
     stats = _stats(project, "ray.jsonl")
@@ -107,10 +123,16 @@ def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_b
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_nothing_is_lost_or_doubled(
-        cluster, project, local_output):
+    cluster, project, local_output
+):
     # The killer connects to the cluster first, so that the kill lands at once when the run is under way.
-    killer = subprocess.Popen([PY, "-c", KILLER, cluster.address, NAMESPACE], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, **cluster.env})
+    killer = subprocess.Popen(
+        [PY, "-c", KILLER, cluster.address, NAMESPACE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **cluster.env},
+    )
     assert killer.stdout.readline() == "connected\n"
     process = _start_collect(project, [*_seed_args("killed.jsonl"), "--executor", "ray"], cluster.env)
     _wait_for_progress(process, project / ".killed.jsonl.progress.jsonl", at_least=20)
@@ -141,8 +163,7 @@ def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, 
     if stop == signal.SIGINT:  # a clean stop, as with the local executor
         assert process.returncode == 130
         assert f"interrupted: {kept} of 240 rollouts done and kept in" in stderr
-    result = collect([a for a in args if a != "--force"], project, project / "params.yaml", env=cluster.env,
-                     check=True)
+    result = collect([a for a in args if a != "--force"], project, project / "params.yaml", env=cluster.env, check=True)
     assert f"resuming: {kept} of 240 rollouts already done" in result.stdout
     assert (project / output).read_bytes() == local_output
     assert _stats(project, output)["new_rollouts"] == 240 - kept
@@ -154,9 +175,23 @@ def test_with_no_address_the_run_starts_a_local_ray_instance_and_shuts_it_down(p
     ray_tmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Ray's socket paths live under it
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     try:
-        result = subprocess.run([PY, str(SCRIPTS / "collect.py"), *_seed_args("alone.jsonl"), "--executor", "ray",
-                                 "--no-progress", "--params", "params.yaml"], cwd=project, capture_output=True,
-                                text=True, timeout=180, env={**env, **RAY_ENV, "RAY_TMPDIR": str(ray_tmp)})
+        result = subprocess.run(
+            [
+                PY,
+                str(SCRIPTS / "collect.py"),
+                *_seed_args("alone.jsonl"),
+                "--executor",
+                "ray",
+                "--no-progress",
+                "--params",
+                "params.yaml",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**env, **RAY_ENV, "RAY_TMPDIR": str(ray_tmp)},
+        )
         assert result.returncode == 0, result.stderr
         assert (project / "alone.jsonl").read_bytes() == local_output
         assert _stats(project, "alone.jsonl")["ray"]["nodes"] == 1
@@ -195,8 +230,12 @@ def test_COLLECT_EXECUTOR_ray_dvc_repro_reruns_nothing_and_forced_gives_the_same
 @pytest.mark.ray
 def test_an_unreachable_cluster_is_one_line_that_names_the_address(project):
     address = f"127.0.0.1:{free_port()}"
-    result = collect(_seed_args("unreachable.jsonl") + ["--executor", "ray", "--ray-address", address], project,
-                     project / "params.yaml", timeout=60)
+    result = collect(
+        _seed_args("unreachable.jsonl") + ["--executor", "ray", "--ray-address", address],
+        project,
+        project / "params.yaml",
+        timeout=60,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and f"cannot reach the Ray cluster at {address}" in errors[0], result.stderr
@@ -210,10 +249,16 @@ def test_an_unknown_COLLECT_EXECUTOR_is_one_line_with_the_closest_name(project):
 
 
 def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_path):
-    settings = CollectSettings(agent_name="a", agent=agent(["http://user:url-secret@gpu-1:8000"],
-                                                           verifier="http://user:verify-secret@judge:9000/verify",
-                                                           api_key_env="KEY"),
-                               input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl")
+    settings = CollectSettings(
+        agent_name="a",
+        agent=agent(
+            ["http://user:url-secret@gpu-1:8000"],
+            verifier="http://user:verify-secret@judge:9000/verify",
+            api_key_env="KEY",
+        ),
+        input_path=tmp_path / "in.jsonl",
+        output_path=tmp_path / "out.jsonl",
+    )
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
     secrets = WorkerSecrets(settings.agent["url"], settings.agent["verifier"], headers)
     shown = pickle.dumps(public_settings(settings)) + orjson.dumps(worker_env()) + repr(secrets).encode()
@@ -227,19 +272,35 @@ def test_the_api_key_and_url_passwords_are_in_no_file_of_the_ray_session_nor_any
     """Ray writes a runtime_env's env_vars to runtime_env_agent.log (world-readable, kept after the run): the
     secrets travel as a Ray object instead. Every file under the cluster's temp dir is read after the run."""
     from rollout_pipeline.reference.embedded import start_embedded_server
+
     key, verify_password = "sk-ray-3f9a1c7e5b2d", "verify-pw-6d2b9f"
     make_prompts(tmp_path / "prompts.jsonl", 6)
     with start_embedded_server([]) as server:
         # The key goes to the agent; the /verify URL (another host name: no key) carries the URL credentials.
         verify_host = server.url.replace("127.0.0.1", "localhost").removeprefix("http://")
-        write_params(tmp_path, {"math_agent": agent(server.url, api_key_env="RAY_TEST_KEY",
-                                                    verifier=f"http://judge:{verify_password}@{verify_host}/verify")})
-        result = collect([*_seed_args("secret.jsonl"), "--executor", "ray"], tmp_path, tmp_path / "params.yaml",
-                         env={**cluster.env, "RAY_TEST_KEY": key})
+        write_params(
+            tmp_path,
+            {
+                "math_agent": agent(
+                    server.url,
+                    api_key_env="RAY_TEST_KEY",
+                    verifier=f"http://judge:{verify_password}@{verify_host}/verify",
+                )
+            },
+        )
+        result = collect(
+            [*_seed_args("secret.jsonl"), "--executor", "ray"],
+            tmp_path,
+            tmp_path / "params.yaml",
+            env={**cluster.env, "RAY_TEST_KEY": key},
+        )
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / "secret.jsonl").read_bytes().splitlines()) == 24  # the workers did get the secrets
-    files = [path for path in [*cluster.temp_dir.rglob("*"), *tmp_path.rglob("*")]
-             if path.is_file() and not path.is_symlink() and path.name != "params.yaml"]
+    files = [
+        path
+        for path in [*cluster.temp_dir.rglob("*"), *tmp_path.rglob("*")]
+        if path.is_file() and not path.is_symlink() and path.name != "params.yaml"
+    ]
     assert any(path.name == "runtime_env_agent.log" for path in files)
     for secret in (key, verify_password):
         assert secret not in result.stdout + result.stderr
@@ -260,9 +321,27 @@ WITHOUT_RAY = "import sys\nsys.modules['ray'] = None\n"
 
 def test_without_the_ray_extra_the_ray_tests_skip_and_say_make_setup_ray(tmp_path):
     (tmp_path / "without_ray.py").write_text(WITHOUT_RAY)
-    run = subprocess.run([PY, "-m", "pytest", "-q", "-rs", "-p", "without_ray", "-m", "ray", "-p", "no:cacheprovider",
-                          str(Path(__file__))], cwd=SCRIPTS.parent, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    run = subprocess.run(
+        [
+            PY,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "without_ray",
+            "-m",
+            "ray",
+            "-p",
+            "no:cacheprovider",
+            str(Path(__file__)),
+        ],
+        cwd=SCRIPTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ skipped, \d+ deselected in .*", summary), summary  # none passed, failed or errored

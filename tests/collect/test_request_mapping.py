@@ -1,5 +1,6 @@
 """What the collector sends: Responses-API sampling params mapped to each protocol's own names, or refused before
 the first request when a server could not honour them (a silently dropped field changes what comes back)."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,11 +55,17 @@ def test_the_logprobs_include_alone_asks_for_top_logprobs_0_without_which_llama_
 
 def test_reasoning_effort_and_text_format_get_their_chat_names():
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
-    body = chat({"reasoning": {"effort": "low"},
-                 "text": {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}}})
+    body = chat(
+        {
+            "reasoning": {"effort": "low"},
+            "text": {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+        }
+    )
     assert body["reasoning_effort"] == "low"
-    assert body["response_format"] == {"type": "json_schema",
-                                       "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": True},
+    }
     assert "reasoning" not in body and "text" not in body
 
 
@@ -66,8 +73,10 @@ def test_responses_format_tools_become_chat_tools_and_chat_tools_pass_unchanged(
     flat = {"type": "function", "name": "add", "description": "a + b", "parameters": {"type": "object"}}
     nested = {"type": "function", "function": {"name": "mul", "parameters": {"type": "object"}}}
     body = chat({"tools": [flat, nested], "tool_choice": {"type": "function", "name": "add"}})
-    assert body["tools"] == [{"type": "function", "function": {"name": "add", "description": "a + b",
-                                                               "parameters": {"type": "object"}}}, nested]
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "add", "description": "a + b", "parameters": {"type": "object"}}},
+        nested,
+    ]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "add"}}
 
 
@@ -86,19 +95,23 @@ def test_token_data_asks_each_protocol_the_way_it_documents():
     assert chat({}, token_data="logprobs") == {**chat({}), "logprobs": True, "top_logprobs": 0}
     assert chat({}, token_data="ids")["return_token_ids"] is True
     assert build_body("responses", ROW, {"include": ["reasoning.encrypted_content"]}, "m", token_data="logprobs")[
-        "include"] == ["reasoning.encrypted_content", "message.output_text.logprobs"]
+        "include"
+    ] == ["reasoning.encrypted_content", "message.output_text.logprobs"]
 
 
-@pytest.mark.parametrize("params,named", [
-    ({"stream": True}, "stream"),
-    ({"include": ["reasoning.encrypted_content"]}, "include"),
-    ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning"),
-    ({"text": {"format": {"type": "grammar"}}}, "text.format"),
-    ({"tools": [{"type": "web_search"}]}, "tools"),
-    ({"truncation": "auto"}, "truncation"),
-    ({"previous_response_id": "resp_1"}, "previous_response_id"),
-    ({"extra_body": "top_k=5"}, "extra_body"),
-])
+@pytest.mark.parametrize(
+    "params,named",
+    [
+        ({"stream": True}, "stream"),
+        ({"include": ["reasoning.encrypted_content"]}, "include"),
+        ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning"),
+        ({"text": {"format": {"type": "grammar"}}}, "text.format"),
+        ({"tools": [{"type": "web_search"}]}, "tools"),
+        ({"truncation": "auto"}, "truncation"),
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"extra_body": "top_k=5"}, "extra_body"),
+    ],
+)
 def test_what_a_chat_server_cannot_honour_is_refused_before_anything_is_sent(params, named):
     with pytest.raises(UserError, match=f"responses_create_params.{named}"):
         chat(params)

@@ -7,6 +7,7 @@ so a fixed verifier scores it too. Each record says what scored it (`scored_by`:
 code and settings), and the metrics warn about a file that mixes verdicts. All over real processes and a real
 loopback server, whose request counts prove that scoring sends nothing to it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,8 +41,18 @@ def server():
 
 
 def _params(directory: Path, url: str, verifier: str = "math") -> Path:
-    return write_params(directory, {"math_agent": {"protocol": "chat", "url": url, "model": "reference",
-                                                   "verifier": verifier, "verify_timeout_s": 60}})
+    return write_params(
+        directory,
+        {
+            "math_agent": {
+                "protocol": "chat",
+                "url": url,
+                "model": "reference",
+                "verifier": verifier,
+                "verify_timeout_s": 60,
+            }
+        },
+    )
 
 
 def _generations(server) -> int:
@@ -49,23 +60,32 @@ def _generations(server) -> int:
 
 
 def _score(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, str(SCRIPTS / "score.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [PY, str(SCRIPTS / "score.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_generated_file_scored_later_is_byte_for_byte_the_file_an_inline_run_writes(tmp_path, prompts, server):
     params = _params(tmp_path, server.url)
     collect(seed_args(prompts, tmp_path / "inline.jsonl", **RUN), tmp_path, params, check=True)
-    generated = collect(seed_args(prompts, tmp_path / "generated.jsonl", **RUN) + ["--generate-only"], tmp_path,
-                        params, check=True)
+    generated = collect(
+        seed_args(prompts, tmp_path / "generated.jsonl", **RUN) + ["--generate-only"], tmp_path, params, check=True
+    )
     assert f"{ROLLOUTS} of {ROLLOUTS} rollouts generated" in generated.stderr
     assert '"reward"' not in generated.stdout  # no verdict yet, so no mean reward either
-    assert all("reward" not in record and "scored_by" not in record
-               for record in read_jsonl(tmp_path / "generated.jsonl"))
+    assert all(
+        "reward" not in record and "scored_by" not in record for record in read_jsonl(tmp_path / "generated.jsonl")
+    )
 
     asked = _generations(server)
-    scored = _score("--out", "scored.jsonl", "--agent", "math_agent", "--params", str(params), "generated.jsonl",
-                    cwd=tmp_path)
+    scored = _score(
+        "--out", "scored.jsonl", "--agent", "math_agent", "--params", str(params), "generated.jsonl", cwd=tmp_path
+    )
     assert scored.returncode == 0, scored.stderr
     assert _generations(server) == asked, "scoring asked the model server"
     assert f"{ROLLOUTS} of {ROLLOUTS} rollouts scored by math" in scored.stderr
@@ -81,8 +101,13 @@ def test_rescoring_with_another_verifier_replaces_reward_extras_and_scored_by_in
     assert all(record["scored_by"]["extras"] == ["extracted_answer"] for record in by_math)
 
     asked = _generations(server)
-    result = subprocess.run([str(Path(PY).parent / "rescore"), str(out), "--verifier", "exact"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(PY).parent / "rescore"), str(out), "--verifier", "exact"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert _generations(server) == asked
     by_exact = read_jsonl(out)
@@ -95,7 +120,8 @@ def test_rescoring_with_another_verifier_replaces_reward_extras_and_scored_by_in
 
 
 def test_an_output_the_verifier_could_not_score_keeps_its_generation_and_a_fixed_verifier_scores_it(
-        tmp_path, prompts, server):
+    tmp_path, prompts, server
+):
     params = _params(tmp_path, server.url, verifier="reliability_verifiers:returns_none")
     out = tmp_path / "rollouts.jsonl"
     first = collect(seed_args(prompts, out, **RUN, max_failure_rate=1.0), tmp_path, params, env=RELIABILITY_VERIFIERS)
@@ -120,8 +146,15 @@ def test_too_many_verifier_failures_leave_the_previous_rollouts_in_place(tmp_pat
     out = tmp_path / "rollouts.jsonl"
     collect(seed_args(prompts, out, **RUN), tmp_path, params, check=True)
     before = out.read_bytes()
-    result = _score("rollouts.jsonl", "--verifier", "reliability_verifiers:always_none", "--params", str(params),
-                    cwd=tmp_path, env=RELIABILITY_VERIFIERS)
+    result = _score(
+        "rollouts.jsonl",
+        "--verifier",
+        "reliability_verifiers:always_none",
+        "--params",
+        str(params),
+        cwd=tmp_path,
+        env=RELIABILITY_VERIFIERS,
+    )
     assert result.returncode == 1
     assert f"error: {ROLLOUTS} of {ROLLOUTS} rollouts failed (max_failure_rate 0.0 allows 0)" in result.stderr
     assert "returned reward None" in result.stderr and "Traceback" not in result.stderr
@@ -135,7 +168,7 @@ def test_the_metrics_warn_about_a_file_that_mixes_verdicts_of_two_verifier_versi
     _score("a.jsonl", "--out", "b.jsonl", "--verifier", "exact", "--params", str(params), cwd=tmp_path)
     first, second = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps(r) + "\n" for r in first[:ROLLOUTS // 2] + second[ROLLOUTS // 2:]))
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in first[: ROLLOUTS // 2] + second[ROLLOUTS // 2 :]))
     result = compute_metrics(mixed, pass_threshold=1.0)
     assert any("mixes rewards from different verifiers or versions" in note for note in result.notes)
     assert sorted(result.metrics["scored_by"].values()) == [ROLLOUTS // 2, ROLLOUTS // 2]

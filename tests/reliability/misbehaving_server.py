@@ -14,6 +14,7 @@ Written on raw asyncio streams, not a web framework, so it can send anything. Pr
 `listening on http://127.0.0.1:PORT` first (flushed). GET /stats answers {"posts": N, "faults": {kind: count},
 "paths": {path: count}, "auth_sha256": [sha256 of each distinct Authorization header]} and is not forwarded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,34 +27,42 @@ import sys
 import urllib.request
 import zlib
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 # What each kind does to a reply: (status, content type, body) from the upstream's (status, body) and the path.
 KINDS = (
-    "close",          # read the request, close the connection without a byte of reply
-    "garbage",        # answer with bytes that are not HTTP at all
-    "wrong-types",    # 200, valid JSON: chat message is a string / Responses output is an object / agent response a list
-    "bad-usage",      # 200: the upstream reply with `usage` replaced by a string
+    "close",  # read the request, close the connection without a byte of reply
+    "garbage",  # answer with bytes that are not HTTP at all
+    "wrong-types",  # 200, valid JSON: chat message is a string / Responses output is an object / agent response a list
+    "bad-usage",  # 200: the upstream reply with `usage` replaced by a string
     "empty-choices",  # 200: chat `choices: []`
-    "no-content",     # 200: chat message without its `content` key
-    "error-200",      # 200 whose JSON is an error object (some proxies do this)
-    "html-200",       # 200 with an HTML page (a captive portal, a misrouted load balancer)
+    "no-content",  # 200: chat message without its `content` key
+    "error-200",  # 200 whose JSON is an error object (some proxies do this)
+    "html-200",  # 200 with an HTML page (a captive portal, a misrouted load balancer)
     "failed-status",  # 200: a Responses object with status "failed" and an error, no output text
     "string-reward",  # 200: agent /run or /verify reply whose reward is the string "1.0"
-    "no-reward",      # 200: agent /run or /verify reply without `reward`
-    "bool-reward",    # 200: reward `true`
-    "400",            # HTTP 400 with an OpenAI-style error (must not be retried)
-    "401",            # HTTP 401 (must not be retried)
-    "401-echo",       # HTTP 401 whose message echoes the Authorization header (some gateways do)
+    "no-reward",  # 200: agent /run or /verify reply without `reward`
+    "bool-reward",  # 200: reward `true`
+    "400",  # HTTP 400 with an OpenAI-style error (must not be retried)
+    "401",  # HTTP 401 (must not be retried)
+    "401-echo",  # HTTP 401 whose message echoes the Authorization header (some gateways do)
     "degenerate-boxes",  # 200: chat content is 56 KB of "\\boxed{" that never closes (a degenerate generation)
-    "redirect-302",   # HTTP 302 to another host (a POST a client following it would turn into a GET)
-    "gzip-bomb",      # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
+    "redirect-302",  # HTTP 302 to another host (a POST a client following it would turn into a GET)
+    "gzip-bomb",  # 200, Content-Encoding: gzip, a Content-Length of about 250 KB that inflates to 256 MiB
     "lone-surrogate",  # 200: chat content ends in half a UTF-16 pair (\ud83d), escaped as Python's json.dumps does
-    "echo-200",       # 200: chat, the content echoes the Authorization header after the right answer
-    "deep-nesting",   # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
-    "huge-usage",     # 200: the reply's output token count is 2^63 - 1
-    "escape-400",     # HTTP 400 whose message holds terminal escape sequences
+    "echo-200",  # 200: chat, the content echoes the Authorization header after the right answer
+    "deep-nesting",  # 200: the reply (its output item, or the /verify reply) gains a field nested 300 levels deep
+    "huge-usage",  # 200: the reply's output token count is 2^63 - 1
+    "escape-400",  # HTTP 400 whose message holds terminal escape sequences
     "escape-html-502",  # HTTP 502 with an HTML page holding terminal escape sequences
     "escape-tool-call",  # 200: chat, the turn ends in a tool call whose name holds terminal escape sequences
     "escape-ng-failure",  # 200: agent /run with NeMo Gym's failure class and reason holding terminal escape sequences
@@ -62,7 +71,7 @@ KINDS = (
     "positive-logprob",  # 200: chat, the first generated token's logprob is 0.5
     "negative-token-id",  # 200: chat, the first generated token id is -1
     "503-retry-after",  # HTTP 503 with Retry-After: 1 (the whole server is down for a second: maintenance, a restart)
-    "other-model",    # 200: the reply names another model ("someone-else/other-model")
+    "other-model",  # 200: the reply names another model ("someone-else/other-model")
     "model-snapshot",  # 200: the reply names a dated snapshot of the model asked (OpenAI's "gpt-4o-2024-08-06")
 )
 # Sets the window title, clears the screen and prints a fake success line, in green.
@@ -97,16 +106,34 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
     if kind == "error-200":
         return 200, as_json, json.dumps({"error": {"message": "upstream overloaded", "type": "server_error"}}).encode()
     if kind == "400":
-        return 400, as_json, json.dumps({"error": {"message": "injected: bad request", "type": "invalid_request_error",
-                                                   "param": None, "code": None}}).encode()
+        return (
+            400,
+            as_json,
+            json.dumps(
+                {
+                    "error": {
+                        "message": "injected: bad request",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ).encode(),
+        )
     if kind == "escape-400":
-        return 400, as_json, json.dumps({"error": {"message": f"bad request {ESCAPES}", "type": "invalid_request_error"}}
-                                        ).encode()
+        return (
+            400,
+            as_json,
+            json.dumps({"error": {"message": f"bad request {ESCAPES}", "type": "invalid_request_error"}}).encode(),
+        )
     if kind == "escape-html-502":
         return 502, "text/html", f"<html><body><h1>Bad gateway {ESCAPES}</h1></body></html>".encode()
     if kind in ("deep-nesting", "huge-usage"):
-        return status, as_json, json.dumps(_deepen(path, reply) if kind == "deep-nesting" else _inflate_usage(reply)
-                                           ).encode()
+        return (
+            status,
+            as_json,
+            json.dumps(_deepen(path, reply) if kind == "deep-nesting" else _inflate_usage(reply)).encode(),
+        )
     if kind == "401":
         return 401, as_json, json.dumps({"error": {"message": "injected: invalid api key", "type": "auth"}}).encode()
     if path.endswith("/chat/completions"):
@@ -127,7 +154,9 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
             text = reply["choices"][0]["message"]["content"]
             reply["choices"][0]["message"]["content"] = [
                 {"type": "thinking", "thinking": [{"type": "text", "text": "Let me add."}]},
-                {"type": "text", "text": text[:5]}, {"type": "text", "text": text[5:]}]
+                {"type": "text", "text": text[:5]},
+                {"type": "text", "text": text[5:]},
+            ]
         elif kind == "ids-logprobs-mismatch":
             reply["choices"][0]["token_ids"] = reply["choices"][0]["token_ids"][:-1]
         elif kind == "positive-logprob":
@@ -139,7 +168,8 @@ def corrupt(kind: str, path: str, status: int, body: bytes) -> tuple[int, str, b
         elif kind == "escape-tool-call":
             reply["choices"][0]["finish_reason"] = "tool_calls"
             reply["choices"][0]["message"]["tool_calls"] = [
-                {"id": "call_1", "type": "function", "function": {"name": f"run{ESCAPES}", "arguments": "{}"}}]
+                {"id": "call_1", "type": "function", "function": {"name": f"run{ESCAPES}", "arguments": "{}"}}
+            ]
     elif path.endswith("/responses"):
         if kind == "wrong-types":
             reply["output"] = [{"type": "message", "content": "The answer is \\boxed{4}."}]
@@ -203,8 +233,12 @@ class Proxy:
         return kind if hit else None
 
     def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.upstream + path, data=body, method="POST",
-                                         headers={"Content-Type": headers.get("content-type", "application/json")})
+        request = urllib.request.Request(
+            self.upstream + path,
+            data=body,
+            method="POST",
+            headers={"Content-Type": headers.get("content-type", "application/json")},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as reply:
                 return reply.status, reply.read()
@@ -227,9 +261,19 @@ class Proxy:
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "GET" and path == "/stats":
-                    self._send(writer, 200, "application/json", json.dumps({
-                        "posts": self.posts, "faults": self.faults, "paths": self.paths,
-                        "auth_sha256": sorted(self.auth)}).encode())
+                    self._send(
+                        writer,
+                        200,
+                        "application/json",
+                        json.dumps(
+                            {
+                                "posts": self.posts,
+                                "faults": self.faults,
+                                "paths": self.paths,
+                                "auth_sha256": sorted(self.auth),
+                            }
+                        ).encode(),
+                    )
                     await writer.drain()
                     continue
                 if method == "GET" and path == "/health":
@@ -252,8 +296,10 @@ class Proxy:
                 status, upstream_body = await asyncio.to_thread(self.forward, path, headers, body)
                 content_type = "application/json"
                 if kind == "redirect-302":
-                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/elsewhere\r\n"
-                                 b"Content-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/elsewhere\r\n"
+                        b"Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+                    )
                     await writer.drain()
                     continue
                 if kind == "gzip-bomb":
@@ -262,8 +308,13 @@ class Proxy:
                     await writer.drain()
                     continue
                 if kind == "503-retry-after":
-                    self._send(writer, 503, "text/html", b"<html><body>Down for maintenance</body></html>",
-                               "Retry-After: 1\r\n")
+                    self._send(
+                        writer,
+                        503,
+                        "text/html",
+                        b"<html><body>Down for maintenance</body></html>",
+                        "Retry-After: 1\r\n",
+                    )
                     await writer.drain()
                     continue
                 if kind == "echo-200":
@@ -272,8 +323,17 @@ class Proxy:
                     message["content"] += f" (you sent {headers.get('authorization', '(none)')})"
                     upstream_body = json.dumps(reply).encode()
                 elif kind == "401-echo":
-                    status, upstream_body = 401, json.dumps({"error": {
-                        "message": f"invalid key {headers.get('authorization', '(none)')}", "type": "auth"}}).encode()
+                    status, upstream_body = (
+                        401,
+                        json.dumps(
+                            {
+                                "error": {
+                                    "message": f"invalid key {headers.get('authorization', '(none)')}",
+                                    "type": "auth",
+                                }
+                            }
+                        ).encode(),
+                    )
                 elif kind is not None:
                     status, content_type, upstream_body = corrupt(kind, path, status, upstream_body)
                 self._send(writer, status, content_type, upstream_body)
@@ -284,9 +344,13 @@ class Proxy:
             writer.close()
 
     @staticmethod
-    def _send(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, more_headers: str = "") -> None:
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n{more_headers}"
-                f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+    def _send(
+        writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, more_headers: str = ""
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n{more_headers}"
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        )
         writer.write(head.encode("latin-1") + body)
 
 

@@ -1,4 +1,5 @@
 """Helpers for the reliability suite: real processes, real sockets, bounded in time."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,8 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from support import PY, SCRIPTS, agent, read_jsonl, seed_args, write_params
 
@@ -24,8 +25,24 @@ class Misbehaving:
 
     def __init__(self, upstream: str, fault: str = "", rate: float = 0.0, seed: int = 1, port: int = 0) -> None:
         self.process = subprocess.Popen(
-            [PY, str(MISBEHAVING), "--upstream", upstream, "--fault", fault, "--rate", str(rate), "--seed", str(seed),
-             "--port", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                PY,
+                str(MISBEHAVING),
+                "--upstream",
+                upstream,
+                "--fault",
+                fault,
+                "--rate",
+                str(rate),
+                "--seed",
+                str(seed),
+                "--port",
+                str(port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         ready, _, _ = select.select([self.process.stdout], [], [], 20)
         line = self.process.stdout.readline().decode() if ready else ""
         match = re.search(r"listening on (http://\S+)", line)
@@ -37,6 +54,7 @@ class Misbehaving:
     def stats(self) -> dict:
         import json
         import urllib.request
+
         with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as reply:
             return json.loads(reply.read())
 
@@ -50,24 +68,35 @@ class Misbehaving:
             self.process.wait()
         self.process.stdout.close()
 
-    def __enter__(self) -> "Misbehaving":
+    def __enter__(self) -> Misbehaving:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def run_collect(workdir: Path, inp: Path, out: Path, agent_settings: dict, *, timeout: float = 60,
-                env: dict | None = None, extra: list[str] = (), **seed_extra) -> subprocess.CompletedProcess:
+def run_collect(
+    workdir: Path,
+    inp: Path,
+    out: Path,
+    agent_settings: dict,
+    *,
+    timeout: float = 60,
+    env: dict | None = None,
+    extra: list[str] = (),
+    **seed_extra,
+) -> subprocess.CompletedProcess:
     """One collector run as a real process with its own params.yaml; always bounded by `timeout`."""
     params = write_params(workdir, {"math_agent": agent_settings})
     command = [*COLLECT, *seed_args(inp, out, **seed_extra), *extra, "--no-progress", "--params", str(params)]
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
-def collect_command(workdir: Path, inp: Path, out: Path, agent_settings: dict, extra: list[str] = (),
-                    **seed_extra) -> list[str]:
+def collect_command(
+    workdir: Path, inp: Path, out: Path, agent_settings: dict, extra: list[str] = (), **seed_extra
+) -> list[str]:
     params = write_params(workdir, {"math_agent": agent_settings})
     return [*COLLECT, *seed_args(inp, out, **seed_extra), *extra, "--no-progress", "--params", str(params)]
 
@@ -158,6 +187,7 @@ def run_concurrently(jobs: dict, workers: int = 6) -> dict:
     broken case fails only its own test. Threads only wait on subprocesses, so the GIL is no bottleneck.
     """
     from concurrent.futures import ThreadPoolExecutor
+
     results = {}
     with ThreadPoolExecutor(workers) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}

@@ -3,6 +3,7 @@
 Each scores like the math verifier, except on the rollouts `_unlucky` picks (about a third, by a hash of the
 output and row, so the same rollout is unlucky on every retry), where it raises or returns a non-reward.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ def _score(row: dict, output: str, bad):
 def raises(row, output, response):
     def bad():
         raise KeyError("expected_answer_v2")
+
     return _score(row, output, bad)
 
 
@@ -40,6 +42,7 @@ def spins(row, output, response):
     def bad():
         while True:  # a verifier stuck in a loop: only killing its process stops it
             pass
+
     return _score(row, output, bad)
 
 
@@ -82,7 +85,7 @@ def extras_set(row, output, response):
 
 
 def extras_big_int(row, output, response):
-    return {"reward": 1.0, "steps": 2 ** 70}
+    return {"reward": 1.0, "steps": 2**70}
 
 
 def extras_int_keys(row, output, response):
@@ -95,4 +98,5 @@ def huge_reward(row, output, response):
 
 async def awaits_forever(row, output, response):
     import asyncio
+
     await asyncio.Event().wait()

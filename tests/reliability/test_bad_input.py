@@ -2,14 +2,15 @@
 output -- and everything else in the directory -- stays untouched. Nothing is sent to a server either: the
 agent in these params points at a closed port, so a case that got as far as sending would fail differently.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -18,8 +19,11 @@ from reliability_support import fast_agent, one_line_error, result_of, run_colle
 from support import PY, SCRIPTS, agent, free_port, read_jsonl, write_params
 
 PREVIOUS = b"previous output\n"
-GOOD_ROW = {"responses_create_params": {"input": "What is 2 + 2? Give the final answer in \\boxed{}."},
-            "expected_answer": "4", "task_id": "t"}
+GOOD_ROW = {
+    "responses_create_params": {"input": "What is 2 + 2? Give the final answer in \\boxed{}."},
+    "expected_answer": "4",
+    "task_id": "t",
+}
 
 
 @dataclass
@@ -48,12 +52,14 @@ def _bad_line(line: str | bytes, *expected: str):
     def setup(d: Path):
         inp = _prompts(d, line)
         return _seed(inp, d / "out.jsonl"), [f"{inp}:2: ", *expected]
+
     return setup
 
 
 def _bad_arg(arg: str, *expected: str):
     def setup(d: Path):
         return _seed(_prompts(d), d / "out.jsonl", arg), list(expected)
+
     return setup
 
 
@@ -62,6 +68,7 @@ def _bad_params(text: str | bytes, *expected: str):
         path = d / "bad_params.yaml"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return [*_seed(_prompts(d), d / "out.jsonl"), "--params", str(path)], [str(path), *expected]
+
     return setup
 
 
@@ -71,6 +78,7 @@ def _bad_agent(*expected: str, **overrides):
         params["agents"]["math_agent"].update(overrides)
         (d / "params.yaml").write_text(yaml.safe_dump(params))
         return _seed(_prompts(d), d / "out.jsonl"), list(expected)
+
     return setup
 
 
@@ -99,7 +107,8 @@ def _prompt_path_is_a_directory(d: Path):
 def _output_under_a_regular_file(d: Path):
     (d / "afile").write_text("I am a file\n")
     return _seed(_prompts(d), d / "afile" / "sub" / "out.jsonl"), [
-        f"{d / 'afile' / 'sub'}: cannot create the output directory (Not a directory)"]
+        f"{d / 'afile' / 'sub'}: cannot create the output directory (Not a directory)"
+    ]
 
 
 def _output_is_a_directory(d: Path):
@@ -117,7 +126,9 @@ def _empty_output_argument(d: Path):
 
 
 def _missing_params_file(d: Path):
-    return [*_seed(_prompts(d), d / "out.jsonl"), "--params", str(d / "nope.yaml")], [f"{d / 'nope.yaml'}: file not found"]
+    return [*_seed(_prompts(d), d / "out.jsonl"), "--params", str(d / "nope.yaml")], [
+        f"{d / 'nope.yaml'}: file not found"
+    ]
 
 
 def _params_is_a_directory(d: Path):
@@ -136,70 +147,138 @@ def _api_key_not_set(d: Path):
     params = yaml.safe_load((d / "params.yaml").read_text())
     params["agents"]["math_agent"]["api_key_env"] = "ROLLOUT_SURELY_UNSET_KEY"
     (d / "params.yaml").write_text(yaml.safe_dump(params))
-    return _seed(_prompts(d), d / "out.jsonl"), ["environment variable ROLLOUT_SURELY_UNSET_KEY is not set",
-                                                 "export ROLLOUT_SURELY_UNSET_KEY="]
+    return _seed(_prompts(d), d / "out.jsonl"), [
+        "environment variable ROLLOUT_SURELY_UNSET_KEY is not set",
+        "export ROLLOUT_SURELY_UNSET_KEY=",
+    ]
 
 
 def _stage(script: str, *extra: str, expected_reward_error: bool = True):
     """A rollout file without rewards (a prompt file, or records missing the field) fed to a stage."""
+
     def setup(d: Path):
         rollouts = d / "rollouts.jsonl"
-        record = {"prompt_id": "p0", "task_index": 0, "rollout_index": 0, "output": "4",
-                  "input": [{"role": "user", "content": "What is 2 + 2?"}]}
+        record = {
+            "prompt_id": "p0",
+            "task_index": 0,
+            "rollout_index": 0,
+            "output": "4",
+            "input": [{"role": "user", "content": "What is 2 + 2?"}],
+        }
         rollouts.write_text(json.dumps(record) + "\n")
         if script == "metrics":
             params = yaml.safe_load((d / "params.yaml").read_text())
             params["objectives"] = {"rl": {"agent_name": "math_agent", "prompts": "p.jsonl"}}
             (d / "params.yaml").write_text(yaml.safe_dump(params))
-            argv = ["--objective", "rl", "--in", str(rollouts), "--out", str(d / "out.jsonl"), "--curve",
-                    str(d / "curve.json"), "--params", str(d / "params.yaml")]
+            argv = [
+                "--objective",
+                "rl",
+                "--in",
+                str(rollouts),
+                "--out",
+                str(d / "out.jsonl"),
+                "--curve",
+                str(d / "curve.json"),
+                "--params",
+                str(d / "params.yaml"),
+            ]
         else:
             argv = ["--in", str(rollouts), "--out", str(d / "out.jsonl"), "--params", str(d / "params.yaml")]
         return [*argv, *extra], [f"{rollouts}:1: record has no 'reward'", "run collect"]
+
     return setup
 
 
 def _prompt_file_fed_to_filter(d: Path):
     inp = _prompts(d)
     return ["--in", str(inp), "--out", str(d / "out.jsonl"), "--params", str(d / "params.yaml")], [
-        f"{inp}:1: record has no 'prompt_id'"]
+        f"{inp}:1: record has no 'prompt_id'"
+    ]
 
 
 def _bad_jq(d: Path):
     rollouts = d / "rollouts.jsonl"
-    rollouts.write_text(json.dumps({"prompt_id": "p", "task_index": 0, "rollout_index": 0, "output": "4",
-                                    "reward": 1.0, "input": [{"role": "user", "content": "x"}]}) + "\n")
-    return ["--in", str(rollouts), "--out", str(d / "out.jsonl"), "--params", str(d / "params.yaml"),
-            "--where", ".reward >"], ["--where: invalid jq expression"]
+    rollouts.write_text(
+        json.dumps(
+            {
+                "prompt_id": "p",
+                "task_index": 0,
+                "rollout_index": 0,
+                "output": "4",
+                "reward": 1.0,
+                "input": [{"role": "user", "content": "x"}],
+            }
+        )
+        + "\n"
+    )
+    return [
+        "--in",
+        str(rollouts),
+        "--out",
+        str(d / "out.jsonl"),
+        "--params",
+        str(d / "params.yaml"),
+        "--where",
+        ".reward >",
+    ], ["--where: invalid jq expression"]
 
 
 CASES: dict[str, Case] = {
     # the prompt file
     "empty prompt file": Case(_empty_file),
-    "non-JSON line": Case(_bad_line('{"prompt": "What is 1 + 1?", ', "not valid JSON", "each line must be one JSON object")),
-    "JSON array instead of an object": Case(_bad_line('["What is 1 + 1?"]', "expected a JSON object", "got a JSON array")),
-    "row without input": Case(_bad_line('{"expected_answer": "2"}', "row has no input",
-                                        "give 'responses_create_params.input', 'prompt' or 'messages'")),
+    "non-JSON line": Case(
+        _bad_line('{"prompt": "What is 1 + 1?", ', "not valid JSON", "each line must be one JSON object")
+    ),
+    "JSON array instead of an object": Case(
+        _bad_line('["What is 1 + 1?"]', "expected a JSON object", "got a JSON array")
+    ),
+    "row without input": Case(
+        _bad_line(
+            '{"expected_answer": "2"}',
+            "row has no input",
+            "give 'responses_create_params.input', 'prompt' or 'messages'",
+        )
+    ),
     "row with an empty input": Case(_bad_line('{"prompt": "  ", "expected_answer": "2"}', "input is empty")),
-    "message that is not an object": Case(_bad_line('{"messages": ["hi"], "expected_answer": "2"}',
-                                                    "each input message must be an object with 'role' and 'content'")),
-    "responses_create_params not an object": Case(_bad_line('{"responses_create_params": 3}',
-                                                            "'responses_create_params' must be an object")),
-    "row without expected_answer (math verifier)": Case(_bad_line('{"prompt": "What is 1 + 1?"}',
-                                                                  "row has no 'expected_answer'",
-                                                                  "verifier: math")),
-    "expected_answer an empty object": Case(_bad_line('{"prompt": "What is 1 + 1?", "expected_answer": {}}',
-                                                      "'expected_answer' holds dict {}",
-                                                      "give a string or number, or a list of them")),
-    "expected_answer an empty list": Case(_bad_line('{"prompt": "What is 1 + 1?", "expected_answer": []}',
-                                                    "'expected_answer' is an empty list")),
-    "expected_answer a nested list": Case(_bad_line('{"prompt": "What is 1 + 1?", "expected_answer": [["2"]]}',
-                                                    "'expected_answer' holds a nested list")),
-    "expected_answer empty": Case(_bad_line('{"prompt": "What is 1 + 1?", "expected_answer": " "}',
-                                            "'expected_answer' is empty, so every output would score 0")),
+    "message that is not an object": Case(
+        _bad_line(
+            '{"messages": ["hi"], "expected_answer": "2"}',
+            "each input message must be an object with 'role' and 'content'",
+        )
+    ),
+    "responses_create_params not an object": Case(
+        _bad_line('{"responses_create_params": 3}', "'responses_create_params' must be an object")
+    ),
+    "row without expected_answer (math verifier)": Case(
+        _bad_line('{"prompt": "What is 1 + 1?"}', "row has no 'expected_answer'", "verifier: math")
+    ),
+    "expected_answer an empty object": Case(
+        _bad_line(
+            '{"prompt": "What is 1 + 1?", "expected_answer": {}}',
+            "'expected_answer' holds dict {}",
+            "give a string or number, or a list of them",
+        )
+    ),
+    "expected_answer an empty list": Case(
+        _bad_line('{"prompt": "What is 1 + 1?", "expected_answer": []}', "'expected_answer' is an empty list")
+    ),
+    "expected_answer a nested list": Case(
+        _bad_line('{"prompt": "What is 1 + 1?", "expected_answer": [["2"]]}', "'expected_answer' holds a nested list")
+    ),
+    "expected_answer empty": Case(
+        _bad_line(
+            '{"prompt": "What is 1 + 1?", "expected_answer": " "}',
+            "'expected_answer' is empty, so every output would score 0",
+        )
+    ),
     "huge line": Case(_huge_line),
-    "invalid UTF-8": Case(_bad_line(b'{"prompt": "What is 1 + 1? \xff\xfe", "expected_answer": "2"}',
-                                    "invalid UTF-8 at byte", "save the file as UTF-8")),
+    "invalid UTF-8": Case(
+        _bad_line(
+            b'{"prompt": "What is 1 + 1? \xff\xfe", "expected_answer": "2"}',
+            "invalid UTF-8 at byte",
+            "save the file as UTF-8",
+        )
+    ),
     "UTF-8 byte order mark": Case(_bad_line(b"\xef\xbb\xbf" + json.dumps(GOOD_ROW).encode(), "not valid JSON", "BOM")),
     "missing prompt file": Case(_missing_prompt_file),
     "prompt path is a directory": Case(_prompt_path_is_a_directory),
@@ -207,29 +286,49 @@ CASES: dict[str, Case] = {
     "negative num_repeats": Case(_bad_arg("+num_repeats=-1", "+num_repeats: -1 is out of range; it must be >= 1")),
     "num_repeats not an integer": Case(_bad_arg("+num_repeats=four", "+num_repeats: expected an integer, got 'four'")),
     "max_failure_rate over 1": Case(_bad_arg("+max_failure_rate=1.5", "+max_failure_rate: 1.5 is out of range")),
-    "temperature out of range": Case(_bad_arg("+responses_create_params.temperature=3",
-                                              "+responses_create_params.temperature: 3.0 is out of range; it must be <= 2")),
+    "temperature out of range": Case(
+        _bad_arg(
+            "+responses_create_params.temperature=3",
+            "+responses_create_params.temperature: 3.0 is out of range; it must be <= 2",
+        )
+    ),
     "top_p zero": Case(_bad_arg("+responses_create_params.top_p=0", "top_p: 0.0 is out of range; it must be > 0")),
     "unknown argument": Case(_bad_arg("+num_repeat=4", "+num_repeat: unknown key (did you mean 'num_repeats'?)")),
     "argument without a value": Case(_bad_arg("num_repeats", "unrecognized arguments: num_repeats")),
-    "unknown agent": Case(lambda d: (["+agent_name=math_agnet", f"+input_jsonl_fpath={_prompts(d)}",
-                                      f"+output_jsonl_fpath={d / 'out.jsonl'}"],
-                                     ["unknown agent_name 'math_agnet' (did you mean 'math_agent'?)"])),
+    "unknown agent": Case(
+        lambda d: (
+            ["+agent_name=math_agnet", f"+input_jsonl_fpath={_prompts(d)}", f"+output_jsonl_fpath={d / 'out.jsonl'}"],
+            ["unknown agent_name 'math_agnet' (did you mean 'math_agent'?)"],
+        )
+    ),
     "empty output argument": Case(_empty_output_argument),
     # params.yaml
-    "unknown params key": Case(_bad_agent("agents.math_agent.protocl: unknown key (did you mean 'protocol'?)",
-                                          protocl="chat")),
+    "unknown params key": Case(
+        _bad_agent("agents.math_agent.protocl: unknown key (did you mean 'protocol'?)", protocl="chat")
+    ),
     "params value of the wrong type": Case(_bad_agent("agents.math_agent.model: expected a string, got 5", model=5)),
-    "a fetch key left in an agent": Case(_bad_agent("agents.math_agent.max_retries: moved to fetch.max_retries (or "
-                                                    "fetch.agents.math_agent.max_retries)", max_retries=5)),
-    "unknown protocol": Case(_bad_agent("agents.math_agent.protocol: 'chta' is not one of chat, responses, agent",
-                                        "did you mean 'chat'?", protocol="chta")),
-    "api key in params instead of its env name": Case(_bad_agent("api_key_env: must be the NAME of an environment "
-                                                                 "variable", api_key_env="sk-abc123-not-a-name")),
-    "repeat_mode n with the responses protocol": Case(_bad_agent("repeat_mode: n needs protocol: chat",
-                                                                 repeat_mode="n", protocol="responses")),
-    "verifier that cannot be imported": Case(_bad_agent("verifier 'no_such_module:score': cannot import",
-                                                        verifier="no_such_module:score")),
+    "a fetch key left in an agent": Case(
+        _bad_agent(
+            "agents.math_agent.max_retries: moved to fetch.max_retries (or fetch.agents.math_agent.max_retries)",
+            max_retries=5,
+        )
+    ),
+    "unknown protocol": Case(
+        _bad_agent(
+            "agents.math_agent.protocol: 'chta' is not one of chat, responses, agent",
+            "did you mean 'chat'?",
+            protocol="chta",
+        )
+    ),
+    "api key in params instead of its env name": Case(
+        _bad_agent("api_key_env: must be the NAME of an environment variable", api_key_env="sk-abc123-not-a-name")
+    ),
+    "repeat_mode n with the responses protocol": Case(
+        _bad_agent("repeat_mode: n needs protocol: chat", repeat_mode="n", protocol="responses")
+    ),
+    "verifier that cannot be imported": Case(
+        _bad_agent("verifier 'no_such_module:score': cannot import", verifier="no_such_module:score")
+    ),
     "invalid YAML": Case(_bad_params("agents:\n  math_agent: {protocol: chat\nobjectives: {}\n", "invalid YAML")),
     "params.yaml not UTF-8": Case(_bad_params(b"agents:\n  math_agent: {model: caf\xe9}\n", "not valid UTF-8")),
     "params.yaml is a list": Case(_bad_params("- a\n- b\n", "expected a mapping at the top level")),
@@ -265,8 +364,9 @@ def _snapshot(d: Path) -> dict[str, bytes]:
     files = {}
     for path in sorted(d.rglob("*")):
         if path.is_file():
-            files[str(path.relative_to(d))] = (path.read_bytes() if path.stat().st_size < 1 << 20
-                                               else str(path.stat().st_size).encode())
+            files[str(path.relative_to(d))] = (
+                path.read_bytes() if path.stat().st_size < 1 << 20 else str(path.stat().st_size).encode()
+            )
     return files
 
 
@@ -283,6 +383,7 @@ def _job(d: Path, case: Case):
         env = {k: v for k, v in os.environ.items() if k != "ROLLOUT_SURELY_UNSET_KEY"}
         result = subprocess.run(command, cwd=d, capture_output=True, text=True, timeout=60, env=env)
         return Outcome(result, expected, before, _snapshot(d))
+
     return job
 
 
@@ -335,9 +436,20 @@ def readonly_dir(tmp_path):
 
 def test_a_read_only_output_directory_is_a_clear_error(tmp_path, prompts, readonly_dir):
     params = write_params(tmp_path, {"math_agent": agent(f"http://127.0.0.1:{free_port()}")})
-    result = subprocess.run([PY, str(SCRIPTS / "collect.py"), *_seed(prompts, readonly_dir / "out.jsonl"),
-                             "--no-progress", "--params", str(params)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [
+            PY,
+            str(SCRIPTS / "collect.py"),
+            *_seed(prompts, readonly_dir / "out.jsonl"),
+            "--no-progress",
+            "--params",
+            str(params),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     line = one_line_error(result)
     assert f"{readonly_dir}: output directory is not writable" in line
     assert (readonly_dir / "out.jsonl").read_bytes() == PREVIOUS
@@ -346,11 +458,34 @@ def test_a_read_only_output_directory_is_a_clear_error(tmp_path, prompts, readon
 
 def test_a_read_only_output_directory_is_a_clear_error_for_the_stages_too(tmp_path, readonly_dir):
     rollouts = tmp_path / "rollouts.jsonl"
-    rollouts.write_text(json.dumps({"prompt_id": "p", "task_index": 0, "rollout_index": 0, "output": "4",
-                                    "reward": 1.0, "input": [{"role": "user", "content": "x"}]}) + "\n")
+    rollouts.write_text(
+        json.dumps(
+            {
+                "prompt_id": "p",
+                "task_index": 0,
+                "rollout_index": 0,
+                "output": "4",
+                "reward": 1.0,
+                "input": [{"role": "user", "content": "x"}],
+            }
+        )
+        + "\n"
+    )
     params = write_params(tmp_path, {"math_agent": agent()})
-    result = subprocess.run([PY, str(SCRIPTS / "filter.py"), "--in", str(rollouts), "--out",
-                             str(readonly_dir / "out.jsonl"), "--params", str(params)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            PY,
+            str(SCRIPTS / "filter.py"),
+            "--in",
+            str(rollouts),
+            "--out",
+            str(readonly_dir / "out.jsonl"),
+            "--params",
+            str(params),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "not writable" in one_line_error(result, "filter")
     assert (readonly_dir / "out.jsonl").read_bytes() == PREVIOUS

@@ -4,6 +4,7 @@ The disk is a small tmpfs (root can mount one) filled with a ballast file to lea
 case needs; where mounting is not allowed the tmpfs cases skip, and RLIMIT_FSIZE (a per-process file size
 cap: writes past it fail with EFBIG) makes writes fail instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def reference(tmp_path_factory, prompts, upstream) -> Path:
 def small_disk(tmp_path):
     mountpoint = tmp_path / "disk"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-                             capture_output=True, timeout=30)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True, timeout=30
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); the RLIMIT_FSIZE case covers it")
     try:
@@ -77,8 +79,9 @@ def _assert_kept(directory: Path, reference: Path, expect_all: bool) -> int:
 
 
 @pytest.mark.parametrize("when,room", [("mid-run", 0.4), ("final write", 1.5)])
-def test_a_full_disk_is_a_clear_error_keeps_progress_and_the_old_output(small_disk, prompts, upstream, reference,
-                                                                        when, room):
+def test_a_full_disk_is_a_clear_error_keeps_progress_and_the_old_output(
+    small_disk, prompts, upstream, reference, when, room
+):
     """Free space as a multiple of the output's size: 0.4 runs out while the progress file grows; 1.5 holds the
     whole progress file (about one output's size) but not the sorted output written beside it at the end."""
     old = _old_output(small_disk, prompts, upstream.url)
@@ -109,14 +112,16 @@ def _file_size_limit(limit: int):
     def preexec() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead of killing us
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return preexec
 
 
 def test_a_file_size_limit_while_writing_is_a_clear_error_and_keeps_progress(tmp_path, prompts, upstream, reference):
     old = _old_output(tmp_path, prompts, upstream.url)
     command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", fast_agent(upstream.url), **RUN)
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            preexec_fn=_file_size_limit(30_000))
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=60, preexec_fn=_file_size_limit(30_000)
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     line = last_line(result.stderr)

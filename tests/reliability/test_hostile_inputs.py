@@ -1,5 +1,6 @@
 """Hostile inputs, round 2: ids that two prompts share, secrets a server echoes, progress a settings change would
 have destroyed, `where` expressions that never end. Real processes and sockets, as the rest of the suite."""
+
 from __future__ import annotations
 
 import json
@@ -19,26 +20,34 @@ def _rows(path: Path, rows: list[dict]) -> Path:
 
 # -- 1. two prompts under one id -----------------------------------------------------------------------------
 def test_two_different_prompts_under_one_id_are_refused_naming_both_lines(tmp_path):
-    prompts = _rows(tmp_path / "prompts.jsonl", [
-        {"task_id": "t1", "prompt": "What is 65 - 43 - 17?", "expected_answer": "5"},
-        {"task_id": "t2", "prompt": "What is 2 + 2?", "expected_answer": "4"},
-        {"task_id": "t1", "prompt": "What is 73 * 9 * 4 - 583?", "expected_answer": "2045"},
-    ])
+    prompts = _rows(
+        tmp_path / "prompts.jsonl",
+        [
+            {"task_id": "t1", "prompt": "What is 65 - 43 - 17?", "expected_answer": "5"},
+            {"task_id": "t2", "prompt": "What is 2 + 2?", "expected_answer": "4"},
+            {"task_id": "t1", "prompt": "What is 73 * 9 * 4 - 583?", "expected_answer": "2045"},
+        ],
+    )
     line = one_line_error(run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent("http://127.0.0.1:9")))
     assert f"{prompts}:1 and {prompts}:3 share the id 't1' but hold different prompts" in line
     assert "unique 'id' / 'task_id'" in line and not (tmp_path / "out.jsonl").exists()
 
 
 def test_the_same_prompt_twice_under_one_id_is_two_tasks(tmp_path, embedded_server):
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"task_id": "t1", "prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2)
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"task_id": "t1", "prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2
+    )
     result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(embedded_server.url), num_repeats=2)
     assert result.returncode == 0, result.stderr
     assert [r["task_index"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0, 0, 1, 1]
 
 
 def test_stages_group_by_task_so_rows_sharing_an_id_never_pair_across_prompts(tmp_path):
-    records = [make_rollout("same-id", task, i, reward, f"answer {task}-{i}", question=f"question {task}")
-               for task in range(2) for i, reward in enumerate((1.0, 0.0))]
+    records = [
+        make_rollout("same-id", task, i, reward, f"answer {task}-{i}", question=f"question {task}")
+        for task in range(2)
+        for i, reward in enumerate((1.0, 0.0))
+    ]
     source = write_rollouts(tmp_path / "r.jsonl", records)
     run_pair(source, tmp_path / "pairs.jsonl", PairConfig())
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
@@ -58,19 +67,23 @@ PASSWORD = "hunter2-very-secret"
 
 def _everything_written(directory: Path, result) -> str:
     """Every file the run wrote (not the params.yaml the test wrote), and both streams."""
-    files = "".join(p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file()
-                    and p.name != "params.yaml")
+    files = "".join(
+        p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file() and p.name != "params.yaml"
+    )
     return files + result.stdout + result.stderr
 
 
 def test_a_key_a_server_echoes_back_appears_in_no_file_and_no_line(tmp_path):
     from reliability_support import Misbehaving
     from rollout_pipeline.reference.embedded import start_embedded_server
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)}
-                                                 for i in range(3)])
+
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)} for i in range(3)]
+    )
     with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "401-echo", 1.0) as proxy:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, api_key_env="TEST_KEY"),
-                             env={"TEST_KEY": KEY})
+        result = run_collect(
+            tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, api_key_env="TEST_KEY"), env={"TEST_KEY": KEY}
+        )
         assert proxy.stats()["posts"] == 3
     assert result.returncode == 1
     written = _everything_written(tmp_path, result)
@@ -80,10 +93,12 @@ def test_a_key_a_server_echoes_back_appears_in_no_file_and_no_line(tmp_path):
 
 def test_a_urls_password_appears_in_no_file_and_no_line(tmp_path):
     from support import free_port
+
     prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "expected_answer": "2"}])
     url = f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"
-    result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
-                         agent(url, max_retries=1, give_up_after_s=0.5, retry_backoff_s=0.01))
+    result = run_collect(
+        tmp_path, prompts, tmp_path / "out.jsonl", agent(url, max_retries=1, give_up_after_s=0.5, retry_backoff_s=0.01)
+    )
     assert result.returncode == 1
     written = _everything_written(tmp_path, result)
     assert "***@127.0.0.1" in written and PASSWORD not in written
@@ -101,6 +116,7 @@ def _partial_run(tmp_path: Path, server_url: str, prompts: Path, **run) -> int:
 def _run_counting_requests(tmp_path: Path, server_url: str, prompts: Path, **run) -> tuple:
     """(the run, how many requests it sent) into out.jsonl."""
     from support import server_stats
+
     before = server_stats(server_url)["requests"].get("/v1/chat/completions", 0)
     result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server_url), num_repeats=2, **run)
     assert result.returncode == 0, result.stderr
@@ -114,14 +130,17 @@ def _same_as_a_clean_run(tmp_path: Path, server_url: str, prompts: Path) -> bool
 
 
 def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resumes_it(tmp_path, embedded_server):
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)}
-                                                 for i in range(12)])
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)} for i in range(12)]
+    )
     kept = _partial_run(tmp_path, embedded_server.url, prompts)
     assert 0 < kept < 24
 
     typo, _ = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=2)
-    assert "starting fresh: settings changed since the previous run: seed 1 -> 2; the previous progress is kept in" \
+    assert (
+        "starting fresh: settings changed since the previous run: seed 1 -> 2; the previous progress is kept in"
         in typo.stdout
+    )
 
     again, asked = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=1)
     assert f"resuming: {kept} of 24 rollouts already done" in again.stdout
@@ -129,8 +148,9 @@ def test_a_run_with_other_settings_sets_progress_aside_and_the_old_command_resum
     assert _same_as_a_clean_run(tmp_path, embedded_server.url, prompts)
 
 
-def test_appended_prompts_and_a_larger_limit_keep_the_finished_rollouts_of_the_unchanged_prompts(tmp_path,
-                                                                                               embedded_server):
+def test_appended_prompts_and_a_larger_limit_keep_the_finished_rollouts_of_the_unchanged_prompts(
+    tmp_path, embedded_server
+):
     rows = [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)} for i in range(16)]
     prompts = _rows(tmp_path / "prompts.jsonl", rows[:12])
     kept = _partial_run(tmp_path, embedded_server.url, prompts, limit=6)
@@ -145,20 +165,24 @@ def test_appended_prompts_and_a_larger_limit_keep_the_finished_rollouts_of_the_u
 
 
 def test_an_edited_prompt_is_not_taken_for_an_appended_one(tmp_path, embedded_server):
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)}
-                                                 for i in range(4)])
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 7?", "expected_answer": str(i + 7)} for i in range(4)]
+    )
     assert _partial_run(tmp_path, embedded_server.url, prompts) > 0
     text = prompts.read_text().replace("What is 3 + 7?", "What is 3 + 8?").replace('"10"}', '"11"}')
     prompts.write_text(text + json.dumps({"prompt": "What is 9 + 9?", "expected_answer": "18"}) + "\n")
     edited, _ = _run_counting_requests(tmp_path, embedded_server.url, prompts, seed=1)
-    assert "starting fresh: the input file changed since the previous run; the previous progress is kept in" \
+    assert (
+        "starting fresh: the input file changed since the previous run; the previous progress is kept in"
         in edited.stdout
+    )
 
 
 # -- 6. `where` expressions that never end, or depend on more than the record --------------------------------
 def _filter_setup(tmp_path: Path, where: str, timeout_s: float = 1.0) -> tuple[list[str], Path]:
     from stage_testkit import groups, stage_params
     from support import PY, SCRIPTS
+
     source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (0.9, "b")], [(1.0, "c")]))
     params = stage_params(tmp_path, filter={"where": where, "where_timeout_s": timeout_s})
     out = tmp_path / "sft.jsonl"
@@ -169,6 +193,7 @@ def _filter_setup(tmp_path: Path, where: str, timeout_s: float = 1.0) -> tuple[l
 def test_a_where_that_never_ends_is_stopped_within_its_time_limit_and_leaves_nothing_behind(tmp_path):
     import subprocess
     import time
+
     command, out = _filter_setup(tmp_path, "until(false; .)")
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
@@ -183,8 +208,10 @@ def test_sigterm_stops_a_hanging_where_with_no_temp_file(tmp_path):
     import signal
     import subprocess
     import time
+
     command, out = _filter_setup(tmp_path, "until(false; .)", timeout_s=60)
     from reliability_support import children_of, wait_until
+
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_until(lambda: children_of(process.pid), timeout=30)  # the watchdog's child is running `where`
     time.sleep(0.5)
@@ -196,6 +223,7 @@ def test_sigterm_stops_a_hanging_where_with_no_temp_file(tmp_path):
 
 def test_a_where_that_depends_on_the_clock_or_other_input_is_refused(tmp_path):
     import subprocess
+
     for expression, name in (("now > 0", "now"), ("input | .reward > 0", "input"), ("$__prog_args", "$__prog_args")):
         command, _ = _filter_setup(tmp_path, expression)
         line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=30), "filter")
@@ -207,7 +235,9 @@ def test_a_where_that_depends_on_the_clock_or_other_input_is_refused(tmp_path):
 # -- 2. a degenerate output never freezes the collector -------------------------------------------------------
 def test_scoring_a_degenerate_output_is_linear():
     import time
+
     from rollout_pipeline.verify.verifiers import verify
+
     timings = []
     for size in (14_000, 56_000):
         started = time.perf_counter()
@@ -220,12 +250,21 @@ def test_one_degenerate_reply_does_not_time_out_the_others(tmp_path):
     """Eight rollouts, one of which answers with 56 KB of unclosed boxes: none fails with a false timeout."""
     from reliability_support import Misbehaving
     from rollout_pipeline.reference.embedded import start_embedded_server
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)}
-                                                 for i in range(8)])
-    with start_embedded_server(["--latency-ms", "200"]) as upstream, \
-            Misbehaving(upstream.url, "degenerate-boxes", 0.15, seed=2) as proxy:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, timeout_s=5, max_retries=0),
-                             num_samples_in_parallel=8)
+
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)} for i in range(8)]
+    )
+    with (
+        start_embedded_server(["--latency-ms", "200"]) as upstream,
+        Misbehaving(upstream.url, "degenerate-boxes", 0.15, seed=2) as proxy,
+    ):
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(proxy.url, timeout_s=5, max_retries=0),
+            num_samples_in_parallel=8,
+        )
         assert proxy.stats()["faults"].get("degenerate-boxes", 0) >= 1
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 8
@@ -235,8 +274,10 @@ def test_one_degenerate_reply_does_not_time_out_the_others(tmp_path):
 def _proxy_run(tmp_path: Path, kind: str, **agent_overrides):
     from reliability_support import Misbehaving
     from rollout_pipeline.reference.embedded import start_embedded_server
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)}
-                                                 for i in range(3)])
+
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 2?", "expected_answer": str(i + 2)} for i in range(3)]
+    )
     with start_embedded_server([]) as upstream, Misbehaving(upstream.url, kind, 1.0) as proxy:
         result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url, **agent_overrides))
         posts = proxy.stats()["posts"]
@@ -267,23 +308,40 @@ def test_a_prompt_too_large_for_its_records_is_refused_before_anything_is_sent(t
 def test_smaller_bad_inputs_are_one_clear_line_each(tmp_path):
     cases = {
         "a content part whose text is a number": (
-            [{"responses_create_params": {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
-              "expected_answer": "5"}], {}, "a content part's 'text' must be a string, got int 5"),
+            [
+                {
+                    "responses_create_params": {
+                        "input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]
+                    },
+                    "expected_answer": "5",
+                }
+            ],
+            {},
+            "a content part's 'text' must be a string, got int 5",
+        ),
         "object content": (
-            [{"messages": [{"role": "user", "content": {"question": "2+2?"}}], "expected_answer": "4"}], {},
-            "a message's 'content' must be a string or a list of content parts, got dict"),
+            [{"messages": [{"role": "user", "content": {"question": "2+2?"}}], "expected_answer": "4"}],
+            {},
+            "a message's 'content' must be a string or a list of content parts, got dict",
+        ),
         "an empty expected answer": (
-            [{"prompt": "What is 2 + 2?", "expected_answer": ""}], {}, "'expected_answer' is empty"),
+            [{"prompt": "What is 2 + 2?", "expected_answer": ""}],
+            {},
+            "'expected_answer' is empty",
+        ),
         "a hundred million repeats": (
-            [{"prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2, {"num_repeats": 100_000_000},
-            "over the 100,000,000 one run can index"),
+            [{"prompt": "What is 2 + 2?", "expected_answer": "4"}] * 2,
+            {"num_repeats": 100_000_000},
+            "over the 100,000,000 one run can index",
+        ),
     }
     for name, (rows, extra, expected) in cases.items():
         directory = tmp_path / name.replace(" ", "_")
         directory.mkdir()
         prompts = _rows(directory / "prompts.jsonl", rows)
-        line = one_line_error(run_collect(directory, prompts, directory / "out.jsonl", agent("http://127.0.0.1:9"),
-                                          **extra))
+        line = one_line_error(
+            run_collect(directory, prompts, directory / "out.jsonl", agent("http://127.0.0.1:9"), **extra)
+        )
         assert expected in line, (name, line)
 
 
@@ -296,13 +354,17 @@ def test_an_output_without_jsonl_is_refused_so_x_and_x_jsonl_never_share_side_fi
 def test_rows_appended_while_a_run_is_going_wait_for_the_next_run(tmp_path):
     import subprocess
     import time
+
     from reliability_support import collect_command
     from rollout_pipeline.reference.embedded import start_embedded_server
-    prompts = _rows(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)}
-                                                 for i in range(20)])
+
+    prompts = _rows(
+        tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1)} for i in range(20)]
+    )
     with start_embedded_server(["--latency-ms", "100"]) as server:
-        command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url),
-                                  num_samples_in_parallel=2)
+        command = collect_command(
+            tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url), num_samples_in_parallel=2
+        )
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert process.stdout.readline().startswith("Found 20 rows!")  # the scan is done: the run is going
         time.sleep(0.3)

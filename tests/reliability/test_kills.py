@@ -4,6 +4,7 @@ The promise under test: a kill loses nothing that was finished, a resume sends n
 rollout, the final output is exactly an uninterrupted seeded run's, and a clean stop says in one line what
 it kept and leaves no temp files.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,18 +20,31 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_RUN
-from reliability_support import (children_of, collect_command, count_lines, fast_agent, finished_rollouts,
-                                 last_line, listing, pid_alive, result_of, run_collect, run_concurrently,
-                                 wait_until)
-from rollout_pipeline.reference.embedded import start_embedded_server
+from reliability_support import (
+    children_of,
+    collect_command,
+    count_lines,
+    fast_agent,
+    finished_rollouts,
+    last_line,
+    listing,
+    pid_alive,
+    result_of,
+    run_collect,
+    run_concurrently,
+    wait_until,
+)
 from rollout_pipeline.collect.fetcher import rollout_seed
+from rollout_pipeline.reference.embedded import start_embedded_server
 from support import ctrl_c_default, read_jsonl
 
 RUN = {"num_repeats": 6, "seed": 33, "num_samples_in_parallel": 4}  # 12 prompts x 6 = 72 rollouts
 TOTAL = 72
 PROGRESS = ".out.jsonl.progress.jsonl"
-SUMMARY_RE = re.compile(r"^(interrupted|terminated): (\d+) of (\d+) rollouts done and kept in (\S+); "
-                        r"run the same command again to resume$")
+SUMMARY_RE = re.compile(
+    r"^(interrupted|terminated): (\d+) of (\d+) rollouts done and kept in (\S+); "
+    r"run the same command again to resume$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +57,8 @@ def uninterrupted(tmp_path_factory, prompts, upstream) -> Path:
 
 
 def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupted_output(
-        tmp_path, prompts, slow_server, uninterrupted):
+    tmp_path, prompts, slow_server, uninterrupted
+):
     out = tmp_path / "out.jsonl"
     progress = tmp_path / PROGRESS
     command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
@@ -59,8 +74,12 @@ def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupte
             if what == "startup":
                 time.sleep(point)
             else:
-                assert wait_until(lambda point=point, process=process: count_lines(progress) - 1 >= point
-                                  or process.poll() is not None, 60)
+                assert wait_until(
+                    lambda point=point, process=process: (
+                        count_lines(progress) - 1 >= point or process.poll() is not None
+                    ),
+                    60,
+                )
             assert process.poll() is None, "the run finished before the kill point"
         finally:
             process.kill()
@@ -87,14 +106,16 @@ def test_sigkill_at_six_random_points_then_resume_gives_exactly_the_uninterrupte
         resent = done & set(later)
         assert not resent, f"after kill {index + 1}: requests sent again for finished rollouts {sorted(resent)}"
     assert sum(1 for what, _ in points) >= 5
-    assert listing(tmp_path) == {"out.jsonl", "out.stats.json", "out.failures.ndjson", "params.yaml"}, \
+    assert listing(tmp_path) == {"out.jsonl", "out.stats.json", "out.failures.ndjson", "params.yaml"}, (
         "the progress file is gone once the output is complete, and no temp file is left"
+    )
 
 
 def test_sigkill_of_the_collector_takes_its_embedded_server_down_too(tmp_path, prompts):
     out = tmp_path / "out.jsonl"
-    command = collect_command(tmp_path, prompts, out, fast_agent("embedded", embedded_args=["--latency-ms", "50"]),
-                              **RUN)
+    command = collect_command(
+        tmp_path, prompts, out, fast_agent("embedded", embedded_args=["--latency-ms", "50"]), **RUN
+    )
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 3, 30)
@@ -119,22 +140,28 @@ def _read_stdout_until(process: subprocess.Popen, text: str, timeout: float) -> 
     return seen
 
 
-@pytest.mark.parametrize("sig,when,bar", [
-    (signal.SIGINT, "mid-run", True),
-    (signal.SIGTERM, "mid-run", False),
-    (signal.SIGINT, "start-up", False),
-    (signal.SIGTERM, "start-up", True),
-], ids=["SIGINT-mid-run", "SIGTERM-mid-run", "SIGINT-start-up", "SIGTERM-start-up"])
-def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(tmp_path, prompts, slow_server, uninterrupted,
-                                                                  sig, when, bar):
+@pytest.mark.parametrize(
+    "sig,when,bar",
+    [
+        (signal.SIGINT, "mid-run", True),
+        (signal.SIGTERM, "mid-run", False),
+        (signal.SIGINT, "start-up", False),
+        (signal.SIGTERM, "start-up", True),
+    ],
+    ids=["SIGINT-mid-run", "SIGTERM-mid-run", "SIGINT-start-up", "SIGTERM-start-up"],
+)
+def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(
+    tmp_path, prompts, slow_server, uninterrupted, sig, when, bar
+):
     out = tmp_path / "out.jsonl"
     # Start-up signals land while the embedded server is starting: after the first lines, before any request.
     url = slow_server.url if when == "mid-run" else "embedded"
     command = collect_command(tmp_path, prompts, out, fast_agent(url), **RUN)
     if bar:
         command.remove("--no-progress")
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=ctrl_c_default)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default
+    )
     try:
         if when == "mid-run":
             assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20, 30)
@@ -185,6 +212,7 @@ def test_dvc_repro_interrupted_during_collect_resumes_on_the_next_repro(dvc_proj
 def _partial_then_resume(workdir: Path, prompts: Path, faulty_url: str, upstream_url: str, first: dict, tamper=None):
     """A first run that fails about half its rollouts (keeping the rest in the progress file), an optional tamper
     with that file, then the baseline run's settings against a healthy server."""
+
     def job():
         out = workdir / "out.jsonl"
         failed = run_collect(workdir, prompts, out, fast_agent(faulty_url, max_retries=0), **first)
@@ -192,6 +220,7 @@ def _partial_then_resume(workdir: Path, prompts: Path, faulty_url: str, upstream
         if tamper is not None:
             tamper(workdir / PROGRESS)
         return run_collect(workdir, prompts, out, fast_agent(upstream_url), **BASE_RUN), out
+
     return job
 
 
@@ -212,16 +241,28 @@ def _garbage_in_the_middle(path: Path) -> None:
 
 STALE = {
     # name: (first run's settings, tamper, what the second run must say)
-    "seed changed": ({"num_repeats": 2, "seed": 22}, None,
-                     "starting fresh: settings changed since the previous run: seed 22 -> 21"),
-    "num_repeats changed": ({"num_repeats": 3, "seed": 21}, None,
-                            "starting fresh: settings changed since the previous run: num_repeats 3 -> 2"),
+    "seed changed": (
+        {"num_repeats": 2, "seed": 22},
+        None,
+        "starting fresh: settings changed since the previous run: seed 22 -> 21",
+    ),
+    "num_repeats changed": (
+        {"num_repeats": 3, "seed": 21},
+        None,
+        "starting fresh: settings changed since the previous run: num_repeats 3 -> 2",
+    ),
     # A larger limit only adds rows: the first 6 prompts' finished rollouts are this run's too.
     "limit raised": ({"num_repeats": 2, "seed": 21, "limit": 6}, None, "the input grew past the previous run's"),
-    "temperature changed": ({"num_repeats": 2, "seed": 21, "responses_create_params__temperature": 0.3}, None,
-                            "starting fresh: settings changed since the previous run: responses_create_params"),
-    "header garbled": ({"num_repeats": 2, "seed": 21}, _garble_header,
-                       "starting fresh: the previous progress file has no readable header"),
+    "temperature changed": (
+        {"num_repeats": 2, "seed": 21, "responses_create_params__temperature": 0.3},
+        None,
+        "starting fresh: settings changed since the previous run: responses_create_params",
+    ),
+    "header garbled": (
+        {"num_repeats": 2, "seed": 21},
+        _garble_header,
+        "starting fresh: the previous progress file has no readable header",
+    ),
     "last line cut off by a crash": ({"num_repeats": 2, "seed": 21}, _cut_last_line, "resuming: "),
     "garbage line in the middle": ({"num_repeats": 2, "seed": 21}, _garbage_in_the_middle, "resuming: 2 of 24"),
     "only parallelism changed": ({"num_repeats": 2, "seed": 21, "num_samples_in_parallel": 3}, None, "resuming: "),
@@ -231,9 +272,15 @@ STALE = {
 @pytest.fixture(scope="module")
 def stale_runs(tmp_path_factory, prompts, upstream):
     with start_embedded_server(["--fail-500", "0.5", "--fault-seed", "6"]) as faulty:
-        return run_concurrently({name: _partial_then_resume(tmp_path_factory.mktemp("stale"), prompts, faulty.url,
-                                                            upstream.url, first, tamper)
-                                 for name, (first, tamper, _) in STALE.items()}, workers=4)
+        return run_concurrently(
+            {
+                name: _partial_then_resume(
+                    tmp_path_factory.mktemp("stale"), prompts, faulty.url, upstream.url, first, tamper
+                )
+                for name, (first, tamper, _) in STALE.items()
+            },
+            workers=4,
+        )
 
 
 @pytest.mark.parametrize("name", list(STALE))
@@ -263,13 +310,16 @@ def test_a_resume_against_another_server_says_where_the_kept_rollouts_came_from(
     kept, stdout = outcomes["same server"]
     assert f"resuming: {kept} of 24 rollouts already done\n" in stdout
     kept, stdout = outcomes["another server"]
-    assert (f"resuming: {kept} of 24 rollouts already done (fetched from {flaky.url}; this run asks {upstream.url}: "
-            "if that serves other weights under the same model name, delete ") in stdout
+    assert (
+        f"resuming: {kept} of 24 rollouts already done (fetched from {flaky.url}; this run asks {upstream.url}: "
+        "if that serves other weights under the same model name, delete "
+    ) in stdout
 
 
 # -- repeat_mode: n, killed between two choices of one reply ---------------------------------------------
 def test_a_repeat_mode_n_resume_after_a_partly_stored_reply_gives_exactly_the_uninterrupted_output(
-        tmp_path, prompts, slow_server):
+    tmp_path, prompts, slow_server
+):
     """The parent stores a reply's choices one by one, so a kill can fall between two of them. The resume asks
     again for every choice with the seed of choice 0 and keeps the missing ones: the same samples as a run that
     was never killed, not new ones drawn with another seed."""
@@ -286,7 +336,8 @@ def test_a_repeat_mode_n_resume_after_a_partly_stored_reply_gives_exactly_the_un
     assert dead.returncode != 0
     progress = tmp_path / PROGRESS
     kept = [line for line in records if json.loads(line)["task_index"] < 5] + [
-        line for line in records if json.loads(line)["task_index"] == 5 and json.loads(line)["rollout_index"] < 2]
+        line for line in records if json.loads(line)["task_index"] == 5 and json.loads(line)["rollout_index"] < 2
+    ]
     with open(progress, "ab") as handle:
         handle.writelines(kept)
     log_before = count_lines(slow_server.log)
@@ -326,8 +377,9 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
     command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", fast_agent("http://127.0.0.1:9"))
     outcomes = []
     for attempt in range(20):
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=ctrl_c_default)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default
+        )
         assert wait_until(lambda process=process: _importing(process.pid), 30, interval=0.001)
         time.sleep(attempt * 0.01)
         process.send_signal(signal.SIGINT)
@@ -338,9 +390,10 @@ def test_ctrl_c_during_the_start_up_imports_is_a_one_line_stop_never_a_traceback
         assert "Traceback" not in stderr
         line = last_line(stderr)
         # Mostly the first; on a fast machine the later Ctrl-Cs can land after the imports, where run() reports.
-        assert line in ("collect.py: interrupted during start-up; nothing was written",
-                        "interrupted: stopped before any rollout was collected; nothing was written") \
-            or SUMMARY_RE.match(line), stderr
+        assert line in (
+            "collect.py: interrupted during start-up; nothing was written",
+            "interrupted: stopped before any rollout was collected; nothing was written",
+        ) or SUMMARY_RE.match(line), stderr
     assert sum(last_line(stderr).startswith("collect.py: interrupted during start-up") for _, stderr in outcomes) >= 5
 
 
@@ -356,7 +409,8 @@ def _importing(pid: int) -> bool:
 
 # -- two collectors on one output, and Ctrl-C ignored -------------------------------------------------------
 def test_a_second_collector_on_the_same_output_is_refused_and_the_first_is_unharmed(
-        tmp_path, prompts, slow_server, uninterrupted):
+    tmp_path, prompts, slow_server, uninterrupted
+):
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -371,9 +425,11 @@ def test_a_second_collector_on_the_same_output_is_refused_and_the_first_is_unhar
     finally:
         first.kill()
     assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert last_line(second.stderr) == (f"collect.py: error: {out}: another collector is writing it right now "
-                                        f"(its progress file {tmp_path / PROGRESS} is locked); wait for that run to "
-                                        "end, or give this one another output")
+    assert last_line(second.stderr) == (
+        f"collect.py: error: {out}: another collector is writing it right now "
+        f"(its progress file {tmp_path / PROGRESS} is locked); wait for that run to "
+        "end, or give this one another output"
+    )
     assert first.returncode == 0, first_stderr
     assert out.read_bytes() == uninterrupted.read_bytes()
 
@@ -382,8 +438,14 @@ def test_a_collector_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path, pro
     # A shell starts background jobs with SIGINT ignored; a Ctrl-C meant for the foreground must not stop them.
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         time.sleep(0.1)  # during the start-up imports
         process.send_signal(signal.SIGINT)

@@ -6,6 +6,7 @@ test: the output is byte for byte what one process writes; the work is shared; a
 child or of the whole process group loses nothing finished, sends no finished rollout again on resume, and
 leaves no process behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import (children_of, collect_command, count_lines, fast_agent, finished_rollouts,
-                                 last_line, listing, one_line_error, pid_alive, run_collect, wait_until)
+from reliability_support import (
+    children_of,
+    collect_command,
+    count_lines,
+    fast_agent,
+    finished_rollouts,
+    last_line,
+    listing,
+    one_line_error,
+    pid_alive,
+    run_collect,
+    wait_until,
+)
+from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.processes import SLOTS_PER_PROCESS, auto_processes
 from rollout_pipeline.reference.embedded import start_embedded_server
-from rollout_pipeline.collect.fetcher import rollout_seed
 from support import ctrl_c_default, make_prompts, read_jsonl
 
 PROMPTS, REPEATS, SEED = 40, 3, 5
@@ -61,10 +73,12 @@ def _descendants(pid: int) -> list[int]:
 
 
 # -- the same records -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("protocol,repeat_mode", [("chat", "separate"), ("responses", "separate"),
-                                                  ("agent", "separate"), ("chat", "n")])
-def test_three_processes_write_byte_for_byte_what_one_process_writes(tmp_path, many_prompts, upstream,
-                                                                      protocol, repeat_mode):
+@pytest.mark.parametrize(
+    "protocol,repeat_mode", [("chat", "separate"), ("responses", "separate"), ("agent", "separate"), ("chat", "n")]
+)
+def test_three_processes_write_byte_for_byte_what_one_process_writes(
+    tmp_path, many_prompts, upstream, protocol, repeat_mode
+):
     outputs = {}
     for processes in ("1", "3"):
         work = tmp_path / processes
@@ -89,8 +103,9 @@ def test_three_processes_write_byte_for_byte_what_one_process_writes(tmp_path, m
 
 def test_the_progress_bar_counts_the_rollouts_of_every_process(tmp_path, many_prompts, upstream):
     # The bar lives in the parent and starts after the fork (tqdm's monitor thread must not be copied).
-    command = collect_command(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(upstream.url), extra=THREE,
-                              **RUN)
+    command = collect_command(
+        tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(upstream.url), extra=THREE, **RUN
+    )
     command.remove("--no-progress")
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -102,8 +117,9 @@ def test_retries_and_failures_from_every_process_reach_the_stats_and_the_failure
     # A third of the requests get HTTP 500: one retry saves most, and some still fail.
     with start_embedded_server(["--fail-500", "0.3", "--fault-seed", "4"]) as server:
         out = tmp_path / "out.jsonl"
-        result = run_collect(tmp_path, many_prompts, out, fast_agent(server.url, max_retries=1), extra=THREE,
-                             max_failure_rate=1.0, **RUN)
+        result = run_collect(
+            tmp_path, many_prompts, out, fast_agent(server.url, max_retries=1), extra=THREE, max_failure_rate=1.0, **RUN
+        )
     assert result.returncode == 0, result.stderr
     stats = _stats(out)
     failures = read_jsonl(tmp_path / "out.failures.ndjson")
@@ -111,12 +127,14 @@ def test_retries_and_failures_from_every_process_reach_the_stats_and_the_failure
     assert sum(stats["retries"].values()) > 0
     assert stats["rollouts"] + stats["failures"] == TOTAL
     assert {(f["task_index"], f["rollout_index"]) for f in failures}.isdisjoint(
-        (r["task_index"], r["rollout_index"]) for r in read_jsonl(out))
+        (r["task_index"], r["rollout_index"]) for r in read_jsonl(out)
+    )
 
 
 # -- kills -----------------------------------------------------------------------------------------------
 def test_sigkill_of_the_parent_leaves_no_process_and_the_resume_gives_exactly_the_one_process_output(
-        tmp_path, many_prompts, slow_server, one_process):
+    tmp_path, many_prompts, slow_server, one_process
+):
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, many_prompts, out, fast_agent(slow_server.url), extra=THREE, **RUN)
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -145,7 +163,8 @@ def test_sigkill_of_the_parent_leaves_no_process_and_the_resume_gives_exactly_th
 
 
 def test_sigkill_of_one_child_fails_the_run_in_one_line_and_keeps_everythingfinished_rollouts(
-        tmp_path, many_prompts, slow_server, one_process):
+    tmp_path, many_prompts, slow_server, one_process
+):
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, many_prompts, out, fast_agent(slow_server.url), extra=THREE, **RUN)
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -170,15 +189,26 @@ def test_sigkill_of_one_child_fails_the_run_in_one_line_and_keeps_everythingfini
     assert out.read_bytes() == one_process.read_bytes()
 
 
-@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig,code,word",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_a_signal_to_the_whole_process_group_stops_cleanly_and_keeps_what_every_processfinished_rollouts(
-        tmp_path, many_prompts, slow_server, one_process, sig, code, word):
+    tmp_path, many_prompts, slow_server, one_process, sig, code, word
+):
     # What a terminal's Ctrl-C does (and a job scheduler's SIGTERM): every process of the group gets it.
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, many_prompts, out, fast_agent(slow_server.url), extra=THREE, **RUN)
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, preexec_fn=ctrl_c_default)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ctrl_c_default,
+    )
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20 or process.poll() is not None, 30)
         workers = children_of(process.pid)
@@ -205,10 +235,12 @@ def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(t
     # The parent acts on a Ctrl-C between two frames (never halfway through storing one), and it checks for
     # one even when no frame comes: here every request takes 20 s.
     with start_embedded_server(["--latency-ms", "20000"]) as server:
-        command = collect_command(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(server.url, timeout_s=60),
-                                  extra=THREE, **RUN)
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=ctrl_c_default)
+        command = collect_command(
+            tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(server.url, timeout_s=60), extra=THREE, **RUN
+        )
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default
+        )
         try:
             assert wait_until(lambda: len(children_of(process.pid)) == 3, 30)
             time.sleep(0.5)
@@ -229,8 +261,16 @@ def test_an_input_line_broken_mid_run_is_the_same_one_line_error_as_in_one_proce
     prompts = make_prompts(tmp_path / "prompts.jsonl", 300, seed=29)
     lines = prompts.read_bytes().splitlines(keepends=True)
     out = tmp_path / "out.jsonl"
-    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), extra=THREE, num_repeats=1,
-                              seed=SEED, num_samples_in_parallel=6)
+    command = collect_command(
+        tmp_path,
+        prompts,
+        out,
+        fast_agent(slow_server.url),
+        extra=THREE,
+        num_repeats=1,
+        seed=SEED,
+        num_samples_in_parallel=6,
+    )
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20 or process.poll() is not None, 30)
@@ -273,16 +313,24 @@ def test_auto_uses_one_process_per_128_slots_at_most_one_per_cpu_and_one_for_sma
 
 def test_processes_is_capped_by_the_parallelism(tmp_path, many_prompts, upstream):
     out = tmp_path / "out.jsonl"
-    result = run_collect(tmp_path, many_prompts, out, fast_agent(upstream.url), extra=["--processes", "8"],
-                         num_repeats=1, num_samples_in_parallel=2)
+    result = run_collect(
+        tmp_path,
+        many_prompts,
+        out,
+        fast_agent(upstream.url),
+        extra=["--processes", "8"],
+        num_repeats=1,
+        num_samples_in_parallel=2,
+    )
     assert result.returncode == 0, result.stderr
     assert _stats(out)["processes"] == 2, "no process without a slot"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_a_bad_processes_value_is_a_one_line_error(tmp_path, many_prompts, value):
-    result = run_collect(tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent("http://127.0.0.1:9"),
-                         extra=["--processes", value])
+    result = run_collect(
+        tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent("http://127.0.0.1:9"), extra=["--processes", value]
+    )
     assert result.returncode == 2
     assert f"--processes: expected a whole number >= 1 or auto, got {value!r}" in result.stderr
     assert "Traceback" not in result.stderr

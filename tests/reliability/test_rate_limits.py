@@ -2,6 +2,7 @@
 with concurrency, not from random faults; a Retry-After holds back its own request; and it never loses a rollout
 to a server that is making progress (real servers over loopback: the embedded one with fault flags, and a
 rate-limited one). Assertions count events (requests, cuts, pauses), not wall time."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ class RateLimited:
         with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as reply:
             return json.loads(reply.read())
 
-    def __enter__(self) -> "RateLimited":
+    def __enter__(self) -> RateLimited:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,8 +58,9 @@ def test_a_server_failing_a_quarter_of_requests_loses_nothing_over_twenty_runs(p
         settings["url"] = server.url
         for run in range(20):
             out = tmp_path / f"run{run}.jsonl"
-            result = run_collect(tmp_path, prompts, out, settings, num_repeats=4, num_samples_in_parallel=64,
-                                 timeout=120)
+            result = run_collect(
+                tmp_path, prompts, out, settings, num_repeats=4, num_samples_in_parallel=64, timeout=120
+            )
             assert result.returncode == 0, f"run {run}: {result.stderr[-2000:]}"
             assert len(read_jsonl(out)) == 400
             stats = json.loads((tmp_path / f"run{run}.stats.json").read_text())
@@ -70,8 +72,15 @@ def test_against_a_rate_limited_server_the_collector_settles_under_its_capacity_
     here, what holds on a busy machine too: every rollout, few 429s, a limit that came down to the capacity."""
     capacity, service_s, rollouts = 16, 0.02, 800
     with RateLimited(capacity, service_s * 1000) as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, retry_backoff_s=0.01),
-                             num_repeats=8, num_samples_in_parallel=256, timeout=60)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, retry_backoff_s=0.01),
+            num_repeats=8,
+            num_samples_in_parallel=256,
+            timeout=60,
+        )
         seen = server.stats()
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((tmp_path / "out.stats.json").read_text())
@@ -83,13 +92,14 @@ def test_against_a_rate_limited_server_the_collector_settles_under_its_capacity_
 
 
 def test_an_endpoint_down_longer_than_give_up_after_s_fails_within_that_plus_one_timeout(prompts, tmp_path):
-    settings = agent(f"http://127.0.0.1:{free_port()}", give_up_after_s=1.5, timeout_s=1.0, retry_backoff_s=0.05,
-                     max_retries=1000)
+    settings = agent(
+        f"http://127.0.0.1:{free_port()}", give_up_after_s=1.5, timeout_s=1.0, retry_backoff_s=0.05, max_retries=1000
+    )
     command = collect_command(tmp_path, prompts, tmp_path / "out.jsonl", settings, limit=2)
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [process.stdout.readline() for _ in range(2)]  # "Found 2 rows!", then "Querying with ...": timed
-        assert lines[-1].startswith("Querying with"), lines     # from here, the collector's start-up left out
+        assert lines[-1].startswith("Querying with"), lines  # from here, the collector's start-up left out
         started = time.monotonic()
         _, stderr = process.communicate(timeout=30)
         elapsed = time.monotonic() - started
@@ -111,8 +121,15 @@ def test_a_retry_after_longer_than_give_up_after_s_is_reported_at_once(prompts, 
 
 def test_a_retry_after_is_waited_out_by_its_own_request_and_does_not_count_as_a_retry(prompts, tmp_path):
     with RateLimited(4, 20, retry_after="0.2") as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, max_retries=0),
-                             num_repeats=2, num_samples_in_parallel=32, timeout=60)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, max_retries=0),
+            num_repeats=2,
+            num_samples_in_parallel=32,
+            timeout=60,
+        )
         seen = server.stats()
     assert result.returncode == 0, result.stderr[-2000:]  # max_retries 0, yet every 429 was waited out
     stats = json.loads((tmp_path / "out.stats.json").read_text())
@@ -126,13 +143,21 @@ def test_a_retry_after_on_one_request_does_not_stall_the_others(prompts, tmp_pat
     log = tmp_path / "requests.ndjson"
     flags = ["--fail-429", "0.1", "--retry-after", "3", "--fault-seed", "3", "--request-log", str(log)]
     with start_embedded_server(flags) as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, retry_backoff_s=0.001),
-                             limit=40, num_samples_in_parallel=4, seed=5, timeout=60)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, retry_backoff_s=0.001),
+            limit=40,
+            num_samples_in_parallel=4,
+            seed=5,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     requests = read_jsonl(log)
     first = next(i for i, request in enumerate(requests) if request["status"] == "fault:429")
     retried = next(i for i in range(first + 1, len(requests)) if requests[i]["seed"] == requests[first]["seed"])
-    answered_meanwhile = sum(request["status"] == "200" for request in requests[first + 1:retried])
+    answered_meanwhile = sum(request["status"] == "200" for request in requests[first + 1 : retried])
     # While it waited 3 s, the other rollouts went on (a pause of the whole endpoint would have let through only
     # the other 3 slots' next requests before this retry).
     assert first < 10 and answered_meanwhile >= 12, (first, retried, answered_meanwhile)
@@ -147,8 +172,15 @@ def test_random_overloads_from_a_flaky_server_are_tolerated_and_do_not_lower_the
     for kind in kinds:
         flags += [f"--fail-{kind}", str(0.25 / len(kinds))]
     with start_embedded_server(flags) as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, max_retries=20),
-                             num_repeats=3, num_samples_in_parallel=32, timeout=120)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, max_retries=20),
+            num_repeats=3,
+            num_samples_in_parallel=32,
+            timeout=120,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((tmp_path / "out.stats.json").read_text())
     assert stats["failures"] == 0 and len(read_jsonl(tmp_path / "out.jsonl")) == 300
@@ -162,8 +194,15 @@ def test_random_overloads_from_a_flaky_server_are_tolerated_and_do_not_lower_the
 def test_sustained_429s_with_retry_after_on_a_third_lower_the_limit_without_pausing_the_endpoint(prompts, tmp_path):
     capacity, rollouts = 16, 800
     with RateLimited(capacity, 50, retry_after="1", every=3) as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(server.url, retry_backoff_s=0.01),
-                             num_repeats=8, num_samples_in_parallel=256, timeout=120)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, retry_backoff_s=0.01),
+            num_repeats=8,
+            num_samples_in_parallel=256,
+            timeout=120,
+        )
         seen = server.stats()
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((tmp_path / "out.stats.json").read_text())
@@ -176,9 +215,15 @@ def test_sustained_429s_with_retry_after_on_a_third_lower_the_limit_without_paus
 
 def test_a_server_that_turns_everything_away_with_retry_after_pauses_the_whole_endpoint(prompts, tmp_path):
     with RateLimited(0, 20, retry_after="0.5") as server:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl",
-                             agent(server.url, give_up_after_s=2.5, retry_backoff_s=0.01),
-                             limit=4, num_samples_in_parallel=4, timeout=60)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(server.url, give_up_after_s=2.5, retry_backoff_s=0.01),
+            limit=4,
+            num_samples_in_parallel=4,
+            timeout=60,
+        )
     assert result.returncode == 1
     (endpoint,) = json.loads((tmp_path / "out.stats.json").read_text())["endpoints"]
     assert endpoint["pauses"] >= 1, endpoint  # nothing succeeded for a second: overloaded as a whole
@@ -186,9 +231,18 @@ def test_a_server_that_turns_everything_away_with_retry_after_pauses_the_whole_e
 
 def test_a_503_with_retry_after_pauses_the_whole_endpoint_and_the_run_completes(prompts, tmp_path):
     from reliability_support import Misbehaving
+
     with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "503-retry-after", 0.1, seed=1) as proxy:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), limit=20,
-                             num_repeats=2, num_samples_in_parallel=8, timeout=60)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            tmp_path / "out.jsonl",
+            agent(proxy.url),
+            limit=20,
+            num_repeats=2,
+            num_samples_in_parallel=8,
+            timeout=60,
+        )
         faults = proxy.stats()["faults"]
     assert result.returncode == 0, result.stderr[-2000:]
     (endpoint,) = json.loads((tmp_path / "out.stats.json").read_text())["endpoints"]
@@ -199,8 +253,10 @@ def test_a_503_with_retry_after_pauses_the_whole_endpoint_and_the_run_completes(
 
 def test_deterministic_client_errors_are_sent_exactly_once(prompts, tmp_path):
     from reliability_support import Misbehaving
+
     with start_embedded_server([]) as upstream, Misbehaving(upstream.url, "400", 1.0) as proxy:
-        result = run_collect(tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), limit=5, num_repeats=2,
-                             timeout=60)
+        result = run_collect(
+            tmp_path, prompts, tmp_path / "out.jsonl", agent(proxy.url), limit=5, num_repeats=2, timeout=60
+        )
         posts = proxy.stats()["posts"]
     assert result.returncode == 1 and posts == 10

@@ -4,6 +4,7 @@ The promise under test: the run completes with every rollout, or fails clearly o
 spent; no record ever carries a reward produced by a fault (a run through faults is byte-identical to a
 fault-free seeded run); a dead endpoint never hangs the run.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,31 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_RUN
-from reliability_support import (Misbehaving, collect_command, count_lines, fast_agent, last_line,
-                                 result_of, run_collect, run_concurrently, wait_until)
+from reliability_support import (
+    Misbehaving,
+    collect_command,
+    count_lines,
+    fast_agent,
+    last_line,
+    result_of,
+    run_collect,
+    run_concurrently,
+    wait_until,
+)
 from rollout_pipeline.reference.embedded import start_embedded_server
 from support import free_port, read_jsonl, server_stats
 
 # The embedded server's --fail-<kind> flags and the retry cause the collector reports for each.
 EMBEDDED_KINDS = {
-    "500": "http_500", "502": "http_502", "503": "http_503", "429": "http_429", "429-date": "http_429",
-    "reset": "connection", "hang": "timeout", "trickle": "timeout", "malformed": "malformed_json",
+    "500": "http_500",
+    "502": "http_502",
+    "503": "http_503",
+    "429": "http_429",
+    "429-date": "http_429",
+    "reset": "connection",
+    "hang": "timeout",
+    "trickle": "timeout",
+    "malformed": "malformed_json",
     "missing-fields": "invalid_reply",
 }
 # Faults only a misbehaving server produces: kind -> (protocol, cause, retried?).
@@ -93,41 +110,97 @@ def _embedded_job(workdir: Path, prompts: Path, flags: list[str], agent_override
         with start_embedded_server(flags) as server:
             out = workdir / "out.jsonl"
             started = time.monotonic()
-            result = run_collect(workdir, prompts, out, fast_agent(server.url, **agent_overrides), timeout=60,
-                                 **seed_extra)
+            result = run_collect(
+                workdir, prompts, out, fast_agent(server.url, **agent_overrides), timeout=60, **seed_extra
+            )
             return FaultRun(result, out, time.monotonic() - started, server_stats(server.url))
+
     return job
 
 
-def _proxy_job(workdir: Path, prompts: Path, upstream: str, fault: str, rate: float, agent_overrides: dict,
-               proxy_is_verifier: bool = False, proxy_seed: int = 3, **seed_extra):
+def _proxy_job(
+    workdir: Path,
+    prompts: Path,
+    upstream: str,
+    fault: str,
+    rate: float,
+    agent_overrides: dict,
+    proxy_is_verifier: bool = False,
+    proxy_seed: int = 3,
+    **seed_extra,
+):
     def job() -> FaultRun:
         with Misbehaving(upstream, fault, rate=rate, seed=proxy_seed) as proxy:
             out = workdir / "out.jsonl"
-            settings = (fast_agent(upstream, verifier=f"{proxy.url}/verify", **agent_overrides) if proxy_is_verifier
-                        else fast_agent(proxy.url, **agent_overrides))
+            settings = (
+                fast_agent(upstream, verifier=f"{proxy.url}/verify", **agent_overrides)
+                if proxy_is_verifier
+                else fast_agent(proxy.url, **agent_overrides)
+            )
             started = time.monotonic()
             result = run_collect(workdir, prompts, out, settings, timeout=60, **seed_extra)
             return FaultRun(result, out, time.monotonic() - started, proxy.stats())
+
     return job
 
 
 # -- each kind alone, at 50 %, and all mixed at 60 % ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs_at_50_percent(tmp_path_factory, prompts, upstream):
-    jobs = {kind: _embedded_job(tmp_path_factory.mktemp("alone"), prompts, [f"--fail-{kind}", "0.5", *FAULT_FLAGS],
-                                _timeouts(kind, max_retries=15), **BASE_RUN) for kind in EMBEDDED_KINDS}
-    mixed = ["--fail-rate", "0.3", "--fail-502", "0.06", "--fail-503", "0.06", "--fail-429-date", "0.06",
-             "--fail-trickle", "0.06", "--fail-missing-fields", "0.06", *FAULT_FLAGS]
-    jobs["mixed"] = _embedded_job(tmp_path_factory.mktemp("mixed"), prompts, mixed,
-                                  _timeouts("hang", max_retries=30), num_samples_in_parallel=8, **BASE_RUN)
+    jobs = {
+        kind: _embedded_job(
+            tmp_path_factory.mktemp("alone"),
+            prompts,
+            [f"--fail-{kind}", "0.5", *FAULT_FLAGS],
+            _timeouts(kind, max_retries=15),
+            **BASE_RUN,
+        )
+        for kind in EMBEDDED_KINDS
+    }
+    mixed = [
+        "--fail-rate",
+        "0.3",
+        "--fail-502",
+        "0.06",
+        "--fail-503",
+        "0.06",
+        "--fail-429-date",
+        "0.06",
+        "--fail-trickle",
+        "0.06",
+        "--fail-missing-fields",
+        "0.06",
+        *FAULT_FLAGS,
+    ]
+    jobs["mixed"] = _embedded_job(
+        tmp_path_factory.mktemp("mixed"),
+        prompts,
+        mixed,
+        _timeouts("hang", max_retries=30),
+        num_samples_in_parallel=8,
+        **BASE_RUN,
+    )
     for protocol in ("chat", "responses", "agent"):
-        jobs[f"proxy-{protocol}"] = _proxy_job(tmp_path_factory.mktemp("proxy"), prompts, upstream.url,
-                                               ",".join(_proxy_kinds(protocol)), 0.6,
-                                               {"protocol": protocol, "max_retries": 30}, **BASE_RUN)
-    jobs["verify"] = _proxy_job(tmp_path_factory.mktemp("verify"), prompts, upstream.url,
-                                "no-reward,close,html-200,error-200", 0.5, {"max_retries": 30},
-                                proxy_is_verifier=True, proxy_seed=4, **BASE_RUN)
+        jobs[f"proxy-{protocol}"] = _proxy_job(
+            tmp_path_factory.mktemp("proxy"),
+            prompts,
+            upstream.url,
+            ",".join(_proxy_kinds(protocol)),
+            0.6,
+            {"protocol": protocol, "max_retries": 30},
+            **BASE_RUN,
+        )
+    jobs["verify"] = _proxy_job(
+        tmp_path_factory.mktemp("verify"),
+        prompts,
+        upstream.url,
+        "no-reward,close,html-200,error-200",
+        0.5,
+        {"max_retries": 30},
+        proxy_is_verifier=True,
+        proxy_seed=4,
+        **BASE_RUN,
+    )
     return run_concurrently(jobs)
 
 
@@ -167,8 +240,9 @@ def test_a_misbehaving_verify_url_never_becomes_a_reward(runs_at_50_percent, bas
     stats = run.server
     assert stats["paths"] == {"/verify": stats["posts"]} and sum(stats["faults"].values()) >= 5
     records, reference = read_jsonl(run.out), read_jsonl(baseline())
-    assert [(r["task_index"], r["rollout_index"], r["output"], r["reward"]) for r in records] == \
-        [(r["task_index"], r["rollout_index"], r["output"], r["reward"]) for r in reference]
+    assert [(r["task_index"], r["rollout_index"], r["output"], r["reward"]) for r in records] == [
+        (r["task_index"], r["rollout_index"], r["output"], r["reward"]) for r in reference
+    ]
 
 
 # -- each kind at 100 %: the retry budget runs out, and the run says so -------------------------------------
@@ -177,27 +251,58 @@ def runs_at_100_percent(tmp_path_factory, prompts, upstream):
     """Every request faulty: 12 rollouts x (1 + 2 retries) = 36 draws, so every kind of a mix is drawn."""
     every_kind = [flag for kind in EMBEDDED_KINDS for flag in (f"--fail-{kind}", "0.1")]
     # Fault seed 1: its first 36 draws hold all 10 kinds.
-    jobs = {"embedded": _embedded_job(tmp_path_factory.mktemp("full"), prompts, [*every_kind, *FAULT_FLAGS,
-                                                                                "--fault-seed", "1"],
-                                      _timeouts("hang", max_retries=2), limit=12, num_repeats=1)}
+    jobs = {
+        "embedded": _embedded_job(
+            tmp_path_factory.mktemp("full"),
+            prompts,
+            [*every_kind, *FAULT_FLAGS, "--fault-seed", "1"],
+            _timeouts("hang", max_retries=2),
+            limit=12,
+            num_repeats=1,
+        )
+    }
     for protocol in ("chat", "responses", "agent"):
-        jobs[protocol] = _proxy_job(tmp_path_factory.mktemp("full-proxy"), prompts, upstream.url,
-                                    ",".join(_proxy_kinds(protocol)), 1.0,
-                                    {"protocol": protocol, "max_retries": 2, "timeout_s": 10.0},
-                                    proxy_seed=5, limit=12, num_repeats=1)
+        jobs[protocol] = _proxy_job(
+            tmp_path_factory.mktemp("full-proxy"),
+            prompts,
+            upstream.url,
+            ",".join(_proxy_kinds(protocol)),
+            1.0,
+            {"protocol": protocol, "max_retries": 2, "timeout_s": 10.0},
+            proxy_seed=5,
+            limit=12,
+            num_repeats=1,
+        )
     for kind in ("400", "401"):
-        jobs[kind] = _proxy_job(tmp_path_factory.mktemp("full-proxy"), prompts, upstream.url, kind, 1.0,
-                                {"max_retries": 2, "timeout_s": 10.0}, limit=3, num_repeats=1)
+        jobs[kind] = _proxy_job(
+            tmp_path_factory.mktemp("full-proxy"),
+            prompts,
+            upstream.url,
+            kind,
+            1.0,
+            {"max_retries": 2, "timeout_s": 10.0},
+            limit=3,
+            num_repeats=1,
+        )
     for kind, retry_after in (("429", "1"), ("429-date", "2")):
         # retry_backoff_s 0: only the server's Retry-After can make the collector wait between the 2 attempts.
         jobs[f"retry-after-{kind}"] = _embedded_job(
-            tmp_path_factory.mktemp("retry-after"), prompts, [f"--fail-{kind}", "1", "--retry-after", retry_after],
-            {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0, "give_up_after_s": 2.5}, limit=1,
-            num_repeats=1)
+            tmp_path_factory.mktemp("retry-after"),
+            prompts,
+            [f"--fail-{kind}", "1", "--retry-after", retry_after],
+            {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0, "give_up_after_s": 2.5},
+            limit=1,
+            num_repeats=1,
+        )
     # Four rollouts told to wait 2 s at the same moment: a long wait is announced, once.
     jobs["retry-after-notice"] = _embedded_job(
-        tmp_path_factory.mktemp("retry-after-notice"), prompts, ["--fail-429", "1", "--retry-after", "2"],
-        {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0, "give_up_after_s": 2.5}, limit=2, num_repeats=2)
+        tmp_path_factory.mktemp("retry-after-notice"),
+        prompts,
+        ["--fail-429", "1", "--retry-after", "2"],
+        {"max_retries": 1, "retry_backoff_s": 0, "timeout_s": 10.0, "give_up_after_s": 2.5},
+        limit=2,
+        num_repeats=2,
+    )
     return run_concurrently(jobs)
 
 
@@ -237,15 +342,20 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(runs_at_100_perc
     # A 429 is waited out (it does not count toward max_retries: 1) until give_up_after_s passes with no success.
     assert run.server["requests"]["/v1/chat/completions"] >= 2
     assert _stats(run.out)["wall_s"] >= 0.9, "waited for Retry-After (1 s; an HTTP date 2 s ahead, to the second)"
-    assert "give_up_after_s" in read_jsonl(run.out.with_name(run.out.name.replace(".jsonl", ".failures.ndjson")))[0]["error"]
+    assert (
+        "give_up_after_s"
+        in read_jsonl(run.out.with_name(run.out.name.replace(".jsonl", ".failures.ndjson")))[0]["error"]
+    )
 
 
 def test_a_long_retry_after_wait_is_announced_once_not_per_rollout(runs_at_100_percent):
     run = result_of(runs_at_100_percent, "retry-after-notice")
     _assert_failed_clearly(run.result, run.out, 4, {"http_429"})
     notices = [line for line in run.result.stderr.splitlines() if "asked to wait" in line]
-    assert notices == ["the server asked to wait 2 s before retrying (http_429, Retry-After); waiting (such waits "
-                       "are shown at most every 30 s)"], run.result.stderr
+    assert notices == [
+        "the server asked to wait 2 s before retrying (http_429, Retry-After); waiting (such waits "
+        "are shown at most every 30 s)"
+    ], run.result.stderr
 
 
 # -- endpoints that die, come back, or never answer ---------------------------------------------------------
@@ -255,8 +365,14 @@ def _dies_and_comes_back(workdir: Path, prompts: Path):
         flags = ["--port", str(port), "--latency-ms", "40"]
         server = start_embedded_server(flags)
         out = workdir / "out.jsonl"
-        command = collect_command(workdir, prompts, out, fast_agent(server.url, retry_backoff_s=0.05, max_retries=12),
-                                  num_samples_in_parallel=2, **BASE_RUN)
+        command = collect_command(
+            workdir,
+            prompts,
+            out,
+            fast_agent(server.url, retry_backoff_s=0.05, max_retries=12),
+            num_samples_in_parallel=2,
+            **BASE_RUN,
+        )
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -271,6 +387,7 @@ def _dies_and_comes_back(workdir: Path, prompts: Path):
             server.stop()
         result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         return FaultRun(result, out, time.monotonic() - started, {})
+
     return job
 
 
@@ -278,16 +395,19 @@ def _not_up_yet(workdir: Path, prompts: Path):
     def job() -> FaultRun:
         port = free_port()
         out = workdir / "out.jsonl"
-        command = collect_command(workdir, prompts, out,
-                                  # give_up_after_s: the embedded server takes a while to come up on a busy machine
-                                  fast_agent(f"http://127.0.0.1:{port}", retry_backoff_s=0.02, max_retries=12,
-                                             give_up_after_s=60),
-                                  **BASE_RUN)
+        command = collect_command(
+            workdir,
+            prompts,
+            out,
+            # give_up_after_s: the embedded server takes a while to come up on a busy machine
+            fast_agent(f"http://127.0.0.1:{port}", retry_backoff_s=0.02, max_retries=12, give_up_after_s=60),
+            **BASE_RUN,
+        )
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lines = [process.stdout.readline() for _ in range(2)]  # "Found N rows!", "Querying with K ...":
-            assert lines[-1].startswith("Querying with"), lines     # the first requests are going out now
+            assert lines[-1].startswith("Querying with"), lines  # the first requests are going out now
             time.sleep(1.0)  # refused connections, retried with backoff (0.02 s, doubling), within give_up_after_s
             with start_embedded_server(["--port", str(port)]):
                 rest, stderr = process.communicate(timeout=60)
@@ -296,6 +416,7 @@ def _not_up_yet(workdir: Path, prompts: Path):
             process.kill()
         result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         return FaultRun(result, out, time.monotonic() - started, {})
+
     return job
 
 
@@ -303,15 +424,24 @@ def _refused_for_good(workdir: Path, prompts: Path):
     def job() -> FaultRun:
         out = workdir / "out.jsonl"
         started = time.monotonic()
-        result = run_collect(workdir, prompts, out, fast_agent(f"http://127.0.0.1:{free_port()}", max_retries=2),
-                             num_samples_in_parallel=2, num_repeats=4, timeout=30)
+        result = run_collect(
+            workdir,
+            prompts,
+            out,
+            fast_agent(f"http://127.0.0.1:{free_port()}", max_retries=2),
+            num_samples_in_parallel=2,
+            num_repeats=4,
+            timeout=30,
+        )
         return FaultRun(result, out, time.monotonic() - started, {})
+
     return job
 
 
 def _drops_packets(workdir: Path, prompts: Path):
     """A host that never completes a TCP handshake, as behind a firewall that drops packets: a listener whose
     accept queue is full (backlog 0, one connection parked in it, never accepted), so the kernel drops SYNs."""
+
     def job() -> FaultRun:
         with socket.socket() as listener, socket.socket() as parked:
             listener.bind(("127.0.0.1", 0))
@@ -319,29 +449,43 @@ def _drops_packets(workdir: Path, prompts: Path):
             parked.connect(listener.getsockname())
             out = workdir / "out.jsonl"
             started = time.monotonic()
-            agent = fast_agent(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=60, connect_timeout_s=0.3,
-                               max_retries=1)
+            agent = fast_agent(
+                f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=60, connect_timeout_s=0.3, max_retries=1
+            )
             result = run_collect(workdir, prompts, out, agent, num_samples_in_parallel=20, num_repeats=2, timeout=60)
             return FaultRun(result, out, time.monotonic() - started, {})
+
     return job
 
 
 @pytest.fixture(scope="module")
 def endpoint_runs(tmp_path_factory, prompts):
     mktemp = tmp_path_factory.mktemp
-    return run_concurrently({
-        "dies": _dies_and_comes_back(mktemp("dies"), prompts),
-        "not-up-yet": _not_up_yet(mktemp("not-up-yet"), prompts),
-        "refused": _refused_for_good(mktemp("refused"), prompts),
-        "drops-packets": _drops_packets(mktemp("drops"), prompts),
-        "never-answers": _embedded_job(mktemp("never"), prompts, ["--fail-hang", "1", "--hang-s", "60"],
-                                       {"timeout_s": 0.5, "max_retries": 1}, num_samples_in_parallel=20, num_repeats=4),
-        # 20 fast failures in a row decide it: the run stops then, not when the slow requests time out.
-        "hanging-after-give-up": _embedded_job(
-            mktemp("give-up"), prompts, ["--fail-500", "0.85", "--fail-hang", "0.15", "--fault-seed", "2",
-                                         "--hang-s", "60"],
-            {"timeout_s": 30, "max_retries": 0}, num_samples_in_parallel=24, num_repeats=8),
-    })
+    return run_concurrently(
+        {
+            "dies": _dies_and_comes_back(mktemp("dies"), prompts),
+            "not-up-yet": _not_up_yet(mktemp("not-up-yet"), prompts),
+            "refused": _refused_for_good(mktemp("refused"), prompts),
+            "drops-packets": _drops_packets(mktemp("drops"), prompts),
+            "never-answers": _embedded_job(
+                mktemp("never"),
+                prompts,
+                ["--fail-hang", "1", "--hang-s", "60"],
+                {"timeout_s": 0.5, "max_retries": 1},
+                num_samples_in_parallel=20,
+                num_repeats=4,
+            ),
+            # 20 fast failures in a row decide it: the run stops then, not when the slow requests time out.
+            "hanging-after-give-up": _embedded_job(
+                mktemp("give-up"),
+                prompts,
+                ["--fail-500", "0.85", "--fail-hang", "0.15", "--fault-seed", "2", "--hang-s", "60"],
+                {"timeout_s": 30, "max_retries": 0},
+                num_samples_in_parallel=24,
+                num_repeats=8,
+            ),
+        }
+    )
 
 
 def test_an_endpoint_that_dies_mid_run_and_comes_back_loses_nothing(endpoint_runs, baseline):
@@ -396,7 +540,8 @@ def test_giving_up_does_not_wait_for_requests_still_hanging(endpoint_runs):
 
 # -- the failure budget -----------------------------------------------------------------------------------
 def test_failures_over_max_failure_rate_fail_the_run_keep_the_rest_and_a_rerun_fetches_only_the_missing(
-        tmp_path, prompts, baseline, upstream):
+    tmp_path, prompts, baseline, upstream
+):
     reference = {(r["task_index"], r["rollout_index"]): r for r in read_jsonl(baseline())}
     out = tmp_path / "out.jsonl"
     with start_embedded_server(["--fail-500", "0.4", "--fault-seed", "9"]) as faulty:
@@ -420,8 +565,9 @@ def test_failures_within_max_failure_rate_write_only_real_rollouts(tmp_path, pro
     reference = {(r["task_index"], r["rollout_index"]): r for r in read_jsonl(baseline())}
     out = tmp_path / "out.jsonl"
     with start_embedded_server(["--fail-500", "0.3", "--fault-seed", "9"]) as faulty:
-        result = run_collect(tmp_path, prompts, out, fast_agent(faulty.url, max_retries=0),
-                             max_failure_rate=0.9, **BASE_RUN)
+        result = run_collect(
+            tmp_path, prompts, out, fast_agent(faulty.url, max_retries=0), max_failure_rate=0.9, **BASE_RUN
+        )
     assert result.returncode == 0, result.stderr
     records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.ndjson")
     assert failures and len(records) + len(failures) == 24
@@ -432,18 +578,32 @@ def test_failures_within_max_failure_rate_write_only_real_rollouts(tmp_path, pro
 
 
 # -- the verifier misbehaves ------------------------------------------------------------------------------
-@pytest.mark.parametrize("function,cause", [("raises", "verifier_error"), ("async_raises", "verifier_error"),
-                                            ("returns_nan", "verifier_error"), ("returns_none", "verifier_error"),
-                                            ("returns_string", "verifier_error"), ("spins", "verifier_timeout")])
-def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollouts(tmp_path, prompts, baseline,
-                                                                                  upstream, function, cause):
+@pytest.mark.parametrize(
+    "function,cause",
+    [
+        ("raises", "verifier_error"),
+        ("async_raises", "verifier_error"),
+        ("returns_nan", "verifier_error"),
+        ("returns_none", "verifier_error"),
+        ("returns_string", "verifier_error"),
+        ("spins", "verifier_timeout"),
+    ],
+)
+def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollouts(
+    tmp_path, prompts, baseline, upstream, function, cause
+):
     reference = {(r["task_index"], r["rollout_index"]): r for r in read_jsonl(baseline())}
     out = tmp_path / "out.jsonl"
     env = {"PYTHONPATH": str(Path(__file__).parent)}
-    result = run_collect(tmp_path, prompts, out,
-                         fast_agent(upstream.url, verifier=f"reliability_verifiers:{function}", max_retries=1,
-                                    verify_timeout_s=1),
-                         env=env, max_failure_rate=1.0, **BASE_RUN)
+    result = run_collect(
+        tmp_path,
+        prompts,
+        out,
+        fast_agent(upstream.url, verifier=f"reliability_verifiers:{function}", max_retries=1, verify_timeout_s=1),
+        env=env,
+        max_failure_rate=1.0,
+        **BASE_RUN,
+    )
     assert result.returncode == 0, result.stderr
     records, failures = read_jsonl(out), read_jsonl(tmp_path / "out.failures.ndjson")
     assert records and failures and len(records) + len(failures) == 24
@@ -453,4 +613,5 @@ def test_a_verifier_that_raises_or_returns_a_non_reward_fails_only_those_rollout
         assert (record["output"], record["reward"]) == (expected["output"], expected["reward"])
     # ... and the failed ones have no record at all: never a made-up reward
     assert not {(f["task_index"], f["rollout_index"]) for f in failures} & {
-        (r["task_index"], r["rollout_index"]) for r in records}
+        (r["task_index"], r["rollout_index"]) for r in records
+    }

@@ -5,6 +5,7 @@ with cause `verifier_error` (or `verifier_timeout`), naming the verifier and the
 sample again: a new sample would keep only the outputs the verifier likes. A NeMo Gym reply with
 `mask_sample: true` is not scored: an outcome ("masked"), not a failure of the run, and never training data.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import BASE_RUN
 from reliability_support import COLLECT, Misbehaving, collect_command, fast_agent, last_line, run_collect
 from rollout_pipeline.collect.progress import ProgressStore, progress_path
@@ -46,14 +48,21 @@ def _chat_requests(url: str) -> int:
 
 @pytest.mark.parametrize("function", sorted(UNSCORABLE))
 def test_an_unscorable_verdict_fails_that_rollout_as_verifier_error_naming_verifier_and_value_and_is_never_resampled(
-        tmp_path, prompts, function):
+    tmp_path, prompts, function
+):
     out = tmp_path / "out.jsonl"
     with start_embedded_server([]) as server:  # its own server: its request count is this run's alone
         # A generous verify_timeout_s: a sync verifier runs in a worker process, whose start on a busy machine must
         # not turn this verdict into a timeout.
-        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"reliability_verifiers:{function}",
-                                                                verify_timeout_s=60), env=VERIFIERS_ON_PATH,
-                             timeout=120, **BASE_RUN)
+        result = run_collect(
+            tmp_path,
+            prompts,
+            out,
+            fast_agent(server.url, verifier=f"reliability_verifiers:{function}", verify_timeout_s=60),
+            env=VERIFIERS_ON_PATH,
+            timeout=120,
+            **BASE_RUN,
+        )
         asked = _chat_requests(server.url)
     assert asked == ROLLOUTS, f"{asked} generations for {ROLLOUTS} rollouts: an unscorable output was sampled again"
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -72,11 +81,13 @@ def test_an_unscorable_verdict_fails_that_rollout_as_verifier_error_naming_verif
 
 
 def test_a_verify_url_whose_reward_is_not_a_number_fails_as_verifier_error_and_the_output_is_never_resampled(
-        tmp_path, prompts):
+    tmp_path, prompts
+):
     out = tmp_path / "out.jsonl"
     with start_embedded_server([]) as server, Misbehaving(server.url, "string-reward", rate=1.0) as verifier:
-        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"{verifier.url}/verify"),
-                             **BASE_RUN)
+        result = run_collect(
+            tmp_path, prompts, out, fast_agent(server.url, verifier=f"{verifier.url}/verify"), **BASE_RUN
+        )
         asked, verified = _chat_requests(server.url), verifier.stats()["posts"]
     assert (asked, verified) == (ROLLOUTS, ROLLOUTS), "one generation and one /verify per rollout, never again"
     assert result.returncode == 1, result.stderr
@@ -85,13 +96,20 @@ def test_a_verify_url_whose_reward_is_not_a_number_fails_as_verifier_error_and_t
     assert f"verifier '{verifier.url}/verify': returned reward '1.0', not a finite number" in failures[0]["error"]
 
 
-def test_an_async_verifier_that_awaits_forever_fails_as_verifier_timeout_within_verify_timeout_s(tmp_path, prompts,
-                                                                                                 upstream):
+def test_an_async_verifier_that_awaits_forever_fails_as_verifier_timeout_within_verify_timeout_s(
+    tmp_path, prompts, upstream
+):
     out = tmp_path / "out.jsonl"
     started = time.monotonic()
-    result = run_collect(tmp_path, prompts, out, fast_agent(upstream.url, verifier="reliability_verifiers:awaits_forever",
-                                                            verify_timeout_s=0.5),
-                         env=VERIFIERS_ON_PATH, timeout=60, **BASE_RUN)
+    result = run_collect(
+        tmp_path,
+        prompts,
+        out,
+        fast_agent(upstream.url, verifier="reliability_verifiers:awaits_forever", verify_timeout_s=0.5),
+        env=VERIFIERS_ON_PATH,
+        timeout=60,
+        **BASE_RUN,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     failures = read_jsonl(_side(out, ".failures.ndjson"))
@@ -100,33 +118,63 @@ def test_an_async_verifier_that_awaits_forever_fails_as_verifier_timeout_within_
     assert elapsed < 30, f"the run took {elapsed:.0f} s: the timeouts are concurrent, not one after another"
 
 
-def test_a_reward_of_1e308_ends_the_run_and_the_metrics_stage_cleanly_though_its_sums_overflow(tmp_path, prompts,
-                                                                                               upstream):
+def test_a_reward_of_1e308_ends_the_run_and_the_metrics_stage_cleanly_though_its_sums_overflow(
+    tmp_path, prompts, upstream
+):
     out = tmp_path / "out.jsonl"
-    result = run_collect(tmp_path, prompts, out, fast_agent(upstream.url, verifier="reliability_verifiers:huge_reward"),
-                         env=VERIFIERS_ON_PATH, **BASE_RUN)
+    result = run_collect(
+        tmp_path,
+        prompts,
+        out,
+        fast_agent(upstream.url, verifier="reliability_verifiers:huge_reward"),
+        env=VERIFIERS_ON_PATH,
+        **BASE_RUN,
+    )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert {r["reward"] for r in read_jsonl(out)} == {1e308}
     stats = json.loads(_side(out, ".stats.json").read_text())
     assert stats["coverage"]["scored"] == ROLLOUTS and stats["reward_mean"] == 1e308, "the mean, not a nan or null"
-    assert json.loads(result.stdout[result.stdout.index("{"):]) == {"reward": 1e308}
+    assert json.loads(result.stdout[result.stdout.index("{") :]) == {"reward": 1e308}
     metrics = tmp_path / "metrics.json"
-    stage = subprocess.run([PY, str(SCRIPTS / "metrics.py"), "--objective", "rl", "--in", str(out), "--out",
-                            str(metrics), "--curve", str(tmp_path / "curve.json"), "--params",
-                            str(write_params(tmp_path, {"math_agent": fast_agent(upstream.url)},
-                                             {"rl": {"agent_name": "math_agent", "prompts": str(prompts)}}))],
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+    stage = subprocess.run(
+        [
+            PY,
+            str(SCRIPTS / "metrics.py"),
+            "--objective",
+            "rl",
+            "--in",
+            str(out),
+            "--out",
+            str(metrics),
+            "--curve",
+            str(tmp_path / "curve.json"),
+            "--params",
+            str(
+                write_params(
+                    tmp_path,
+                    {"math_agent": fast_agent(upstream.url)},
+                    {"rl": {"agent_name": "math_agent", "prompts": str(prompts)}},
+                )
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert stage.returncode == 0 and "Traceback" not in stage.stderr, stage.stderr
     assert json.loads(metrics.read_text())["rollouts"] == ROLLOUTS
 
 
-def test_a_verify_url_that_masks_every_sample_is_not_scored_never_resampled_and_does_not_fail_the_run(tmp_path,
-                                                                                                     prompts):
+def test_a_verify_url_that_masks_every_sample_is_not_scored_never_resampled_and_does_not_fail_the_run(
+    tmp_path, prompts
+):
     out = tmp_path / "out.jsonl"
     with start_embedded_server(["--fail-ng-verify-mask", "1.0"]) as server:
-        result = run_collect(tmp_path, prompts, out, fast_agent(server.url, verifier=f"{server.url}/verify"),
-                             **BASE_RUN)  # max_failure_rate 0: a masked row is no failure
+        result = run_collect(
+            tmp_path, prompts, out, fast_agent(server.url, verifier=f"{server.url}/verify"), **BASE_RUN
+        )  # max_failure_rate 0: a masked row is no failure
         counts = server_stats(server.url)["requests"]
     assert result.returncode == 0, result.stderr
     assert counts["/v1/chat/completions"] == ROLLOUTS and counts["/verify"] == ROLLOUTS
@@ -141,12 +189,19 @@ def test_a_verify_url_that_masks_every_sample_is_not_scored_never_resampled_and_
 
 
 def _masked_run(tmp_path: Path, prompts: Path, server_url: str, *extra: str) -> subprocess.CompletedProcess:
-    return run_collect(tmp_path, prompts, tmp_path / "out.jsonl", fast_agent(server_url, protocol="agent"),
-                       extra=list(extra), **BASE_RUN)
+    return run_collect(
+        tmp_path,
+        prompts,
+        tmp_path / "out.jsonl",
+        fast_agent(server_url, protocol="agent"),
+        extra=list(extra),
+        **BASE_RUN,
+    )
 
 
-def test_masked_run_rows_are_an_outcome_kept_out_of_training_data_and_sent_again_only_with_retry_masked(tmp_path,
-                                                                                                      prompts):
+def test_masked_run_rows_are_an_outcome_kept_out_of_training_data_and_sent_again_only_with_retry_masked(
+    tmp_path, prompts
+):
     out = tmp_path / "out.jsonl"
     with start_embedded_server(["--fail-ng-mask", "0.5", "--fault-seed", "3"]) as server:
         first = _masked_run(tmp_path, prompts, server.url)
@@ -162,7 +217,8 @@ def test_masked_run_rows_are_an_outcome_kept_out_of_training_data_and_sent_again
     assert 0 < masked < ROLLOUTS and len(records) + masked == ROLLOUTS and after_first == ROLLOUTS
     assert all(f["cause"] == "masked" and f["failure_kind"] == "judge_failed" for f in failures)
     assert not {(f["task_index"], f["rollout_index"]) for f in failures} & {
-        (r["task_index"], r["rollout_index"]) for r in records}, "a masked rollout never reaches the rollout file"
+        (r["task_index"], r["rollout_index"]) for r in records
+    }, "a masked rollout never reaches the rollout file"
     assert f"{len(records)} of {ROLLOUTS} rollouts scored (not scored: {masked} masked)" in first.stderr
     # Run again: nothing is sent, the masked rows included.
     assert again.returncode == 0 and after_again == after_first and "already collected" in again.stderr
@@ -174,10 +230,23 @@ def test_masked_run_rows_are_an_outcome_kept_out_of_training_data_and_sent_again
     assert all(kept[(r["task_index"], r["rollout_index"])] == r for r in records)
     # The filter stage never sees a masked row: it reads only the rollout file.
     sft = tmp_path / "sft.jsonl"
-    stage = subprocess.run([PY, str(SCRIPTS / "filter.py"), "--in", str(out), "--out", str(sft),
-                            "--params", str(write_params(tmp_path, {}))],
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+    stage = subprocess.run(
+        [
+            PY,
+            str(SCRIPTS / "filter.py"),
+            "--in",
+            str(out),
+            "--out",
+            str(sft),
+            "--params",
+            str(write_params(tmp_path, {})),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert stage.returncode == 0, stage.stderr
     now_masked = len(read_jsonl(_side(out, ".failures.ndjson")))
     assert f"{len(kept)} of {ROLLOUTS} rollouts scored" in stage.stdout
@@ -199,9 +268,14 @@ def test_an_interrupted_run_resumes_without_sending_its_masked_rows_again(tmp_pa
         progress.write_bytes(b"".join(line for line in lines if line != dropped))
         out.unlink()
         before = server_stats(server.url)["requests"]["/run"]
-        resumed = subprocess.run(collect_command(tmp_path, prompts, out, fast_agent(server.url, protocol="agent"),
-                                                 **BASE_RUN),
-                                 capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+        resumed = subprocess.run(
+            collect_command(tmp_path, prompts, out, fast_agent(server.url, protocol="agent"), **BASE_RUN),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
         sent = server_stats(server.url)["requests"]["/run"] - before
     assert first.returncode == 0 and masked
     assert resumed.returncode == 0, resumed.stderr
@@ -209,14 +283,17 @@ def test_an_interrupted_run_resumes_without_sending_its_masked_rows_again(tmp_pa
     assert f"{masked} skipped" in resumed.stdout
 
 
-def test_the_run_body_carries_nemo_gyms_run_indices_and_the_record_keeps_what_the_agent_echoes(tmp_path, prompts,
-                                                                                              upstream):
+def test_the_run_body_carries_nemo_gyms_run_indices_and_the_record_keeps_what_the_agent_echoes(
+    tmp_path, prompts, upstream
+):
     out = tmp_path / "out.jsonl"
     result = run_collect(tmp_path, prompts, out, fast_agent(upstream.url, protocol="agent"), **BASE_RUN)
     assert result.returncode == 0, result.stderr
     for record in read_jsonl(out):  # the reference agent echoes its request body, as NeMo Gym's agents do
-        assert (record["_ng_task_index"], record["_ng_rollout_index"]) == (record["task_index"],
-                                                                           record["rollout_index"])
+        assert (record["_ng_task_index"], record["_ng_rollout_index"]) == (
+            record["task_index"],
+            record["rollout_index"],
+        )
 
 
 def test_a_failure_names_nemo_gyms_registered_kind_beside_our_cause(tmp_path, prompts):
@@ -231,19 +308,65 @@ def test_a_failure_names_nemo_gyms_registered_kind_beside_our_cause(tmp_path, pr
 def test_gym_eval_run_takes_nemo_gyms_flags_and_collects_what_the_seed_syntax_collects(tmp_path, prompts, upstream):
     params = write_params(tmp_path, {"math_agent": fast_agent(upstream.url)})
     gym = str(Path(PY).parent / "gym")
-    by_gym = subprocess.run([gym, "eval", "run", "-a", "math_agent", "-i", str(prompts), "-o", str(tmp_path / "g.jsonl"),
-                             "--num-repeats", "2", "--concurrency", "4", "--resume", "--limit", "5", "--seed", "21",
-                             "--temperature", "0.7", "--top-p", "0.9", "--max-output-tokens", "64",
-                             "--params", str(params), "--no-progress"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
-    by_seed = subprocess.run([*COLLECT, "+agent_name=math_agent", f"+input_jsonl_fpath={prompts}",
-                              f"+output_jsonl_fpath={tmp_path / 's.jsonl'}", "+num_repeats=2",
-                              "+num_samples_in_parallel=4", "+limit=5", "+seed=21",
-                              "+responses_create_params.temperature=0.7", "+responses_create_params.top_p=0.9",
-                              "+responses_create_params.max_output_tokens=64", "--params", str(params), "--no-progress"],
-                             capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+    by_gym = subprocess.run(
+        [
+            gym,
+            "eval",
+            "run",
+            "-a",
+            "math_agent",
+            "-i",
+            str(prompts),
+            "-o",
+            str(tmp_path / "g.jsonl"),
+            "--num-repeats",
+            "2",
+            "--concurrency",
+            "4",
+            "--resume",
+            "--limit",
+            "5",
+            "--seed",
+            "21",
+            "--temperature",
+            "0.7",
+            "--top-p",
+            "0.9",
+            "--max-output-tokens",
+            "64",
+            "--params",
+            str(params),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    by_seed = subprocess.run(
+        [
+            *COLLECT,
+            "+agent_name=math_agent",
+            f"+input_jsonl_fpath={prompts}",
+            f"+output_jsonl_fpath={tmp_path / 's.jsonl'}",
+            "+num_repeats=2",
+            "+num_samples_in_parallel=4",
+            "+limit=5",
+            "+seed=21",
+            "+responses_create_params.temperature=0.7",
+            "+responses_create_params.top_p=0.9",
+            "+responses_create_params.max_output_tokens=64",
+            "--params",
+            str(params),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert by_gym.returncode == 0 and by_seed.returncode == 0, by_gym.stderr + by_seed.stderr
     assert (tmp_path / "g.jsonl").read_bytes() == (tmp_path / "s.jsonl").read_bytes()
     assert "10 of 10 rollouts scored" in by_gym.stderr
@@ -251,8 +374,13 @@ def test_gym_eval_run_takes_nemo_gyms_flags_and_collects_what_the_seed_syntax_co
 
 @pytest.mark.parametrize("argv,flag", [(["--bogus", "1"], "'--bogus'"), (["--num-repeat", "2"], "'--num-repeat'")])
 def test_gym_eval_run_names_an_unknown_flag_in_one_line(tmp_path, argv, flag):
-    result = subprocess.run([str(Path(PY).parent / "gym"), "eval", "run", "-a", "x", "-i", "in.jsonl", "-o",
-                             "out.jsonl", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            check=False)
+    result = subprocess.run(
+        [str(Path(PY).parent / "gym"), "eval", "run", "-a", "x", "-i", "in.jsonl", "-o", "out.jsonl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert f"unknown flag {flag}" in result.stderr

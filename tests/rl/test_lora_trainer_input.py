@@ -1,20 +1,34 @@
 """The LoRA trainer's input and advantages, without a model: its module imports torch only when it loads one, so
 these run in the project's own virtualenv. The model side is tested against vLLM (tests/vllm/test_lora_trainer.py)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+
 from rollout_pipeline.rl import lora_trainer
 
 
 def _record(task: int, score: float, **changes) -> dict:
-    record = {"prompt_id": f"p{task}", "task_index": task, "reward": score,
-              "responses_create_params": {"temperature": 0.8, "seed": 1},
-              "response": {"output": [{"type": "message", "prompt_token_ids": [1, 2, 3], "generation_token_ids": [4, 5],
-                                       "generation_log_probs": [-0.5, -1.25],
-                                       "generation_log_probs_mode": "raw_logprobs"}]}}
+    record = {
+        "prompt_id": f"p{task}",
+        "task_index": task,
+        "reward": score,
+        "responses_create_params": {"temperature": 0.8, "seed": 1},
+        "response": {
+            "output": [
+                {
+                    "type": "message",
+                    "prompt_token_ids": [1, 2, 3],
+                    "generation_token_ids": [4, 5],
+                    "generation_log_probs": [-0.5, -1.25],
+                    "generation_log_probs_mode": "raw_logprobs",
+                }
+            ]
+        },
+    }
     last = record["response"]["output"][-1]
     for key, value in changes.items():
         target = record if key in record else last
@@ -44,24 +58,35 @@ def test_processed_logprobs_compare_against_the_distribution_at_the_sampling_tem
 
 
 def test_advantages_are_the_reward_minus_the_prompts_mean_and_optionally_over_its_std(tmp_path):
-    samples = lora_trainer.read_samples(_write(tmp_path, [
-        _record(0, 1.0), _record(0, 0.0), _record(0, 0.0), _record(0, 1.0),
-        _record(1, 1.0), _record(1, 1.0)]))
+    samples = lora_trainer.read_samples(
+        _write(
+            tmp_path,
+            [_record(0, 1.0), _record(0, 0.0), _record(0, 0.0), _record(0, 1.0), _record(1, 1.0), _record(1, 1.0)],
+        )
+    )
     assert lora_trainer.advantages(samples, divide_by_std=False) == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0]
     normalized = lora_trainer.advantages(samples, divide_by_std=True)
     assert normalized == pytest.approx([1.0, -1.0, -1.0, 1.0, 0.0, 0.0], abs=1e-5)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"generation_token_ids": None}, "'generation_token_ids' must be a non-empty list of token ids"),
-    ({"prompt_token_ids": [1, "2"]}, "'prompt_token_ids' must be a non-empty list of token ids"),
-    ({"generation_log_probs": [-0.5]}, "'generation_log_probs' must be one finite number per generation token"),
-    ({"generation_log_probs_mode": None}, "'generation_log_probs_mode' is None, not one of raw_logprobs"),
-    ({"reward": True}, "'reward' must be a finite number, got True"),
-    ({"responses_create_params": {"temperature": 0.0}}, "temperature is 0.0; a policy gradient needs sampled"),
-    ({"responses_create_params": {"temperature": 0.7, "top_p": 0.9}, "generation_log_probs_mode": "processed_logprobs"},
-     "processed logprobs under top_p/top_k are not the softmax this trainer computes"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"generation_token_ids": None}, "'generation_token_ids' must be a non-empty list of token ids"),
+        ({"prompt_token_ids": [1, "2"]}, "'prompt_token_ids' must be a non-empty list of token ids"),
+        ({"generation_log_probs": [-0.5]}, "'generation_log_probs' must be one finite number per generation token"),
+        ({"generation_log_probs_mode": None}, "'generation_log_probs_mode' is None, not one of raw_logprobs"),
+        ({"reward": True}, "'reward' must be a finite number, got True"),
+        ({"responses_create_params": {"temperature": 0.0}}, "temperature is 0.0; a policy gradient needs sampled"),
+        (
+            {
+                "responses_create_params": {"temperature": 0.7, "top_p": 0.9},
+                "generation_log_probs_mode": "processed_logprobs",
+            },
+            "processed logprobs under top_p/top_k are not the softmax this trainer computes",
+        ),
+    ],
+)
 def test_a_record_the_trainer_cannot_use_is_refused_naming_the_file_and_line(tmp_path, changes, message):
     path = _write(tmp_path, [_record(0, 1.0), _record(0, 0.0, **changes)])
     with pytest.raises(lora_trainer.InputError, match="^" + str(path).replace(".", r"\.") + ":2: ") as caught:

@@ -1,5 +1,6 @@
 """The fixed-temperature evaluation (rl_eval@NNN): the collector on held-out prompts with checkpoint NNN itself,
 at rl.eval's temperature and seed; the same checkpoint and settings give the same bytes."""
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,23 @@ ITERATIONS = {"001": {"prev": "000", "temperature": 0.4, "prompts": "train.jsonl
 def eval_setup(directory: Path, **evaluation) -> Path:
     make_prompts(directory / "heldout.jsonl", 25, seed=3)
     settings = {"prompts": "heldout.jsonl", "temperature": 1.0, "num_repeats": 3, "seed": 7, **evaluation}
-    write_params(directory, {"math_agent": agent()}, {},
-                 rl={"collect": {"agent_name": "math_agent"}, "eval": settings, "iterations": ITERATIONS})
+    write_params(
+        directory,
+        {"math_agent": agent()},
+        {},
+        rl={"collect": {"agent_name": "math_agent"}, "eval": settings, "iterations": ITERATIONS},
+    )
     return directory
 
 
 def rl_eval(directory: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([PY, str(SCRIPTS / "rl_eval.py"), "--iteration", "1", "--no-progress"], cwd=directory,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [PY, str(SCRIPTS / "rl_eval.py"), "--iteration", "1", "--no-progress"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result

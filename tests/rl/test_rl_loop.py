@@ -1,5 +1,6 @@
 """The RL loop: the trainer on synthetic rollouts, the schedule and params.yaml editing, the configured
 commands, and `make rl-iter` end to end -- real make, real DVC, real embedded server -- in a copy of the repo."""
+
 from __future__ import annotations
 
 import csv
@@ -18,15 +19,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollout_pipeline.reference import policy
-from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, load_checkpoint, reference_checkpoint
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import validate_params
-from rollout_pipeline.stages.prompt_sets import generate_rows
+from rollout_pipeline.reference import policy
+from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, load_checkpoint, reference_checkpoint
 from rollout_pipeline.rl.hooks import command_argv, run_train, run_update
-from rollout_pipeline.rl.loop import (checkpoint_fingerprint, extend_params, format_table, model_name, progress_csv,
-                                      progress_rows, scheduled_entry, scheduled_temperature)
+from rollout_pipeline.rl.loop import (
+    checkpoint_fingerprint,
+    extend_params,
+    format_table,
+    model_name,
+    progress_csv,
+    progress_rows,
+    scheduled_entry,
+    scheduled_temperature,
+)
 from rollout_pipeline.rl.trainer import correct_probability, read_batch, train
+from rollout_pipeline.stages.prompt_sets import generate_rows
 from support import ROOT, agent, write_params
 
 VENV = Path(sys.prefix)
@@ -36,12 +45,26 @@ HARD = "What is (85 - 37) × 6 + 125? Give the final answer in \\boxed{}."
 
 # ---- the trainer, on synthetic rollouts --------------------------------------------------------
 
-def rollout(task: int, index: int, prompt: str, kind: str | None, reward: float, temperature: float = 0.8,
-            output: str | None = None) -> dict:
+
+def rollout(
+    task: int,
+    index: int,
+    prompt: str,
+    kind: str | None,
+    reward: float,
+    temperature: float = 0.8,
+    output: str | None = None,
+) -> dict:
     text = output if output is not None else policy.candidate_texts(prompt)[kind]
-    return {"prompt_id": f"p{task}", "task_index": task, "rollout_index": index,
-            "input": [{"role": "user", "content": prompt}], "output": text, "reward": reward,
-            "responses_create_params": {"temperature": temperature, "top_p": 0.95}}
+    return {
+        "prompt_id": f"p{task}",
+        "task_index": task,
+        "rollout_index": index,
+        "input": [{"role": "user", "content": prompt}],
+        "output": text,
+        "reward": reward,
+        "responses_create_params": {"temperature": temperature, "top_p": 0.95},
+    }
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -50,8 +73,12 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def test_the_gradient_moves_probability_toward_the_rewarded_kind_and_away_from_the_others(tmp_path):
-    records = [rollout(0, 0, HARD, "correct", 1.0), rollout(0, 1, HARD, "off_by_one", 0.0),
-               rollout(0, 2, HARD, "carry_slip", 0.0), rollout(0, 3, HARD, "correct", 1.0)]
+    records = [
+        rollout(0, 0, HARD, "correct", 1.0),
+        rollout(0, 1, HARD, "off_by_one", 0.0),
+        rollout(0, 2, HARD, "carry_slip", 0.0),
+        rollout(0, 3, HARD, "correct", 1.0),
+    ]
     batch = read_batch(write_jsonl(tmp_path / "r.jsonl", records))
     start = reference_checkpoint()
     trained = train(batch, start, lr=0.5, steps=5)
@@ -65,8 +92,10 @@ def test_the_gradient_moves_probability_toward_the_rewarded_kind_and_away_from_t
 
 def test_the_direction_follows_the_reward_not_the_kind(tmp_path):
     # A verifier that rewards off_by_one: the update must raise off_by_one and lower correct.
-    records = [rollout(0, i, EASY, kind, float(kind == "off_by_one"))
-               for i, kind in enumerate(["correct", "off_by_one", "correct", "off_by_one"])]
+    records = [
+        rollout(0, i, EASY, kind, float(kind == "off_by_one"))
+        for i, kind in enumerate(["correct", "off_by_one", "correct", "off_by_one"])
+    ]
     batch = read_batch(write_jsonl(tmp_path / "r.jsonl", records))
     trained = train(batch, reference_checkpoint(), lr=0.5, steps=5)
     after = policy.candidate_probabilities(EASY, trained, 1.0)
@@ -75,9 +104,12 @@ def test_the_direction_follows_the_reward_not_the_kind(tmp_path):
 
 
 def test_groups_without_reward_variance_and_unusable_rollouts_leave_the_logits_alone(tmp_path):
-    records = [rollout(0, 0, HARD, "correct", 1.0), rollout(0, 1, HARD, "correct", 1.0),      # tied group
-               rollout(1, 0, EASY, "correct", 1.0, temperature=0.0),                           # greedy
-               rollout(1, 1, EASY, None, 0.0, output="something the policy never says")]       # foreign text
+    records = [
+        rollout(0, 0, HARD, "correct", 1.0),
+        rollout(0, 1, HARD, "correct", 1.0),  # tied group
+        rollout(1, 0, EASY, "correct", 1.0, temperature=0.0),  # greedy
+        rollout(1, 1, EASY, None, 0.0, output="something the policy never says"),
+    ]  # foreign text
     batch = read_batch(write_jsonl(tmp_path / "r.jsonl", records))
     assert batch.zero_variance_prompts == 1
     assert dict(batch.skipped) == {"greedy": 1, "unclassified_output": 1}
@@ -94,9 +126,25 @@ def test_the_trainer_script_writes_a_valid_checkpoint_atomically_and_determinist
     rollouts = write_jsonl(tmp_path / "rollouts.jsonl", records)
     outputs = []
     for name in ("a", "b"):
-        result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), "--rollouts", str(rollouts),
-                                 "--init", str(REFERENCE_PATH), "--out", str(tmp_path / name), "--lr", "0.3",
-                                 "--steps", "5"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts/train.py"),
+                "--rollouts",
+                str(rollouts),
+                "--init",
+                str(REFERENCE_PATH),
+                "--out",
+                str(tmp_path / name),
+                "--lr",
+                "0.3",
+                "--steps",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         outputs.append((tmp_path / name).read_bytes())
     assert outputs[0] == outputs[1]
@@ -108,6 +156,7 @@ def test_the_trainer_script_writes_a_valid_checkpoint_atomically_and_determinist
 
 
 # ---- schedule, params.yaml ------------------------------------------------------------------------
+
 
 def test_temperature_annealing_shapes():
     spec = {"start": 0.9, "end": 0.3, "over": 10}
@@ -134,7 +183,7 @@ def test_extend_adds_missing_iterations_from_the_schedule_and_keeps_the_file_oth
     assert text.startswith(original.split("  iterations: {}")[0]), "every comment and key before the entries is kept"
     assert '    "002": {prev: "001", temperature: 0.833, prompts: data/prompts/mixed.jsonl, seed: 202}\n' in text
     # Existing entries are never rewritten, even after the schedule changes; gaps are filled in order.
-    edited = text.replace('temperature: 0.833', 'temperature: 0.5').replace("start: 0.9", "start: 1.0")
+    edited = text.replace("temperature: 0.833", "temperature: 0.5").replace("start: 0.9", "start: 1.0")
     edited = re.sub(r'    "003": .*\n', "", edited)
     (tmp_path / "params.yaml").write_text(edited)
     assert extend_params(tmp_path / "params.yaml", 4) == ["003", "004"]
@@ -147,28 +196,52 @@ def test_extend_adds_missing_iterations_from_the_schedule_and_keeps_the_file_oth
 
 
 def test_curriculum_phases_pick_the_prompt_file_per_iteration(tmp_path):
-    params = validate_params(yaml.safe_load(rl_params(tmp_path, schedule={"curriculum": [
-        {"from": 1, "prompts": "easy.jsonl"}, {"from": 4, "prompts": "hard.jsonl"}]}).read_text()))
+    params = validate_params(
+        yaml.safe_load(
+            rl_params(
+                tmp_path,
+                schedule={"curriculum": [{"from": 1, "prompts": "easy.jsonl"}, {"from": 4, "prompts": "hard.jsonl"}]},
+            ).read_text()
+        )
+    )
     assert [scheduled_entry(params["rl"], k)["prompts"] for k in range(1, 7)] == ["easy.jsonl"] * 3 + ["hard.jsonl"] * 3
 
 
-@pytest.mark.parametrize("rl, message", [
-    ({"trian": {}}, "rl.trian: unknown key (did you mean 'train'?)"),
-    ({"train": {"cmd": "python t.py --out {output}"}}, "unknown placeholder {output} (did you mean 'out'?)"),
-    ({"schedule": {"temperature": {"shape": "cosin"}}}, "(did you mean 'cosine'?)"),
-    ({"iterations": {4: {"prev": "003", "temperature": 0.5, "prompts": "p.jsonl"}}},
-     'iterations are three digits in quotes, like "004"'),
-    ({"iterations": {"001": {"prev": "000", "temperature": 0.5, "prompts": "p.jsonl", "temprature": 1}}},
-     "rl.iterations.001.temprature: unknown key (did you mean 'temperature'?)"),
-    ({"iterations": {"002": {"prev": "001", "temperature": 0.5, "prompts": "p.jsonl"}}},
-     "rl.iterations.002.prev: no iteration '001'"),
-    ({"collect": {"agent_name": "math_agnt"}}, "unknown agent 'math_agnt' (did you mean 'math_agent'?)"),
-    ({"collect": {"agent_name": "math_agent", "responses_create_params": {"temperature": 0.5}}},
-     "the temperature is set per iteration"),
-    ({"schedule": {"curriculum": [{"from": 2, "prompts": "p.jsonl"}]}}, "the first phase must start at iteration 1"),
-])
+@pytest.mark.parametrize(
+    "rl, message",
+    [
+        ({"trian": {}}, "rl.trian: unknown key (did you mean 'train'?)"),
+        ({"train": {"cmd": "python t.py --out {output}"}}, "unknown placeholder {output} (did you mean 'out'?)"),
+        ({"schedule": {"temperature": {"shape": "cosin"}}}, "(did you mean 'cosine'?)"),
+        (
+            {"iterations": {4: {"prev": "003", "temperature": 0.5, "prompts": "p.jsonl"}}},
+            'iterations are three digits in quotes, like "004"',
+        ),
+        (
+            {"iterations": {"001": {"prev": "000", "temperature": 0.5, "prompts": "p.jsonl", "temprature": 1}}},
+            "rl.iterations.001.temprature: unknown key (did you mean 'temperature'?)",
+        ),
+        (
+            {"iterations": {"002": {"prev": "001", "temperature": 0.5, "prompts": "p.jsonl"}}},
+            "rl.iterations.002.prev: no iteration '001'",
+        ),
+        ({"collect": {"agent_name": "math_agnt"}}, "unknown agent 'math_agnt' (did you mean 'math_agent'?)"),
+        (
+            {"collect": {"agent_name": "math_agent", "responses_create_params": {"temperature": 0.5}}},
+            "the temperature is set per iteration",
+        ),
+        (
+            {"schedule": {"curriculum": [{"from": 2, "prompts": "p.jsonl"}]}},
+            "the first phase must start at iteration 1",
+        ),
+    ],
+)
 def test_rl_params_are_validated_with_the_key_and_a_suggestion(tmp_path, rl, message):
-    raw = {"agents": {"math_agent": {"url": "embedded"}}, "objectives": {}, "rl": {"collect": {"agent_name": "math_agent"}}}
+    raw = {
+        "agents": {"math_agent": {"url": "embedded"}},
+        "objectives": {},
+        "rl": {"collect": {"agent_name": "math_agent"}},
+    }
     raw["rl"].update(rl)
     with pytest.raises(UserError, match=re.escape(message)):
         validate_params(raw)
@@ -176,13 +249,16 @@ def test_rl_params_are_validated_with_the_key_and_a_suggestion(tmp_path, rl, mes
 
 # ---- the configured commands -----------------------------------------------------------------------
 
+
 def loop_params(tmp_path: Path, **rl) -> dict:
     rl.setdefault("iterations", {"001": {"prev": "000", "temperature": 0.8, "prompts": "p.jsonl"}})
     return validate_params(yaml.safe_load(rl_params(tmp_path, **rl).read_text()))
 
 
-FAKE_TRAINER = ("import sys, pathlib; args = dict(zip(sys.argv[1::2], sys.argv[2::2])); "
-                "pathlib.Path(args['--out']).write_text(repr(args))")
+FAKE_TRAINER = (
+    "import sys, pathlib; args = dict(zip(sys.argv[1::2], sys.argv[2::2])); "
+    "pathlib.Path(args['--out']).write_text(repr(args))"
+)
 
 
 def test_the_train_stage_runs_the_configured_command_with_its_placeholders_and_no_shell(tmp_path, monkeypatch):
@@ -190,34 +266,64 @@ def test_the_train_stage_runs_the_configured_command_with_its_placeholders_and_n
     cmd = f'python -c "{FAKE_TRAINER}" --in {{rollouts}} --init {{init}} --out {{out}} --it {{iteration}} --x "$HOME;"'
     run_train(loop_params(tmp_path, train={"cmd": cmd, "lr": 0.2}), "001")
     written = eval((tmp_path / "data/rl/checkpoints/iter_001").read_text())  # the fake trainer's argv
-    assert written == {"--in": "data/rl/rl_iter_001.jsonl", "--init": "data/rl/checkpoints/iter_000",
-                       "--out": "data/rl/checkpoints/iter_001", "--it": "001", "--x": "$HOME;"}
+    assert written == {
+        "--in": "data/rl/rl_iter_001.jsonl",
+        "--init": "data/rl/checkpoints/iter_000",
+        "--out": "data/rl/checkpoints/iter_001",
+        "--it": "001",
+        "--x": "$HOME;",
+    }
     assert command_argv("python x.py {lr}", {"lr": "0.2"}, "s") == [sys.executable, "x.py", "0.2"]
 
 
 def test_every_train_setting_is_a_placeholder_and_the_stage_always_leaves_its_metrics_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cmd = (f'python -c "{FAKE_TRAINER}" --out {{out}} --metrics {{metrics}} --base {{base}} --clip {{clip}} '
-           "--rank {lora_rank} --alpha {lora_alpha} --std {divide_by_std} --seed {seed} "
-           "--max {max_token_mult_prob_error} --steps {steps}")
-    train = {"cmd": cmd, "base": "models/base", "clip": 0.3, "lora_rank": 4, "lora_alpha": 8.0, "divide_by_std": True,
-             "seed": 7, "max_token_mult_prob_error": 1.05, "steps": 2}
+    cmd = (
+        f'python -c "{FAKE_TRAINER}" --out {{out}} --metrics {{metrics}} --base {{base}} --clip {{clip}} '
+        "--rank {lora_rank} --alpha {lora_alpha} --std {divide_by_std} --seed {seed} "
+        "--max {max_token_mult_prob_error} --steps {steps}"
+    )
+    train = {
+        "cmd": cmd,
+        "base": "models/base",
+        "clip": 0.3,
+        "lora_rank": 4,
+        "lora_alpha": 8.0,
+        "divide_by_std": True,
+        "seed": 7,
+        "max_token_mult_prob_error": 1.05,
+        "steps": 2,
+    }
     stale = tmp_path / "metrics/rl/train_001.json"
     stale.parent.mkdir(parents=True)
     stale.write_text('{"on_policy": {"token_mult_prob_error": 9}}')  # an earlier run's: never this run's
     run_train(loop_params(tmp_path, train=train), "001")
     written = eval((tmp_path / "data/rl/checkpoints/iter_001").read_text())
-    assert written == {"--out": "data/rl/checkpoints/iter_001", "--metrics": "metrics/rl/train_001.json",
-                       "--base": "models/base", "--clip": "0.3", "--rank": "4", "--alpha": "8.0", "--std": "true",
-                       "--seed": "7", "--max": "1.05", "--steps": "2"}
+    assert written == {
+        "--out": "data/rl/checkpoints/iter_001",
+        "--metrics": "metrics/rl/train_001.json",
+        "--base": "models/base",
+        "--clip": "0.3",
+        "--rank": "4",
+        "--alpha": "8.0",
+        "--std": "true",
+        "--seed": "7",
+        "--max": "1.05",
+        "--steps": "2",
+    }
     # This trainer reports nothing, so the stage names the checkpoint it trained.
-    assert json.loads(stale.read_text()) == {"checkpoint": "data/rl/checkpoints/iter_001",
-                                            "fingerprint": checkpoint_fingerprint(Path("data/rl/checkpoints/iter_001"))}
+    assert json.loads(stale.read_text()) == {
+        "checkpoint": "data/rl/checkpoints/iter_001",
+        "fingerprint": checkpoint_fingerprint(Path("data/rl/checkpoints/iter_001")),
+    }
 
 
 def test_checkpoint_000_is_asked_for_by_init_model_when_the_server_calls_the_base_model_otherwise(tmp_path):
-    params = loop_params(tmp_path, update={"model": "policy-{iteration}", "init_model": "base-model"},
-                         collect={"agent_name": "math_agent"})
+    params = loop_params(
+        tmp_path,
+        update={"model": "policy-{iteration}", "init_model": "base-model"},
+        collect={"agent_name": "math_agent"},
+    )
     assert model_name(params["rl"], "000") == "base-model"
     assert model_name(params["rl"], "001") == "policy-001"
     assert model_name(loop_params(tmp_path)["rl"], "000") == "iter_000"
@@ -231,18 +337,22 @@ def test_the_progress_table_carries_the_on_policy_error_a_trainer_reported(tmp_p
     rows = progress_rows(params, missing_ok=True)
     assert rows[0]["token_mult_prob_error"] is None and "on_policy_err" not in format_table(rows)
     (tmp_path / "metrics/rl/train_001.json").write_text(
-        '{"on_policy": {"token_mult_prob_error": 1.0345, "max_abs_logp_error": 0.2}}')
+        '{"on_policy": {"token_mult_prob_error": 1.0345, "max_abs_logp_error": 0.2}}'
+    )
     rows = progress_rows(params, missing_ok=True)
     assert (rows[0]["token_mult_prob_error"], rows[0]["max_abs_logp_error"]) == (1.0345, 0.2)
     assert "on_policy_err" in format_table(rows) and "1.034" in format_table(rows)
     assert progress_csv(rows).splitlines()[0].endswith(",token_mult_prob_error,max_abs_logp_error")
 
 
-@pytest.mark.parametrize("cmd, message", [
-    ("python -c 'import sys; sys.exit(3)'", "rl.train.cmd: the command exited with status 3"),
-    ("python -c pass", "rl.train.cmd: the command succeeded but wrote nothing at data/rl/checkpoints/iter_001"),
-    ("no-such-trainer --out {out}", "rl.train.cmd: command not found: no-such-trainer"),
-])
+@pytest.mark.parametrize(
+    "cmd, message",
+    [
+        ("python -c 'import sys; sys.exit(3)'", "rl.train.cmd: the command exited with status 3"),
+        ("python -c pass", "rl.train.cmd: the command succeeded but wrote nothing at data/rl/checkpoints/iter_001"),
+        ("no-such-trainer --out {out}", "rl.train.cmd: command not found: no-such-trainer"),
+    ],
+)
 def test_a_failing_train_command_is_a_clear_error(tmp_path, monkeypatch, cmd, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=re.escape(message)):
@@ -268,8 +378,15 @@ def test_the_update_hook_runs_its_command_and_posts_to_its_url(tmp_path, monkeyp
         url = f"http://127.0.0.1:{server.server_port}/v1/load_lora_adapter"
         write_args = "import sys, pathlib; pathlib.Path('hook.txt').write_text(' '.join(sys.argv[1:]))"
         hook = f'python -c "{write_args}" {{model}} {{checkpoint}}'
-        params = loop_params(tmp_path, update={"model": "policy-{iteration}", "cmd": hook, "url": url,
-                                               "body": {"lora_name": "{model}", "lora_path": "{checkpoint}"}})
+        params = loop_params(
+            tmp_path,
+            update={
+                "model": "policy-{iteration}",
+                "cmd": hook,
+                "url": url,
+                "body": {"lora_name": "{model}", "lora_path": "{checkpoint}"},
+            },
+        )
         run_update(params, "001")
         checkpoint = str((tmp_path / "data/rl/checkpoints/iter_001").resolve())
         assert (tmp_path / "hook.txt").read_text() == f"policy-001 {checkpoint}"
@@ -323,8 +440,11 @@ def test_an_update_url_that_trickles_its_answer_fails_at_the_deadline_not_per_re
     try:
         params = loop_params(tmp_path, update={"url": server.url, "timeout_s": 1.0})
         started = time.monotonic()
-        with pytest.raises(UserError, match=r"rl.update.url: .* gave no complete answer within 1 s "
-                                            r"\(rl.update.timeout_s\); fix it and run"):
+        with pytest.raises(
+            UserError,
+            match=r"rl.update.url: .* gave no complete answer within 1 s "
+            r"\(rl.update.timeout_s\); fix it and run",
+        ):
             run_update(params, "001")
         assert time.monotonic() - started < 3  # the trickle lasts 20 s; each read takes 0.2 s
     finally:
@@ -334,12 +454,18 @@ def test_an_update_url_that_trickles_its_answer_fails_at_the_deadline_not_per_re
 def test_an_update_url_that_redirects_to_another_host_is_an_error_and_is_not_followed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     elsewhere = _RawServer(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-    redirect = _RawServer(lambda c: c.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + elsewhere.url.encode() +
-                                              b"\r\nContent-Length: 0\r\n\r\n"))
+    redirect = _RawServer(
+        lambda c: c.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: " + elsewhere.url.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+    )
     try:
         params = loop_params(tmp_path, update={"url": redirect.url})
-        with pytest.raises(UserError, match=r"answered HTTP 302 \(a redirect to http://127.0.0.1:\d+/v1/"
-                                            r"load_lora_adapter\), which is not followed"):
+        with pytest.raises(
+            UserError,
+            match=r"answered HTTP 302 \(a redirect to http://127.0.0.1:\d+/v1/"
+            r"load_lora_adapter\), which is not followed",
+        ):
             run_update(params, "001")
         assert elsewhere.connections == 0
     finally:
@@ -352,9 +478,11 @@ def test_collect_settings_ask_for_the_previous_checkpoint_and_a_retrained_one_is
 
     monkeypatch.chdir(tmp_path)
     entry = {"prev": "000", "temperature": 0.7, "prompts": "p.jsonl", "seed": 7}
-    params = rl_params(tmp_path, iterations={"001": entry},
-                       collect={"agent_name": "math_agent", "num_repeats": 4,
-                                "responses_create_params": {"top_p": 0.9}})
+    params = rl_params(
+        tmp_path,
+        iterations={"001": entry},
+        collect={"agent_name": "math_agent", "num_repeats": 4, "responses_create_params": {"top_p": 0.9}},
+    )
     with pytest.raises(UserError, match=r"data/rl/checkpoints/iter_000: checkpoint missing .*`dvc repro rl_init`"):
         settings_from_rl_iteration("1", str(params), None)
     checkpoint = tmp_path / "data/rl/checkpoints/iter_000"
@@ -371,6 +499,7 @@ def test_collect_settings_ask_for_the_previous_checkpoint_and_a_retrained_one_is
 
 # ---- make rl-iter, end to end in a copy of the repo -------------------------------------------------
 
+
 def project_copy(destination: Path, **set_params) -> Path:
     """The project's files (tracked and new, not ignored) in a fresh git repo, with params.yaml keys set.
 
@@ -378,8 +507,16 @@ def project_copy(destination: Path, **set_params) -> Path:
     whole lock file (pure-Python YAML) around every stage it runs."""
     from ruamel.yaml import YAML
 
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file() and name != "dvc.lock" and not name.startswith(("data/rl/", "metrics/rl/")):
@@ -403,8 +540,13 @@ def project_copy(destination: Path, **set_params) -> Path:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
 
 
@@ -424,8 +566,17 @@ def run(cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedPro
 
 def make_rl_iter(cwd: Path, n: int | None) -> subprocess.CompletedProcess:
     # -o: the virtualenv is the one running these tests, already set up; never reinstall it from the copy.
-    return run(cwd, "make", "--no-print-directory", "-o", str(VENV / ".installed"), "rl-iter",
-               *([f"N={n}"] if n is not None else []), f"VENV={VENV}", check=n is not None)
+    return run(
+        cwd,
+        "make",
+        "--no-print-directory",
+        "-o",
+        str(VENV / ".installed"),
+        "rl-iter",
+        *([f"N={n}"] if n is not None else []),
+        f"VENV={VENV}",
+        check=n is not None,
+    )
 
 
 def stages_run(output: str) -> set[str]:
@@ -444,8 +595,9 @@ def rewards(repo: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     """The shipped schedule (annealing, curriculum, trainer, lr, steps) on 60 prompts, run to iteration 5."""
-    repo = project_copy(tmp_path_factory.mktemp("rl_repo"), prompts__sets__mixed__count=60,
-                        prompts__sets__heldout__count=60)
+    repo = project_copy(
+        tmp_path_factory.mktemp("rl_repo"), prompts__sets__mixed__count=60, prompts__sets__heldout__count=60
+    )
     return repo, make_rl_iter(repo, 5)
 
 
@@ -462,7 +614,11 @@ def test_make_rl_iter_5_learns_mean_reward_rises_by_at_least_0_1(loop):
     for difficulty in policy.DIFFICULTY_CLASSES:
         assert correct_probability(end, difficulty) > correct_probability(start, difficulty) + 0.05, difficulty
     table = progress_table(repo)
-    assert len(table) == 5 and (table[4]["iteration"], table[4]["temperature"], table[4]["prompts"]) == ("5", "0.633", "mixed")
+    assert len(table) == 5 and (table[4]["iteration"], table[4]["temperature"], table[4]["prompts"]) == (
+        "5",
+        "0.633",
+        "mixed",
+    )
     records = [json.loads(line) for line in (repo / "data/rl/rl_iter_003.jsonl").read_text().splitlines()]
     assert len(records) == 60 * 8 and {r["responses_create_params"]["temperature"] for r in records} == {0.767}
     assert {r["response"]["model"] for r in records} == {"iter_002"}, "iteration 3 collects with checkpoint 002"
@@ -476,8 +632,10 @@ def test_make_rl_iter_prints_like_the_seed(loop):
         banner, line = f"=== RL Iteration {k:03d} ===", f"Iteration {k:03d}: avg_reward={rewards(repo)[k - 1]:.3f}"
         assert banner in out and line in out and out.index(banner) < out.index(line)
     assert "Reward progression:" in out
-    assert '"005": {prev: "004", temperature: 0.633, prompts: data/prompts/mixed.jsonl, seed: 205}' in \
-        (repo / "params.yaml").read_text()
+    assert (
+        '"005": {prev: "004", temperature: 0.633, prompts: data/prompts/mixed.jsonl, seed: 205}'
+        in (repo / "params.yaml").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -494,8 +652,9 @@ def test_changing_iteration_4_temperature_reruns_iterations_4_and_5_only(loop):
     repo, _ = loop
     commit(repo, "iterations 1-5")
     params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace('"004": {prev: "003", temperature: 0.7,',
-                                                     '"004": {prev: "003", temperature: 0.55,'))
+    (repo / "params.yaml").write_text(
+        params.replace('"004": {prev: "003", temperature: 0.7,', '"004": {prev: "003", temperature: 0.55,')
+    )
     diff = run(repo, "dvc", "params", "diff", "--json").stdout
     changed = json.loads(diff)["params.yaml"]
     assert list(changed) == ["rl.iterations.004.temperature"], changed
@@ -503,9 +662,17 @@ def test_changing_iteration_4_temperature_reruns_iterations_4_and_5_only(loop):
     assert (change["old"], change["new"]) == (0.7, 0.55)
     before = rewards(repo)
     result = make_rl_iter(repo, 5)
-    assert stages_run(result.stdout) == {"rl_collect@004", "rl_metrics@004", "rl_train@004", "rl_eval@004",
-                                         "rl_collect@005", "rl_metrics@005", "rl_train@005", "rl_eval@005",
-                                         "rl_progress"}
+    assert stages_run(result.stdout) == {
+        "rl_collect@004",
+        "rl_metrics@004",
+        "rl_train@004",
+        "rl_eval@004",
+        "rl_collect@005",
+        "rl_metrics@005",
+        "rl_train@005",
+        "rl_eval@005",
+        "rl_progress",
+    }
     after = rewards(repo)
     assert after[:3] == before[:3] and after[3] != before[3]
 
@@ -559,13 +726,16 @@ def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(l
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("source", "stale"), [
-    ("scripts/rollout_pipeline/rl/trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
-    ("scripts/train.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
-    # The real-model recipe's trainer (params.rl-real.yaml): the deps are the same whichever params file is used.
-    ("scripts/rollout_pipeline/rl/lora_trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
-    ("scripts/rollout_pipeline/stages/report_pages.py", set()),
-])
+@pytest.mark.parametrize(
+    ("source", "stale"),
+    [
+        ("scripts/rollout_pipeline/rl/trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
+        ("scripts/train.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
+        # The real-model recipe's trainer (params.rl-real.yaml): the deps are the same whichever params file is used.
+        ("scripts/rollout_pipeline/rl/lora_trainer.py", {f"rl_train@{k:03d}" for k in range(1, 6)}),
+        ("scripts/rollout_pipeline/stages/report_pages.py", set()),
+    ],
+)
 def test_an_edit_to_the_trainer_makes_only_the_train_stages_stale(loop, source, stale):
     """Then what follows them re-runs only if a checkpoint changed; never the collection of the main pipeline."""
     repo, _ = loop
@@ -580,10 +750,18 @@ def test_an_edit_to_the_trainer_makes_only_the_train_stages_stale(loop, source, 
 
 @pytest.mark.slow
 def test_a_curriculum_switch_at_iteration_4_makes_iterations_4_and_later_use_the_hard_prompts(tmp_path):
-    repo = project_copy(tmp_path, prompts__sets__easy__count=15, prompts__sets__hard__count=15,
-                        prompts__sets__heldout__count=15, rl__collect__num_repeats=2, rl__eval__num_repeats=2,
-                        rl__schedule__curriculum=[{"from": 1, "prompts": "data/prompts/easy.jsonl"},
-                                                  {"from": 4, "prompts": "data/prompts/hard.jsonl"}])
+    repo = project_copy(
+        tmp_path,
+        prompts__sets__easy__count=15,
+        prompts__sets__hard__count=15,
+        prompts__sets__heldout__count=15,
+        rl__collect__num_repeats=2,
+        rl__eval__num_repeats=2,
+        rl__schedule__curriculum=[
+            {"from": 1, "prompts": "data/prompts/easy.jsonl"},
+            {"from": 4, "prompts": "data/prompts/hard.jsonl"},
+        ],
+    )
     assert "which iteration? e.g. make rl-iter N=5" in make_rl_iter(repo, None).stderr
     make_rl_iter(repo, 5)
     for k in range(1, 6):

@@ -1,33 +1,42 @@
 """filter: rollouts -> SFT records, keeping reward >= min_reward, an optional jq `where`, no duplicate outputs; written
 as TRL's conversational `messages` (the default) or `prompt_completion` records."""
+
 from __future__ import annotations
 
 import typing
 
 import pytest
-from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
-from support import read_jsonl
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import Filter
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, FilterSummary, filter_rollouts, run_filter
+from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
+from support import read_jsonl
 
 
 def kept_outputs(path, **config) -> list[tuple[str, str]]:
     summary = FilterSummary()
-    return [(r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(path, FilterConfig(**config), summary)]
+    return [
+        (r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(path, FilterConfig(**config), summary)
+    ]
 
 
 def test_writes_the_conversation_with_the_output_as_the_assistant_turn(tmp_path):
-    source = write_rollouts(tmp_path / "r.jsonl", [make_rollout("p0", 0, 0, 1.0, "It is \\boxed{3}", question="1 + 2?")])
+    source = write_rollouts(
+        tmp_path / "r.jsonl", [make_rollout("p0", 0, 0, 1.0, "It is \\boxed{3}", question="1 + 2?")]
+    )
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
-    assert read_jsonl(tmp_path / "sft.jsonl") == [{
-        "messages": [{"role": "system", "content": "Answer with a number in \\boxed{}."},
-                     {"role": "user", "content": "1 + 2?"},
-                     {"role": "assistant", "content": "It is \\boxed{3}"}],
-        "prompt_id": "p0",
-        "reward": 1.0,
-    }]
+    assert read_jsonl(tmp_path / "sft.jsonl") == [
+        {
+            "messages": [
+                {"role": "system", "content": "Answer with a number in \\boxed{}."},
+                {"role": "user", "content": "1 + 2?"},
+                {"role": "assistant", "content": "It is \\boxed{3}"},
+            ],
+            "prompt_id": "p0",
+            "reward": 1.0,
+        }
+    ]
 
 
 def test_keeps_rewards_at_or_above_min_reward(tmp_path):
@@ -37,10 +46,13 @@ def test_keeps_rewards_at_or_above_min_reward(tmp_path):
 
 
 def test_drops_exact_duplicate_outputs_of_the_same_prompt_only(tmp_path):
-    source = write_rollouts(tmp_path / "r.jsonl", groups(
-        [(1.0, "42"), (1.0, "42"), (1.0, "42 "), (0.9, "42")],  # "42 " differs: exact comparison, no normalizing
-        [(1.0, "42")],                                           # same text, other prompt: kept
-    ))
+    source = write_rollouts(
+        tmp_path / "r.jsonl",
+        groups(
+            [(1.0, "42"), (1.0, "42"), (1.0, "42 "), (0.9, "42")],  # "42 " differs: exact comparison, no normalizing
+            [(1.0, "42")],  # same text, other prompt: kept
+        ),
+    )
     assert kept_outputs(source) == [("p0", "42"), ("p0", "42 "), ("p1", "42")]
     assert kept_outputs(source, dedupe=False) == [("p0", "42"), ("p0", "42"), ("p0", "42 "), ("p0", "42"), ("p1", "42")]
 
@@ -52,11 +64,14 @@ def test_a_duplicate_of_a_dropped_rollout_is_kept(tmp_path):
 
 
 def test_where_is_a_jq_expression_whose_first_output_must_be_truthy(tmp_path):
-    source = write_rollouts(tmp_path / "r.jsonl", [
-        *group("p0", 0, [(1.0, "short")], output_tokens=3, extracted_answer="3"),
-        *group("p1", 1, [(1.0, "long")], output_tokens=300, extracted_answer="4"),
-        *group("p2", 2, [(1.0, "no answer")], extracted_answer=None),
-    ])
+    source = write_rollouts(
+        tmp_path / "r.jsonl",
+        [
+            *group("p0", 0, [(1.0, "short")], output_tokens=3, extracted_answer="3"),
+            *group("p1", 1, [(1.0, "long")], output_tokens=300, extracted_answer="4"),
+            *group("p2", 2, [(1.0, "no answer")], extracted_answer=None),
+        ],
+    )
     assert kept_outputs(source, where=".response.usage.output_tokens < 200") == [("p0", "short"), ("p2", "no answer")]
     # jq truthiness: null and false reject, everything else (0, "", []) accepts; no output at all rejects.
     assert kept_outputs(source, where=".extracted_answer") == [("p0", "short"), ("p1", "long")]
@@ -66,11 +81,14 @@ def test_where_is_a_jq_expression_whose_first_output_must_be_truthy(tmp_path):
 
 
 def test_summary_counts_every_drop_under_its_first_reason(tmp_path):
-    source = write_rollouts(tmp_path / "r.jsonl", groups(
-        [(1.0, "a"), (1.0, "a"), (0.5, "a"), (1.0, "b")],
-        [(0.0, "c"), (0.2, "d")],
-        [(1.0, "e")],
-    ))
+    source = write_rollouts(
+        tmp_path / "r.jsonl",
+        groups(
+            [(1.0, "a"), (1.0, "a"), (0.5, "a"), (1.0, "b")],
+            [(0.0, "c"), (0.2, "d")],
+            [(1.0, "e")],
+        ),
+    )
     config = FilterConfig(where='.output != "b"')
     summary = run_filter(source, tmp_path / "sft.jsonl", config)
     assert (summary.rollouts, summary.prompts, summary.kept, summary.kept_prompts) == (7, 3, 2, 2)
@@ -91,7 +109,9 @@ def test_an_invalid_where_fails_before_reading_naming_the_setting(tmp_path):
 
 def test_a_where_that_errors_on_a_record_names_the_line_and_the_fix(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a")], [(1.0, "b")]))
-    with pytest.raises(UserError, match=r"r\.jsonl:1: filter\.where '\.output\.x' failed on this record .*'\?' or '//'"):
+    with pytest.raises(
+        UserError, match=r"r\.jsonl:1: filter\.where '\.output\.x' failed on this record .*'\?' or '//'"
+    ):
         run_filter(source, tmp_path / "sft.jsonl", FilterConfig(where=".output.x"))
 
 
@@ -108,23 +128,44 @@ def test_the_script_reads_params_prints_the_summary_and_flags_override(tmp_path)
     ]
     assert [r["messages"][-1]["content"] for r in read_jsonl(out)] == ["a"]
 
-    result = run_script("filter", "--in", source, "--out", out, "--params", params, "--min-reward", "0", "--no-dedupe",
-                        "--where", '.prompt_id == "p0"', "--format", "prompt_completion")
-    assert result.stdout.splitlines()[0] == f"kept 3 of 4 rollouts (1 of 2 prompts) -> {out} (prompt_completion records)"
+    result = run_script(
+        "filter",
+        "--in",
+        source,
+        "--out",
+        out,
+        "--params",
+        params,
+        "--min-reward",
+        "0",
+        "--no-dedupe",
+        "--where",
+        '.prompt_id == "p0"',
+        "--format",
+        "prompt_completion",
+    )
+    assert (
+        result.stdout.splitlines()[0] == f"kept 3 of 4 rollouts (1 of 2 prompts) -> {out} (prompt_completion records)"
+    )
     assert [r["completion"][0]["content"] for r in read_jsonl(out)] == ["a", "a", "b"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--where", ".reward >"], "filter: error: --where: invalid jq expression '.reward >'"),
-    (["--in", "{tmp}/empty.jsonl"], "filter: error: {tmp}/empty.jsonl: no rollouts; did collect run?"),
-    (["--in", "{tmp}/bad.jsonl"], "filter: error: {tmp}/bad.jsonl:2: 'reward' must be a number, got 'high'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--where", ".reward >"], "filter: error: --where: invalid jq expression '.reward >'"),
+        (["--in", "{tmp}/empty.jsonl"], "filter: error: {tmp}/empty.jsonl: no rollouts; did collect run?"),
+        (["--in", "{tmp}/bad.jsonl"], "filter: error: {tmp}/bad.jsonl:2: 'reward' must be a number, got 'high'"),
+    ],
+)
 def test_the_script_exits_2_with_one_line_on_bad_input(tmp_path, args, message):
     write_rollouts(tmp_path / "empty.jsonl", [])
     write_rollouts(tmp_path / "bad.jsonl", [make_rollout("p0", 0, 0, 1.0, "a"), make_rollout("p0", 0, 1, "high", "b")])
     params = stage_params(tmp_path)
     args = [a.format(tmp=tmp_path) for a in args]
-    result = run_script("filter", "--in", tmp_path / "bad.jsonl", "--out", tmp_path / "o.jsonl", "--params", params, *args)
+    result = run_script(
+        "filter", "--in", tmp_path / "bad.jsonl", "--out", tmp_path / "o.jsonl", "--params", params, *args
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
@@ -144,7 +185,10 @@ def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_sw
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
     assert read_jsonl(tmp_path / "sft.jsonl")[0]["messages"][-1] == {
-        "role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}
+        "role": "assistant",
+        "content": "\\boxed{3}",
+        "reasoning_content": "1 plus 2 is 3.",
+    }
     run_filter(source, tmp_path / "plain.jsonl", FilterConfig(keep_reasoning=False))
     assert read_jsonl(tmp_path / "plain.jsonl")[0]["messages"][-1] == {"role": "assistant", "content": "\\boxed{3}"}
 
@@ -153,12 +197,17 @@ def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assist
     rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
-    assert read_jsonl(tmp_path / "sft.jsonl") == [{
-        "prompt": [{"role": "system", "content": "Answer with a number in \\boxed{}."}, {"role": "user", "content": "1 + 2?"}],
-        "completion": [{"role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}],
-        "prompt_id": "p0",
-        "reward": 1.0,
-    }]
+    assert read_jsonl(tmp_path / "sft.jsonl") == [
+        {
+            "prompt": [
+                {"role": "system", "content": "Answer with a number in \\boxed{}."},
+                {"role": "user", "content": "1 + 2?"},
+            ],
+            "completion": [{"role": "assistant", "content": "\\boxed{3}", "reasoning_content": "1 plus 2 is 3."}],
+            "prompt_id": "p0",
+            "reward": 1.0,
+        }
+    ]
     # The same conversation as the messages format: prompt + completion == messages.
     run_filter(source, tmp_path / "messages.jsonl", FilterConfig())
     record = read_jsonl(tmp_path / "sft.jsonl")[0]
@@ -167,10 +216,13 @@ def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assist
 
 def test_the_format_keeps_and_drops_the_same_rollouts(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (1.0, "a"), (0.5, "b")], [(0.9, "c")]))
-    as_messages = [(r["prompt_id"], r["messages"][-1]["content"]) for r in
-                   filter_rollouts(source, FilterConfig(), FilterSummary())]
-    as_completions = [(r["prompt_id"], r["completion"][-1]["content"]) for r in
-                      filter_rollouts(source, FilterConfig(format="prompt_completion"), FilterSummary())]
+    as_messages = [
+        (r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(source, FilterConfig(), FilterSummary())
+    ]
+    as_completions = [
+        (r["prompt_id"], r["completion"][-1]["content"])
+        for r in filter_rollouts(source, FilterConfig(format="prompt_completion"), FilterSummary())
+    ]
     assert as_messages == as_completions == [("p0", "a"), ("p1", "c")]
 
 
@@ -180,5 +232,6 @@ def test_params_offer_exactly_the_formats_the_stage_writes(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a")]))
     result = run_script("filter", "--in", source, "--out", tmp_path / "o.jsonl", "--params", params)
     assert result.returncode == 2
-    assert ("filter.format: 'prompt_complete' is not one of messages, prompt_completion "
-            "(did you mean 'prompt_completion'?)") in result.stderr
+    assert (
+        "filter.format: 'prompt_complete' is not one of messages, prompt_completion (did you mean 'prompt_completion'?)"
+    ) in result.stderr

@@ -1,4 +1,5 @@
 """Unbiased pass@k: the product form equals the definition, counted over every k-subset."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,10 +26,10 @@ def test_matches_brute_force_enumeration_for_every_c_and_k(n):
 
 
 def test_edge_cases_no_pass_all_pass_and_k_equal_to_n():
-    assert pass_at_k(8, 0, 1) == 0.0 and pass_at_k(8, 0, 8) == 0.0    # c = 0: never
-    assert pass_at_k(8, 8, 1) == 1.0 and pass_at_k(8, 8, 8) == 1.0    # c = n: always
-    assert pass_at_k(8, 1, 8) == 1.0                                   # k = n: any pass is drawn
-    assert pass_at_k(5, 2, 4) == 1.0                                   # only 3 failures: 4 draws must hit a pass
+    assert pass_at_k(8, 0, 1) == 0.0 and pass_at_k(8, 0, 8) == 0.0  # c = 0: never
+    assert pass_at_k(8, 8, 1) == 1.0 and pass_at_k(8, 8, 8) == 1.0  # c = n: always
+    assert pass_at_k(8, 1, 8) == 1.0  # k = n: any pass is drawn
+    assert pass_at_k(5, 2, 4) == 1.0  # only 3 failures: 4 draws must hit a pass
 
 
 def test_pass_at_1_is_the_pass_rate():
@@ -59,6 +60,6 @@ def test_mean_over_prompts_counts_each_prompt_only_for_k_up_to_its_own_n():
     result = mean_pass_at_k({(4, 1): 1, (4, 0): 1, (2, 2): 1})
     assert result[1] == (pytest.approx((1 / 4 + 0 + 1) / 3), 3)
     assert result[2] == (pytest.approx((pass_at_k(4, 1, 2) + 0 + 1) / 3), 3)
-    assert result[4] == (pytest.approx((1 + 0) / 2), 2)   # the 2-rollout prompt has no pass@4
+    assert result[4] == (pytest.approx((1 + 0) / 2), 2)  # the 2-rollout prompt has no pass@4
     assert set(result) == {1, 2, 4}
     assert mean_pass_at_k({}) == {}

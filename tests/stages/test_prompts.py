@@ -1,4 +1,5 @@
 """`python scripts/prompts.py`: deterministic prompt sets in NeMo Gym's row format."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,8 @@ import pytest
 import yaml
 
 from rollout_pipeline.reference import policy
-from rollout_pipeline.stages.prompt_sets import generate_rows
 from rollout_pipeline.rows import normalize_row
+from rollout_pipeline.stages.prompt_sets import generate_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "scripts" / "prompts.py"
@@ -28,7 +29,9 @@ def rows_of(path: Path) -> list[dict]:
 
 def test_the_same_seed_writes_a_byte_identical_file_and_another_seed_does_not(tmp_path):
     for name, seed in (("a", "4"), ("b", "4"), ("c", "5")):
-        result = run("--count", "300", "--difficulty", "mixed", "--seed", seed, "--out", str(tmp_path / f"{name}.jsonl"))
+        result = run(
+            "--count", "300", "--difficulty", "mixed", "--seed", seed, "--out", str(tmp_path / f"{name}.jsonl")
+        )
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
@@ -64,15 +67,24 @@ def test_difficulty_controls_the_number_of_operations(difficulty, classes):
     assert seen == classes
     assert {r["difficulty"] for r in rows} == classes
     if difficulty == "hard":
-        steps = {len(policy.candidate_texts(r["responses_create_params"]["input"][0]["content"])["correct"].splitlines()) - 1
-                 for r in rows}
+        steps = {
+            len(policy.candidate_texts(r["responses_create_params"]["input"][0]["content"])["correct"].splitlines()) - 1
+            for r in rows
+        }
         assert steps == {2, 3}
 
 
 def test_without_arguments_every_set_in_params_yaml_is_written(tmp_path):
-    params = {"prompts": {"sets": {"small": {"count": 20, "difficulty": "easy", "seed": 1},
-                                   "tiny": {"count": 5, "difficulty": "hard", "seed": 2}}},
-              "agents": {"a": {}}, "objectives": {}}
+    params = {
+        "prompts": {
+            "sets": {
+                "small": {"count": 20, "difficulty": "easy", "seed": 1},
+                "tiny": {"count": 5, "difficulty": "hard", "seed": 2},
+            }
+        },
+        "agents": {"a": {}},
+        "objectives": {},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -83,14 +95,18 @@ def test_without_arguments_every_set_in_params_yaml_is_written(tmp_path):
     assert len(rows_of(tmp_path / "data/prompts/tiny.jsonl")) == 5
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--count", "3"], "needs both --count N and --out PATH"),
-    (["--set", "mth"], "did you mean 'math'"),
-    (["--count", "20000", "--difficulty", "easy", "--out", "x.jsonl"], "distinct easy prompts"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--count", "3"], "needs both --count N and --out PATH"),
+        (["--set", "mth"], "did you mean 'math'"),
+        (["--count", "20000", "--difficulty", "easy", "--out", "x.jsonl"], "distinct easy prompts"),
+    ],
+)
 def test_mistakes_are_one_line_errors(tmp_path, args, message):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"prompts": {"sets": {"math": {"count": 1}}}, "agents": {"a": {}}, "objectives": {}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"prompts": {"sets": {"math": {"count": 1}}}, "agents": {"a": {}}, "objectives": {}})
+    )
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -104,7 +120,11 @@ def test_tiny_prompts_are_sums_of_two_digits_asking_for_the_number_alone():
         assert 1 <= int(a) <= 9 and 1 <= int(b) <= 9 and row["expected_answer"] == str(int(a) + int(b))
         assert row["difficulty"] == "tiny"
     # The real-model recipe's held-out seed draws none of its training prompts (params.rl-real.yaml).
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.rl-real.yaml").read_text())["prompts"]["sets"]
-    train, held_out = ({r["task_id"] for r in generate_rows(s["count"], s["difficulty"], s["seed"])}
-                       for s in (recipe["tiny"], recipe["tiny_heldout"]))
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.rl-real.yaml").read_text())["prompts"][
+        "sets"
+    ]
+    train, held_out = (
+        {r["task_id"] for r in generate_rows(s["count"], s["difficulty"], s["seed"])}
+        for s in (recipe["tiny"], recipe["tiny_heldout"])
+    )
     assert not train & held_out

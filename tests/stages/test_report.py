@@ -1,4 +1,5 @@
 """The report stage: what its pages say, byte-for-byte reproducible, and model text never taken for markup."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,10 @@ import re
 import pytest
 
 from report_testkit import EVIL, EXPECTED_ROWS, PROGRESS, build_report, build_sample_run
-from stage_testkit import group, write_rollouts
-
+from rollout_pipeline.stages.groups import iter_groups
 from rollout_pipeline.stages.report_data import BrowserConfig, pick_rows, summarize_rollouts
 from rollout_pipeline.stages.report_pages import navigation, rl_loop_page
-from rollout_pipeline.stages.groups import iter_groups
+from stage_testkit import group, write_rollouts
 
 EVAL = {"temperature": 1.0, "prompts": "data/prompts/heldout.jsonl", "seed": 300}
 
@@ -26,7 +26,13 @@ def sample_run(tmp_path_factory):
 
 def test_the_report_is_an_index_a_page_per_objective_and_one_for_the_rl_loop_all_linked(sample_run):
     reports = sample_run / "reports"
-    assert sorted(p.name for p in reports.iterdir()) == ["dpo.html", "index.html", "rl-loop.html", "rl.html", "sft.html"]
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "dpo.html",
+        "index.html",
+        "rl-loop.html",
+        "rl.html",
+        "sft.html",
+    ]
     index = (reports / "index.html").read_text()
     for page in ("rl.html", "sft.html", "dpo.html", "rl-loop.html"):
         assert f'href="{page}"' in index
@@ -43,7 +49,7 @@ def test_model_text_is_escaped_and_the_only_script_is_the_filter(sample_run):
     page = (sample_run / "reports/rl.html").read_text()
     assert EVIL not in page and "window.__pwned" in page
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&lt;img src=&quot;x&quot; onerror=" in page
-    assert page.count("<script") == 1 and "getElementById(\"filter\")" in page
+    assert page.count("<script") == 1 and 'getElementById("filter")' in page
 
 
 def test_each_objective_page_lists_the_browser_rows_and_draws_its_charts(sample_run):
@@ -68,8 +74,12 @@ def test_the_summary_counts_what_the_page_shows(sample_run):
     assert summary.retries == {"http_503": 3}
     histogram = summary.correct_histogram()
     assert [row["correct"] for row in histogram] == [0, 1, 2, 3, 4] and sum(r["prompts"] for r in histogram) == 6
-    hard = [r for g in (list(grp) for _, grp in iter_groups(run / "data/rollouts/rl.jsonl")) for r in g
-            if r.record["difficulty"] == "hard"]
+    hard = [
+        r
+        for g in (list(grp) for _, grp in iter_groups(run / "data/rollouts/rl.jsonl"))
+        for r in g
+        if r.record["difficulty"] == "hard"
+    ]
     mean, count = summary.categorical_fields()["difficulty"]["hard"]
     assert count == len(hard) and mean == sum(r.reward for r in hard) / len(hard)
     assert len({row.prompt_id for row in summary.browser}) == 2
@@ -85,8 +95,9 @@ def test_the_filter_and_pair_stages_summaries_account_for_every_rollout_and_prom
 
 
 def test_the_browser_shows_the_first_best_the_last_worst_and_seeded_others(tmp_path):
-    path = write_rollouts(tmp_path / "r.jsonl", group("p", 0, [(0.0, "a"), (1.0, "b"), (1.0, "c"), (0.0, "d"),
-                                                                (0.5, "e")]))
+    path = write_rollouts(
+        tmp_path / "r.jsonl", group("p", 0, [(0.0, "a"), (1.0, "b"), (1.0, "c"), (0.0, "d"), (0.5, "e")])
+    )
     rollouts = list(next(iter_groups(path))[1])
     rows = pick_rows(rollouts, BrowserConfig(random_per_prompt=2, seed=3))
     assert [(row.kind, row.output) for row in rows[:2]] == [("best", "b"), ("worst", "d")]
@@ -104,7 +115,12 @@ def test_the_rl_page_draws_pass_at_1_only_where_it_differs_from_the_mean_reward(
     assert "eval mean reward (= pass@1)" in same and "eval pass@1" not in same
     differs = charts([{**row, "eval_pass@1": row["eval_reward_mean"] - 0.1} for row in PROGRESS])
     assert "eval mean reward" in differs and "eval pass@1" in differs
-    for title in ("Learning: eval at T = 1", "What the trainer saw: collection", "Exploration", "zero-variance fraction"):
+    for title in (
+        "Learning: eval at T = 1",
+        "What the trainer saw: collection",
+        "Exploration",
+        "zero-variance fraction",
+    ):
         assert title in same
 
 

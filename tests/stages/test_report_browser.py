@@ -4,20 +4,30 @@ Every page opens from disk with no request leaving file://, logs no console erro
 rollout browser's rows and filters them, and shows a model output holding <script> as text without running it.
 A screenshot of each page is left in the test's temp folder for a person to look at.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
 from report_testkit import EVIL, EXPECTED_ROWS, build_report, build_sample_run
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Chromium as root in a container: no sandbox, no GPU, and nothing in the background that phones home.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PAGES = {"index": 0, "rl": 6, "sft": 6, "dpo": 7, "rl-loop": 3}  # page -> its charts
 
 
@@ -77,9 +87,11 @@ def test_every_page_opens_offline_with_no_error_and_every_chart_drawn(browser, r
     try:
         page = viewer.open(reports / f"{name}.html")
         charts = page.eval_on_selector_all(
-            "figure.chart", "figures => figures.map(f => { const svg = f.querySelector('svg');"
+            "figure.chart",
+            "figures => figures.map(f => { const svg = f.querySelector('svg');"
             " if (!svg) return null; const box = svg.getBoundingClientRect();"
-            " return [box.width, box.height, svg.querySelectorAll('path, rect, line, text').length]; })")
+            " return [box.width, box.height, svg.querySelectorAll('path, rect, line, text').length]; })",
+        )
         assert len(charts) == PAGES[name]
         for chart in charts:
             assert chart is not None and chart[0] > 100 and chart[1] > 100 and chart[2] > 10, chart

@@ -4,6 +4,7 @@
 pinned by requirements-trl.lock) and runs these tests there; a plain `make test` skips them. Nothing is downloaded:
 the hub is switched off, and the tokenizer is built here, with a chat template in the style of reasoning models'.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,11 @@ def tokenizer():  # a transformers.PreTrainedTokenizerFast (transformers is the 
     backend = Tokenizer(models.BPE(vocab={symbol: index for index, symbol in enumerate(alphabet)}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    wrapped = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
-                                                   pad_token="<|im_end|>", additional_special_tokens=SPECIAL_TOKENS)
+    wrapped = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        additional_special_tokens=SPECIAL_TOKENS,
+    )
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped

@@ -1,6 +1,7 @@
 """The SFT and DPO files are what TRL expects: loaded with `datasets.load_dataset("json")` as a trainer would load them,
 recognised as conversational by TRL, and rendered by TRL's own chat-template utilities into prompt and completion
 text that splits exactly where our records split the conversation."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,15 +9,14 @@ import pytest
 datasets = pytest.importorskip("datasets", reason="the TRL tier runs with `make test-trl`")
 data_utils = pytest.importorskip("trl.data_utils", reason="the TRL tier runs with `make test-trl`")
 
-from stage_testkit import group, groups, make_rollout, with_reasoning, write_rollouts  # noqa: E402
-
 from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
 from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
+from stage_testkit import group, groups, make_rollout, with_reasoning, write_rollouts  # noqa: E402
 
 SYSTEM = "<|im_start|>system\nAnswer with a number in \\boxed{}.<|im_end|>\n"
 
 
-def load(path, tmp_path) -> "datasets.Dataset":
+def load(path, tmp_path) -> datasets.Dataset:
     """A JSONL file as TRL's trainers receive it: one split of a json dataset, cached under tmp_path."""
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
 
@@ -24,10 +24,13 @@ def load(path, tmp_path) -> "datasets.Dataset":
 @pytest.fixture
 def sft_rollouts(tmp_path):
     """Two prompts: one answered with reasoning, one without (so datasets sees the field in some messages only)."""
-    return write_rollouts(tmp_path / "sft_rollouts.jsonl", [
-        with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3."),
-        make_rollout("p1", 1, 0, 1.0, "\\boxed{7}", question="3 + 4?"),
-    ])
+    return write_rollouts(
+        tmp_path / "sft_rollouts.jsonl",
+        [
+            with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3."),
+            make_rollout("p1", 1, 0, 1.0, "\\boxed{7}", question="3 + 4?"),
+        ],
+    )
 
 
 def test_sft_messages_are_trl_conversational_language_modeling(sft_rollouts, tmp_path, tokenizer):
@@ -38,7 +41,7 @@ def test_sft_messages_are_trl_conversational_language_modeling(sft_rollouts, tmp
     texts = [data_utils.maybe_apply_chat_template(example, tokenizer)["text"] for example in dataset]
     assert texts == [
         SYSTEM + "<|im_start|>user\n1 + 2?<|im_end|>\n"
-                 "<|im_start|>assistant\n<think>\n1 plus 2 is 3.\n</think>\n\\boxed{3}<|im_end|>\n",
+        "<|im_start|>assistant\n<think>\n1 plus 2 is 3.\n</think>\n\\boxed{3}<|im_end|>\n",
         SYSTEM + "<|im_start|>user\n3 + 4?<|im_end|>\n<|im_start|>assistant\n\\boxed{7}<|im_end|>\n",
     ]
 
@@ -50,8 +53,10 @@ def test_sft_prompt_completion_puts_the_answer_and_its_reasoning_in_the_completi
     assert all(data_utils.is_conversational(example) for example in dataset)
     rendered = [data_utils.maybe_apply_chat_template(example, tokenizer) for example in dataset]
     assert [(r["prompt"], r["completion"]) for r in rendered] == [
-        (SYSTEM + "<|im_start|>user\n1 + 2?<|im_end|>\n<|im_start|>assistant\n",
-         "<think>\n1 plus 2 is 3.\n</think>\n\\boxed{3}<|im_end|>\n"),
+        (
+            SYSTEM + "<|im_start|>user\n1 + 2?<|im_end|>\n<|im_start|>assistant\n",
+            "<think>\n1 plus 2 is 3.\n</think>\n\\boxed{3}<|im_end|>\n",
+        ),
         (SYSTEM + "<|im_start|>user\n3 + 4?<|im_end|>\n<|im_start|>assistant\n", "\\boxed{7}<|im_end|>\n"),
     ]
 
@@ -67,27 +72,51 @@ def test_sft_prompt_completion_renders_the_same_conversation_as_messages(sft_rol
         assert parts["prompt"] + parts["completion"] == text
         # SFTTrainer's completion-only loss masks the tokens the prompt and the whole conversation share: exactly the
         # prompt's, so the loss covers the answer (and its reasoning) and nothing of the question.
-        prompt_ids = tokenizer.apply_chat_template(split["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+        prompt_ids = tokenizer.apply_chat_template(split["prompt"], add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
         whole_ids = tokenizer.apply_chat_template(split["prompt"] + split["completion"], return_dict=True)["input_ids"]
         assert data_utils.common_prefix_length(prompt_ids, whole_ids) == len(prompt_ids)
-        assert tokenizer.decode(whole_ids[len(prompt_ids):]) == parts["completion"]
+        assert tokenizer.decode(whole_ids[len(prompt_ids) :]) == parts["completion"]
 
 
-@pytest.mark.parametrize("config, expected_pairs", [
-    (PairConfig(), [("p0", "r1=1", "r5=0"), ("p1", "a", "b")]),
-    (PairConfig(pairs_per_prompt=2), [("p0", "r1=1", "r5=0"), ("p0", "r3=1", "r2=0"), ("p1", "a", "b")]),
-    (PairConfig(strategy="all_pairs", pairs_per_prompt=None, min_margin=0.75),
-     [("p0", "r1=1", "r5=0"), ("p0", "r1=1", "r2=0"), ("p0", "r3=1", "r5=0"), ("p0", "r3=1", "r2=0"),
-      ("p0", "r1=1", "r4=.25"), ("p0", "r3=1", "r4=.25"), ("p1", "a", "b")]),
-], ids=["best_vs_worst", "best_vs_worst-2-per-prompt", "all_pairs-above-0.75"])
+@pytest.mark.parametrize(
+    "config, expected_pairs",
+    [
+        (PairConfig(), [("p0", "r1=1", "r5=0"), ("p1", "a", "b")]),
+        (PairConfig(pairs_per_prompt=2), [("p0", "r1=1", "r5=0"), ("p0", "r3=1", "r2=0"), ("p1", "a", "b")]),
+        (
+            PairConfig(strategy="all_pairs", pairs_per_prompt=None, min_margin=0.75),
+            [
+                ("p0", "r1=1", "r5=0"),
+                ("p0", "r1=1", "r2=0"),
+                ("p0", "r3=1", "r5=0"),
+                ("p0", "r3=1", "r2=0"),
+                ("p0", "r1=1", "r4=.25"),
+                ("p0", "r3=1", "r4=.25"),
+                ("p1", "a", "b"),
+            ],
+        ),
+    ],
+    ids=["best_vs_worst", "best_vs_worst-2-per-prompt", "all_pairs-above-0.75"],
+)
 def test_dpo_pairs_are_trl_conversational_preference_records(config, expected_pairs, tmp_path, tokenizer):
     graded = [(0.5, "r0=.5"), (1.0, "r1=1"), (0.0, "r2=0"), (1.0, "r3=1"), (0.25, "r4=.25"), (0.0, "r5=0")]
-    source = write_rollouts(tmp_path / "dpo_rollouts.jsonl", [*group("p0", 0, graded, question="1 + 2?"),
-                                                              *group("p1", 1, [(1.0, "a"), (0.0, "b")], question="3 + 4?")])
+    source = write_rollouts(
+        tmp_path / "dpo_rollouts.jsonl",
+        [*group("p0", 0, graded, question="1 + 2?"), *group("p1", 1, [(1.0, "a"), (0.0, "b")], question="3 + 4?")],
+    )
     run_pair(source, tmp_path / "pairs.jsonl", config)
     dataset = load(tmp_path / "pairs.jsonl", tmp_path)
-    assert dataset.column_names == ["prompt", "chosen", "rejected", "prompt_id", "chosen_reward", "rejected_reward",
-                                    "margin"]
+    assert dataset.column_names == [
+        "prompt",
+        "chosen",
+        "rejected",
+        "prompt_id",
+        "chosen_reward",
+        "rejected_reward",
+        "margin",
+    ]
     assert [(e["prompt_id"], e["chosen"][0]["content"], e["rejected"][0]["content"]) for e in dataset] == expected_pairs
     for example in dataset:
         assert data_utils.is_conversational(example)
@@ -97,13 +126,18 @@ def test_dpo_pairs_are_trl_conversational_preference_records(config, expected_pa
         assert rendered["chosen"] == example["chosen"][0]["content"] + "<|im_end|>\n"
         assert rendered["rejected"] == example["rejected"][0]["content"] + "<|im_end|>\n"
         # TRL's own split of an implicit-prompt pair (the shared start of both conversations) is our prompt.
-        implicit = {"chosen": example["prompt"] + example["chosen"], "rejected": example["prompt"] + example["rejected"]}
+        implicit = {
+            "chosen": example["prompt"] + example["chosen"],
+            "rejected": example["prompt"] + example["rejected"],
+        }
         assert data_utils.extract_prompt(implicit) == {key: example[key] for key in ("prompt", "chosen", "rejected")}
 
 
 def test_whole_files_map_through_trls_template_as_the_trainers_prepare_them(tmp_path, tokenizer):
-    source = write_rollouts(tmp_path / "r.jsonl", groups(*[[(1.0, f"\\boxed{{{i}}}"), (0.0, "no"), (1.0, "\\boxed{0}")]
-                                                           for i in range(1, 21)]))
+    source = write_rollouts(
+        tmp_path / "r.jsonl",
+        groups(*[[(1.0, f"\\boxed{{{i}}}"), (0.0, "no"), (1.0, "\\boxed{0}")] for i in range(1, 21)]),
+    )
     run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
     run_pair(source, tmp_path / "pairs.jsonl", PairConfig(pairs_per_prompt=None))
     for name, rows in [("sft", 40), ("pairs", 20)]:  # 2 answers kept per prompt; 1 disjoint pair (a single wrong one)

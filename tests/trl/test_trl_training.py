@@ -5,6 +5,7 @@ The model is the bf16 Hugging Face folder `make setup-vllm` converts from the GG
 `make test-trl` builds it and names it in SMOLLM2_HF_DIR. To stay within the tier's budget on 2 cores only the last
 decoder layer and the final norm train (the rest is frozen, so backward stops there): a full forward per step, a
 small backward. The data is a handful of records, seen several times in 20 steps, so the loss must fall clearly."""
+
 from __future__ import annotations
 
 import math
@@ -25,15 +26,30 @@ from stage_testkit import stage_params  # noqa: E402
 from support import collect, make_prompts, seed_args  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("SMOLLM2_HF_DIR", "/nonexistent"))
-pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
-                                reason="SmolLM2-135M's Hugging Face folder is absent: run `make setup-vllm` "
-                                       "(make test-trl does, and sets SMOLLM2_HF_DIR)")
+pytestmark = pytest.mark.skipif(
+    not (MODEL_DIR / "config.json").is_file(),
+    reason="SmolLM2-135M's Hugging Face folder is absent: run `make setup-vllm` "
+    "(make test-trl does, and sets SMOLLM2_HF_DIR)",
+)
 STEPS = 20
 # Training settings shared by both trainers: CPU, no evaluation, no checkpoints, no reporting, fixed seeds.
-COMMON = {"max_steps": STEPS, "per_device_train_batch_size": 2, "lr_scheduler_type": "constant", "warmup_steps": 0,
-          "logging_steps": 1, "save_strategy": "no", "eval_strategy": "no", "report_to": [], "use_cpu": True,
-          "bf16": False, "dataloader_num_workers": 0, "seed": 0, "data_seed": 0, "disable_tqdm": True,
-          "max_length": 160}
+COMMON = {
+    "max_steps": STEPS,
+    "per_device_train_batch_size": 2,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "report_to": [],
+    "use_cpu": True,
+    "bf16": False,
+    "dataloader_num_workers": 0,
+    "seed": 0,
+    "data_seed": 0,
+    "disable_tqdm": True,
+    "max_length": 160,
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +101,7 @@ def test_sft_prompt_completion_masks_the_prompt_and_trains_on_the_completion_onl
         trained = [i for i, label in enumerate(labels.tolist()) if label != -100]
         # One contiguous run of trained tokens, starting right after the assistant's header and ending at its <|im_end|>
         assert trained == list(range(trained[0], trained[-1] + 1))
-        prompt_text = tokenizer.decode(input_ids[:trained[0]])
+        prompt_text = tokenizer.decode(input_ids[: trained[0]])
         assert prompt_text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\n" in prompt_text
         assert tokenizer.decode(input_ids[trained]).endswith("}.<|im_end|>\n")
         assert (labels[attention == 0] == -100).all()  # padding is never trained either
@@ -107,8 +123,9 @@ def test_dpo_on_the_pair_stages_file_lowers_the_loss_and_reports_reward_margins(
     run_pair(rollouts, tmp_path / "pairs.jsonl", PairConfig(pairs_per_prompt=None))
     model, tokenizer = model_and_tokenizer()
     args = trl.DPOConfig(output_dir=str(tmp_path / "dpo"), learning_rate=1e-4, beta=0.1, **COMMON)
-    trainer = trl.DPOTrainer(model=model, args=args, train_dataset=load(tmp_path / "pairs.jsonl", tmp_path),
-                             processing_class=tokenizer)
+    trainer = trl.DPOTrainer(
+        model=model, args=args, train_dataset=load(tmp_path / "pairs.jsonl", tmp_path), processing_class=tokenizer
+    )
     trainer.train()
     values = losses(trainer)
     assert values[0] == pytest.approx(math.log(2), abs=1e-3)  # step 1: the policy is its reference, so -log σ(0)

@@ -6,6 +6,7 @@ Each line of conformance_cases.jsonl is one labelled case: a model output, the e
 A case marked `differs` is one whose public verdict the verifier does not share, by design; the reason is in the
 mark, and it counts as a disagreement in the figures below.
 """
+
 from __future__ import annotations
 
 import collections
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from rollout_pipeline.verify.verifiers import verify
 
 CASES_FILE = Path(__file__).with_name("conformance_cases.jsonl")
@@ -25,8 +27,14 @@ pytestmark = pytest.mark.slow  # about 20 s: most cases go through math-verify a
 
 @functools.lru_cache(maxsize=1)
 def our_verdicts() -> tuple[int, ...]:
-    return tuple(int(verify("math", case["output"], {"expected_answer": case["expected_answer"]},
-                            case.get("truncated", False))["reward"]) for case in CASES)
+    return tuple(
+        int(
+            verify("math", case["output"], {"expected_answer": case["expected_answer"]}, case.get("truncated", False))[
+                "reward"
+            ]
+        )
+        for case in CASES
+    )
 
 
 def _case_id(case: dict) -> str:
@@ -39,10 +47,14 @@ def test_the_verifier_gives_the_public_verdict_unless_the_case_is_marked_as_diff
     case = CASES[index]
     ours = our_verdicts()[index]
     if "differs" in case:
-        assert ours != case["verdict"], f"now agrees with the public verdict: drop the 'differs' mark ({case['differs']})"
+        assert ours != case["verdict"], (
+            f"now agrees with the public verdict: drop the 'differs' mark ({case['differs']})"
+        )
     else:
-        assert ours == case["verdict"], (f"public verdict {case['verdict']}, ours {ours}: expected "
-                                         f"{case['expected_answer']!r}, output ...{case['output'][-300:]!r}")
+        assert ours == case["verdict"], (
+            f"public verdict {case['verdict']}, ours {ours}: expected "
+            f"{case['expected_answer']!r}, output ...{case['output'][-300:]!r}"
+        )
 
 
 def test_every_case_cites_its_source_and_states_a_verdict():
@@ -66,8 +78,10 @@ def test_the_verifier_agrees_with_at_least_97_percent_of_the_public_verdicts_wit
     with capsys.disabled():
         print()
         for name, counts in sorted(by_source.items()) + [("all", total)]:
-            print(f"  {name:34} {counts['agree']:4}/{counts['cases']:<4} {counts['agree'] / counts['cases']:7.1%} agree"
-                  f"  {counts['false_positive']} false positive(s), {counts['marked_false_positive']} of them marked")
+            print(
+                f"  {name:34} {counts['agree']:4}/{counts['cases']:<4} {counts['agree'] / counts['cases']:7.1%} agree"
+                f"  {counts['false_positive']} false positive(s), {counts['marked_false_positive']} of them marked"
+            )
     assert total["false_positive"] == total["marked_false_positive"], "a false positive that no mark explains"
     assert total["agree"] / total["cases"] >= MIN_AGREEMENT
     assert total["cases"] >= 500

@@ -1,4 +1,5 @@
 """The reference policy's outputs score as their kind says, whole or cut at any token: `make run`'s rewards."""
+
 from __future__ import annotations
 
 from rollout_pipeline.reference.policy import NOT_ARITHMETIC_TEXT, parse_problem

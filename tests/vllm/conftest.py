@@ -5,6 +5,7 @@ and sets VLLM_SERVER_PYTHON to that interpreter. The server starts once per sess
 stopped by its PID (a test that kills it starts it again on the same port). Without VLLM_SERVER_PYTHON (a plain
 `make test`) these tests are skipped.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,7 @@ def vllm(vllm_python) -> LocalServer:
 
 def vllm_agent(url: str, **overrides) -> dict:
     """The agent settings the tier's collector runs use: generous timeouts for a CPU server, few retries."""
-    return agent(url, **{"model": MODEL_NAME, "timeout_s": 120, "max_retries": 3, "retry_backoff_s": 0.2,
-                         **overrides})
+    return agent(url, **{"model": MODEL_NAME, "timeout_s": 120, "max_retries": 3, "retry_backoff_s": 0.2, **overrides})
 
 
 def post(url: str, path: str, body: dict | None = None) -> requests.Response:
@@ -55,8 +55,11 @@ def post(url: str, path: str, body: dict | None = None) -> requests.Response:
 
 def prompt_tokens(url: str, text: str) -> int:
     """Tokens of a one-message chat prompt after the chat template, as the server counts them (/tokenize)."""
-    reply = post(url, "/tokenize", {"model": MODEL_NAME, "messages": [{"role": "user", "content": text}],
-                                     "add_generation_prompt": True})
+    reply = post(
+        url,
+        "/tokenize",
+        {"model": MODEL_NAME, "messages": [{"role": "user", "content": text}], "add_generation_prompt": True},
+    )
     reply.raise_for_status()
     return reply.json()["count"]
 
@@ -79,10 +82,16 @@ def tokenizer_verdicts(python: str, records: list[dict]) -> list[dict]:
     """Check token data with the model's own tokenizer, in the tier's interpreter (transformers): do the generation
     ids decode to the output, and are the prompt ids the chat template's?"""
     script = HERE / "tokenizer_check.py"
-    payload = b"\n".join(orjson.dumps({"messages": r["input"], **_token_data(r), "output": r["output"]})
-                         for r in records)
-    done = subprocess.run([python, str(script), str(default_model_dir(python))], input=payload, capture_output=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    payload = b"\n".join(
+        orjson.dumps({"messages": r["input"], **_token_data(r), "output": r["output"]}) for r in records
+    )
+    done = subprocess.run(
+        [python, str(script), str(default_model_dir(python))],
+        input=payload,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr.decode()
     return [orjson.loads(line) for line in done.stdout.splitlines()]
 

@@ -4,6 +4,7 @@ project, against the session's genuine vLLM, with the LoRA trainer and runtime L
 Tiny settings (3 prompts x 4 repeats, 32 tokens, 2 gradient steps, 2 iterations): the mechanics, not learning. The
 trainer of iteration 2 is killed once, mid-way (after its first of two gradient steps), and the loop resumed: that is how the one run covers both.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+
 from rollout_pipeline.cli.demo_rl_real import RECIPE, sync_copy
 from rollout_pipeline.cli.vllm_server import MODEL_NAME
 from rollout_pipeline.rl.loop import checkpoint_fingerprint
@@ -38,7 +40,9 @@ def _tiny(repo: Path, url: str, adapter_prefix: str) -> None:
     rl["eval"].update(num_repeats=2, max_output_tokens=16)
     rl["train"]["steps"] = 2
     rl["update"]["url"] = f"{url}/v1/load_lora_adapter"
-    rl["update"]["model"] = adapter_prefix + "{iteration}"  # names of this test's own, whatever the server loaded before
+    rl["update"]["model"] = (
+        adapter_prefix + "{iteration}"
+    )  # names of this test's own, whatever the server loaded before
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -48,8 +52,13 @@ def _make_rl_iter(repo: Path, log: Path) -> subprocess.Popen:
     env.pop("VIRTUAL_ENV", None)
     with open(log, "w") as handle:
         # -o: the virtualenv is the one running these tests, already set up; never reinstall it from the copy.
-        return subprocess.Popen(["make", "--no-print-directory", "-o", str(VENV / ".installed"), "rl-iter", "N=2",
-                                 f"VENV={VENV}"], cwd=repo, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            ["make", "--no-print-directory", "-o", str(VENV / ".installed"), "rl-iter", "N=2", f"VENV={VENV}"],
+            cwd=repo,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _finish(process: subprocess.Popen, log: Path) -> tuple[int, str]:
@@ -99,10 +108,11 @@ def loop(vllm, vllm_python, tmp_path_factory):
         return trainer[0] is not None or first.poll() is not None
 
     wait_for(trained_a_step_or_ended, timeout=1200, interval=0.2)
-    assert trainer[0] is not None, f"make rl-iter ended before iteration 2's trainer made a step:\n{_finish(first, logs / 'killed.log')}"
+    assert trainer[0] is not None, (
+        f"make rl-iter ended before iteration 2's trainer made a step:\n{_finish(first, logs / 'killed.log')}"
+    )
     os.kill(trainer[0], signal.SIGKILL)
-    killed = (*_finish(first, logs / "killed.log"),
-              sorted(p.name for p in (repo / "data/rl/checkpoints").iterdir()))
+    killed = (*_finish(first, logs / "killed.log"), sorted(p.name for p in (repo / "data/rl/checkpoints").iterdir()))
     resumed = _run(repo, logs / "resumed.log")
     again = _run(repo, logs / "again.log")
     return repo, killed, resumed, again
@@ -153,8 +163,10 @@ def test_iteration_2_was_sampled_by_checkpoint_001_and_iteration_1_by_the_base_m
     assert len(first) == len(second) == 3 * 4
     base = checkpoint_fingerprint(repo / "data/rl/checkpoints/iter_000")
     assert {json.dumps(r["policy_version"]) for r in first} == {json.dumps({"model": MODEL_NAME, "checkpoint": base})}
-    adapter = {"model": params["rl"]["update"]["model"].format(iteration="001"),
-               "checkpoint": checkpoint_fingerprint(repo / "data/rl/checkpoints/iter_001")}
+    adapter = {
+        "model": params["rl"]["update"]["model"].format(iteration="001"),
+        "checkpoint": checkpoint_fingerprint(repo / "data/rl/checkpoints/iter_001"),
+    }
     assert {json.dumps(r["policy_version"]) for r in second} == {json.dumps(adapter)}
 
 

@@ -4,6 +4,7 @@ they were sampled and reproduce from that alone, and whatever the server did not
 SmolLM2-135M is bad at arithmetic (its mean reward is near 0), which is fine: these tests check the data, not the
 model. Runs are small (a CPU server decodes about 27 tokens/s for one request, 265 for 64 at once).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ from support import PY, SCRIPTS, collect, make_prompts, read_jsonl, seed_args, w
 MAX_OUTPUT_TOKENS = 24
 
 
-def _run(tmp_path: Path, url: str, prompts: Path, out_name: str = "out.jsonl", agent_overrides: dict | None = None,
-         **extra) -> subprocess.CompletedProcess:
+def _run(
+    tmp_path: Path, url: str, prompts: Path, out_name: str = "out.jsonl", agent_overrides: dict | None = None, **extra
+) -> subprocess.CompletedProcess:
     params = write_params(tmp_path, {"math_agent": vllm_agent(url, **(agent_overrides or {}))})
     extra.setdefault("num_samples_in_parallel", 8)
     extra.setdefault("responses_create_params__max_output_tokens", MAX_OUTPUT_TOKENS)
@@ -40,8 +42,15 @@ def _failures(out: Path) -> list[dict]:
 
 def test_token_ids_and_logprobs_are_the_servers_own_one_per_generated_token(vllm, vllm_python, tmp_path):
     prompts = make_prompts(tmp_path / "p.jsonl", 6, "easy")
-    result = _run(tmp_path, vllm.url, prompts, agent_overrides={"token_data": "ids"}, num_repeats=2, seed=3,
-                  responses_create_params__temperature=1.0)
+    result = _run(
+        tmp_path,
+        vllm.url,
+        prompts,
+        agent_overrides={"token_data": "ids"},
+        num_repeats=2,
+        seed=3,
+        responses_create_params__temperature=1.0,
+    )
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "out.jsonl")
     assert len(records) == 12
@@ -62,8 +71,16 @@ def test_raw_logprobs_are_the_same_at_any_temperature_as_the_record_says(vllm, t
     prompts = make_prompts(tmp_path / "p.jsonl", 8, "mixed")
     runs = {}
     for name, temperature in (("greedy", 0.0), ("cool", 0.3)):
-        result = _run(tmp_path, vllm.url, prompts, f"{name}.jsonl", {"token_data": "ids"}, seed=1,
-                      responses_create_params__temperature=temperature, responses_create_params__max_output_tokens=8)
+        result = _run(
+            tmp_path,
+            vllm.url,
+            prompts,
+            f"{name}.jsonl",
+            {"token_data": "ids"},
+            seed=1,
+            responses_create_params__temperature=temperature,
+            responses_create_params__max_output_tokens=8,
+        )
         assert result.returncode == 0, result.stderr
         runs[name] = [r["response"]["output"][-1] for r in read_jsonl(tmp_path / f"{name}.jsonl")]
     compared = []
@@ -79,17 +96,32 @@ def test_raw_logprobs_are_the_same_at_any_temperature_as_the_record_says(vllm, t
 
 def test_repeat_mode_n_records_each_choice_with_the_seed_that_reproduces_it_alone(vllm, tmp_path):
     prompts = make_prompts(tmp_path / "p.jsonl", 3, "easy")
-    result = _run(tmp_path, vllm.url, prompts, agent_overrides={"repeat_mode": "n", "token_data": "ids"},
-                  num_repeats=4, seed=9, responses_create_params__temperature=1.0)
+    result = _run(
+        tmp_path,
+        vllm.url,
+        prompts,
+        agent_overrides={"repeat_mode": "n", "token_data": "ids"},
+        num_repeats=4,
+        seed=9,
+        responses_create_params__temperature=1.0,
+    )
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "out.jsonl")
     assert len(records) == 12
     assert len({r["responses_create_params"]["seed"] for r in records}) == 12
     for record in records:
         params = record["responses_create_params"]
-        alone = post(vllm.url, "/v1/chat/completions", {
-            "model": MODEL_NAME, "messages": record["input"], "seed": params["seed"], "temperature": params["temperature"],
-            "max_tokens": params["max_output_tokens"]}).json()
+        alone = post(
+            vllm.url,
+            "/v1/chat/completions",
+            {
+                "model": MODEL_NAME,
+                "messages": record["input"],
+                "seed": params["seed"],
+                "temperature": params["temperature"],
+                "max_tokens": params["max_output_tokens"],
+            },
+        ).json()
         assert alone["choices"][0]["message"]["content"] == record["output"], record["rollout_index"]
         last = record["response"]["output"][-1]
         assert record["response"]["usage"]["output_tokens"] == len(last["generation_token_ids"])
@@ -97,15 +129,23 @@ def test_repeat_mode_n_records_each_choice_with_the_seed_that_reproduces_it_alon
 
 def test_repeat_mode_n_without_token_data_makes_up_no_per_choice_token_count(vllm, tmp_path):
     prompts = make_prompts(tmp_path / "p.jsonl", 2, "easy")
-    result = _run(tmp_path, vllm.url, prompts, agent_overrides={"repeat_mode": "n"}, num_repeats=3, seed=9,
-                  responses_create_params__temperature=1.0)
+    result = _run(
+        tmp_path,
+        vllm.url,
+        prompts,
+        agent_overrides={"repeat_mode": "n"},
+        num_repeats=3,
+        seed=9,
+        responses_create_params__temperature=1.0,
+    )
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "out.jsonl")
     for record in records:
         usage = record["response"]["usage"]
         assert usage["output_tokens"] is None and usage["output_tokens_all_choices"] > 0
     assert _stats(tmp_path / "out.jsonl")["tokens"]["output"] == sum(
-        {r["task_index"]: r["response"]["usage"]["output_tokens_all_choices"] for r in records}.values())
+        {r["task_index"]: r["response"]["usage"]["output_tokens_all_choices"] for r in records}.values()
+    )
 
 
 @pytest.mark.parametrize("protocol", ["chat", "responses"])
@@ -113,21 +153,30 @@ def test_a_prompt_over_the_window_exactly_at_it_or_cut_by_it_is_skipped_and_neve
     rows = [
         {"prompt": "What is 2+2?", "expected_answer": "4"},
         {"prompt": prompt_of_length(vllm.url, MAX_MODEL_LEN + 5), "expected_answer": "1"},  # over the window
-        {"prompt": prompt_of_length(vllm.url, MAX_MODEL_LEN), "expected_answer": "1"},      # exactly at it
+        {"prompt": prompt_of_length(vllm.url, MAX_MODEL_LEN), "expected_answer": "1"},  # exactly at it
         {"prompt": prompt_of_length(vllm.url, MAX_MODEL_LEN - 3), "expected_answer": "1"},  # room for 3 of 24
     ]
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = _run(tmp_path, vllm.url, prompts, agent_overrides={"protocol": protocol}, seed=2,
-                  responses_create_params__temperature=1.0, responses_create_params__max_output_tokens=24)
+    result = _run(
+        tmp_path,
+        vllm.url,
+        prompts,
+        agent_overrides={"protocol": protocol},
+        seed=2,
+        responses_create_params__temperature=1.0,
+        responses_create_params__max_output_tokens=24,
+    )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out.jsonl"
     assert [r["task_index"] for r in read_jsonl(out)] == [0]
     skipped = _failures(out)
     assert sorted(f["task_index"] for f in skipped) == [1, 2, 3]
     assert all(f["skipped"] and f["cause"] == "context_length" for f in skipped), skipped
-    assert "context window cut the generation after 3 of max_output_tokens 24" in \
-        next(f for f in skipped if f["task_index"] == 3)["error"]
+    assert (
+        "context window cut the generation after 3 of max_output_tokens 24"
+        in next(f for f in skipped if f["task_index"] == 3)["error"]
+    )
     stats = _stats(out)
     assert stats["skip_causes"] == {"context_length": 3} and stats["requests"] == 4  # never asked twice
 
@@ -136,8 +185,15 @@ def test_the_responses_protocol_is_seeded_where_vllm_reads_it(vllm, tmp_path):
     prompts = make_prompts(tmp_path / "p.jsonl", 6, "easy")
     runs = {}
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
-        result = _run(tmp_path, vllm.url, prompts, f"{name}.jsonl", {"protocol": "responses"}, seed=seed,
-                      responses_create_params__temperature=1.0)
+        result = _run(
+            tmp_path,
+            vllm.url,
+            prompts,
+            f"{name}.jsonl",
+            {"protocol": "responses"},
+            seed=seed,
+            responses_create_params__temperature=1.0,
+        )
         assert result.returncode == 0, result.stderr
         runs[name] = read_jsonl(tmp_path / f"{name}.jsonl")
     assert [r["output"] for r in runs["a"]] == [r["output"] for r in runs["b"]]
@@ -149,26 +205,57 @@ def test_the_responses_protocol_is_seeded_where_vllm_reads_it(vllm, tmp_path):
 def test_seeded_reruns_are_byte_identical_at_the_same_concurrency(vllm, tmp_path):
     prompts = make_prompts(tmp_path / "p.jsonl", 8, "mixed")
     for name in ("first", "second"):
-        result = _run(tmp_path, vllm.url, prompts, f"{name}.jsonl", num_repeats=2, seed=5, num_samples_in_parallel=8,
-                      responses_create_params__temperature=0.9)
+        result = _run(
+            tmp_path,
+            vllm.url,
+            prompts,
+            f"{name}.jsonl",
+            num_repeats=2,
+            seed=5,
+            num_samples_in_parallel=8,
+            responses_create_params__temperature=0.9,
+        )
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "first.jsonl").read_bytes() == (tmp_path / "second.jsonl").read_bytes()
 
 
 def test_a_tool_call_is_kept_in_the_failures_file_and_never_scored(vllm, tmp_path):
     call = '<tool_call>\n{"name": "add", "arguments": {"a": %d, "b": %d}}\n</tool_call>'
-    row = {"responses_create_params": {
-        "input": [{"role": "system", "content": "You call tools by writing <tool_call>{json}</tool_call>."},
-                  {"role": "user", "content": "Add 1 and 2."}, {"role": "assistant", "content": call % (1, 2)},
-                  {"role": "user", "content": "Add 3 and 4."}, {"role": "assistant", "content": call % (3, 4)},
-                  {"role": "user", "content": "Add 12 and 7."}],
-        "tools": [{"type": "function", "name": "add", "description": "Add two integers", "parameters": {
-            "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"]}}]}, "expected_answer": "19"}
+    row = {
+        "responses_create_params": {
+            "input": [
+                {"role": "system", "content": "You call tools by writing <tool_call>{json}</tool_call>."},
+                {"role": "user", "content": "Add 1 and 2."},
+                {"role": "assistant", "content": call % (1, 2)},
+                {"role": "user", "content": "Add 3 and 4."},
+                {"role": "assistant", "content": call % (3, 4)},
+                {"role": "user", "content": "Add 12 and 7."},
+            ],
+            "tools": [
+                {
+                    "type": "function",
+                    "name": "add",
+                    "description": "Add two integers",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                        "required": ["a", "b"],
+                    },
+                }
+            ],
+        },
+        "expected_answer": "19",
+    }
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps(row) + "\n")
-    result = _run(tmp_path, vllm.url, prompts, seed=1, responses_create_params__temperature=0.0,
-                  responses_create_params__max_output_tokens=60)
+    result = _run(
+        tmp_path,
+        vllm.url,
+        prompts,
+        seed=1,
+        responses_create_params__temperature=0.0,
+        responses_create_params__max_output_tokens=60,
+    )
     assert result.returncode == 1 and "tool call" in result.stderr
     (failure,) = _failures(tmp_path / "out.jsonl")
     assert failure["cause"] == "tool_call" and failure.get("skipped") is not True
@@ -180,21 +267,33 @@ def test_a_tool_call_is_kept_in_the_failures_file_and_never_scored(vllm, tmp_pat
 def _metric(url: str, name: str) -> float:
     """A counter or gauge from vLLM's Prometheus /metrics (summed over its labels)."""
     text = requests.get(f"{url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def _start_collector(tmp_path: Path, url: str, prompts: Path, **extra) -> subprocess.Popen:
     params = write_params(tmp_path, {"math_agent": vllm_agent(url, **extra.pop("agent_overrides", {}))})
     args = seed_args(prompts, tmp_path / "out.jsonl", **extra)
     # SIGINT at its default in the child, whatever this test process inherited.
-    return subprocess.Popen([PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", str(params)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [PY, str(SCRIPTS / "collect.py"), *args, "--no-progress", "--params", str(params)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
-LONG = {"responses_create_params__max_output_tokens": 160, "responses_create_params__temperature": 1.0,
-        "responses_create_params__extra_body.ignore_eos": "true", "num_samples_in_parallel": 4}
+LONG = {
+    "responses_create_params__max_output_tokens": 160,
+    "responses_create_params__temperature": 1.0,
+    "responses_create_params__extra_body.ignore_eos": "true",
+    "num_samples_in_parallel": 4,
+}
 
 
 @pytest.mark.parametrize("how", ["/abort_requests", "/pause?mode=abort"])
@@ -212,8 +311,9 @@ def test_an_abort_by_the_server_is_retried_and_never_scored(vllm, tmp_path, how)
     assert collector.returncode == 0, err
     records = read_jsonl(tmp_path / "out.jsonl")
     assert len(records) == 4
-    assert all(r["response"]["finish_reason"] == "length" and r["response"]["usage"]["output_tokens"] == 160
-               for r in records), "a partial, aborted generation was scored"
+    assert all(
+        r["response"]["finish_reason"] == "length" and r["response"]["usage"]["output_tokens"] == 160 for r in records
+    ), "a partial, aborted generation was scored"
     assert _stats(tmp_path / "out.jsonl")["retries"].get("aborted", 0) >= 1
 
 
@@ -222,8 +322,13 @@ def test_zz_a_server_killed_mid_run_fails_clearly_scores_nothing_and_resumes_onc
     if vllm.process is None:
         pytest.skip("VLLM_TIER_PORT: the server is not this session's to kill")
     prompts = make_prompts(tmp_path / "p.jsonl", 6, "easy")
-    run = dict(LONG, responses_create_params__max_output_tokens=64, num_repeats=2, seed=8,
-               agent_overrides={"give_up_after_s": 5, "max_retries": 2})
+    run = dict(
+        LONG,
+        responses_create_params__max_output_tokens=64,
+        num_repeats=2,
+        seed=8,
+        agent_overrides={"give_up_after_s": 5, "max_retries": 2},
+    )
     collector = _start_collector(tmp_path, vllm.url, prompts, **dict(run))
     progress = tmp_path / ".out.jsonl.progress.jsonl"
     try:

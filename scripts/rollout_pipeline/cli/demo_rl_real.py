@@ -7,6 +7,7 @@ names, loads the adapters trained by earlier runs (a new server knows none), run
 the base model the way rl_eval measures each checkpoint, and prints eval reward, collection reward and on-policy
 error per iteration with the eval's noise band.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def recipe_params(project: Path, recipe: Path, iterations: dict) -> dict:
 def sync_copy(project: Path, copy: Path, recipe: Path, vllm_venv: Path) -> dict:
     """Bring the copy up to date with the project's files (tracked, and new ones git does not ignore) and the recipe;
     returns its params."""
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=project,
-                             capture_output=True, check=True).stdout
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=project,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in filter(None, tracked.decode().split("\0")):
         if name in ("dvc.lock", PARAMS_FILE) or name.startswith(("metrics/", "data/")):
             continue
@@ -70,9 +75,20 @@ def sync_copy(project: Path, copy: Path, recipe: Path, vllm_venv: Path) -> dict:
     if not link.exists():
         link.symlink_to(vllm_venv.resolve())
     if not (copy / ".git").exists():
-        for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                        ["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost", "commit", "-qm",
-                         "the project with params.rl-real.yaml"]):
+        for command in (
+            ["git", "init", "-q"],
+            ["git", "add", "-A"],
+            [
+                "git",
+                "-c",
+                "user.name=demo",
+                "-c",
+                "user.email=demo@localhost",
+                "commit",
+                "-qm",
+                "the project with params.rl-real.yaml",
+            ],
+        ):
             _run(command, copy)
     return params
 
@@ -103,11 +119,18 @@ def base_eval(copy: Path, python: str, params: dict) -> list[dict]:
     evaluation, agent_name = params["rl"]["eval"], params["rl"]["collect"]["agent_name"]
     out = copy / BASE_EVAL
     if not out.exists():
-        arguments = [f"+agent_name={agent_name}", f"+input_jsonl_fpath={evaluation['prompts']}",
-                     f"+output_jsonl_fpath={BASE_EVAL}", f"+num_repeats={evaluation['num_repeats']}",
-                     f"+seed={evaluation['seed']}", "+num_samples_in_parallel=8", "--no-progress"]
-        arguments += [f"+responses_create_params.{key}={evaluation[key]}"
-                      for key in ("temperature", "top_p", "max_output_tokens")]
+        arguments = [
+            f"+agent_name={agent_name}",
+            f"+input_jsonl_fpath={evaluation['prompts']}",
+            f"+output_jsonl_fpath={BASE_EVAL}",
+            f"+num_repeats={evaluation['num_repeats']}",
+            f"+seed={evaluation['seed']}",
+            "+num_samples_in_parallel=8",
+            "--no-progress",
+        ]
+        arguments += [
+            f"+responses_create_params.{key}={evaluation[key]}" for key in ("temperature", "top_p", "max_output_tokens")
+        ]
         _run([python, "scripts/collect.py", *arguments], copy)
     return list(read_records(out))
 
@@ -141,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     venv = Path(python).parent.parent
     started = time.monotonic()
     with running(vllm_server(server_python, port=server_port(params))) as server:
-        print(f"vLLM serving SmolLM2-135M at {server.url} (log: {server.log_path}); the loop runs in {copy}", flush=True)
+        print(
+            f"vLLM serving SmolLM2-135M at {server.url} (log: {server.log_path}); the loop runs in {copy}", flush=True
+        )
         reload_adapters(copy, python, params)
         env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
         held_out = Path(params["rl"]["eval"]["prompts"]).stem
@@ -150,10 +175,23 @@ def main(argv: list[str] | None = None) -> int:
         base = base_eval(copy, python, params)
         mean, band = noise_band(base)
         print(f"base model (checkpoint 000), evaluated as rl_eval: eval_reward {mean:.3f} +- {band:.3f}", flush=True)
-        _run(["make", "--no-print-directory", "-o", str(venv / ".installed"), "rl-iter", f"N={args.iterations}",
-              f"VENV={venv}"], copy, env)
-    print(f"\nbase model (checkpoint 000), evaluated as rl_eval: eval_reward {mean:.3f} +- {band:.3f} "
-          f"(95% band over {len({r['task_index'] for r in base})} held-out prompts)")
+        _run(
+            [
+                "make",
+                "--no-print-directory",
+                "-o",
+                str(venv / ".installed"),
+                "rl-iter",
+                f"N={args.iterations}",
+                f"VENV={venv}",
+            ],
+            copy,
+            env,
+        )
+    print(
+        f"\nbase model (checkpoint 000), evaluated as rl_eval: eval_reward {mean:.3f} +- {band:.3f} "
+        f"(95% band over {len({r['task_index'] for r in base})} held-out prompts)"
+    )
     print(f"demo wall time: {time.monotonic() - started:.0f} s (the per-iteration files are in {copy})")
     return 0
 

@@ -1,5 +1,6 @@
 """`gym eval run`: NeMo Gym 0.7.0's command line (-a/-i/-o, --num-repeats, --concurrency, ...) mapped onto the
 same collector run as the seed syntax (`+agent_name=... +input_jsonl_fpath=...`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gym eval run", allow_abbrev=False, description="Collect scored rollouts with NeMo Gym's `gym eval run` flags "
-                     "(the same run as ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... ...).")
+    parser = _Parser(
+        prog="gym eval run",
+        allow_abbrev=False,
+        description="Collect scored rollouts with NeMo Gym's `gym eval run` flags "
+        "(the same run as ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... ...).",
+    )
     parser.add_argument("-a", "--agent", help="the agent (an entry of params.yaml's agents)")
     parser.add_argument("-i", "--input", help="input JSONL (NeMo Gym rows)")
     parser.add_argument("-o", "--output", help="output JSONL")
@@ -42,14 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--max-output-tokens", type=int)
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the rollouts already collected for these settings; without it a finished output is "
-                             "collected again, as NeMo Gym does (an interrupted run's progress is always kept)")
-    parser.add_argument("--no-serve", action="store_true",
-                        help="accepted for NeMo Gym's sake: the servers are params.yaml's agents (url: embedded "
-                             "starts the bundled one)")
-    parser.add_argument("--retry-masked", action="store_true",
-                        help="send again the rollouts NeMo Gym masked in an earlier run")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rollouts already collected for these settings; without it a finished output is "
+        "collected again, as NeMo Gym does (an interrupted run's progress is always kept)",
+    )
+    parser.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="accepted for NeMo Gym's sake: the servers are params.yaml's agents (url: embedded "
+        "starts the bundled one)",
+    )
+    parser.add_argument(
+        "--retry-masked", action="store_true", help="send again the rollouts NeMo Gym masked in an earlier run"
+    )
     parser.add_argument("--params", default=None, help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -70,15 +82,18 @@ def seed_argv(argv: list[str]) -> list[str]:
     options, unknown = _parser().parse_known_args(argv[2:])
     if unknown:
         flag = next((a for a in unknown if a.startswith("-")), unknown[0])
-        raise UserError(f"eval run: unknown flag {flag!r}; known flags: -a/--agent, -i/--input, -o/--output, "
-                        "--num-repeats, --concurrency, --limit, --seed, --temperature, --top-p, --max-output-tokens, "
-                        "--resume, --no-serve, --retry-masked, --params, --no-progress")
+        raise UserError(
+            f"eval run: unknown flag {flag!r}; known flags: -a/--agent, -i/--input, -o/--output, "
+            "--num-repeats, --concurrency, --limit, --seed, --temperature, --top-p, --max-output-tokens, "
+            "--resume, --no-serve, --retry-masked, --params, --no-progress"
+        )
     values = vars(options)
     missing = [flag for flag in ("agent", "input", "output") if values[flag] is None]
     if missing:
         raise UserError("eval run: missing " + ", ".join(f"-{flag[0]}/--{flag}" for flag in missing))
-    converted = [f"+{key}={_hydra_value(values[flag])}" for flag, key in VALUE_FLAGS.items()
-                 if values[flag] is not None]
+    converted = [
+        f"+{key}={_hydra_value(values[flag])}" for flag, key in VALUE_FLAGS.items() if values[flag] is not None
+    ]
     if not options.resume:
         converted.append("--force")
     if options.retry_masked:
@@ -92,4 +107,5 @@ def seed_argv(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from rollout_pipeline.cli.collect import main as collect_main
+
     return collect_main(seed_argv(sys.argv[1:] if argv is None else argv), prog="gym eval run")

@@ -1,5 +1,6 @@
 """The console commands (`ng_collect_rollouts`, `gym`), started so that a Ctrl-C during their imports is a clean
 stop (cli/start_guard.py)."""
+
 from __future__ import annotations
 
 from typing import NoReturn

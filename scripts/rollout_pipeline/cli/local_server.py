@@ -1,4 +1,5 @@
 """Run a model server as a child process on a loopback port: start it, wait until it answers, stop it by its PID."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -41,8 +42,14 @@ class LocalServer:
     The process runs in its own session, so stopping it stops every process it started (vLLM's engine core
     runs in a child). Its output goes to a log file, named in every error."""
 
-    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = 300.0,
+    ) -> None:
         self.name = name
         self.command = command
         self.port = port
@@ -54,21 +61,30 @@ class LocalServer:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True, stdin=subprocess.DEVNULL,
-                                            preexec_fn=_child_setup)
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_child_setup,
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
                     return
             if self.process.poll() is not None:
-                raise UserError(f"{self.name} exited with status {self.process.returncode} while starting; "
-                                f"see {self.log_path}")
+                raise UserError(
+                    f"{self.name} exited with status {self.process.returncode} while starting; see {self.log_path}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise UserError(f"{self.name} did not answer {self.url}/v1/models within {self.start_timeout_s:g} s; "
-                                f"see {self.log_path}")
+                raise UserError(
+                    f"{self.name} did not answer {self.url}/v1/models within {self.start_timeout_s:g} s; "
+                    f"see {self.log_path}"
+                )
             time.sleep(0.5)
 
     def kill(self) -> None:

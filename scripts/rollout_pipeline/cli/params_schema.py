@@ -1,4 +1,5 @@
 """`make params-schema`: write params.schema.json, the JSON Schema editors use to complete and check params.yaml."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@
 Reads data/rollouts/<objective>.jsonl (and .failures.ndjson, and the run's .stats.json for retries),
 metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, and metrics/rl_progress.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,21 @@ from rollout_pipeline.errors import run_cli
 from rollout_pipeline.settings import PARAMS_FILE
 from rollout_pipeline.stages.report_charts import offline_plots_template
 from rollout_pipeline.stages.report_data import BrowserConfig, pair_margins, read_json_file, summarize_rollouts
-from rollout_pipeline.stages.report_pages import (ObjectiveExtras, index_page, navigation, objective_page,
-                                                  read_progress, rl_loop_page, write_pages, RL_LOOP_PAGE)
+from rollout_pipeline.stages.report_pages import (
+    RL_LOOP_PAGE,
+    ObjectiveExtras,
+    index_page,
+    navigation,
+    objective_page,
+    read_progress,
+    rl_loop_page,
+    write_pages,
+)
 
 SFT_FILTER_SUMMARY = "metrics/sft_filter.json"
 DPO_PAIRS_SUMMARY = "metrics/dpo_pairs.json"
 DPO_PAIRS = "data/dpo/pairs.jsonl"
-RL_PROGRESS = "metrics/rl_progress.csv"   # the rl_progress stage's table
+RL_PROGRESS = "metrics/rl_progress.csv"  # the rl_progress stage's table
 
 
 def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts") -> list[str]:
@@ -33,8 +42,9 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts"
     nav = navigation(objectives)
     pages, summaries = {}, []
     for name in objectives:
-        summary = summarize_rollouts(name, Path(rollouts_dir) / f"{name}.jsonl", params["metrics"]["pass_threshold"],
-                                     config)
+        summary = summarize_rollouts(
+            name, Path(rollouts_dir) / f"{name}.jsonl", params["metrics"]["pass_threshold"], config
+        )
         summaries.append(summary)
         # The filter stage reads the sft objective's rollouts and the pair stage the dpo one's (dvc.yaml).
         extras = ObjectiveExtras()
@@ -55,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports", help="folder to write (default: %(default)s); replaced whole")
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
-    parser.add_argument("--plots-template", metavar="PATH",
-                        help="write only the offline template for `dvc plots show --html-template` to PATH")
+    parser.add_argument(
+        "--plots-template",
+        metavar="PATH",
+        help="write only the offline template for `dvc plots show --html-template` to PATH",
+    )
     args = parser.parse_args(argv)
     if args.plots_template:
         path = Path(args.plots_template)

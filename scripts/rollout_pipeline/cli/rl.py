@@ -11,6 +11,7 @@
 Collecting is `python scripts/collect.py --rl-iteration NNN` (stage rl_collect@NNN); it prints
 "=== RL Iteration NNN ===" first and "Iteration NNN: avg_reward=..." last, like the seed's loop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,28 @@ from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import atomic_writer
 from rollout_pipeline.params import PARAMS_FILE, load_params
 from rollout_pipeline.rl.hooks import init_checkpoint, run_train, run_update
-from rollout_pipeline.rl.loop import (PROGRESS_CSV, extend_params, format_table, iteration_entry, iteration_key, metrics_path,
-                       progress_csv, progress_rows, repro_targets, rollouts_path)
+from rollout_pipeline.rl.loop import (
+    PROGRESS_CSV,
+    extend_params,
+    format_table,
+    iteration_entry,
+    iteration_key,
+    metrics_path,
+    progress_csv,
+    progress_rows,
+    repro_targets,
+    rollouts_path,
+)
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rl.py", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        prog="rl.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("extend", "targets"):

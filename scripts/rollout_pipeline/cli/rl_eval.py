@@ -5,6 +5,7 @@ rl.eval's temperature, sampling and seed, on rl.eval's held-out prompts; then th
 metrics/rl/eval_NNN.json. The same seed for every checkpoint means the same sampling draws: two checkpoints'
 eval rewards differ by what training changed, not by the temperature schedule or the luck of the draw.
 """
+
 from __future__ import annotations
 
 import argparse

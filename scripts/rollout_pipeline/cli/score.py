@@ -5,6 +5,7 @@
 - ``rescore IN [--out OUT] (--agent NAME | --verifier V)``: any rollout file the collector wrote (scored or not,
   its failures file beside it), scored again; OUT defaults to IN, replaced atomically.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,15 @@ from pathlib import Path
 
 from rollout_pipeline.collect.score_run import ScoreRun, ScoreSettings
 from rollout_pipeline.errors import UserError, run_cli
-from rollout_pipeline.params import (PARAMS_FILE, Agent, agent_settings, fetch_settings, load_params, objective_settings,
-                                     validated_verifier)
+from rollout_pipeline.params import (
+    PARAMS_FILE,
+    Agent,
+    agent_settings,
+    fetch_settings,
+    load_params,
+    objective_settings,
+    validated_verifier,
+)
 
 GENERATIONS_DIR = Path("data/generations")
 ROLLOUTS_DIR = Path("data/rollouts")
@@ -26,8 +34,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--objective", help="score that objective's generations (the pipeline's score stage)")
     parser.add_argument("--out", help="the scored rollout file (default: the input, replaced atomically)")
     parser.add_argument("--agent", help="score with this agent's verifier and settings (params.yaml)")
-    parser.add_argument("--verifier", help="score with this verifier: math | exact | a /verify URL | module:function "
-                                           "(overrides the agent's)")
+    parser.add_argument(
+        "--verifier",
+        help="score with this verifier: math | exact | a /verify URL | module:function (overrides the agent's)",
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     return parser
 
@@ -36,8 +46,10 @@ def settings_from_args(options: argparse.Namespace) -> ScoreSettings:
     params = load_params(options.params)
     if options.objective:
         if options.input or options.out:
-            raise UserError("--objective reads data/generations/<objective>.jsonl and writes data/rollouts/; give "
-                            "either --objective or an input file")
+            raise UserError(
+                "--objective reads data/generations/<objective>.jsonl and writes data/rollouts/; give "
+                "either --objective or an input file"
+            )
         objective = objective_settings(params, options.objective, options.params)
         agent_name = objective["agent_name"]
         source = GENERATIONS_DIR / f"{options.objective}.jsonl"
@@ -53,12 +65,21 @@ def settings_from_args(options: argparse.Namespace) -> ScoreSettings:
     else:
         raise UserError("give an input file (rescore FILE --verifier math) or --objective NAME")
     # --verifier alone: no agent's URL or key is involved (a /verify URL gets no Authorization header).
-    agent = {**(agent_settings(params, agent_name, options.params) if agent_name != "(--verifier)"
-                else Agent().model_dump()), **fetch}
+    agent = {
+        **(
+            agent_settings(params, agent_name, options.params) if agent_name != "(--verifier)" else Agent().model_dump()
+        ),
+        **fetch,
+    }
     if options.verifier:  # a verifier named here scores whatever the agent's protocol: the reward is ours
         agent.update(verifier=validated_verifier(options.verifier), protocol="chat")
-    return ScoreSettings(agent_name=agent_name, agent=agent, input_path=source, output_path=target,
-                         max_failure_rate=fetch["max_failure_rate"])
+    return ScoreSettings(
+        agent_name=agent_name,
+        agent=agent,
+        input_path=source,
+        output_path=target,
+        max_failure_rate=fetch["max_failure_rate"],
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "rescore") -> int:

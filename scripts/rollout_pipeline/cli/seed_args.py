@@ -1,4 +1,5 @@
 """The seed documents' Hydra-style command line (`+key=value`, `++key=value`, nested keys, lists, `+config_paths`)."""
+
 from __future__ import annotations
 
 import re
@@ -86,8 +87,10 @@ def _validate(values: dict) -> dict:
 
 def _check_value(key: str, value: Any) -> None:
     if key in REQUIRED and (value is None or str(value).strip() == ""):
-        raise UserError(f"+{key}= has no value; give one, e.g. +{key}="
-                        + ("math_agent" if key == "agent_name" else "path/to/file.jsonl"))
+        raise UserError(
+            f"+{key}= has no value; give one, e.g. +{key}="
+            + ("math_agent" if key == "agent_name" else "path/to/file.jsonl")
+        )
 
 
 def _check_complete(values: dict) -> None:
@@ -108,9 +111,11 @@ def _hydra_overrides(argv: list[str]) -> dict:
         try:
             overrides += parser.parse_overrides([text])
         except OverrideParseException:
-            raise UserError(f"argument {text!r} is not a Hydra override; arguments look like +num_repeats=4, "
-                            "++limit=10, +responses_create_params.temperature=0.7 or +config_paths=[run.yaml] "
-                            "(quote a value with spaces or special characters: +key='...')") from None
+            raise UserError(
+                f"argument {text!r} is not a Hydra override; arguments look like +num_repeats=4, "
+                "++limit=10, +responses_create_params.temperature=0.7 or +config_paths=[run.yaml] "
+                "(quote a value with spaces or special characters: +key='...')"
+            ) from None
     config = OmegaConf.create({})
     set_by: dict[str, str] = {}
     for override in overrides:

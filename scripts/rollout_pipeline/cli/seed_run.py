@@ -1,11 +1,11 @@
 """What the seed syntax may set (a pydantic model, imported only when a command line is validated), and its check."""
+
 from __future__ import annotations
 
 from pydantic import Field
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.params import FetchSettings, Sampling
-from rollout_pipeline.params import parse_section
+from rollout_pipeline.params import FetchSettings, Sampling, parse_section
 
 
 class SeedRun(FetchSettings):
@@ -29,5 +29,7 @@ def validate_seed_run(values: dict) -> dict:
         run = parse_section(SeedRun, values, "")
     except UserError as exc:
         raise UserError(f"+{exc}") from None
-    fetch = {key: value for key, value in run.model_dump(exclude_unset=True).items() if key in FetchSettings.model_fields}
+    fetch = {
+        key: value for key, value in run.model_dump(exclude_unset=True).items() if key in FetchSettings.model_fields
+    }
     return {"run": run.model_dump(), "fetch": fetch}

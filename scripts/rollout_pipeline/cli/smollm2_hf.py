@@ -5,6 +5,7 @@ packages, so it imports nothing of ours: `.venv-vllm/bin/python scripts/rollout_
 vLLM 0.32 has no built-in GGUF loader; transformers reads the GGUF and dequantizes it. The folder is written next
 to OUT and renamed into place, so an interrupted conversion never leaves a half-written model behind.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Arguments every file-to-file stage script takes, defined once, and params.yaml as the entry points load it."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,37 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
 
     def validate() -> dict:
         with guarded_imports():
-            from rollout_pipeline.params import load_params as load_and_validate, parse_params
+            from rollout_pipeline.params import load_params as load_and_validate
+            from rollout_pipeline.params import parse_params
         return load_and_validate(path) if data is None else parse_params(data, path)
 
     return validate() if data is None else validated_once("params", data, PARAMS_CODE, validate)
 
 
-def stage_parser(prog: str, doc: str, input_default: str | None, output_default: str | None,
-                 input_help: str = "rollout JSONL", output_help: str = "file to write") -> argparse.ArgumentParser:
+def stage_parser(
+    prog: str,
+    doc: str,
+    input_default: str | None,
+    output_default: str | None,
+    input_help: str = "rollout JSONL",
+    output_help: str = "file to write",
+) -> argparse.ArgumentParser:
     """A parser with --in, --out and --params; the stage adds its own overrides."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     default = " (default: %(default)s)"
-    parser.add_argument("--in", dest="input", metavar="PATH", default=input_default,
-                        help=input_help + (default if input_default else ""))
-    parser.add_argument("--out", dest="output", metavar="PATH", default=output_default,
-                        help=output_help + (default if output_default else ""))
+    parser.add_argument(
+        "--in",
+        dest="input",
+        metavar="PATH",
+        default=input_default,
+        help=input_help + (default if input_default else ""),
+    )
+    parser.add_argument(
+        "--out",
+        dest="output",
+        metavar="PATH",
+        default=output_default,
+        help=output_help + (default if output_default else ""),
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file" + default)
     return parser

@@ -7,13 +7,14 @@ and acts on it once they are done: one line, exit 130, as a Ctrl-C at any later 
 same for what is imported later, at first use, while the command is still starting (pydantic when params.yaml is
 validated). This module imports nothing heavy itself.
 """
+
 from __future__ import annotations
 
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ The flags are the ones that work on a small CPU machine (measured, see README "T
 - `--no-enable-chunked-prefill`: with chunked prefill, many concurrent seeded requests kill the engine;
 - VLLM_SERVER_DEV_MODE=1 for `/pause` and `/abort_requests`; runtime LoRA loading for the RL loop.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,14 @@ def default_model_dir(python: str) -> Path:
     return Path(os.path.abspath(python)).parent.parent / MODEL_SUBDIR
 
 
-def vllm_server(python: str, model_dir: Path | None = None, *, logprobs_mode: str | None = None,
-                port: int | None = None, start_timeout_s: float = 600.0) -> LocalServer:
+def vllm_server(
+    python: str,
+    model_dir: Path | None = None,
+    *,
+    logprobs_mode: str | None = None,
+    port: int | None = None,
+    start_timeout_s: float = 600.0,
+) -> LocalServer:
     """A LocalServer running vLLM's OpenAI-compatible server (not started yet: use `running(...)` or `.start()`).
 
     `logprobs_mode`: vLLM's --logprobs-mode (raw_logprobs, its default, or processed_logprobs)."""
@@ -38,21 +45,44 @@ def vllm_server(python: str, model_dir: Path | None = None, *, logprobs_mode: st
     port = port or free_port()
     venv = Path(os.path.abspath(python)).parent.parent
     scratch = tempfile.mkdtemp(prefix=f"vllm-{port}-")
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16", "--enforce-eager",
-               "--no-enable-chunked-prefill", "--enable-lora", "--max-lora-rank", "8",
-               "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--disable-uvicorn-access-log"]
+    command = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--no-enable-chunked-prefill",
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--disable-uvicorn-access-log",
+    ]
     if logprobs_mode:
         command += ["--logprobs-mode", logprobs_mode]
     env = {
         "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; whole numbers only
-        "VLLM_SERVER_DEV_MODE": "1",    # /pause, /resume and /abort_requests
+        "VLLM_SERVER_DEV_MODE": "1",  # /pause, /resume and /abort_requests
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",  # POST /v1/load_lora_adapter
         "VLLM_CACHE_ROOT": str(venv / "vllm-cache"),
         "TMPDIR": scratch,
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
     }
     return LocalServer("vllm", command, port, env=env, start_timeout_s=start_timeout_s)
 

@@ -6,6 +6,7 @@ Guarantees:
 - a failed rollout is retried, then reported in the failures file, and never written with a made-up reward;
 - the output is sorted by (task_index, rollout_index) and replaced atomically, only when the run succeeds.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -27,16 +29,17 @@ try:  # imported with the module, under launch.py's Ctrl-C guard: a C extension'
 except ImportError:
     uvloop = None
 
-from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
-from rollout_pipeline.coverage import coverage, scored_line
-from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
-from rollout_pipeline.jsonl import dumps, side_path, write_json
+from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
+from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
 from rollout_pipeline.collect.redact import Redactor, agent_headers, without_credentials
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
-from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
+from rollout_pipeline.coverage import coverage, scored_line
+from rollout_pipeline.errors import UserError, printable
+from rollout_pipeline.jsonl import dumps, side_path, write_json
+
 # Give up early when this many rollouts in a row failed for good: the server is down, not flaky.
 MIN_GIVE_UP_STREAK = 20
 # A Retry-After wait this long (seconds) is announced, at most once per WAIT_NOTICE_EVERY_S.
@@ -103,8 +106,11 @@ class CollectSettings:
             "protocol": self.agent["protocol"],
             "model": self.agent["model"],
             # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
-            "verifier": (without_credentials(self.agent["verifier"])
-                         if self.agent["protocol"] != "agent" and not self.generate_only else None),
+            "verifier": (
+                without_credentials(self.agent["verifier"])
+                if self.agent["protocol"] != "agent" and not self.generate_only
+                else None
+            ),
             **({"generate_only": True} if self.generate_only else {}),
             "repeat_mode": self.agent["repeat_mode"],
             "num_repeats": self.num_repeats,
@@ -119,8 +125,13 @@ class CollectSettings:
 class Collector:
     """One collection run. Use `run()`; it returns the process exit code."""
 
-    def __init__(self, settings: CollectSettings, out=sys.stdout, err=sys.stderr,
-                 start_server: Callable[[dict], Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: CollectSettings,
+        out=sys.stdout,
+        err=sys.stderr,
+        start_server: Callable[[dict], Any] | None = None,
+    ) -> None:
         # `url: embedded` needs a server started for the run; the front end that wires layers supplies how
         # (the engine never imports the reference server). It returns an object with `.url` and `.stop()`.
         self.s = settings
@@ -152,11 +163,15 @@ class Collector:
             raise UserError(f"{output}: is a directory; give the output a file name, e.g. {output / 'rollouts.jsonl'}")
         if not output.name.endswith(".jsonl"):
             # Its stats and failures files are named from the stem: `X` and `X.jsonl` would share them.
-            raise UserError(f"{output}: the output must be a .jsonl file (e.g. {output.name}.jsonl): its stats and "
-                            "failures files are named after it")
+            raise UserError(
+                f"{output}: the output must be a .jsonl file (e.g. {output.name}.jsonl): its stats and "
+                "failures files are named after it"
+            )
         if output.exists() and self.s.input_path.exists() and os.path.samefile(output, self.s.input_path):
-            raise UserError(f"{output}: the output path is the input file, and writing it would replace the prompts; "
-                            "give another output path")
+            raise UserError(
+                f"{output}: the output path is the input file, and writing it would replace the prompts; "
+                "give another output path"
+            )
         directory = self.s.output_path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -195,13 +210,16 @@ class Collector:
         scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
         self.s.scanned_rows = scan.rows
         if scan.rows * self.s.num_repeats > MAX_ROLLOUTS:
-            raise UserError(f"{scan.rows:,} rows x num_repeats {self.s.num_repeats:,} = "
-                            f"{scan.rows * self.s.num_repeats:,} rollouts, over the {MAX_ROLLOUTS:,} one run can index; "
-                            "split the input, or use +limit")
+            raise UserError(
+                f"{scan.rows:,} rows x num_repeats {self.s.num_repeats:,} = "
+                f"{scan.rows * self.s.num_repeats:,} rollouts, over the {MAX_ROLLOUTS:,} one run can index; "
+                "split the input, or use +limit"
+            )
         headers = self._headers()
         self._check_output_dir()
         if scoring:  # a verifier that cannot be imported is a configuration error: say so before any file is touched
             from rollout_pipeline.collect.scoring import make_scorer
+
             make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
         if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
@@ -214,16 +232,25 @@ class Collector:
             elif finished:
                 print(f"Found {scan.rows} rows!", file=self.out)
                 covered = previous.get("coverage")
-                print(f"already collected: {self.s.output_path} holds the rollouts of these settings and is unchanged "
-                      f"since; nothing to do (--force collects again"
-                      + (", --retry-masked sends the masked ones again" if masked else "") + ")"
-                      + (f"; {scored_line(covered)}" if isinstance(covered, dict) else ""), file=self.err)
+                print(
+                    f"already collected: {self.s.output_path} holds the rollouts of these settings and is unchanged "
+                    f"since; nothing to do (--force collects again"
+                    + (", --retry-masked sends the masked ones again" if masked else "")
+                    + ")"
+                    + (f"; {scored_line(covered)}" if isinstance(covered, dict) else ""),
+                    file=self.err,
+                )
                 self._print_reward(previous.get("reward_mean"))
                 return 0
-        self.store = ProgressStore(self.s.output_path, identity, scan.rows, self.s.num_repeats,
-                                   source=without_credentials(agent["url"]),
-                                   input=InputPrefix(self.s.input_path, scan.bytes),
-                                   retry_skipped=(MASKED,) if self.s.retry_masked else ())
+        self.store = ProgressStore(
+            self.s.output_path,
+            identity,
+            scan.rows,
+            self.s.num_repeats,
+            source=without_credentials(agent["url"]),
+            input=InputPrefix(self.s.input_path, scan.bytes),
+            retry_skipped=(MASKED,) if self.s.retry_masked else (),
+        )
         self.store.open()
         print(f"Found {scan.rows} rows!", file=self.out)
         if self.store.resume_note:
@@ -235,8 +262,10 @@ class Collector:
             urls = self.s.agent["url"]
             if urls == "embedded":
                 if self.start_server is None:
-                    raise UserError(f"agent {self.s.agent_name!r}: url: embedded needs a front end that starts "
-                                    "the embedded server (scripts/collect.py or ng_collect_rollouts)")
+                    raise UserError(
+                        f"agent {self.s.agent_name!r}: url: embedded needs a front end that starts "
+                        "the embedded server (scripts/collect.py or ng_collect_rollouts)"
+                    )
                 server = self.start_server(self.s.agent)
                 urls = [server.url]
             elif isinstance(urls, str):
@@ -262,8 +291,11 @@ class Collector:
             state = output.stat()
         except (OSError, orjson.JSONDecodeError):
             return False, None
-        finished = (isinstance(stats, dict) and stats.get("run_identity") == orjson.loads(dumps(identity))
-                    and stats.get("output") == {"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
+        finished = (
+            isinstance(stats, dict)
+            and stats.get("run_identity") == orjson.loads(dumps(identity))
+            and stats.get("output") == {"bytes": state.st_size, "mtime_ns": state.st_mtime_ns}
+        )
         return finished, stats if finished else None
 
     @property
@@ -274,8 +306,12 @@ class Collector:
     def _print_reward(self, mean: float | None) -> None:
         if self.unscored:
             return  # no verdict yet: the score stage prints the mean reward
-        print(orjson.dumps({"reward": round(mean, 6) if isinstance(mean, float) else None},
-                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
+        print(
+            orjson.dumps({"reward": round(mean, 6) if isinstance(mean, float) else None}, option=orjson.OPT_INDENT_2)
+            .decode()
+            .replace("  ", "    "),
+            file=self.out,
+        )
 
     def _interrupted(self, how: str) -> None:
         self._close_bar()  # first, so that the summary is the last line, not the bar's final redraw
@@ -285,8 +321,11 @@ class Collector:
         elif not self.store.path.exists():  # stopped after the output was complete and the progress file discarded
             print(f"{how}: all {self.store.total} rollouts were already written to {self.s.output_path}", file=self.err)
         else:
-            print(f"{how}: {self.store.done} of {self.store.total} rollouts done and kept in {self.store.path}; "
-                  f"run the same command again to resume", file=self.err)
+            print(
+                f"{how}: {self.store.done} of {self.store.total} rollouts done and kept in {self.store.path}; "
+                f"run the same command again to resume",
+                file=self.err,
+            )
 
     def _collect(self, urls: list[str], headers: dict[str, str]) -> None:
         """Fetch every pending rollout, here or in several processes; this process stays the only writer."""
@@ -299,30 +338,55 @@ class Collector:
         self._open_failures()
         for task_index, rollout_index, cause, message in self.store.skips:  # skipped in an earlier run: still listed
             kind = self.store.skip_kinds.get((task_index, rollout_index))
-            self._failures_handle.write(dumps({"task_index": task_index, "rollout_index": rollout_index, "cause": cause,
-                                               **({"failure_kind": kind} if kind else {}), "error": message,
-                                               "skipped": True, **_masked_fields(cause, None, kind)}) + b"\n")
+            self._failures_handle.write(
+                dumps(
+                    {
+                        "task_index": task_index,
+                        "rollout_index": rollout_index,
+                        "cause": cause,
+                        **({"failure_kind": kind} if kind else {}),
+                        "error": message,
+                        "skipped": True,
+                        **_masked_fields(cause, None, kind),
+                    }
+                )
+                + b"\n"
+            )
         self.stats.collect_started = time.perf_counter()
         try:
             if cluster is not None:
                 return self._collect_on_ray(cluster, parallel, urls, headers, requests)
             if self.processes == 1:
                 self._make_bar()
-                self._fetcher = Fetcher(self.s, urls, headers, self, self.stats,
-                                        work_items(self.s, self.store.is_done), parallel)
+                self._fetcher = Fetcher(
+                    self.s, urls, headers, self, self.stats, work_items(self.s, self.store.is_done), parallel
+                )
                 _run_async(self._fetcher.run())
                 self.endpoints = self._fetcher.pool.summary()
                 self.stats.backoff_wait_s = self._fetcher.retry_policy.waited_s
                 return
             self.process_rollouts, ended = collect_in_processes(
-                self.s, self.processes, parallel, urls, headers, self.store.is_done, self, self.stats,
-                self.endpoints, should_stop=lambda: self._fatal is not None, run_async=_run_async,
-                interrupts=(KeyboardInterrupt, _Terminated), pending_tasks=-(-pending // self.s.num_repeats),
-                forked=self._make_bar)  # after the fork: tqdm starts a monitor thread, which a fork must not copy
+                self.s,
+                self.processes,
+                parallel,
+                urls,
+                headers,
+                self.store.is_done,
+                self,
+                self.stats,
+                self.endpoints,
+                should_stop=lambda: self._fatal is not None,
+                run_async=_run_async,
+                interrupts=(KeyboardInterrupt, _Terminated),
+                pending_tasks=-(-pending // self.s.num_repeats),
+                forked=self._make_bar,
+            )  # after the fork: tqdm starts a monitor thread, which a fork must not copy
             if ended and self._fatal is None:
                 if self.store.settled + self.stats.failures < self.store.total:
-                    self._fatal = UserError("; ".join(ended) + "; the finished rollouts are kept: run the same "
-                                            "command again to collect the rest")
+                    self._fatal = UserError(
+                        "; ".join(ended) + "; the finished rollouts are kept: run the same "
+                        "command again to collect the rest"
+                    )
                 else:  # it had sent everything it collected: the run is complete
                     self._say("note: " + "; ".join(ended) + " after its last rollout")
         finally:
@@ -330,17 +394,31 @@ class Collector:
 
     def _connect_ray(self) -> Any:
         from rollout_pipeline.collect.ray_executor import RayCluster
+
         return RayCluster(self.s.ray_address)
 
-    def _collect_on_ray(self, cluster: Any, parallel: int, urls: list[str], headers: dict[str, str],
-                        requests: int) -> None:
+    def _collect_on_ray(
+        self, cluster: Any, parallel: int, urls: list[str], headers: dict[str, str], requests: int
+    ) -> None:
         """Fetch on Ray workers (collect/ray_executor.py); this process stays the only writer, as with processes."""
         from rollout_pipeline.collect.ray_executor import collect_on_ray
+
         try:
             self._make_bar()
-            outcome = collect_on_ray(cluster, self.s, self.s.workers, parallel, urls, headers, self.store.is_done,
-                                     self, self.stats, self.endpoints, should_stop=lambda: self._fatal is not None,
-                                     pending_requests=requests)
+            outcome = collect_on_ray(
+                cluster,
+                self.s,
+                self.s.workers,
+                parallel,
+                urls,
+                headers,
+                self.store.is_done,
+                self,
+                self.stats,
+                self.endpoints,
+                should_stop=lambda: self._fatal is not None,
+                pending_requests=requests,
+            )
         except UserError as exc:  # every worker died, say: what finished is kept, as for any fatal error
             self.fatal(exc)
             return
@@ -349,8 +427,9 @@ class Collector:
         self.processes, self.process_rollouts, self.executor_stats = outcome.workers, outcome.delivered, outcome.stats()
 
     # -- the sink: every finished rollout, failure and retry, whichever process fetched it --------
-    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
-                input_tokens: int, output_tokens: int) -> None:
+    def rollout(
+        self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
+    ) -> None:
         assert self.store is not None
         # A server may echo the request's Authorization header inside a successful reply too.
         self.store.add_line(task_index, rollout_index, self.redact.json_bytes(line), reward)
@@ -370,8 +449,10 @@ class Collector:
             now = time.monotonic()
             if now - self._last_wait_notice >= WAIT_NOTICE_EVERY_S:
                 self._last_wait_notice = now
-                self._say(f"the server asked to wait {retry_after:g} s before retrying ({cause}, Retry-After); "
-                          f"waiting (such waits are shown at most every {WAIT_NOTICE_EVERY_S:g} s)")
+                self._say(
+                    f"the server asked to wait {retry_after:g} s before retrying ({cause}, Retry-After); "
+                    f"waiting (such waits are shown at most every {WAIT_NOTICE_EVERY_S:g} s)"
+                )
 
     def fatal(self, error: UserError) -> None:
         if self._fatal is None:
@@ -382,17 +463,33 @@ class Collector:
     def note(self, message: str) -> None:
         self._say(f"note: {message}")
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None,
-                generation: dict | None = None) -> None:
+    def failure(
+        self,
+        task_index: int,
+        rollout_index: int,
+        prompt_id: str,
+        cause: str,
+        message: str,
+        skipped: bool = False,
+        reply: Any = None,
+        response: Any = None,
+        generation: dict | None = None,
+    ) -> None:
         message, cause = self.redact.text(message), printable(cause)
         kind = gym_failure_kind(cause, reply)
-        entry = {"prompt_id": prompt_id, "task_index": task_index, "rollout_index": rollout_index, "cause": cause,
-                 **({"failure_kind": kind} if kind else {}), "error": message,
-                 **({"skipped": True} if skipped else {}), **_masked_fields(cause, reply),
-                 **({"reply": reply} if reply is not None else {}),
-                 **({"response": response} if response is not None else {}),
-                 **({"generation": generation} if generation is not None else {})}
+        entry = {
+            "prompt_id": prompt_id,
+            "task_index": task_index,
+            "rollout_index": rollout_index,
+            "cause": cause,
+            **({"failure_kind": kind} if kind else {}),
+            "error": message,
+            **({"skipped": True} if skipped else {}),
+            **_masked_fields(cause, reply),
+            **({"reply": reply} if reply is not None else {}),
+            **({"response": response} if response is not None else {}),
+            **({"generation": generation} if generation is not None else {}),
+        }
         self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
         self._failures_handle.flush()
         if skipped:
@@ -410,8 +507,9 @@ class Collector:
         self._say(f"rollout ({task_index}, {rollout_index}) failed: {message}")
         give_up_after = max(MIN_GIVE_UP_STREAK, self.s.parallel)
         if self.stats.failure_streak >= give_up_after and self._fatal is None:
-            self.fatal(_GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed "
-                               f"(last error: {message})"))
+            self.fatal(
+                _GiveUp(f"giving up: the last {self.stats.failure_streak} rollouts all failed (last error: {message})")
+            )
 
     def _say(self, line: str) -> None:
         """One line on stderr, above the progress bar when there is one."""
@@ -441,10 +539,17 @@ class Collector:
         if not self.s.show_progress:
             return
         from tqdm import tqdm
+
         assert self.store is not None
         interactive = self.err.isatty() if hasattr(self.err, "isatty") else False
-        self._bar = tqdm(total=self.store.total, initial=self.store.settled, desc="Collecting rollouts",
-                         file=self.err, mininterval=0.2 if interactive else 5.0, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=self.store.total,
+            initial=self.store.settled,
+            desc="Collecting rollouts",
+            file=self.err,
+            mininterval=0.2 if interactive else 5.0,
+            dynamic_ncols=True,
+        )
         self._bar_last = 0.0
 
     def _close_bar(self) -> None:
@@ -452,8 +557,9 @@ class Collector:
             return
         # The running mean is refreshed at most twice a second; the last view shows the final one.
         if not self.unscored:
-            self._bar.set_postfix_str(f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}",
-                                      refresh=True)
+            self._bar.set_postfix_str(
+                f"reward={self.stats.reward_sum / max(1, self.stats.new_rollouts):.3f}", refresh=True
+            )
         self._bar.close()
         self._bar = None
 
@@ -491,27 +597,40 @@ class Collector:
         stats_doc = self._stats_doc(wall, written)
         if ok:  # what makes the same command, run again, a no-op
             state = s.output_path.stat()
-            stats_doc.update(run_identity=store.identity, reward_mean=reward_mean,
-                             output={"bytes": state.st_size, "mtime_ns": state.st_mtime_ns})
+            stats_doc.update(
+                run_identity=store.identity,
+                reward_mean=reward_mean,
+                output={"bytes": state.st_size, "mtime_ns": state.st_mtime_ns},
+            )
         write_json(side_path(s.output_path, ".stats.json"), stats_doc)
-        print(f"{scored_line(stats_doc['coverage'])}: {stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
-              f"{wall:.1f} s in all), "
-              f"{store.done - stats.new_rollouts} resumed, {len(store.skips)} skipped, {stats.failures} failed, "
-              f"{stats.requests} requests, retries {stats.retries or 0}", file=self.err)
+        print(
+            f"{scored_line(stats_doc['coverage'])}: {stats.new_rollouts} new rollouts in {stats.collect_s:.1f} s ({stats.throughput():.1f}/s; "
+            f"{wall:.1f} s in all), "
+            f"{store.done - stats.new_rollouts} resumed, {len(store.skips)} skipped, {stats.failures} failed, "
+            f"{stats.requests} requests, retries {stats.retries or 0}",
+            file=self.err,
+        )
         causes = store.skip_causes()
         masked = causes.pop(MASKED, 0)
         if causes:
-            print(f"note: {sum(causes.values())} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
-                  f"their prompts can never be scored as they are; see {side_path(s.output_path, '.failures.ndjson')}",
-                  file=self.err)
+            print(
+                f"note: {sum(causes.values())} rollouts skipped ({', '.join(f'{c} {n}' for c, n in causes.items())}): "
+                f"their prompts can never be scored as they are; see {side_path(s.output_path, '.failures.ndjson')}",
+                file=self.err,
+            )
         if masked:
-            print(f"note: {masked} rollouts not scored: masked by NeMo Gym (no valid reward; never in training data); "
-                  f"see {side_path(s.output_path, '.failures.ndjson')}; --retry-masked sends them again",
-                  file=self.err)
+            print(
+                f"note: {masked} rollouts not scored: masked by NeMo Gym (no valid reward; never in training data); "
+                f"see {side_path(s.output_path, '.failures.ndjson')}; --retry-masked sends them again",
+                file=self.err,
+            )
         if not ok:
-            print(f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
-                  f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
-                  f"The {store.done} finished rollouts are kept; run again to retry only the rest.", file=self.err)
+            print(
+                f"error: {stats.failures} of {store.total} rollouts failed (max_failure_rate {s.max_failure_rate} "
+                f"allows {allowed}); last error: {stats.last_error}; see {side_path(s.output_path, '.failures.ndjson')}. "
+                f"The {store.done} finished rollouts are kept; run again to retry only the rest.",
+                file=self.err,
+            )
             return 1
         self._print_reward(reward_mean)
         return 0
@@ -520,8 +639,12 @@ class Collector:
         assert self.store is not None
         st = self.stats
         return {
-            "coverage": coverage(self.store.total, self.store.done, {**st.failure_causes, **self.store.skip_causes()},
-                                 "generated" if self.unscored else "scored"),
+            "coverage": coverage(
+                self.store.total,
+                self.store.done,
+                {**st.failure_causes, **self.store.skip_causes()},
+                "generated" if self.unscored else "scored",
+            ),
             "rollouts": written,
             "new_rollouts": st.new_rollouts,
             "resumed_rollouts": self.store.done - st.new_rollouts,
@@ -541,13 +664,21 @@ class Collector:
             **self.executor_stats,
             **({"process_rollouts": self.process_rollouts} if self.process_rollouts else {}),
             # Forked processes share their start-up pages, so the sum overstates the memory actually used.
-            "peak_rss_mb": {"collector": peak_rss_mb(), **({"processes": [
-                st.process_peak_rss_mb.get(i) for i in range(self.processes)]} if st.process_peak_rss_mb else {})},
+            "peak_rss_mb": {
+                "collector": peak_rss_mb(),
+                **(
+                    {"processes": [st.process_peak_rss_mb.get(i) for i in range(self.processes)]}
+                    if st.process_peak_rss_mb
+                    else {}
+                ),
+            },
             # Per endpoint (no URLs: they may carry credentials): requests, failures, overloads (429s and 503s),
             # the adaptive limit's trace, and the time Retry-After paused it.
             "endpoints": list(self.endpoints.values()),
-            "wait_s": {"backoff": round(st.backoff_wait_s, 3),
-                       "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3)},
+            "wait_s": {
+                "backoff": round(st.backoff_wait_s, 3),
+                "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3),
+            },
         }
 
 
@@ -614,6 +745,7 @@ def _run_async(coro, handle_sigterm: bool = True) -> None:
             terminated = True
             for task in asyncio.all_tasks(loop):
                 task.cancel()
+
         outside_loop = signal.getsignal(signal.SIGTERM)
         if handle_sigterm:
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -5,6 +5,7 @@ Affinity: every repeat of a prompt goes to the endpoint its first repeat went to
 healthy, so the server's prefix cache is reused. An endpoint that fails `trip_after` times in a row is taken
 out of rotation for `cooldown_s` (doubling while it keeps failing); the run goes on with the others.
 """
+
 from __future__ import annotations
 
 import time
@@ -86,9 +87,17 @@ class EndpointPool:
     def summary(self) -> dict:
         """Per endpoint: requests, failures, and the adaptive limit's trace (429s and overloads, lowest and final
         limit, time paused by Retry-After). Several processes' summaries add up key by key."""
-        return {e.url: {"requests": e.requests, "failures": e.failures,
-                        **{f"limit_{k}" if k in ("ceiling", "low", "final", "decreases") else k: v
-                           for k, v in e.limit.summary().items()}} for e in self.endpoints}
+        return {
+            e.url: {
+                "requests": e.requests,
+                "failures": e.failures,
+                **{
+                    f"limit_{k}" if k in ("ceiling", "low", "final", "decreases") else k: v
+                    for k, v in e.limit.summary().items()
+                },
+            }
+            for e in self.endpoints
+        }
 
     def current_limit(self) -> int:
         """Requests the endpoints take in flight now, added up (what the progress line shows)."""

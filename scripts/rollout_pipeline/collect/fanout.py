@@ -11,6 +11,7 @@ the whole process group, and the children must finish sending what they have rat
 In this process, SIGINT and SIGTERM are held back across each fork and deferred while frames are handled:
 they take effect between two frames, never halfway through one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import selectors
 import signal
 import struct
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 FRAME_HEADER = struct.Struct("<cI")
 # A crashed child's traceback, sent as its last frame.
@@ -64,7 +66,7 @@ class FrameWriter:
         self._size = 0
         try:
             while data:
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(self.fd, data) :]
         except BrokenPipeError:
             os._exit(1)  # the parent is gone: nothing this process holds can be kept anyway
 
@@ -94,10 +96,14 @@ class ForkFailed(OSError):
     """No pipe or no process for a child (EMFILE, EAGAIN, ENOMEM): said in one line."""
 
 
-def fan_out(count: int, child_main: Callable[[int, FrameWriter, int], int],
-            on_frame: Callable[[int, bytes, bytes], None], should_stop: Callable[[], bool],
-            interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
-            forked: Callable[[], None] = lambda: None) -> list[Child]:
+def fan_out(
+    count: int,
+    child_main: Callable[[int, FrameWriter, int], int],
+    on_frame: Callable[[int, bytes, bytes], None],
+    should_stop: Callable[[], bool],
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+    forked: Callable[[], None] = lambda: None,
+) -> list[Child]:
     """Fork `count` children running child_main(index, writer, stop_fd) -> exit code; call on_frame(index, kind,
     payload) here for every frame they send, in the order each child sent them; return the reaped children.
     `forked()` runs here once every child exists: the place to start threads (a progress bar's, say), which a
@@ -149,7 +155,7 @@ class _DeferredSignals:
         self.previous: dict[int, Any] = {}
         self.pending: list[int] = []
 
-    def __enter__(self) -> "_DeferredSignals":
+    def __enter__(self) -> _DeferredSignals:
         with _signals_blocked(self.signums), contextlib.suppress(ValueError):  # ValueError: not the main thread
             for signum in self.signums:
                 current = signal.getsignal(signum)
@@ -197,8 +203,13 @@ class _Stopper:
             self.fd = None
 
 
-def _fork_child(index: int, child_main: Callable[[int, FrameWriter, int], int], stop_read: int, stop_write: int,
-                siblings: list[Child]) -> Child:
+def _fork_child(
+    index: int,
+    child_main: Callable[[int, FrameWriter, int], int],
+    stop_read: int,
+    stop_write: int,
+    siblings: list[Child],
+) -> Child:
     try:
         read_end, write_end = os.pipe()
     except OSError as exc:
@@ -218,8 +229,15 @@ def _fork_child(index: int, child_main: Callable[[int, FrameWriter, int], int], 
     return Child(index, pid, read_end)
 
 
-def _child(index: int, child_main: Callable[[int, FrameWriter, int], int], read_end: int, write_end: int,
-           stop_read: int, stop_write: int, siblings: list[Child]) -> NoReturn:
+def _child(
+    index: int,
+    child_main: Callable[[int, FrameWriter, int], int],
+    read_end: int,
+    write_end: int,
+    stop_read: int,
+    stop_write: int,
+    siblings: list[Child],
+) -> NoReturn:
     code = 1
     try:
         for signum in _STOP_SIGNALS:
@@ -278,7 +296,7 @@ def _dispatch(child: Child, on_frame: Callable[[int, bytes, bytes], None]) -> No
         end = position + header + length
         if end > len(buffer):
             break
-        payload = bytes(buffer[position + header:end])
+        payload = bytes(buffer[position + header : end])
         position = end
         if kind == CRASH:
             del buffer[:position]

@@ -5,26 +5,39 @@ The sink owns the run's files. In a single-process run it is the Collector itsel
 progress bar); in a multi-process run it is a pipe to the parent process (processes.py), which then
 stays the only writer. Either way the fetcher never writes a file.
 """
+
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
-from rollout_pipeline.errors import UserError, printable
-from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
-from rollout_pipeline.collect.protocols import (PATHS, ChoicesShortfall, InvalidReply, NotFinished, asks_for_logprobs,
-                                               build_body, choice_params, label_logprobs, logprobs_mode, other_model,
-                                               parse_reply, sampling_params)
-from rollout_pipeline.rows import prompt_id
+from rollout_pipeline.collect.protocols import (
+    PATHS,
+    ChoicesShortfall,
+    InvalidReply,
+    NotFinished,
+    asks_for_logprobs,
+    build_body,
+    choice_params,
+    label_logprobs,
+    logprobs_mode,
+    other_model,
+    parse_reply,
+    sampling_params,
+)
+from rollout_pipeline.collect.records import scored_record
+from rollout_pipeline.collect.redact import headers_for
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
-from rollout_pipeline.collect.redact import headers_for
-from rollout_pipeline.collect.records import scored_record
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.errors import UserError, printable
+from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
+from rollout_pipeline.rows import prompt_id
 
 # aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
 POOL_CAP = 1024
@@ -36,12 +49,22 @@ WorkItem = tuple[int, list[int], dict]
 class Sink(Protocol):
     """Where finished rollouts, failures and retries go."""
 
-    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
-                input_tokens: int, output_tokens: int) -> None: ...
+    def rollout(
+        self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
+    ) -> None: ...
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None,
-                generation: dict | None = None) -> None: ...
+    def failure(
+        self,
+        task_index: int,
+        rollout_index: int,
+        prompt_id: str,
+        cause: str,
+        message: str,
+        skipped: bool = False,
+        reply: Any = None,
+        response: Any = None,
+        generation: dict | None = None,
+    ) -> None: ...
 
     def note(self, message: str) -> None: ...
 
@@ -56,8 +79,9 @@ def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
-def work_items(settings: Any, is_done: Callable[[int, int], bool],
-               claim: Callable[[], range] | None = None) -> Iterator[WorkItem]:
+def work_items(
+    settings: Any, is_done: Callable[[int, int], bool], claim: Callable[[], range] | None = None
+) -> Iterator[WorkItem]:
     """The requests still to make, in input order, rows read as a stream.
 
     `claim`, when given, hands out this process's next range of task indexes (other processes take the
@@ -90,8 +114,16 @@ class Fetcher:
     tasks, whatever the input size. (A worker per slot, not a task per rollout: no task, semaphore or callback
     churn per request.)"""
 
-    def __init__(self, settings: Any, urls: list[str], headers: dict[str, str], sink: Sink, stats: RunStats,
-                 work: Iterator[WorkItem], parallel: int) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        urls: list[str],
+        headers: dict[str, str],
+        sink: Sink,
+        stats: RunStats,
+        work: Iterator[WorkItem],
+        parallel: int,
+    ) -> None:
         self.s = settings
         self.urls = urls
         self.headers = headers
@@ -102,14 +134,16 @@ class Fetcher:
         self.pool = EndpointPool(urls, ceiling=parallel)
         self._other_models: set[str] = set()  # model names replies gave instead of the one asked, each noted once
         agent = settings.agent
-        self.retry_policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
-                                        lambda: self.pool.last_success)
+        self.retry_policy = RetryPolicy(
+            agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"], lambda: self.pool.last_success
+        )
         self.logprobs_mode = logprobs_mode(agent)
         # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
         # verdict; an agent's own reward comes with its reply, so it is kept either way.
         self.scoring = not settings.generate_only or agent["protocol"] == "agent"
         if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
             from rollout_pipeline.collect import scoring
+
             self._scoring = scoring
             self.scored_by = scoring.verifier_fingerprint(agent["protocol"], agent["verifier"])
         self._stopped = False
@@ -126,25 +160,35 @@ class Fetcher:
             self._finished.set_result(None)
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300,
-                                         force_close=False, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300, force_close=False, enable_cleanup_closed=True
+        )
         agent = self.s.agent
         # A host that drops packets (a firewall, a wrong address) fails within the connect timeout, not after
         # the full timeout_s, which is sized for a long generation.
-        self.timeout = aiohttp.ClientTimeout(total=agent["timeout_s"],
-                                             sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"]))
-        async with aiohttp.ClientSession(connector=connector, json_serialize=None, raise_for_status=False,
-                                         skip_auto_headers=("User-Agent",)) as session:
+        self.timeout = aiohttp.ClientTimeout(
+            total=agent["timeout_s"], sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"])
+        )
+        async with aiohttp.ClientSession(
+            connector=connector, json_serialize=None, raise_for_status=False, skip_auto_headers=("User-Agent",)
+        ) as session:
             self._session = session
             if not self.scoring:
                 await self._schedule()
             else:
                 from rollout_pipeline.collect.verify_pool import VerifyPool
+
                 with VerifyPool(agent["verify_timeout_s"]) as pool:
                     self.scorer = self._scoring.make_scorer(
-                        agent["protocol"], agent["verifier"], lambda: session, self.timeout,
-                        headers_for(agent["verifier"], self.urls, self.headers), pool, self.retry_policy,
-                        lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+                        agent["protocol"],
+                        agent["verifier"],
+                        lambda: session,
+                        self.timeout,
+                        headers_for(agent["verifier"], self.urls, self.headers),
+                        pool,
+                        self.retry_policy,
+                        lambda failure: self.sink.retry(failure.cause, failure.retry_after),
+                    )
                     await self._schedule()
         self._session = None
 
@@ -189,8 +233,16 @@ class Fetcher:
             await self._fetch(task_index, rollout_indexes, row)
         except RequestFailed as failure:
             for rollout_index in rollout_indexes:
-                self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
-                                  failure.skip, failure.reply, failure.response)
+                self.sink.failure(
+                    task_index,
+                    rollout_index,
+                    row["_prompt_id"],
+                    failure.cause,
+                    str(failure),
+                    failure.skip,
+                    failure.reply,
+                    failure.response,
+                )
         except UserError as exc:
             self.sink.fatal(exc)
         finally:
@@ -205,9 +257,11 @@ class Fetcher:
             except _NIgnored as shortfall:
                 if not self.n_ignored:
                     self.n_ignored = True
-                    self.sink.note(f"the server answered n={shortfall.asked} with {shortfall.got} choice(s): it ignores "
-                                   "`n`, so each rollout is now its own request (set repeat_mode: separate for this "
-                                   "agent to skip this probe)")
+                    self.sink.note(
+                        f"the server answered n={shortfall.asked} with {shortfall.got} choice(s): it ignores "
+                        "`n`, so each rollout is now its own request (set repeat_mode: separate for this "
+                        "agent to skip this probe)"
+                    )
         for rollout_index in rollout_indexes:
             await self._fetch_one(task_index, [rollout_index], row, by_n=False)
 
@@ -221,8 +275,9 @@ class Fetcher:
         seed = rollout_seed(s.seed, task_index, choices[0]) if s.seed is not None else None
         params = sampling_params(protocol, row, s.responses_create_params, seed)
         try:
-            request = build_body(protocol, row, params, s.agent["model"], n, s.agent.get("token_data"),
-                                 (task_index, choices[0]))
+            request = build_body(
+                protocol, row, params, s.agent["model"], n, s.agent.get("token_data"), (task_index, choices[0])
+            )
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
         body = dumps(request)
@@ -239,8 +294,9 @@ class Fetcher:
             self.stats.requests += 1
             ok = False
             try:
-                reply, latency = await post_json(self._session, endpoint.url + path, body, self.headers, self.timeout,
-                                                 s.agent["max_reply_bytes"])
+                reply, latency = await post_json(
+                    self._session, endpoint.url + path, body, self.headers, self.timeout, s.agent["max_reply_bytes"]
+                )
                 try:
                     results = parse_reply(protocol, reply, n, params.get("max_output_tokens"))
                 except ChoicesShortfall as exc:
@@ -250,11 +306,16 @@ class Fetcher:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True) from None
                 except NotFinished as exc:
                     ok = True
-                    raise RequestFailed(exc.cause, f"{endpoint.url + path}: {exc}", exc.retryable, skip=exc.skip,
-                                        reply=exc.reply, response=exc.response) from None
+                    raise RequestFailed(
+                        exc.cause,
+                        f"{endpoint.url + path}: {exc}",
+                        exc.retryable,
+                        skip=exc.skip,
+                        reply=exc.reply,
+                        response=exc.response,
+                    ) from None
                 except InvalidReply as exc:
-                    raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True,
-                                        reply=reply) from None
+                    raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True, reply=reply) from None
                 label_logprobs(results, wants_logprobs, self.logprobs_mode, endpoint.url + path)
                 self._note_other_model(results[0].response)
                 if len(rollout_indexes) < n:
@@ -270,37 +331,54 @@ class Fetcher:
                 endpoint.limit.release(ticket, ok)
                 self.pool.release(endpoint, ok)
 
-        generated = await with_retries(attempt, self.retry_policy,
-                                       lambda failure: self.sink.retry(failure.cause, failure.retry_after))
+        generated = await with_retries(
+            attempt, self.retry_policy, lambda failure: self.sink.retry(failure.cause, failure.retry_after)
+        )
         # Scored once each, outside the retries: an output the verifier cannot score fails as it is, and is never
         # replaced by a new sample (which would keep only the outputs the verifier likes).
         for rollout_index, (result, reply) in zip(rollout_indexes, generated):
             # Each record carries the settings that reproduce it alone, choice k of an n request included.
-            record = self._record(task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0),
-                                  result)
+            record = self._record(
+                task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0), result
+            )
             reward = 0.0  # a generate-only run has no mean reward to keep
             if self.scoring:
                 try:
                     reward, extras = await self._scoring.score_reply(self.scorer, self.s.agent, row, result, reply)
                 except RequestFailed as failure:
                     # The generation stays in the failures file: a fixed verifier re-scores it (rescore), unsent.
-                    self.sink.failure(task_index, rollout_index, row["_prompt_id"], failure.cause, str(failure),
-                                      failure.skip, failure.reply, failure.response, generation=record)
+                    self.sink.failure(
+                        task_index,
+                        rollout_index,
+                        row["_prompt_id"],
+                        failure.cause,
+                        str(failure),
+                        failure.skip,
+                        failure.reply,
+                        failure.response,
+                        generation=record,
+                    )
                     continue
                 record = scored_record(record, reward, extras, self.scored_by)
             line = dumps(record) + b"\n"
             if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
-                self.sink.failure(task_index, rollout_index, row["_prompt_id"], "record_too_large",
-                                  f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
-                                  "limit; lower max_reply_bytes or shorten the prompt")
+                self.sink.failure(
+                    task_index,
+                    rollout_index,
+                    row["_prompt_id"],
+                    "record_too_large",
+                    f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
+                    "limit; lower max_reply_bytes or shorten the prompt",
+                )
                 continue
             usage = result.response.get("usage") or {}
             # n choices whose own counts are unknown: the reply's sum is counted once, with the first of them.
             output_tokens = usage.get("output_tokens")
             if output_tokens is None and rollout_index == rollout_indexes[0]:
                 output_tokens = usage.get("output_tokens_all_choices")
-            self.sink.rollout(task_index, rollout_index, line, reward,
-                              int(usage.get("input_tokens") or 0), int(output_tokens or 0))
+            self.sink.rollout(
+                task_index, rollout_index, line, reward, int(usage.get("input_tokens") or 0), int(output_tokens or 0)
+            )
 
     def _note_other_model(self, response: dict) -> None:
         """Say once per name (per process) when replies come from another model than the one asked (an alias, or
@@ -308,10 +386,12 @@ class Fetcher:
         answered = other_model(response, self.s.agent["model"])
         if answered is not None and answered not in self._other_models:
             self._other_models.add(answered)
-            self.sink.note(f"the server answers as model {printable(repr(answered[:200]))} although "
-                           f"{printable(repr(self.s.agent['model']))} "
-                           "was asked (an alias or served-model-name, or another model behind the URL); the records "
-                           "keep the server's name")
+            self.sink.note(
+                f"the server answers as model {printable(repr(answered[:200]))} although "
+                f"{printable(repr(self.s.agent['model']))} "
+                "was asked (an alias or served-model-name, or another model behind the URL); the records "
+                "keep the server's name"
+            )
 
     def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any) -> dict:
         """The generation record (scoring.GENERATION_FIELDS, then the row's own fields); scoring adds the verdict."""
@@ -340,4 +420,3 @@ class _NIgnored(Exception):
         super().__init__(f"expected {asked} choices, got {got}")
         self.asked = asked
         self.got = got
-

@@ -21,12 +21,12 @@ A Retry-After answers the request that got it: that request waits it out (collec
 on. The whole endpoint pauses only when the server says it is overloaded as a whole: a 503 with a Retry-After,
 or overloads and no success at all for WHOLE_OVERLOAD_S.
 """
+
 from __future__ import annotations
 
 import asyncio
 import collections
 import time
-
 
 INITIAL_LIMIT = 64  # doubling per round trip reaches 1,024 in 4 round trips
 # The cut on an overload: TCP Reno halves, CUBIC keeps 0.7. Halving leaves the limit between K/2 and K for a
@@ -35,13 +35,13 @@ DECREASE = 0.7
 # Back at the limit that last overloaded the server, it grows this many times slower: each probe costs 429s (and
 # a Retry-After may keep its request waiting past the end of the run), and that level was just proven too many.
 PLATEAU_ROUNDS = 8
-HISTORY = 512          # recent answers the evidence is read from
-MIN_EVIDENCE = 12      # answers at a level (or above) needed to judge it
+HISTORY = 512  # recent answers the evidence is read from
+MIN_EVIDENCE = 12  # answers at a level (or above) needed to judge it
 # The share of overloads, among the answers to requests sent with as many in flight or more, above which they are
 # congestion. A flaky proxy's 429s and 503s stay under it (the issue's 25 % fault mix holds 9 % of them); a
 # server that takes K at once turns away far more of what is sent beyond K.
 CONGESTED_SHARE = 0.2
-WHOLE_OVERLOAD_S = 1.0     # overloads with no success for this long: the server is overloaded as a whole
+WHOLE_OVERLOAD_S = 1.0  # overloads with no success for this long: the server is overloaded as a whole
 
 
 class AdaptiveLimit:
@@ -54,8 +54,8 @@ class AdaptiveLimit:
         self.threshold = float(ceiling)  # below it, slow start: +1 per success (doubling per round trip)
         self.in_flight = 0
         self.paused_until = 0.0
-        self._issued = 0          # requests let through so far: each gets this as its ticket
-        self._window_start = 0    # tickets below this were sent before the last cut
+        self._issued = 0  # requests let through so far: each gets this as its ticket
+        self._window_start = 0  # tickets below this were sent before the last cut
         self._level: dict[int, int] = {}  # ticket -> requests in flight when it was sent (itself included)
         # The recent answers as (level, turned away), and their counts per level: taken, turned away.
         self._answers: collections.deque[tuple[int, bool]] = collections.deque()
@@ -64,12 +64,12 @@ class AdaptiveLimit:
         self._last_success = time.monotonic()  # (the start counts as one: no pause before the first answer)
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._overloaded_at = float("inf")  # the limit the last cut came down from
-        self.low = ceiling   # the trace the stats report: lowest limit, and how often it was cut
+        self.low = ceiling  # the trace the stats report: lowest limit, and how often it was cut
         self.decreases = 0
         self.overloads = 0
-        self.tolerated = 0   # overloads that were no evidence of congestion: the limit stayed
+        self.tolerated = 0  # overloads that were no evidence of congestion: the limit stayed
         self.paused_s = 0.0  # time requests waited on Retry-After: their own, and the endpoint's pauses
-        self.pauses = 0      # pauses of the whole endpoint (the server said it was overloaded as a whole)
+        self.pauses = 0  # pauses of the whole endpoint (the server said it was overloaded as a whole)
 
     @property
     def current(self) -> int:
@@ -133,8 +133,9 @@ class AdaptiveLimit:
             if congested:
                 self._window_start = self._issued
                 self._overloaded_at = self.limit
-                self.limit = self.threshold = max(float(self.floor), self.limit * DECREASE,
-                                                  min(float(self.proven()), self.limit - 1))
+                self.limit = self.threshold = max(
+                    float(self.floor), self.limit * DECREASE, min(float(self.proven()), self.limit - 1)
+                )
                 self.low = min(self.low, self.current)
                 self.decreases += 1
             else:
@@ -181,6 +182,14 @@ class AdaptiveLimit:
                 free -= 1
 
     def summary(self) -> dict:
-        return {"ceiling": self.ceiling, "low": self.low, "final": self.current, "decreases": self.decreases,
-                "overloads": self.overloads, "tolerated": self.tolerated, "proven": self.proven(),
-                "pauses": self.pauses, "paused_s": round(self.paused_s, 3)}
+        return {
+            "ceiling": self.ceiling,
+            "low": self.low,
+            "final": self.current,
+            "decreases": self.decreases,
+            "overloads": self.overloads,
+            "tolerated": self.tolerated,
+            "proven": self.proven(),
+            "pauses": self.pauses,
+            "paused_s": round(self.paused_s, 3),
+        }

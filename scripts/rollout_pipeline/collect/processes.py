@@ -5,6 +5,7 @@ counter as it needs them, so a child that gets slow replies simply claims less. 
 a rollout counts as done once the parent has appended it to the progress file, exactly as in a single-process
 run, so resume and kill-safety do not change. A child killed mid-request loses only requests not yet answered.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,16 @@ import os
 import struct
 import sys
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.fanout import Child, ForkFailed, FrameWriter, fan_out
 from rollout_pipeline.collect.fetcher import Fetcher, Sink, work_items
-from rollout_pipeline.jsonl import dumps
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.errors import UserError
+from rollout_pipeline.jsonl import dumps
 
 # One finished rollout: task_index, rollout_index, reward, input_tokens, output_tokens; then the record line.
 ROLLOUT = struct.Struct("<qqdqq")
@@ -40,6 +42,7 @@ MAX_PROCESSES = 8
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux reports KiB)."""
     import resource
+
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -49,14 +52,17 @@ def auto_processes(parallel: int, pending_requests: int) -> int:
     if not sys.platform.startswith("linux"):
         return 1  # fork is only safe to assume on Linux (macOS libraries may not survive it); --processes N forces it
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, MAX_PROCESSES, parallel // SLOTS_PER_PROCESS,
-                      pending_requests // MIN_REQUESTS_PER_PROCESS))
+    return max(1, min(cpus, MAX_PROCESSES, parallel // SLOTS_PER_PROCESS, pending_requests // MIN_REQUESTS_PER_PROCESS))
 
 
 def fetcher_summary(stats: RunStats, endpoints: dict) -> dict:
     """What one collector process (or Ray worker) reports when its fetcher is done; `merge_summary` takes it in."""
-    return {"requests": stats.requests, "endpoints": endpoints, "peak_rss_mb": peak_rss_mb(),
-            "backoff_wait_s": stats.backoff_wait_s}
+    return {
+        "requests": stats.requests,
+        "endpoints": endpoints,
+        "peak_rss_mb": peak_rss_mb(),
+        "backoff_wait_s": stats.backoff_wait_s,
+    }
 
 
 def merge_summary(summary: dict, index: int, stats: RunStats, endpoints: dict) -> None:
@@ -101,17 +107,39 @@ class PipeSink:
         self.writer = writer
         self.fetcher: Fetcher | None = None
 
-    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
-                input_tokens: int, output_tokens: int) -> None:
+    def rollout(
+        self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
+    ) -> None:
         self.writer.send(_ROLLOUT, ROLLOUT.pack(task_index, rollout_index, reward, input_tokens, output_tokens) + line)
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None,
-                generation: dict | None = None) -> None:
-        self.writer.send(_FAILURE, dumps({"task_index": task_index, "rollout_index": rollout_index,
-                                          "prompt_id": prompt_id, "cause": cause, "message": message,
-                                          "skipped": skipped, "reply": reply, "response": response,
-                                          "generation": generation}))
+    def failure(
+        self,
+        task_index: int,
+        rollout_index: int,
+        prompt_id: str,
+        cause: str,
+        message: str,
+        skipped: bool = False,
+        reply: Any = None,
+        response: Any = None,
+        generation: dict | None = None,
+    ) -> None:
+        self.writer.send(
+            _FAILURE,
+            dumps(
+                {
+                    "task_index": task_index,
+                    "rollout_index": rollout_index,
+                    "prompt_id": prompt_id,
+                    "cause": cause,
+                    "message": message,
+                    "skipped": skipped,
+                    "reply": reply,
+                    "response": response,
+                    "generation": generation,
+                }
+            ),
+        )
 
     def note(self, message: str) -> None:
         self.writer.send(_NOTE, message.encode())
@@ -129,11 +157,22 @@ class PipeSink:
         self.writer.send(_SUMMARY, dumps(fetcher_summary(stats, endpoints)))
 
 
-def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[str], headers: dict[str, str],
-                         is_done: Callable[[int, int], bool], sink: Sink, stats: RunStats, endpoints: dict,
-                         should_stop: Callable[[], bool], run_async: Callable[..., None],
-                         interrupts: tuple[type[BaseException], ...], pending_tasks: int,
-                         forked: Callable[[], None]) -> tuple[list[int], list[str]]:
+def collect_in_processes(
+    settings: Any,
+    count: int,
+    parallel: int,
+    urls: list[str],
+    headers: dict[str, str],
+    is_done: Callable[[int, int], bool],
+    sink: Sink,
+    stats: RunStats,
+    endpoints: dict,
+    should_stop: Callable[[], bool],
+    run_async: Callable[..., None],
+    interrupts: tuple[type[BaseException], ...],
+    pending_tasks: int,
+    forked: Callable[[], None],
+) -> tuple[list[int], list[str]]:
     """Collect with `count` child processes sharing `parallel` slots; everything they send goes to `sink`,
     `stats` and `endpoints` (url -> {requests, failures}) in this process. Returns the rollouts each child
     delivered, and for each child that did not exit cleanly, how it ended (the caller decides what that means
@@ -152,8 +191,9 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         child_stats = RunStats()
         child_sink = PipeSink(writer)
         share = parallel // count + (1 if index < parallel % count else 0)
-        fetcher = Fetcher(settings, urls, headers, child_sink, child_stats, work_items(settings, is_done, claim),
-                          max(1, share))
+        fetcher = Fetcher(
+            settings, urls, headers, child_sink, child_stats, work_items(settings, is_done, claim), max(1, share)
+        )
         child_sink.fetcher = fetcher
 
         async def main() -> None:
@@ -163,6 +203,7 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
             def on_stop() -> None:
                 loop.remove_reader(stop_fd)
                 fetcher.stop()
+
             loop.add_reader(stop_fd, on_stop)
             await fetcher.run()
 
@@ -181,8 +222,9 @@ def collect_in_processes(settings: Any, count: int, parallel: int, urls: list[st
         if kind == _ROLLOUT:
             delivered[index] += 1
             task_index, rollout_index, reward, input_tokens, output_tokens = ROLLOUT.unpack_from(payload)
-            sink.rollout(task_index, rollout_index, memoryview(payload)[ROLLOUT.size:], reward,
-                         input_tokens, output_tokens)
+            sink.rollout(
+                task_index, rollout_index, memoryview(payload)[ROLLOUT.size :], reward, input_tokens, output_tokens
+            )
         elif kind == _FAILURE:
             sink.failure(**orjson.loads(payload))
         elif kind == _RETRY:

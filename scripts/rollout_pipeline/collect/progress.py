@@ -13,6 +13,7 @@ mid-write) is cut off on open.
 Memory stays flat in the number of rollouts: finished rollouts are indexed by an array of byte offsets (8 bytes
 per rollout), and the sorted output is written by reading records back in (task_index, rollout_index) order.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,14 +23,14 @@ import hashlib
 import math
 import os
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
-from rollout_pipeline.errors import UserError
 from rollout_pipeline.collect.run_input import prefix_sha256
+from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, dumps
 
 NOT_DONE = -1
@@ -69,8 +70,16 @@ def set_aside_path(output: Path, identity: object) -> Path:
 class ProgressStore:
     """Append-only store of finished rollouts, indexed by rank = task_index * num_repeats + rollout_index."""
 
-    def __init__(self, output: Path, identity: dict, num_tasks: int, num_repeats: int, source: object = None,
-                 input: InputPrefix | None = None, retry_skipped: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        output: Path,
+        identity: dict,
+        num_tasks: int,
+        num_repeats: int,
+        source: object = None,
+        input: InputPrefix | None = None,
+        retry_skipped: tuple[str, ...] = (),
+    ) -> None:
         self.output = output
         self.path = progress_path(output)
         self.identity = identity
@@ -142,8 +151,10 @@ class ProgressStore:
             aside = set_aside_path(self.output, previous)
             os.replace(self.path, aside)
             moved = True
-            self.set_aside_note = (f"{_identity_change(previous, current)}; the previous progress is kept in {aside} "
-                                   "(run with those settings again to resume it)")
+            self.set_aside_note = (
+                f"{_identity_change(previous, current)}; the previous progress is kept in {aside} "
+                "(run with those settings again to resume it)"
+            )
         if mine.exists():
             os.replace(mine, self.path)
             moved = True
@@ -185,8 +196,10 @@ class ProgressStore:
         os.close(self._lock_fd)  # the lock was on the replaced file: take it on the new one
         self._lock_fd = None
         self._lock()
-        self.set_aside_note = (f"the input grew past the previous run's {size:,} bytes (rows appended, or a larger "
-                               "limit): its finished rollouts are kept")
+        self.set_aside_note = (
+            f"the input grew past the previous run's {size:,} bytes (rows appended, or a larger "
+            "limit): its finished rollouts are kept"
+        )
 
     def _lock(self) -> None:
         """One collector per output at a time: two would interleave their appends and corrupt each other's
@@ -200,8 +213,10 @@ class ProgressStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"{self.output}: another collector is writing it right now (its progress file {self.path} "
-                            "is locked); wait for that run to end, or give this one another output") from None
+            raise UserError(
+                f"{self.output}: another collector is writing it right now (its progress file {self.path} "
+                "is locked); wait for that run to end, or give this one another output"
+            ) from None
         self._lock_fd = fd
 
     def _load_existing(self) -> str | None:
@@ -231,8 +246,9 @@ class ProgressStore:
                     self.retried_skips += 1  # asked again: left NOT_DONE
                 elif skipped and 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
                     self.offsets[rank] = SKIPPED
-                    self.skips.append((record["task_index"], record["rollout_index"], str(skipped),
-                                       str(record.get("error", ""))))
+                    self.skips.append(
+                        (record["task_index"], record["rollout_index"], str(skipped), str(record.get("error", "")))
+                    )
                     if record.get("failure_kind"):
                         self.skip_kinds[(record["task_index"], record["rollout_index"])] = str(record["failure_kind"])
                 elif 0 <= rank < self.total and self.offsets[rank] == NOT_DONE:
@@ -242,13 +258,17 @@ class ProgressStore:
                 good_end += len(line)
         if good_end < self.path.stat().st_size:
             os.truncate(self.path, good_end)
-        self.resume_note = f"resuming: {self.done} of {self.total} rollouts already done" + (
-            f", {len(self.skips)} skipped" if self.skips else "") + (
-            f", {self.retried_skips} {'/'.join(self.retry_skipped)} sent again" if self.retried_skips else "")
+        self.resume_note = (
+            f"resuming: {self.done} of {self.total} rollouts already done"
+            + (f", {len(self.skips)} skipped" if self.skips else "")
+            + (f", {self.retried_skips} {'/'.join(self.retry_skipped)} sent again" if self.retried_skips else "")
+        )
         if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
-            self.resume_note += (f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
-                                 f"if that serves other weights under the same model name, delete {self.path} "
-                                 "to start fresh)")
+            self.resume_note += (
+                f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
+                f"if that serves other weights under the same model name, delete {self.path} "
+                "to start fresh)"
+            )
         return None
 
     @staticmethod
@@ -267,10 +287,20 @@ class ProgressStore:
                     for line in lines:
                         entry = orjson.loads(line)
                         if entry.get("skipped") and entry.get("cause") != retry_cause:
-                            out.write(dumps({"task_index": entry["task_index"], "rollout_index": entry["rollout_index"],
-                                             "skipped": entry["cause"], "error": entry.get("error", ""),
-                                             **({"failure_kind": entry["failure_kind"]} if entry.get("failure_kind")
-                                                else {})}) + b"\n")
+                            out.write(
+                                dumps(
+                                    {
+                                        "task_index": entry["task_index"],
+                                        "rollout_index": entry["rollout_index"],
+                                        "skipped": entry["cause"],
+                                        "error": entry.get("error", ""),
+                                        **(
+                                            {"failure_kind": entry["failure_kind"]} if entry.get("failure_kind") else {}
+                                        ),
+                                    }
+                                )
+                                + b"\n"
+                            )
 
     # -- during the run --------------------------------------------------------------------------
     def is_done(self, task_index: int, rollout_index: int) -> bool:
@@ -293,16 +323,22 @@ class ProgressStore:
         self.done += 1
         self.reward_sum.add(reward)
 
-    def add_skip(self, task_index: int, rollout_index: int, cause: str, message: str,
-                 kind: str | None = None) -> None:
+    def add_skip(self, task_index: int, rollout_index: int, cause: str, message: str, kind: str | None = None) -> None:
         """Mark a rollout that is not to be scored (masked, or its prompt can never be) as done without a record,
         so a resume does not ask again; `kind` is NeMo Gym's failure_kind, when it named one."""
         rank = task_index * self.num_repeats + rollout_index
         assert self._handle is not None
         if self.offsets[rank] != NOT_DONE:
             return
-        line = dumps({"task_index": task_index, "rollout_index": rollout_index, "skipped": cause, "error": message,
-                      **({"failure_kind": kind} if kind else {})})
+        line = dumps(
+            {
+                "task_index": task_index,
+                "rollout_index": rollout_index,
+                "skipped": cause,
+                "error": message,
+                **({"failure_kind": kind} if kind else {}),
+            }
+        )
         try:
             self._append(line + b"\n")
         except OSError as exc:
@@ -376,7 +412,7 @@ class ExactSum:
     never overflow a partial: an overflowed one turned every later partial into nan, one more per value, and the
     sum quadratic (20,000 rollouts at 1e308 took 49 s)."""
 
-    SCALE = 2.0 ** -64
+    SCALE = 2.0**-64
 
     def __init__(self) -> None:
         self._partials: list[float] = []

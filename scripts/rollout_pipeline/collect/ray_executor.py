@@ -12,6 +12,7 @@ Secrets (the API key in the headers, credentials in URLs, the verifier's URL) re
 (`ray.put`), held in the object store only while the workers start: never in a `runtime_env`'s env_vars, which Ray
 writes to runtime_env_agent.log, nor inline in the arguments of a task or an actor.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,9 @@ import socket
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rollout_pipeline.collect.fetcher import Fetcher, Sink, WorkItem, work_items
 from rollout_pipeline.collect.processes import fetcher_summary, merge_summary
@@ -81,7 +83,7 @@ def public_settings(settings: Any) -> Any:
 
 
 # -- the worker side -------------------------------------------------------------------------------
-_chunk: contextvars.ContextVar["_Chunk"] = contextvars.ContextVar("chunk")
+_chunk: contextvars.ContextVar[_Chunk] = contextvars.ContextVar("chunk")
 
 
 class _Chunk:
@@ -104,17 +106,39 @@ class _Chunk:
 class _ChunkSink:
     """A worker's sink: each event goes into the list of the chunk whose request produced it."""
 
-    def rollout(self, task_index: int, rollout_index: int, line: bytes, reward: float,
-                input_tokens: int, output_tokens: int) -> None:
+    def rollout(
+        self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
+    ) -> None:
         _chunk.get().events.append(("R", task_index, rollout_index, bytes(line), reward, input_tokens, output_tokens))
 
-    def failure(self, task_index: int, rollout_index: int, prompt_id: str, cause: str, message: str,
-                skipped: bool = False, reply: Any = None, response: Any = None,
-                generation: dict | None = None) -> None:
-        _chunk.get().events.append(("F", {"task_index": task_index, "rollout_index": rollout_index,
-                                          "prompt_id": prompt_id, "cause": cause, "message": message,
-                                          "skipped": skipped, "reply": reply, "response": response,
-                                          "generation": generation}))
+    def failure(
+        self,
+        task_index: int,
+        rollout_index: int,
+        prompt_id: str,
+        cause: str,
+        message: str,
+        skipped: bool = False,
+        reply: Any = None,
+        response: Any = None,
+        generation: dict | None = None,
+    ) -> None:
+        _chunk.get().events.append(
+            (
+                "F",
+                {
+                    "task_index": task_index,
+                    "rollout_index": rollout_index,
+                    "prompt_id": prompt_id,
+                    "cause": cause,
+                    "message": message,
+                    "skipped": skipped,
+                    "reply": reply,
+                    "response": response,
+                    "generation": generation,
+                },
+            )
+        )
 
     def note(self, message: str) -> None:
         _chunk.get().events.append(("N", message))
@@ -130,8 +154,9 @@ class _ChunkFetcher(Fetcher):
     """A Fetcher fed by a queue of chunks rather than one stream: its `parallel` slots take requests from
     whichever chunk came first, so the next chunk keeps them busy while the last requests of one finish."""
 
-    def __init__(self, settings: Any, urls: list[str], headers: dict[str, str], sink: Sink, stats: RunStats,
-                 parallel: int) -> None:
+    def __init__(
+        self, settings: Any, urls: list[str], headers: dict[str, str], sink: Sink, stats: RunStats, parallel: int
+    ) -> None:
         super().__init__(settings, urls, headers, sink, stats, iter(()), parallel)
         self.queue: asyncio.Queue = asyncio.Queue()
 
@@ -174,6 +199,7 @@ class RolloutWorker:
     def node(self) -> str:
         """The id of the Ray node this worker runs on."""
         import ray
+
         return ray.get_runtime_context().get_node_id()
 
     async def collect(self, items: list[WorkItem]) -> list[tuple]:
@@ -205,7 +231,10 @@ class RolloutWorker:
             self.fetcher.stop()
             await self.running
         self.stats.backoff_wait_s = self.fetcher.retry_policy.waited_s
-        return {**fetcher_summary(self.stats, self.fetcher.pool.summary()), "latencies": self.stats.latencies.to_bytes()}
+        return {
+            **fetcher_summary(self.stats, self.fetcher.pool.summary()),
+            "latencies": self.stats.latencies.to_bytes(),
+        }
 
 
 # -- the driver side -------------------------------------------------------------------------------
@@ -217,8 +246,10 @@ class RayCluster:
         try:
             import ray
         except ImportError:
-            raise UserError("--executor ray needs Ray, an optional extra: pip install -c requirements.lock "
-                            "-e '.[ray]' (or make setup-ray)") from None
+            raise UserError(
+                "--executor ray needs Ray, an optional extra: pip install -c requirements.lock "
+                "-e '.[ray]' (or make setup-ray)"
+            ) from None
         self.ray = ray
         self.address = address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home from a collection run
@@ -231,8 +262,10 @@ class RayCluster:
             ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             return
         if address.startswith("ray://"):
-            raise UserError(f"Ray address {address}: Ray Client (ray://) is not supported; give the cluster's GCS "
-                            f"address, host:{DEFAULT_GCS_PORT}, or run on a cluster node with RAY_ADDRESS=auto")
+            raise UserError(
+                f"Ray address {address}: Ray Client (ray://) is not supported; give the cluster's GCS "
+                f"address, host:{DEFAULT_GCS_PORT}, or run on a cluster node with RAY_ADDRESS=auto"
+            )
         if address != "auto":
             _check_reachable(address)
         try:
@@ -275,8 +308,10 @@ def _check_reachable(address: str) -> None:
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, (socket.timeout, TimeoutError)):
             reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
-        raise UserError(f"cannot reach the Ray cluster at {address} ({reason}); start it with `ray start --head`, "
-                        "or fix RAY_ADDRESS / --ray-address") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({reason}); start it with `ray start --head`, "
+            "or fix RAY_ADDRESS / --ray-address"
+        ) from None
 
 
 @dataclass
@@ -292,13 +327,31 @@ class RayOutcome:
         by_node: dict[str, int] = {}
         for node, count in zip(self.nodes, self.delivered):
             by_node[node] = by_node.get(node, 0) + count
-        return {"executor": "ray", "ray": {"workers": self.workers, "nodes": len(by_node), "rollouts_by_node": by_node,
-                                           **({"workers_died": self.died} if self.died else {})}}
+        return {
+            "executor": "ray",
+            "ray": {
+                "workers": self.workers,
+                "nodes": len(by_node),
+                "rollouts_by_node": by_node,
+                **({"workers_died": self.died} if self.died else {}),
+            },
+        }
 
 
-def collect_on_ray(cluster: RayCluster, settings: Any, workers: int | None, parallel: int, urls: list[str],
-                   headers: dict[str, str], is_done: Callable[[int, int], bool], sink: Sink, stats: RunStats,
-                   endpoints: dict, should_stop: Callable[[], bool], pending_requests: int) -> RayOutcome:
+def collect_on_ray(
+    cluster: RayCluster,
+    settings: Any,
+    workers: int | None,
+    parallel: int,
+    urls: list[str],
+    headers: dict[str, str],
+    is_done: Callable[[int, int], bool],
+    sink: Sink,
+    stats: RunStats,
+    endpoints: dict,
+    should_stop: Callable[[], bool],
+    pending_requests: int,
+) -> RayOutcome:
     """Collect every pending rollout with Ray workers sharing `parallel` slots (`workers`: default one per CPU of the
     cluster, at most `parallel`); everything they produce goes to `sink`, `stats` and `endpoints` here."""
     ray = cluster.ray
@@ -307,18 +360,28 @@ def collect_on_ray(cluster: RayCluster, settings: Any, workers: int | None, para
     shares = [parallel // count + (1 if index < parallel % count else 0) for index in range(count)]
     chunk_size = max(1, min(CHUNK_REQUESTS, shares[-1], pending_requests // (count * CHUNKS_PER_WORKER)))
     worker_class = ray.remote(RolloutWorker)
-    options = {"num_cpus": min(1.0, cpus / count), "scheduling_strategy": "SPREAD", "max_concurrency": IN_FLIGHT + 2,
-               "runtime_env": {"env_vars": worker_env()}}
+    options = {
+        "num_cpus": min(1.0, cpus / count),
+        "scheduling_strategy": "SPREAD",
+        "max_concurrency": IN_FLIGHT + 2,
+        "runtime_env": {"env_vars": worker_env()},
+    }
     arguments = public_settings(settings)
     secrets = ray.put(WorkerSecrets(urls, settings.agent.get("verifier"), headers))
-    actors = [worker_class.options(**options, name=f"rollout-worker-{os.getpid()}-{index}", namespace=NAMESPACE)
-              .remote(arguments, share, secrets) for index, share in enumerate(shares)]
+    actors = [
+        worker_class.options(**options, name=f"rollout-worker-{os.getpid()}-{index}", namespace=NAMESPACE).remote(
+            arguments, share, secrets
+        )
+        for index, share in enumerate(shares)
+    ]
     try:
         try:
             nodes = ray.get([actor.node.remote() for actor in actors], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            raise UserError(f"the Ray cluster did not start {count} workers within {START_TIMEOUT_S:g} s (it offers "
-                            f"{cpus} CPUs); give fewer with --workers") from None
+            raise UserError(
+                f"the Ray cluster did not start {count} workers within {START_TIMEOUT_S:g} s (it offers "
+                f"{cpus} CPUs); give fewer with --workers"
+            ) from None
         del secrets  # every worker holds its copy: the object store drops it
         stats.collect_started = time.perf_counter()  # throughput counts from the first request, as with processes
         outcome = RayOutcome(count, [0] * count, nodes)
@@ -397,8 +460,10 @@ class _Dispatcher:
                 reason = " ".join(str(exc).split())[:160]
                 self.sink.note(f"Ray worker {index} died ({reason}); its unfinished rollouts go to the other workers")
             if len(self.outcome.died) == len(self.actors):
-                raise UserError("every Ray worker died; the finished rollouts are kept: run the same command again "
-                                "to collect the rest") from None
+                raise UserError(
+                    "every Ray worker died; the finished rollouts are kept: run the same command again "
+                    "to collect the rest"
+                ) from None
             return
         except self.ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, WorkerCrashed) else exc

@@ -1,12 +1,22 @@
 """Rollout records: the generation record the collector writes, and the verdict that scoring adds to it (`reward`,
 the verifier's extras, `scored_by`), in one place so that a record scored later is byte for byte the one an inline
 run writes."""
+
 from __future__ import annotations
 
 # What the collector writes into a record before it is scored; every other field is the input row's (passthrough).
 # `reward`, `scored_by` and the verdict's extras (named in scored_by.extras) are added by scoring.
-GENERATION_FIELDS = ("prompt_id", "task_index", "rollout_index", "agent_name", "input", "output",
-                     "responses_create_params", "response", "policy_version")
+GENERATION_FIELDS = (
+    "prompt_id",
+    "task_index",
+    "rollout_index",
+    "agent_name",
+    "input",
+    "output",
+    "responses_create_params",
+    "response",
+    "policy_version",
+)
 # The extras the built-in verifiers add: a scored record from before `scored_by` (which names them) loses these
 # when scored again, so a stale extracted_answer never sits beside a new reward.
 BUILT_IN_EXTRAS = ("extracted_answer",)

@@ -1,10 +1,12 @@
 """Secrets: the Authorization header from the variable api_key_env names, sent only to the agent's own origins; and
 kept out of everything the collector writes or prints: the API key's value and a URL's credentials, even when a
 server echoes them back in an error body; and the control characters of server text out of every line."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -76,21 +78,27 @@ def agent_headers(agent_name: str, agent: dict) -> tuple[dict[str, str], Redacto
     if env_name:
         key = (os.environ.get(env_name) or "").strip()  # a trailing newline from `$(cat keyfile)` is common
         if not key:
-            raise UserError(f"agent {agent_name!r}: environment variable {env_name} is not set "
-                            f"(api_key_env names it); export {env_name}=... and run again")
+            raise UserError(
+                f"agent {agent_name!r}: environment variable {env_name} is not set "
+                f"(api_key_env names it); export {env_name}=... and run again"
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in key):
             # Never echo the value: it is a secret.
-            raise UserError(f"agent {agent_name!r}: environment variable {env_name} holds a control "
-                            f"character (value not shown); export {env_name} as the bare key and run again")
+            raise UserError(
+                f"agent {agent_name!r}: environment variable {env_name} holds a control "
+                f"character (value not shown); export {env_name} as the bare key and run again"
+            )
         headers["Authorization"] = f"Bearer {key}"
     urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
-    key = [headers["Authorization"][len("Bearer "):]] if "Authorization" in headers else []
+    key = [headers["Authorization"][len("Bearer ") :]] if "Authorization" in headers else []
     verifier = str(agent.get("verifier") or "")
     redactor = Redactor(key + url_credentials([*urls, verifier]))
     keyed = [*urls, *([verifier] if "Authorization" in headers_for(verifier, urls, headers) else [])]
     if key and url_credentials(keyed):
-        raise UserError(f"agent {agent_name!r}: a URL with user:password@ and api_key_env would both set "
-                        "the Authorization header; give the credentials one way")
+        raise UserError(
+            f"agent {agent_name!r}: a URL with user:password@ and api_key_env would both set "
+            "the Authorization header; give the credentials one way"
+        )
     return headers, redactor
 
 

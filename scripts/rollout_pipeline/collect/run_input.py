@@ -1,4 +1,5 @@
 """The collector's input pass: validate every row and hash the file before anything is sent or written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,9 +7,9 @@ import hashlib
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -24,9 +25,9 @@ MAX_ROW_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class InputScan:
-    rows: int          # rows that will be used (after limit)
-    sha256: str        # hash of the bytes up to the last row used: part of the run identity
-    bytes: int         # how many bytes that hash covers
+    rows: int  # rows that will be used (after limit)
+    sha256: str  # hash of the bytes up to the last row used: part of the run identity
+    bytes: int  # how many bytes that hash covers
 
 
 @contextlib.contextmanager
@@ -72,13 +73,17 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
             if not raw.strip():
                 continue
             if len(raw) > MAX_ROW_BYTES:
-                raise UserError(f"{path}:{lineno}: the row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit "
-                                "for one prompt (its records would be too large for the stages to read)")
+                raise UserError(
+                    f"{path}:{lineno}: the row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit "
+                    "for one prompt (its records would be too large for the stages to read)"
+                )
             row = _parse_row(raw, str(path), lineno)
             _check_unique_id(row, seen_ids, path, lineno)
             if answer_for is not None and row.get("expected_answer") is None:
-                raise UserError(f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
-                                f"{answer_for} needs to score the output; add it, or use another verifier")
+                raise UserError(
+                    f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
+                    f"{answer_for} needs to score the output; add it, or use another verifier"
+                )
             if answer_for is not None:
                 try:
                     expected_answers(row["expected_answer"])
@@ -116,16 +121,20 @@ def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, 
     content = hashlib.blake2b(orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
     first = seen.setdefault(key, (content, lineno))
     if first[0] != content:
-        raise UserError(f"{path}:{first[1]} and {path}:{lineno} share the id {key!r} but hold different prompts; "
-                        "give every row a unique 'id' / 'task_id', or drop them so that a hash of the prompt is "
-                        "used (rollouts are grouped per prompt, and two prompts under one id would be mixed)")
+        raise UserError(
+            f"{path}:{first[1]} and {path}:{lineno} share the id {key!r} but hold different prompts; "
+            "give every row a unique 'id' / 'task_id', or drop them so that a hash of the prompt is "
+            "used (rollouts are grouped per prompt, and two prompts under one id would be mixed)"
+        )
 
 
 def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
     value = decode_line(raw, name, lineno)
     if nested_too_deep(value):
-        raise UserError(f"{name}:{lineno}: the row nests arrays or objects more than {MAX_NESTING} levels deep, "
-                        "more than its record could hold; flatten it (a nested field can travel as a JSON string)")
+        raise UserError(
+            f"{name}:{lineno}: the row nests arrays or objects more than {MAX_NESTING} levels deep, "
+            "more than its record could hold; flatten it (a nested field can travel as a JSON string)"
+        )
     if not isinstance(value, dict):
         kind = "array" if isinstance(value, list) else type(value).__name__
         raise UserError(f"{name}:{lineno}: expected a JSON object (a prompt row), got a JSON {kind}")
@@ -149,4 +158,3 @@ def iter_raw_rows(path: Path, limit: int | None) -> Iterator[tuple[int, int, byt
 def parse_row(raw: bytes, path: Path, lineno: int) -> dict:
     """One row from `iter_raw_rows`, normalized (already validated by scan_input)."""
     return _parse_row(raw, str(path), lineno)
-

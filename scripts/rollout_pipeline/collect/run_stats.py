@@ -1,4 +1,5 @@
 """A collection run's counters: what its stats file reports. Mergeable, so several processes can share a run."""
+
 from __future__ import annotations
 
 import math

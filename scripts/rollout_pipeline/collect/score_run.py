@@ -11,15 +11,17 @@ re-decided here: such records are kept as they are, checked.
 The output is sorted by (task_index, rollout_index) and replaced atomically, with its failures file and stats,
 only when at most max_failure_rate of the rollouts failed.
 """
+
 from __future__ import annotations
 
 import asyncio
 import heapq
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -29,8 +31,7 @@ from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
 from rollout_pipeline.collect.protocols.common import NotFinished, response_text
 from rollout_pipeline.collect.records import generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
-from rollout_pipeline.collect.scoring import (finite_reward, make_scorer, shown, verifier_error,
-                                              verifier_fingerprint)
+from rollout_pipeline.collect.scoring import finite_reward, make_scorer, shown, verifier_error, verifier_fingerprint
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.coverage import coverage, scored_line
@@ -58,9 +59,9 @@ class _Item:
     """One rollout to score: a record, or a failure that kept its generation."""
 
     rank: tuple[int, int]
-    where: str                  # file:line, for errors
+    where: str  # file:line, for errors
     generation: dict
-    agent_reward: Any = None    # protocol agent: the reward the agent gave
+    agent_reward: Any = None  # protocol agent: the reward the agent gave
 
 
 class ScoreRun:
@@ -72,8 +73,8 @@ class ScoreRun:
         self.err = err
         self.scored_by = verifier_fingerprint(settings.agent["protocol"], settings.agent["verifier"])
         self.headers, self.redact = agent_headers(settings.agent_name, settings.agent)
-        self.failures: list[dict] = []    # this run's, then written with the copied ones
-        self.copied: list[dict] = []      # the input's failures that are not a scoring's to decide
+        self.failures: list[dict] = []  # this run's, then written with the copied ones
+        self.copied: list[dict] = []  # the input's failures that are not a scoring's to decide
         self.causes: dict[str, int] = {}
         self.skips = 0
         self.retries = 0
@@ -85,8 +86,9 @@ class ScoreRun:
         if not source.is_file():
             raise UserError(f"{source}: no such rollout file (the collect stage writes it)")
         if not target.name.endswith(".jsonl"):
-            raise UserError(f"{target}: the output must be a .jsonl file: its failures and stats files are named "
-                            "after it")
+            raise UserError(
+                f"{target}: the output must be a .jsonl file: its failures and stats files are named after it"
+            )
         failures_in = side_path(source, ".failures.ndjson")
         rescored = self._read_failures(failures_in)
         scored, reward_sum, expected = self._score_into(target, rescored)
@@ -101,23 +103,39 @@ class ScoreRun:
             causes[entry["cause"]] = causes.get(entry["cause"], 0) + 1
         covered = coverage(expected, scored, causes)
         mean = reward_sum / scored if scored else None
-        write_json(side_path(target, ".stats.json"), {
-            "coverage": covered, "scored_by": self.scored_by, "source": str(source),
-            "rescored_failures": len(rescored), "verify_retries": self.retries,
-            "reward_mean": mean if ok else None, "wall_s": round(time.perf_counter() - started, 3)})
-        print(f"{scored_line(covered)} by {self.scored_by['verifier']!s}"
-              + (f" ({self.scored_by['hash']})" if "hash" in self.scored_by else "")
-              + f"; {len(self.failures) - self.skips} failed here, {self.skips} masked; 0 requests to the model server",
-              file=self.err)
+        write_json(
+            side_path(target, ".stats.json"),
+            {
+                "coverage": covered,
+                "scored_by": self.scored_by,
+                "source": str(source),
+                "rescored_failures": len(rescored),
+                "verify_retries": self.retries,
+                "reward_mean": mean if ok else None,
+                "wall_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        print(
+            f"{scored_line(covered)} by {self.scored_by['verifier']!s}"
+            + (f" ({self.scored_by['hash']})" if "hash" in self.scored_by else "")
+            + f"; {len(self.failures) - self.skips} failed here, {self.skips} masked; 0 requests to the model server",
+            file=self.err,
+        )
         if not ok:
             self._tmp_output.unlink(missing_ok=True)
-            print(f"error: {total_failures} of {expected} rollouts failed (max_failure_rate {self.s.max_failure_rate} "
-                  f"allows {allowed}); see {side_path(target, '.failures.ndjson')}; {target} is left as it was",
-                  file=self.err)
+            print(
+                f"error: {total_failures} of {expected} rollouts failed (max_failure_rate {self.s.max_failure_rate} "
+                f"allows {allowed}); see {side_path(target, '.failures.ndjson')}; {target} is left as it was",
+                file=self.err,
+            )
             return 1
         self._tmp_output.replace(target)
-        print(orjson.dumps({"reward": round(mean, 6) if mean is not None else None},
-                           option=orjson.OPT_INDENT_2).decode().replace("  ", "    "), file=self.out)
+        print(
+            orjson.dumps({"reward": round(mean, 6) if mean is not None else None}, option=orjson.OPT_INDENT_2)
+            .decode()
+            .replace("  ", "    "),
+            file=self.out,
+        )
         return 0
 
     # -- input ---------------------------------------------------------------------------------------
@@ -141,10 +159,15 @@ class ScoreRun:
     def _item(self, record: dict, where: str) -> _Item:
         task_index = record.get("task_index", record.get("_ng_task_index"))
         rollout_index = record.get("rollout_index", record.get("_ng_rollout_index"))
-        if not isinstance(task_index, int) or not isinstance(rollout_index, int) or not isinstance(
-                record.get("response"), dict):
-            raise UserError(f"{where}: not a rollout record: it needs task_index, rollout_index and a response "
-                            "object (the collector's records, or NeMo Gym's with _ng_task_index)")
+        if (
+            not isinstance(task_index, int)
+            or not isinstance(rollout_index, int)
+            or not isinstance(record.get("response"), dict)
+        ):
+            raise UserError(
+                f"{where}: not a rollout record: it needs task_index, rollout_index and a response "
+                "object (the collector's records, or NeMo Gym's with _ng_task_index)"
+            )
         agent_reward = record.get("reward")
         generation = generation_of(record)
         if "output" not in generation:
@@ -165,22 +188,33 @@ class ScoreRun:
 
     async def _score_all(self, items: Iterator[_Item], handle: Any, counts: list) -> None:
         agent = self.s.agent
-        timeout = aiohttp.ClientTimeout(total=agent["timeout_s"],
-                                        sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"]))
-        policy = RetryPolicy(agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"],
-                             lambda: self._last_verdict)
+        timeout = aiohttp.ClientTimeout(
+            total=agent["timeout_s"], sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"])
+        )
+        policy = RetryPolicy(
+            agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"], lambda: self._last_verdict
+        )
         urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
         async with aiohttp.ClientSession(json_serialize=None, skip_auto_headers=("User-Agent",)) as session:
             with VerifyPool(agent["verify_timeout_s"]) as pool:
-                scorer = make_scorer(agent["protocol"], agent["verifier"], lambda: session, timeout,
-                                     headers_for(agent["verifier"], urls, self.headers), pool, policy,
-                                     self._count_retry)
+                scorer = make_scorer(
+                    agent["protocol"],
+                    agent["verifier"],
+                    lambda: session,
+                    timeout,
+                    headers_for(agent["verifier"], urls, self.headers),
+                    pool,
+                    policy,
+                    self._count_retry,
+                )
                 previous: tuple[int, int] | None = None
                 batch: list[_Item] = []
                 for item in items:
                     if previous is not None and item.rank <= previous:
-                        raise UserError(f"{item.where}: rollout {item.rank} is out of order or repeated; the input "
-                                        "must be sorted by (task_index, rollout_index), as the collector writes it")
+                        raise UserError(
+                            f"{item.where}: rollout {item.rank} is out of order or repeated; the input "
+                            "must be sorted by (task_index, rollout_index), as the collector writes it"
+                        )
                     previous = item.rank
                     batch.append(item)
                     if len(batch) == self.s.parallel:
@@ -198,8 +232,11 @@ class ScoreRun:
                 continue
             line = self.redact.json_bytes(dumps(verdict)) + b"\n"
             if len(line) > MAX_LINE_BYTES:
-                self._fail(item, "record_too_large", f"the scored record is {len(line):,} bytes, over the stages' "
-                           f"{MAX_LINE_BYTES:,}-byte line limit")
+                self._fail(
+                    item,
+                    "record_too_large",
+                    f"the scored record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line limit",
+                )
                 continue
             handle.write(line)
             counts[0] += 1
@@ -236,12 +273,19 @@ class ScoreRun:
     def _fail(self, item: _Item, cause: str, message: str, skipped: bool = False, reply: Any = None) -> None:
         cause, message = printable(cause), self.redact.text(message)
         kind = gym_failure_kind(cause, reply)
-        self.failures.append({
-            "prompt_id": item.generation.get("prompt_id"), "task_index": item.rank[0], "rollout_index": item.rank[1],
-            "cause": cause, **({"failure_kind": kind} if kind else {}), "error": message,
-            **({"skipped": True} if skipped else {}), **({"masked": True} if cause == MASKED else {}),
-            "generation": item.generation})
+        self.failures.append(
+            {
+                "prompt_id": item.generation.get("prompt_id"),
+                "task_index": item.rank[0],
+                "rollout_index": item.rank[1],
+                "cause": cause,
+                **({"failure_kind": kind} if kind else {}),
+                "error": message,
+                **({"skipped": True} if skipped else {}),
+                **({"masked": True} if cause == MASKED else {}),
+                "generation": item.generation,
+            }
+        )
         self.causes[cause] = self.causes.get(cause, 0) + 1
         self.skips += bool(skipped)
         print(f"rollout {item.rank} " + ("not scored: " if skipped else "failed: ") + message, file=self.err)
-

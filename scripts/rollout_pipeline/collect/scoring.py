@@ -5,6 +5,7 @@ else (None, NaN, inf, a bool, a string, an exception, extras that are not JSON, 
 verify_timeout_s) fails that rollout with cause `verifier_error` or `verifier_timeout`, and is never retried: a
 retry would sample the output again and keep only the outputs the verifier likes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,18 +14,19 @@ import importlib
 import importlib.metadata
 import inspect
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 
-from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.collect.protocols import NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
+from rollout_pipeline.errors import UserError, printable
 
 Scorer = Callable[[dict, Result], Awaitable[tuple[float, dict]]]
 
@@ -36,7 +38,7 @@ INLINE_VERIFY_CHARS = 4096
 def shown(value: Any, limit: int = 200) -> str:
     """A value as it can be quoted in a one-line message: its repr, control characters inert, shortened."""
     text = printable(repr(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def verifier_error(source: str, message: str) -> RequestFailed:
@@ -82,6 +84,7 @@ def verifier_fingerprint(protocol: str, verifier: str) -> dict:
     digest = hashlib.sha256(verifier.encode())
     if verifier in ("math", "exact"):
         from rollout_pipeline import verify
+
         for source in sorted(Path(verify.__file__).parent.glob("*.py")):
             digest.update(source.name.encode() + b"\0" + source.read_bytes())
         for package in VERIFIER_PACKAGES:
@@ -104,17 +107,25 @@ def _public_row(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aiohttp.ClientSession],
-                timeout: aiohttp.ClientTimeout, headers: dict[str, str], pool: VerifyPool | None = None,
-                retry_policy: RetryPolicy | None = None,
-                on_retry: Callable[[RequestFailed], None] = lambda failure: None) -> Scorer:
+def make_scorer(
+    protocol: str,
+    verifier: str,
+    session_getter: Callable[[], aiohttp.ClientSession],
+    timeout: aiohttp.ClientTimeout,
+    headers: dict[str, str],
+    pool: VerifyPool | None = None,
+    retry_policy: RetryPolicy | None = None,
+    on_retry: Callable[[RequestFailed], None] = lambda failure: None,
+) -> Scorer:
     """Build the scorer for an agent's settings. Without a `pool`, verifiers run in this process (the start-up
     check that a module:function verifier imports). `retry_policy` retries a /verify request (only the request:
     the output is never sampled again), telling `on_retry` of each retry (the run's stats count them)."""
     timeout_s = pool.timeout_s if pool is not None else VERIFY_TIMEOUT_S
     if protocol == "agent":
+
         async def from_agent(row: dict, result: Result) -> tuple[float, dict]:
             return finite_reward(result.reward, "'the agent'"), {}
+
         return from_agent
 
     if verifier in ("math", "exact"):
@@ -129,9 +140,11 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
                 # timing, and in a process that is killed if it overruns.
                 verdict = await pool.verify(verifier, args, len(result.output))
             return verdict_of(verdict, repr(verifier))
+
         return in_process
 
     if verifier.startswith(("http://", "https://")):
+
         async def ask(body: bytes) -> Any:
             reply, _ = await post_json(session_getter(), verifier, body, headers, timeout)
             if not isinstance(reply, dict) or "reward" not in reply:
@@ -142,11 +155,13 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
             body = {**_public_row(row), "response": result.response}
             encoded = orjson.dumps(body)
             # A /verify request that fails in transit is asked again; the output it scores stays the same.
-            reply = await (with_retries(lambda: ask(encoded), retry_policy, on_retry)
-                           if retry_policy is not None else ask(encoded))
+            reply = await (
+                with_retries(lambda: ask(encoded), retry_policy, on_retry) if retry_policy is not None else ask(encoded)
+            )
             check_nemo_gym_sentinels(reply, verifier)  # mask_sample, judge_failed: not scored
             extras = {k: v for k, v in reply.items() if k not in body and k != "reward"}
             return finite_reward(reply["reward"], repr(verifier)), json_extras(extras, repr(verifier))
+
         return remote
 
     module_name, _, function_name = verifier.partition(":")
@@ -162,13 +177,17 @@ def make_scorer(protocol: str, verifier: str, session_getter: Callable[[], aioht
             try:
                 verdict = await asyncio.wait_for(function(*args), timeout_s)
             except TimeoutError:
-                raise RequestFailed("verifier_timeout", f"verifier {verifier!r} gave no verdict within "
-                                    f"{timeout_s:g} s (verify_timeout_s)", False) from None
+                raise RequestFailed(
+                    "verifier_timeout",
+                    f"verifier {verifier!r} gave no verdict within {timeout_s:g} s (verify_timeout_s)",
+                    False,
+                ) from None
         elif pool is not None:  # its cost is unknown (code execution, a sandbox): a worker, under the time limit
             verdict = await pool.verify(verifier, args, len(result.output))
         else:
             verdict = function(*args)
         return verdict_of(verdict, repr(verifier))
+
     return custom
 
 
@@ -185,7 +204,12 @@ async def score_reply(scorer: Scorer, agent: dict, row: dict, result: Result, re
     except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
         raise verifier_error(repr(agent["verifier"]), f"raised {shown(exc, 300)}") from None
     if agent["protocol"] == "agent":
-        extras = json_extras({k: v for k, v in reply.items()
-                              if k not in row and k not in ("response", "reward", "responses_create_params")},
-                             "'the agent'")
+        extras = json_extras(
+            {
+                k: v
+                for k, v in reply.items()
+                if k not in row and k not in ("response", "reward", "responses_create_params")
+            },
+            "'the agent'",
+        )
     return reward, extras

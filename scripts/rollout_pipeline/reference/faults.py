@@ -30,6 +30,7 @@ Replies shaped like real servers' (tests/conformance/fixtures cites the source o
 
 `--fail-rate R` spreads R evenly over the classic mix: 500, 429, reset, hang, malformed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,26 @@ from aiohttp import web
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference.openai_api import error_body
 
-FAULT_KINDS = ("500", "502", "503", "429", "429-date", "reset", "hang", "trickle", "malformed", "missing-fields",
-               "abort", "context-length", "tool-call", "quota", "ng-transient", "ng-mask", "ng-verify-mask", "refusal")
+FAULT_KINDS = (
+    "500",
+    "502",
+    "503",
+    "429",
+    "429-date",
+    "reset",
+    "hang",
+    "trickle",
+    "malformed",
+    "missing-fields",
+    "abort",
+    "context-length",
+    "tool-call",
+    "quota",
+    "ng-transient",
+    "ng-mask",
+    "ng-verify-mask",
+    "refusal",
+)
 MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
 FAULT_HELP = {
     "500": "HTTP 500 with a JSON error",
@@ -69,22 +88,37 @@ FAULT_HELP = {
     "ng-verify-mask": "/verify: NeMo Gym mask_sample (failure_kind judge_failed) with reward_components",
     "refusal": "chat: an OpenAI-style refusal (content null, message.refusal)",
 }
-_CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However, your request has 4101 input tokens. "
-                    "Please reduce the length of the input messages. (parameter=input_tokens, value=4101)")
-_TOOL_CALL = {"id": "call-reference-0", "type": "function",
-              "function": {"name": "calculator", "arguments": "{\"expression\": \"2 + 2\"}"}}
+_CONTEXT_MESSAGE = (
+    "This model's maximum context length is 2048 tokens. However, your request has 4101 input tokens. "
+    "Please reduce the length of the input messages. (parameter=input_tokens, value=4101)"
+)
+_TOOL_CALL = {
+    "id": "call-reference-0",
+    "type": "function",
+    "function": {"name": "calculator", "arguments": '{"expression": "2 + 2"}'},
+}
 
 # NeMo Gym 0.7.0's shapes (its nemo_gym/judge.py; tests/conformance/fixtures/nemo_gym/*_070.json cite it): the judge failsafe's
 # masked reply, and a failure row's fields.
-_NG_JUDGE_FAILED = {"mask_sample": True, "failure_kind": "judge_failed",
-                    "failure_reason": "JudgeError: ClientResponseError: 500, message='Internal Server Error'",
-                    "instance_config": {"mask_sample": True}, "_ng_failure_class": "judge_failed",
-                    "_ng_failure_judge_error": "ClientResponseError: 500, message='Internal Server Error'"}
-_NG_TRANSIENT = {"_ng_failure_class": "transient", "_ng_failure_type": "ClientResponseError",
-                 "_ng_failure_message": "503, message='Service Unavailable'", "_ng_failure_http_status": 503}
+_NG_JUDGE_FAILED = {
+    "mask_sample": True,
+    "failure_kind": "judge_failed",
+    "failure_reason": "JudgeError: ClientResponseError: 500, message='Internal Server Error'",
+    "instance_config": {"mask_sample": True},
+    "_ng_failure_class": "judge_failed",
+    "_ng_failure_judge_error": "ClientResponseError: 500, message='Internal Server Error'",
+}
+_NG_TRANSIENT = {
+    "_ng_failure_class": "transient",
+    "_ng_failure_type": "ClientResponseError",
+    "_ng_failure_message": "503, message='Service Unavailable'",
+    "_ng_failure_http_status": 503,
+}
 
-_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
-         "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+_HTML = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
+    "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 def format_retry_after(seconds: float) -> str:
@@ -121,7 +155,7 @@ class FaultPlan:
         self._cumulative = cumulative
 
     @classmethod
-    def from_flags(cls, fail_rate: float, per_kind: dict[str, float], **kwargs) -> "FaultPlan":
+    def from_flags(cls, fail_rate: float, per_kind: dict[str, float], **kwargs) -> FaultPlan:
         if not 0.0 <= fail_rate <= 1.0:
             raise UserError(f"--fail-rate must be in [0, 1], got {fail_rate}")
         rates = {k: v for k, v in per_kind.items() if v}
@@ -172,8 +206,9 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
-async def respond_with_fault(kind: str, request: web.Request, plan: FaultPlan, good_body: bytes,
-                             object_name: str) -> web.StreamResponse | None:
+async def respond_with_fault(
+    kind: str, request: web.Request, plan: FaultPlan, good_body: bytes, object_name: str
+) -> web.StreamResponse | None:
     """Send the fault's response. Returns None for `hang`: the caller then answers normally."""
     if kind == "500":
         body = error_body("injected fault: internal server error", None, "injected_fault", "server_error")
@@ -183,8 +218,10 @@ async def respond_with_fault(kind: str, request: web.Request, plan: FaultPlan, g
         return web.Response(status=int(kind), text=_HTML.format(code=kind, reason=reason), content_type="text/html")
     if kind in ("429", "429-date"):
         if kind == "429":
-            headers = {"Retry-After": format_retry_after(plan.retry_after),
-                       "retry-after-ms": str(int(plan.retry_after * 1000))}
+            headers = {
+                "Retry-After": format_retry_after(plan.retry_after),
+                "retry-after-ms": str(int(plan.retry_after * 1000)),
+            }
         else:
             headers = {"Retry-After": email.utils.formatdate(time.time() + plan.retry_after, usegmt=True)}
         body = error_body("injected fault: rate limit reached, retry later", None, "rate_limit_exceeded", "requests")
@@ -206,7 +243,7 @@ async def respond_with_fault(kind: str, request: web.Request, plan: FaultPlan, g
                 await response.write(good_body[: len(good_body) // 2])
                 _reset(request)
             else:
-                pieces = [good_body[i:i + 16] for i in range(0, len(good_body), 16)]
+                pieces = [good_body[i : i + 16] for i in range(0, len(good_body), 16)]
                 pause = plan.hang_s / max(1, len(pieces))
                 for piece in pieces:
                     await response.write(piece)
@@ -230,11 +267,16 @@ def _items_before_answer(response: dict) -> list:
 def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, dict] | None:
     """(status, body) of a reply shaped like a real server's, made from the good reply; None for other kinds."""
     if kind == "quota":
-        return 429, error_body("You exceeded your current quota, please check your plan and billing details.",
-                               None, "insufficient_quota", "insufficient_quota")
+        return 429, error_body(
+            "You exceeded your current quota, please check your plan and billing details.",
+            None,
+            "insufficient_quota",
+            "insufficient_quota",
+        )
     if kind == "context-length" and object_name != "run":
-        return 400, {"error": {"message": _CONTEXT_MESSAGE, "type": "BadRequestError", "param": "input_tokens",
-                               "code": 400}}
+        return 400, {
+            "error": {"message": _CONTEXT_MESSAGE, "type": "BadRequestError", "param": "input_tokens", "code": 400}
+        }
     if object_name == "chat.completion" and kind in ("abort", "tool-call", "refusal"):
         for choice in good["choices"]:
             if kind == "refusal":
@@ -252,14 +294,32 @@ def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, di
         response["status"] = "cancelled"
         return 200, good
     if object_name in ("response", "run") and kind == "tool-call":
-        response["output"] = _items_before_answer(response) + [{
-            "type": "function_call", "id": "fc-reference-0", "call_id": _TOOL_CALL["id"], "status": "completed",
-            "name": _TOOL_CALL["function"]["name"], "arguments": _TOOL_CALL["function"]["arguments"]}]
+        response["output"] = _items_before_answer(response) + [
+            {
+                "type": "function_call",
+                "id": "fc-reference-0",
+                "call_id": _TOOL_CALL["id"],
+                "status": "completed",
+                "name": _TOOL_CALL["function"]["name"],
+                "arguments": _TOOL_CALL["function"]["arguments"],
+            }
+        ]
         return 200, good
     if object_name == "run" and kind == "context-length":
-        response.update(status="incomplete", incomplete_details={"reason": "max_output_tokens"}, usage=None,
-                        output=[{"type": "message", "id": "msg-empty", "role": "assistant", "status": "completed",
-                                 "content": [{"type": "output_text", "text": "", "annotations": []}]}])
+        response.update(
+            status="incomplete",
+            incomplete_details={"reason": "max_output_tokens"},
+            usage=None,
+            output=[
+                {
+                    "type": "message",
+                    "id": "msg-empty",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "", "annotations": []}],
+                }
+            ],
+        )
         return 200, {**good, "reward": 0.0}
     if object_name == "run" and kind == "ng-transient":
         return 200, {**good, "reward": 0.0, **_NG_TRANSIENT}

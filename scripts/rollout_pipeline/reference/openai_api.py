@@ -4,6 +4,7 @@ Validation raises `RequestError` carrying the HTTP status, the offending field (
 OpenAI error code, so every bad request becomes
 `{"error": {"message", "type": "invalid_request_error", "param", "code"}}` with status 400.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,14 @@ MAX_N = 128  # the OpenAI API's own cap on `n`
 
 
 class RequestError(Exception):
-    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400,
-                 type_: str = "invalid_request_error"):
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        status: int = 400,
+        type_: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.message, self.param, self.code, self.status, self.type = message, param, code, status, type_
 
@@ -27,8 +34,9 @@ class RequestError(Exception):
         return error_body(self.message, self.param, self.code, self.type)
 
 
-def error_body(message: str, param: str | None = None, code: str | None = None,
-               type_: str = "invalid_request_error") -> dict[str, Any]:
+def error_body(
+    message: str, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error"
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -45,8 +53,9 @@ class Sampling:
     seed: int | None
 
 
-def _number(body: dict, key: str, default: float, low: float, high: float, low_open: bool = False,
-            param: str | None = None) -> float:
+def _number(
+    body: dict, key: str, default: float, low: float, high: float, low_open: bool = False, param: str | None = None
+) -> float:
     value = body.get(key)
     if value is None:
         return default
@@ -54,8 +63,9 @@ def _number(body: dict, key: str, default: float, low: float, high: float, low_o
         raise RequestError(f"'{param or key}' must be a number, got {value!r}", param or key, "invalid_type")
     if value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
-        raise RequestError(f"'{param or key}' must be in {bracket}{low:g}, {high:g}], got {value!r}",
-                           param or key, "invalid_value")
+        raise RequestError(
+            f"'{param or key}' must be in {bracket}{low:g}, {high:g}], got {value!r}", param or key, "invalid_value"
+        )
     return float(value)
 
 
@@ -114,7 +124,9 @@ def parse_chat_request(body: dict, default_model: str = "reference") -> Sampling
     if not isinstance(messages, list) or not messages:
         if messages is None:
             raise RequestError("'messages' is required", "messages", "missing_required_parameter")
-        raise RequestError("'messages' must be a non-empty list of {role, content} messages", "messages", "invalid_value")
+        raise RequestError(
+            "'messages' must be a non-empty list of {role, content} messages", "messages", "invalid_value"
+        )
     max_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return Sampling(
         messages=_messages(messages, "messages"),
@@ -155,8 +167,14 @@ def seeded_id(prefix: str, *parts: Any) -> str:
     return prefix + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
-def chat_completion(request_id: str, model: str, choices: list[tuple[str, bool]], input_tokens: int,
-                    output_tokens: int, created: int | None = None) -> dict[str, Any]:
+def chat_completion(
+    request_id: str,
+    model: str,
+    choices: list[tuple[str, bool]],
+    input_tokens: int,
+    output_tokens: int,
+    created: int | None = None,
+) -> dict[str, Any]:
     """A `chat.completion` object; `choices` are (text, truncated)."""
     return {
         "id": request_id,
@@ -164,18 +182,33 @@ def chat_completion(request_id: str, model: str, choices: list[tuple[str, bool]]
         "created": int(time.time()) if created is None else created,
         "model": model,
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-             "logprobs": None, "finish_reason": "length" if truncated else "stop"}
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length" if truncated else "stop",
+            }
             for i, (text, truncated) in enumerate(choices)
         ],
-        "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
-                  "total_tokens": input_tokens + output_tokens},
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
         "system_fingerprint": "reference-policy",
     }
 
 
-def response_object(request_id: str, sampling: Sampling, text: str, truncated: bool, input_tokens: int,
-                    output_tokens: int, metadata: Any = None, created: int | None = None) -> dict[str, Any]:
+def response_object(
+    request_id: str,
+    sampling: Sampling,
+    text: str,
+    truncated: bool,
+    input_tokens: int,
+    output_tokens: int,
+    metadata: Any = None,
+    created: int | None = None,
+) -> dict[str, Any]:
     """A Responses API `response` object with one assistant message."""
     status = "incomplete" if truncated else "completed"
     return {
@@ -188,13 +221,15 @@ def response_object(request_id: str, sampling: Sampling, text: str, truncated: b
         "instructions": None,
         "max_output_tokens": sampling.max_tokens,
         "model": sampling.model,
-        "output": [{
-            "type": "message",
-            "id": "msg_" + request_id.removeprefix("resp_"),
-            "status": status,
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }],
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_" + request_id.removeprefix("resp_"),
+                "status": status,
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
         "parallel_tool_calls": True,
         "temperature": sampling.temperature,
         "tool_choice": "auto",

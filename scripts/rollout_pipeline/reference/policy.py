@@ -26,13 +26,15 @@ different prompts under one seed are still independent); without a seed draws ar
 
 The prompt text the policy reads is the last user message (`prompt_text`).
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Mapping, Protocol
+from typing import Protocol
 
 from rollout_pipeline.reference import arithmetic
 from rollout_pipeline.reference.tokens import token_ends
@@ -48,15 +50,24 @@ class CheckpointLike(Protocol):
 
 
 CANDIDATE_KINDS: tuple[str, ...] = (
-    "correct", "off_by_one", "carry_slip", "swapped_operands", "wrong_operation", "no_answer",
+    "correct",
+    "off_by_one",
+    "carry_slip",
+    "swapped_operands",
+    "wrong_operation",
+    "no_answer",
 )
 DIFFICULTY_CLASSES: tuple[str, ...] = ("easy", "hard")
 
-NO_ANSWER_TEXT = ("I need to work this out carefully, but I am not confident in my arithmetic here, "
-                  "so I will not give a final answer.")
-NOT_ARITHMETIC_TEXT = ("I am a reference policy for arithmetic problems, and I could not find an arithmetic "
-                       "expression (integers with +, - and ×) in this prompt, so I cannot answer it. "
-                       "Please ask something like: What is 37 + 48?")
+NO_ANSWER_TEXT = (
+    "I need to work this out carefully, but I am not confident in my arithmetic here, "
+    "so I will not give a final answer."
+)
+NOT_ARITHMETIC_TEXT = (
+    "I am a reference policy for arithmetic problems, and I could not find an arithmetic "
+    "expression (integers with +, - and ×) in this prompt, so I cannot answer it. "
+    "Please ask something like: What is 37 + 48?"
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ def prompt_text(messages: Iterable[Mapping]) -> str:
 
 
 # ---- candidate construction ------------------------------------------------------------------
+
 
 def _carry_slip(left: int, op: str, right: int) -> int | None:
     """The result with the lowest carry (or borrow) dropped, or None when the step has none."""
@@ -171,19 +183,43 @@ def _build_candidates(plan: list[arithmetic.Step]) -> list[tuple[str, str, int |
     # Off by one: the direction is fixed per problem so the text is a function of the prompt.
     delta = 1 if answer % 2 == 0 else -1
     last = len(plan) - 1
-    out.append(("off_by_one", *_render(_work(plan, last, lambda left, op, right: (left, op, right, arithmetic.OPS[op](left, right) + delta)))))
+    out.append(
+        (
+            "off_by_one",
+            *_render(
+                _work(plan, last, lambda left, op, right: (left, op, right, arithmetic.OPS[op](left, right) + delta))
+            ),
+        )
+    )
 
     # A slip is looked for on the correct intermediate values, in working order.
     slip_at = _first(correct_rows, lambda left, op, right: _carry_slip(left, op, right) is not None)
     if slip_at is not None:
-        out.append(("carry_slip", *_render(_work(plan, slip_at, lambda left, op, right: (left, op, right, _carry_slip(left, op, right))))))
+        out.append(
+            (
+                "carry_slip",
+                *_render(_work(plan, slip_at, lambda left, op, right: (left, op, right, _carry_slip(left, op, right)))),
+            )
+        )
 
     swap_at = _first(correct_rows, lambda left, op, right: op == "-" and left != right)
     if swap_at is not None:
-        out.append(("swapped_operands", *_render(_work(plan, swap_at, lambda left, op, right: (right, op, left, right - left)))))
+        out.append(
+            (
+                "swapped_operands",
+                *_render(_work(plan, swap_at, lambda left, op, right: (right, op, left, right - left))),
+            )
+        )
 
     wrong = {"+": "-", "-": "+", "×": "+"}
-    out.append(("wrong_operation", *_render(_work(plan, 0, lambda left, op, right: (left, wrong[op], right, arithmetic.OPS[wrong[op]](left, right))))))
+    out.append(
+        (
+            "wrong_operation",
+            *_render(
+                _work(plan, 0, lambda left, op, right: (left, wrong[op], right, arithmetic.OPS[wrong[op]](left, right)))
+            ),
+        )
+    )
     out.append(("no_answer", NO_ANSWER_TEXT, None))
     return out
 
@@ -246,8 +282,10 @@ def classify_output(prompt: str, output_text: str) -> str | None:
 
 # ---- sampling -------------------------------------------------------------------------------
 
-def _distribution(logits: Mapping[str, float], kinds: tuple[str, ...], temperature: float,
-                  top_p: float) -> list[tuple[str, float]]:
+
+def _distribution(
+    logits: Mapping[str, float], kinds: tuple[str, ...], temperature: float, top_p: float
+) -> list[tuple[str, float]]:
     """[(kind, probability)] with nonzero probabilities, most likely first."""
     if temperature == 0:
         best = max(kinds, key=lambda k: (logits[k], -kinds.index(k)))
@@ -269,8 +307,9 @@ def _distribution(logits: Mapping[str, float], kinds: tuple[str, ...], temperatu
     return ranked
 
 
-def candidate_probabilities(prompt: str, checkpoint: CheckpointLike, temperature: float,
-                            top_p: float = 1.0) -> dict[str, float]:
+def candidate_probabilities(
+    prompt: str, checkpoint: CheckpointLike, temperature: float, top_p: float = 1.0
+) -> dict[str, float]:
     """Probability of each applicable kind for `prompt` under `checkpoint` (0 for kinds cut by top_p).
 
     Empty for a prompt without an arithmetic expression. Temperature 0 puts all mass on the argmax.
@@ -298,8 +337,9 @@ def score_function(prompt: str, kind: str, checkpoint: CheckpointLike, temperatu
     return {j: ((1.0 if j == kind else 0.0) - p) / temperature for j, p in probs.items()}
 
 
-def _cumulative(checkpoint: CheckpointLike, problem: Problem, temperature: float,
-                top_p: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def _cumulative(
+    checkpoint: CheckpointLike, problem: Problem, temperature: float, top_p: float
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """(candidate indices, cumulative probabilities), memoized on the checkpoint object."""
     key = (problem.difficulty, tuple(c.kind for c in problem.candidates), temperature, top_p)
     cached = checkpoint.sampling_cache.get(key)
@@ -327,8 +367,16 @@ def _cut(text: str, ends: tuple[int, ...] | list[int], max_tokens: int | None) -
     return text[: ends[max_tokens - 1]], max_tokens, True
 
 
-def sample(prompt: str, checkpoint: CheckpointLike, *, temperature: float = 1.0, top_p: float = 1.0,
-           n: int = 1, seed: int | None = None, max_tokens: int | None = None) -> list[Sample]:
+def sample(
+    prompt: str,
+    checkpoint: CheckpointLike,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    n: int = 1,
+    seed: int | None = None,
+    max_tokens: int | None = None,
+) -> list[Sample]:
     """Draw `n` independent answers to `prompt`. Same (prompt, seed, settings, checkpoint) -> same answers."""
     problem = parse_problem(prompt)
     if problem is None:

@@ -24,6 +24,7 @@ line is `listening on http://HOST:PORT` (flushed); nothing else goes to stdout.
 Latency and faults (see faults.py) apply to the generation endpoints only: /v1/chat/completions,
 /v1/responses and /run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,20 +36,31 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.reference import arithmetic, policy, tokens
 from rollout_pipeline.reference.checkpoints import CheckpointError, CheckpointStore, ModelNotFound
-from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.reference.faults import FAULT_HELP, FAULT_KINDS, FaultPlan, respond_with_fault
-from rollout_pipeline.reference.openai_api import (RequestError, Sampling, chat_completion, error_body, new_id, parse_chat_request,
-                         parse_responses_request, response_object, response_output_text, seeded_id)
-from rollout_pipeline.rows import input_messages
+from rollout_pipeline.reference.openai_api import (
+    RequestError,
+    Sampling,
+    chat_completion,
+    error_body,
+    new_id,
+    parse_chat_request,
+    parse_responses_request,
+    response_object,
+    response_output_text,
+    seeded_id,
+)
 from rollout_pipeline.reference.tokens import count_message_tokens
+from rollout_pipeline.rows import input_messages
 from rollout_pipeline.verify import VERIFIER_KINDS
 
 DEFAULT_HOST = "127.0.0.1"
@@ -122,16 +134,29 @@ class ReferenceServer:
         try:
             return self.store.get(model)
         except ModelNotFound:
-            raise RequestError(f"The model '{model}' does not exist (use 'reference' or a checkpoint file "
-                               "inside the server's --checkpoint-dir)", param, "model_not_found", 404) from None
+            raise RequestError(
+                f"The model '{model}' does not exist (use 'reference' or a checkpoint file "
+                "inside the server's --checkpoint-dir)",
+                param,
+                "model_not_found",
+                404,
+            ) from None
         except CheckpointError as exc:
-            raise RequestError(f"checkpoint for model '{model}' is invalid: {exc}", param, "invalid_checkpoint",
-                               500, "server_error") from None
+            raise RequestError(
+                f"checkpoint for model '{model}' is invalid: {exc}", param, "invalid_checkpoint", 500, "server_error"
+            ) from None
 
     def _generate(self, sampling: Sampling) -> tuple[list[policy.Sample], int]:
         checkpoint = self._checkpoint(sampling.model)
-        samples = policy.sample(policy.prompt_text(sampling.messages), checkpoint, temperature=sampling.temperature,
-                                top_p=sampling.top_p, n=sampling.n, seed=sampling.seed, max_tokens=sampling.max_tokens)
+        samples = policy.sample(
+            policy.prompt_text(sampling.messages),
+            checkpoint,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            n=sampling.n,
+            seed=sampling.seed,
+            max_tokens=sampling.max_tokens,
+        )
         return samples, count_message_tokens(m["content"] for m in sampling.messages)
 
     def _response(self, sampling: Sampling, metadata: Any) -> dict[str, Any]:
@@ -139,28 +164,57 @@ class ReferenceServer:
         if sampling.seed is None:
             request_id = new_id("resp_")
         else:
-            request_id = seeded_id("resp_", sampling.model, sampling.seed, sampling.temperature, sampling.top_p,
-                                   sampling.max_tokens, orjson.dumps(sampling.messages))
-        response = response_object(request_id, sampling, one.text, one.truncated, input_tokens, one.output_tokens,
-                                   metadata)
+            request_id = seeded_id(
+                "resp_",
+                sampling.model,
+                sampling.seed,
+                sampling.temperature,
+                sampling.top_p,
+                sampling.max_tokens,
+                orjson.dumps(sampling.messages),
+            )
+        response = response_object(
+            request_id, sampling, one.text, one.truncated, input_tokens, one.output_tokens, metadata
+        )
         if self.reasoning:
-            response["output"].insert(0, {"type": "reasoning", "id": "rs_" + request_id.removeprefix("resp_"),
-                                          "summary": [], "content": [{"type": "reasoning_text",
-                                                                      "text": reasoning_text(sampling.messages)}]})
+            response["output"].insert(
+                0,
+                {
+                    "type": "reasoning",
+                    "id": "rs_" + request_id.removeprefix("resp_"),
+                    "summary": [],
+                    "content": [{"type": "reasoning_text", "text": reasoning_text(sampling.messages)}],
+                },
+            )
         return response
 
     def chat(self, body: dict) -> tuple[dict, dict]:
         if body.get("stream"):
-            raise RequestError("streaming is not supported by the reference server; omit 'stream'", "stream", "unsupported_value")
+            raise RequestError(
+                "streaming is not supported by the reference server; omit 'stream'", "stream", "unsupported_value"
+            )
         sampling = parse_chat_request(body, DEFAULT_MODEL)
         samples, input_tokens = self._generate(sampling)
         if sampling.seed is None:
             request_id = new_id("chatcmpl-")
         else:
-            request_id = seeded_id("chatcmpl-", sampling.model, sampling.seed, sampling.temperature, sampling.top_p,
-                                   sampling.max_tokens, sampling.n, orjson.dumps(sampling.messages))
-        payload = chat_completion(request_id, sampling.model, [(s.text, s.truncated) for s in samples],
-                                  input_tokens, sum(s.output_tokens for s in samples))
+            request_id = seeded_id(
+                "chatcmpl-",
+                sampling.model,
+                sampling.seed,
+                sampling.temperature,
+                sampling.top_p,
+                sampling.max_tokens,
+                sampling.n,
+                orjson.dumps(sampling.messages),
+            )
+        payload = chat_completion(
+            request_id,
+            sampling.model,
+            [(s.text, s.truncated) for s in samples],
+            input_tokens,
+            sum(s.output_tokens for s in samples),
+        )
         if body.get("logprobs") is True or body.get("return_token_ids") is True:
             self._token_data(payload, body, sampling, samples)
         if self.reasoning:
@@ -172,25 +226,39 @@ class ReferenceServer:
         """vLLM's shapes: per-token `logprobs.content` on each choice; with `return_token_ids`, `token_ids` on each
         choice and `prompt_token_ids` on the reply. Honest for this policy: an answer is drawn whole, so its first
         token carries the answer's log-probability and the rest are certain (log-probability 0)."""
-        probabilities = policy.candidate_probabilities(policy.prompt_text(sampling.messages),
-                                                       self._checkpoint(sampling.model), sampling.temperature,
-                                                       sampling.top_p)
+        probabilities = policy.candidate_probabilities(
+            policy.prompt_text(sampling.messages),
+            self._checkpoint(sampling.model),
+            sampling.temperature,
+            sampling.top_p,
+        )
         for choice, sample in zip(payload["choices"], samples):
             generated = tokens.tokens(sample.text)
             if body.get("logprobs") is True:
                 first = math.log(probabilities[sample.kind]) if probabilities.get(sample.kind) else 0.0
-                choice["logprobs"] = {"content": [
-                    {"token": token, "logprob": first if i == 0 else 0.0, "bytes": list(token.encode()),
-                     "top_logprobs": []} for i, token in enumerate(generated)]}
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": token,
+                            "logprob": first if i == 0 else 0.0,
+                            "bytes": list(token.encode()),
+                            "top_logprobs": [],
+                        }
+                        for i, token in enumerate(generated)
+                    ]
+                }
             if body.get("return_token_ids") is True:
                 choice["token_ids"] = [tokens.token_id(token) for token in generated]
         if body.get("return_token_ids") is True:
-            payload["prompt_token_ids"] = [tokens.token_id(token) for m in sampling.messages
-                                           for token in tokens.tokens(m["content"])]
+            payload["prompt_token_ids"] = [
+                tokens.token_id(token) for m in sampling.messages for token in tokens.tokens(m["content"])
+            ]
 
     def responses(self, body: dict) -> tuple[dict, dict]:
         if body.get("stream"):
-            raise RequestError("streaming is not supported by the reference server; omit 'stream'", "stream", "unsupported_value")
+            raise RequestError(
+                "streaming is not supported by the reference server; omit 'stream'", "stream", "unsupported_value"
+            )
         sampling = parse_responses_request(body, DEFAULT_MODEL)
         payload = self._response(sampling, body.get("metadata"))
         return payload, {"model": sampling.model, "input": body.get("input"), "seed": sampling.seed, "n": 1}
@@ -198,13 +266,17 @@ class ReferenceServer:
     def _row_params(self, body: dict) -> dict:
         params = body.get("responses_create_params")
         if not isinstance(params, dict):
-            raise RequestError("'responses_create_params' (an object with 'input') is required",
-                               "responses_create_params", "missing_required_parameter")
+            raise RequestError(
+                "'responses_create_params' (an object with 'input') is required",
+                "responses_create_params",
+                "missing_required_parameter",
+            )
         return params
 
     def _verify(self, response: Any, row: dict) -> dict[str, Any]:
         # Imported on the first /run or /verify: serving completions alone never loads (nor depends on) the verifiers.
         from rollout_pipeline.verify.verifiers import is_truncated, verify
+
         try:
             return verify(self.config.verifier, response_output_text(response), row, is_truncated(response))
         except UserError as exc:
@@ -220,8 +292,11 @@ class ReferenceServer:
                 exc.param = f"responses_create_params.{exc.param}"
             raise
         if body.get("expected_answer") is None:
-            raise RequestError("row has no 'expected_answer'; the verifier needs it to score the output",
-                               "expected_answer", "missing_required_parameter")
+            raise RequestError(
+                "row has no 'expected_answer'; the verifier needs it to score the output",
+                "expected_answer",
+                "missing_required_parameter",
+            )
         response = self._response(sampling, params.get("metadata"))
         scored = self._verify(response, body)
         payload = {**body, "response": response, **scored}
@@ -230,7 +305,9 @@ class ReferenceServer:
     def verify(self, body: dict) -> tuple[dict, dict]:
         params = self._row_params(body)
         if "response" not in body:
-            raise RequestError("'response' (the Responses object to score) is required", "response", "missing_required_parameter")
+            raise RequestError(
+                "'response' (the Responses object to score) is required", "response", "missing_required_parameter"
+            )
         scored = self._verify(body["response"], body)
         return {**body, **scored}, {"model": params.get("model"), "input": params.get("input"), "seed": None, "n": None}
 
@@ -239,8 +316,14 @@ class ReferenceServer:
     def _count(self, path: str, status: str) -> None:
         self.counts[path][status] += 1
 
-    async def handle(self, request: web.Request, path: str, produce: Callable[[dict], tuple[dict, dict]],
-                     object_name: str, faultable: bool) -> web.StreamResponse:
+    async def handle(
+        self,
+        request: web.Request,
+        path: str,
+        produce: Callable[[dict], tuple[dict, dict]],
+        object_name: str,
+        faultable: bool,
+    ) -> web.StreamResponse:
         info: dict[str, Any] = {}
         good: bytes | None = None
         try:
@@ -270,8 +353,16 @@ class ReferenceServer:
         # Counted before a fault plays out, so a hang or trickle shows in /stats while it lasts.
         self._count(path, status)
         if self.log is not None:
-            self.log.write({"path": path, "model": info.get("model"), "prompt_sha": prompt_sha(info.get("input")),
-                            "seed": info.get("seed"), "n": info.get("n"), "status": status})
+            self.log.write(
+                {
+                    "path": path,
+                    "model": info.get("model"),
+                    "prompt_sha": prompt_sha(info.get("input")),
+                    "seed": info.get("seed"),
+                    "n": info.get("n"),
+                    "status": status,
+                }
+            )
         if kind is not None:
             faulted = await respond_with_fault(kind, request, self.plan, good, object_name)
             if faulted is not None:
@@ -282,12 +373,15 @@ class ReferenceServer:
         def post(path: str, produce, object_name: str, faultable: bool = True) -> web.RouteDef:
             async def handler(request: web.Request) -> web.StreamResponse:
                 return await self.handle(request, path, produce, object_name, faultable)
+
             return web.post(path, handler)
 
         async def models(request: web.Request) -> web.Response:
             self._count("/v1/models", "200")
-            data = [{"id": name, "object": "model", "created": 0, "owned_by": "rollout-pipeline"}
-                    for name in self.store.list_models()]
+            data = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "rollout-pipeline"}
+                for name in self.store.list_models()
+            ]
             return _json_response({"object": "list", "data": data})
 
         async def health(request: web.Request) -> web.Response:
@@ -297,9 +391,15 @@ class ReferenceServer:
         async def stats(request: web.Request) -> web.Response:
             statuses = {path: dict(by_status) for path, by_status in self.counts.items()}
             requests = {path: sum(by_status.values()) for path, by_status in statuses.items()}
-            return _json_response({"requests": requests, "statuses": statuses, "total": sum(requests.values()),
-                                   "uptime_s": round(time.time() - self.started, 3),
-                                   "event_loop": type(asyncio.get_running_loop()).__module__})
+            return _json_response(
+                {
+                    "requests": requests,
+                    "statuses": statuses,
+                    "total": sum(requests.values()),
+                    "uptime_s": round(time.time() - self.started, 3),
+                    "event_loop": type(asyncio.get_running_loop()).__module__,
+                }
+            )
 
         return [
             post("/v1/chat/completions", self.chat, "chat.completion"),
@@ -319,8 +419,10 @@ def build_app(config: ServerConfig) -> web.Application:
     app.add_routes(server.routes())
     app["server"] = server
     if server.log is not None:
+
         async def close_log(app: web.Application) -> None:
             server.log.close()
+
         app.on_cleanup.append(close_log)
     return app
 
@@ -365,8 +467,9 @@ async def serve(config: ServerConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False,
-                           shutdown_timeout=config.shutdown_timeout)
+    runner = web.AppRunner(
+        build_app(config), access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
     try:
@@ -389,30 +492,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serve",
         description="The embedded reference server (a sampler for arithmetic prompts, not a language model): "
-                    "OpenAI chat/Responses APIs plus NeMo Gym /run and /verify.")
+        "OpenAI chat/Responses APIs plus NeMo Gym /run and /verify.",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 = pick a free one; the URL is printed)")
     parser.add_argument("--checkpoint-dir", help="directory in which non-'reference' model names are resolved")
     parser.add_argument("--verifier", default="math", choices=VERIFIER_KINDS, help="verifier for /run and /verify")
     parser.add_argument("--request-log", help="append one JSON line per POST request to this file")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="exit when stdin reaches EOF or the parent process dies (used by the embedded launcher)")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when stdin reaches EOF or the parent process dies (used by the embedded launcher)",
+    )
     knobs = parser.add_argument_group("latency and fault injection (tests and benchmarks; off by default)")
     knobs.add_argument("--latency-ms", type=float, default=0.0, help="added latency per generation request")
     knobs.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +- jitter on the latency")
-    knobs.add_argument("--fail-rate", type=float, default=0.0,
-                       help="fraction of generation requests that fail, spread over 500, 429, reset, hang, malformed")
+    knobs.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        help="fraction of generation requests that fail, spread over 500, 429, reset, hang, malformed",
+    )
     for kind in FAULT_KINDS:
-        knobs.add_argument(f"--fail-{kind}", type=float, default=0.0, metavar="R", dest=f"fail_{kind.replace('-', '_')}",
-                           help=f"fraction of generation requests answered with {FAULT_HELP[kind]}")
+        knobs.add_argument(
+            f"--fail-{kind}",
+            type=float,
+            default=0.0,
+            metavar="R",
+            dest=f"fail_{kind.replace('-', '_')}",
+            help=f"fraction of generation requests answered with {FAULT_HELP[kind]}",
+        )
     knobs.add_argument("--fault-seed", type=int, default=None, help="seed for the fault and latency RNG")
-    knobs.add_argument("--hang-s", type=float, default=30.0, help="how long 'hang' hangs and 'trickle' trickles (default 30)")
-    knobs.add_argument("--retry-after", type=float, default=1.0,
-                       help="Retry-After seconds on 429 (default 1; 0 and fractions allowed as a test knob)")
+    knobs.add_argument(
+        "--hang-s", type=float, default=30.0, help="how long 'hang' hangs and 'trickle' trickles (default 30)"
+    )
+    knobs.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        help="Retry-After seconds on 429 (default 1; 0 and fractions allowed as a test knob)",
+    )
     knobs.add_argument("--shutdown-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.add_argument("--reasoning", action="store_true",
-                        help="replies carry the policy's working as reasoning: chat message.reasoning (vLLM), "
-                             "a Responses reasoning item")
+    parser.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="replies carry the policy's working as reasoning: chat message.reasoning (vLLM), "
+        "a Responses reasoning item",
+    )
     return parser
 
 
@@ -422,11 +548,26 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.checkpoint_dir is not None and not os.path.isdir(args.checkpoint_dir):
         raise UserError(f"--checkpoint-dir {args.checkpoint_dir}: not a directory")
     per_kind = {kind: getattr(args, f"fail_{kind.replace('-', '_')}") for kind in FAULT_KINDS}
-    plan = FaultPlan.from_flags(args.fail_rate, per_kind, seed=args.fault_seed, hang_s=args.hang_s,
-                                retry_after=args.retry_after, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
-    return ServerConfig(host=args.host, port=args.port, checkpoint_dir=args.checkpoint_dir,
-                        request_log=args.request_log, verifier=args.verifier, faults=plan, reasoning=args.reasoning,
-                        exit_with_parent=args.exit_with_parent, shutdown_timeout=args.shutdown_timeout)
+    plan = FaultPlan.from_flags(
+        args.fail_rate,
+        per_kind,
+        seed=args.fault_seed,
+        hang_s=args.hang_s,
+        retry_after=args.retry_after,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+    )
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        checkpoint_dir=args.checkpoint_dir,
+        request_log=args.request_log,
+        verifier=args.verifier,
+        faults=plan,
+        reasoning=args.reasoning,
+        exit_with_parent=args.exit_with_parent,
+        shutdown_timeout=args.shutdown_timeout,
+    )
 
 
 def run(config: ServerConfig) -> None:

@@ -16,11 +16,12 @@ Token ids (asked with `return_token_ids`, vLLM's flag) come from a toy vocabular
 text, so the same token always has the same id. They are stable and exact for this server's own tokens, which is
 all a test of the pipeline needs; they mean nothing to any real model.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 

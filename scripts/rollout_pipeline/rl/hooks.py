@@ -13,6 +13,7 @@
   and a redirect is an error, not followed (a POST would become a GET, perhaps to another host).
 Every failure is a one-line error that names the setting to fix.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -26,11 +27,19 @@ from pathlib import Path
 import orjson
 import requests
 
-from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PATH
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.rl.loop import (INIT_KEY, INIT_RECORD, checkpoint_fingerprint, checkpoint_path, iteration_entry, model_name,
-                      rollouts_path, train_metrics_path)
+from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PATH
+from rollout_pipeline.rl.loop import (
+    INIT_KEY,
+    INIT_RECORD,
+    checkpoint_fingerprint,
+    checkpoint_path,
+    iteration_entry,
+    model_name,
+    rollouts_path,
+    train_metrics_path,
+)
 
 DEFAULT_UPDATE_BODY = {"model": "{model}", "checkpoint": "{checkpoint}", "iteration": "{iteration}"}
 
@@ -46,8 +55,9 @@ def command_argv(template: str, values: dict[str, str], setting: str) -> list[st
     try:
         argv = [word.format(**values) for word in words]
     except (KeyError, IndexError, ValueError) as exc:
-        raise UserError(f"{setting}: bad placeholder ({exc}); placeholders: "
-                        + ", ".join("{" + k + "}" for k in values)) from None
+        raise UserError(
+            f"{setting}: bad placeholder ({exc}); placeholders: " + ", ".join("{" + k + "}" for k in values)
+        ) from None
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return argv
@@ -72,8 +82,10 @@ def init_checkpoint(params: dict) -> Path:
     source = REFERENCE_PATH if source_name == REFERENCE_NAME else Path(source_name)
     target = checkpoint_path(INIT_KEY)
     if not source.exists():
-        raise UserError(f"rl.init: {source} does not exist (use 'reference' for the shipped reference checkpoint, "
-                        "or the path of your initial checkpoint)")
+        raise UserError(
+            f"rl.init: {source} does not exist (use 'reference' for the shipped reference checkpoint, "
+            "or the path of your initial checkpoint)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -87,13 +99,23 @@ def init_checkpoint(params: dict) -> Path:
         copy.replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_json(INIT_RECORD, {"init": source_name, "checkpoint": str(target),
-                             "fingerprint": checkpoint_fingerprint(target)})
+    write_json(
+        INIT_RECORD, {"init": source_name, "checkpoint": str(target), "fingerprint": checkpoint_fingerprint(target)}
+    )
     return target
 
 
-TRAIN_SETTINGS = ("lr", "steps", "base", "clip", "lora_rank", "lora_alpha", "divide_by_std", "seed",
-                  "max_token_mult_prob_error")
+TRAIN_SETTINGS = (
+    "lr",
+    "steps",
+    "base",
+    "clip",
+    "lora_rank",
+    "lora_alpha",
+    "divide_by_std",
+    "seed",
+    "max_token_mult_prob_error",
+)
 
 
 def _placeholder(value: object) -> str:
@@ -108,9 +130,16 @@ def train_values(params: dict, key: str) -> dict[str, str]:
     train = params["rl"]["train"]
     prev = iteration_entry(params, key)["prev"]
     settings = {name: _placeholder(train[name]) for name in TRAIN_SETTINGS}
-    return {"rollouts": str(rollouts_path(key)), "init": str(checkpoint_path(prev)), "out": str(checkpoint_path(key)),
-            "iteration": key, "prev": prev, "python": sys.executable, "metrics": str(train_metrics_path(key)),
-            **settings}
+    return {
+        "rollouts": str(rollouts_path(key)),
+        "init": str(checkpoint_path(prev)),
+        "out": str(checkpoint_path(key)),
+        "iteration": key,
+        "prev": prev,
+        "python": sys.executable,
+        "metrics": str(train_metrics_path(key)),
+        **settings,
+    }
 
 
 def run_train(params: dict, key: str) -> Path:
@@ -136,8 +165,11 @@ def run_update(params: dict, key: str) -> None:
     update = params["rl"]["update"]
     if update["cmd"] is None and update["url"] is None:
         return
-    values = {"checkpoint": str(checkpoint_path(key).resolve()), "model": model_name(params["rl"], key),
-              "iteration": key}
+    values = {
+        "checkpoint": str(checkpoint_path(key).resolve()),
+        "model": model_name(params["rl"], key),
+        "iteration": key,
+    }
     retry = f"fix it and run `python scripts/rl.py update --iteration {key}` (the checkpoint is written)"
     if update["cmd"] is not None:
         try:
@@ -153,20 +185,25 @@ def _post_update(update: dict, values: dict[str, str], retry: str) -> None:
     try:
         body = {k: v.format(**values) if isinstance(v, str) else v for k, v in template.items()}
     except (KeyError, IndexError, ValueError) as exc:
-        raise UserError(f"rl.update.body: bad placeholder ({exc}); "
-                        "placeholders: {checkpoint}, {model}, {iteration}") from None
+        raise UserError(
+            f"rl.update.body: bad placeholder ({exc}); placeholders: {{checkpoint}}, {{model}}, {{iteration}}"
+        ) from None
     print(f"POST {update['url']} {orjson.dumps(body).decode()}", flush=True)
     outcome = _post_within(update["url"], orjson.dumps(body), update["timeout_s"])
     if outcome is None:
-        raise UserError(f"rl.update.url: {update['url']} gave no complete answer within {update['timeout_s']:g} s "
-                        f"(rl.update.timeout_s); {retry}")
+        raise UserError(
+            f"rl.update.url: {update['url']} gave no complete answer within {update['timeout_s']:g} s "
+            f"(rl.update.timeout_s); {retry}"
+        )
     if isinstance(outcome, requests.RequestException):
         reason = " ".join(str(outcome).split())[:300]
         raise UserError(f"rl.update.url: cannot reach {update['url']} ({reason}); {retry}")
     status, location, detail = outcome
     if 300 <= status < 400:
-        raise UserError(f"rl.update.url: {update['url']} answered HTTP {status} (a redirect to {location or '?'}), "
-                        f"which is not followed; set rl.update.url to the final address; {retry}")
+        raise UserError(
+            f"rl.update.url: {update['url']} answered HTTP {status} (a redirect to {location or '?'}), "
+            f"which is not followed; set rl.update.url to the final address; {retry}"
+        )
     if status >= 400:
         text = " ".join(detail.decode("utf-8", "replace").split())[:300]
         raise UserError(f"rl.update.url: {update['url']} answered HTTP {status} ({text or 'no message'}); {retry}")
@@ -183,8 +220,14 @@ def _post_within(url: str, body: bytes, deadline_s: float) -> tuple[int, str, by
 
     def post() -> None:
         try:
-            with requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=deadline_s,
-                               allow_redirects=False, stream=True) as response:
+            with requests.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=deadline_s,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
                 kept, size = [], 0
                 for chunk in response.iter_content(1 << 14):
                     size += len(chunk)

@@ -24,6 +24,7 @@ through their dependency on checkpoint k. `extend_params` adds the missing entri
 `rl.schedule` (temperature annealing, curriculum phases, seeds) and never rewrites existing ones;
 editing an entry by hand is how to override one iteration.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,12 +48,23 @@ METRICS_DIR = Path("metrics/rl")
 INIT_RECORD = METRICS_DIR / "init.json"
 PROGRESS_CSV = Path("metrics/rl_progress.csv")
 EVAL_DIR = ROLLOUT_DIR / "eval"
-PROGRESS_COLUMNS = ("iteration", "reward_mean", "pass@1", "temperature", "prompts", "zero_variance_fraction",
-                    "eval_reward_mean", "eval_pass@1", "token_mult_prob_error", "max_abs_logp_error")
+PROGRESS_COLUMNS = (
+    "iteration",
+    "reward_mean",
+    "pass@1",
+    "temperature",
+    "prompts",
+    "zero_variance_fraction",
+    "eval_reward_mean",
+    "eval_pass@1",
+    "token_mult_prob_error",
+    "max_abs_logp_error",
+)
 MAX_ITERATION = 999
 
 
 # ---- names and paths ---------------------------------------------------------------------------
+
 
 def iteration_key(value: int | str) -> str:
     """1, "1", "001" -> "001"; UserError for anything that is not an iteration 1..999."""
@@ -105,6 +117,7 @@ def prompt_set_name(prompts: str) -> str:
 
 # ---- the schedule ------------------------------------------------------------------------------
 
+
 def scheduled_temperature(spec: dict, iteration: int) -> float:
     """rl.schedule.temperature at iteration 1, 2, ...: `start` at 1, `end` from iteration `over` on.
 
@@ -128,8 +141,10 @@ def scheduled_temperature(spec: dict, iteration: int) -> float:
 def scheduled_prompts(curriculum: list[dict], iteration: int, source: str = PARAMS_FILE) -> str:
     """The prompt file of the curriculum phase that iteration `iteration` falls in."""
     if not curriculum:
-        raise UserError(f"{source}: rl.schedule.curriculum is empty; add a phase such as "
-                        "{from: 1, prompts: data/prompts/mixed.jsonl}")
+        raise UserError(
+            f"{source}: rl.schedule.curriculum is empty; add a phase such as "
+            "{from: 1, prompts: data/prompts/mixed.jsonl}"
+        )
     current = curriculum[0]["prompts"]
     for phase in curriculum:
         if phase["from"] <= iteration:
@@ -154,12 +169,15 @@ def iteration_entry(params: dict, key: str, source: str = PARAMS_FILE) -> dict:
     if key not in iterations:
         keys = sorted(iterations)
         known = ", ".join(keys) if len(keys) <= 6 else f"{len(keys)} from {keys[0]} to {keys[-1]}"
-        raise UserError(f"{source}: no iteration {key!r} in rl.iterations (iterations: {known or 'none yet'}); "
-                        f"`make rl-iter N={int(key)}` adds it from rl.schedule")
+        raise UserError(
+            f"{source}: no iteration {key!r} in rl.iterations (iterations: {known or 'none yet'}); "
+            f"`make rl-iter N={int(key)}` adds it from rl.schedule"
+        )
     return iterations[key]
 
 
 # ---- params.yaml: adding iterations without touching anything else --------------------------------
+
 
 def _round_trip_yaml():
     from ruamel.yaml import YAML
@@ -170,7 +188,8 @@ def _round_trip_yaml():
     handler.indent(mapping=2, sequence=4, offset=2)
     # ruamel writes None as an empty value; the file says `null`.
     handler.representer.add_representer(
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     return handler
 
 
@@ -204,10 +223,14 @@ def extend_params(path: str | os.PathLike, to: int) -> list[str]:
     for number in missing:
         key = f"{number:03d}"
         values = scheduled_entry(params["rl"], number, source)
-        entry = CommentedMap([("prev", DoubleQuotedScalarString(values["prev"])),
-                              ("temperature", values["temperature"]),
-                              ("prompts", values["prompts"]),
-                              ("seed", values["seed"])])
+        entry = CommentedMap(
+            [
+                ("prev", DoubleQuotedScalarString(values["prev"])),
+                ("temperature", values["temperature"]),
+                ("prompts", values["prompts"]),
+                ("seed", values["seed"]),
+            ]
+        )
         entry.fa.set_flow_style()
         # Keep the keys in order when a gap is filled (existing "001", "005" + new "003").
         position = sum(1 for k in iterations if str(k) < key)
@@ -233,19 +256,22 @@ def _check_only_added(old_text: str, new_text: str, added: list[str], source: st
         old_rl["iterations"] = {}
     old["rl"] = old_rl
     if old != new:
-        raise UserError(f"{source}: adding iterations would change other keys; params.yaml is left unchanged "
-                        "(please report this)")
+        raise UserError(
+            f"{source}: adding iterations would change other keys; params.yaml is left unchanged (please report this)"
+        )
     validate_params(yaml.safe_load(new_text), source)
 
 
 # ---- what the stages run -------------------------------------------------------------------------
 
+
 def collect_agent(params: dict, source: str = PARAMS_FILE) -> str:
     """rl.collect.agent_name, which must be set for the loop to run."""
     name = params["rl"]["collect"]["agent_name"]
     if name is None:
-        raise UserError(f"{source}: rl.collect.agent_name is not set; name the agent (a key of agents:) "
-                        "that serves the policy")
+        raise UserError(
+            f"{source}: rl.collect.agent_name is not set; name the agent (a key of agents:) that serves the policy"
+        )
     return name
 
 
@@ -266,8 +292,9 @@ def collect_plan(params: dict, key: str, source: str = PARAMS_FILE) -> tuple[str
         previous = checkpoint_path(entry["prev"])
         if not previous.exists():
             stage = "rl_init" if entry["prev"] == INIT_KEY else f"rl_train@{entry['prev']}"
-            raise UserError(f"{previous}: checkpoint missing (iteration {key} collects with it); "
-                            f"`dvc repro {stage}` writes it")
+            raise UserError(
+                f"{previous}: checkpoint missing (iteration {key} collects with it); `dvc repro {stage}` writes it"
+            )
     objective = {
         "agent_name": agent_name,
         "prompts": entry["prompts"],
@@ -292,8 +319,10 @@ def eval_plan(params: dict, key: str, source: str = PARAMS_FILE) -> tuple[str, d
     if agent["url"] == "embedded":
         agent["checkpoint_dir"] = str(CHECKPOINT_DIR.resolve())
         if not checkpoint_path(key).exists():
-            raise UserError(f"{checkpoint_path(key)}: checkpoint missing (rl_eval@{key} evaluates it); "
-                            f"`dvc repro rl_train@{key}` writes it")
+            raise UserError(
+                f"{checkpoint_path(key)}: checkpoint missing (rl_eval@{key} evaluates it); "
+                f"`dvc repro rl_train@{key}` writes it"
+            )
     sampling = {name: evaluation[name] for name in ("temperature", "top_p", "max_output_tokens")}
     objective = {
         "agent_name": agent_name,
@@ -363,16 +392,26 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
         if missing_ok and not metrics_path(key).exists():
             continue
         metrics = read_iteration_metrics(key)
-        evaluation = ({} if missing_ok and not eval_metrics_path(key).exists()
-                      else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval"))
+        evaluation = (
+            {}
+            if missing_ok and not eval_metrics_path(key).exists()
+            else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval")
+        )
         on_policy = _on_policy(key)
-        rows.append({"iteration": int(key), "reward_mean": metrics.get("reward_mean"),
-                     "pass@1": metrics.get("pass@1"), "temperature": entry["temperature"],
-                     "prompts": prompt_set_name(entry["prompts"]),
-                     "zero_variance_fraction": metrics.get("zero_variance_fraction"),
-                     "eval_reward_mean": evaluation.get("reward_mean"), "eval_pass@1": evaluation.get("pass@1"),
-                     "token_mult_prob_error": on_policy.get("token_mult_prob_error"),
-                     "max_abs_logp_error": on_policy.get("max_abs_logp_error")})
+        rows.append(
+            {
+                "iteration": int(key),
+                "reward_mean": metrics.get("reward_mean"),
+                "pass@1": metrics.get("pass@1"),
+                "temperature": entry["temperature"],
+                "prompts": prompt_set_name(entry["prompts"]),
+                "zero_variance_fraction": metrics.get("zero_variance_fraction"),
+                "eval_reward_mean": evaluation.get("reward_mean"),
+                "eval_pass@1": evaluation.get("pass@1"),
+                "token_mult_prob_error": on_policy.get("token_mult_prob_error"),
+                "max_abs_logp_error": on_policy.get("max_abs_logp_error"),
+            }
+        )
     return rows
 
 
@@ -398,22 +437,33 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     # The on-policy column appears when a trainer reported its check (the LoRA trainer), so the reference loop's
     # table stays the seed's.
     checked = any(row.get("token_mult_prob_error") is not None for row in rows)
-    lines = ["Reward progression:",
-             f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  {'eval_reward':>11}  "
-             + ("on_policy_err  " if checked else "") + "prompts"]
+    lines = [
+        "Reward progression:",
+        f"{'iteration':>9}  {'avg_reward':>10}  {'pass@1':>7}  {'temperature':>11}  {'eval_reward':>11}  "
+        + ("on_policy_err  " if checked else "")
+        + "prompts",
+    ]
     for row in rows:
-        reward, pass1, evaluation = (_three_places(row.get(name)) for name in ("reward_mean", "pass@1", "eval_reward_mean"))
+        reward, pass1, evaluation = (
+            _three_places(row.get(name)) for name in ("reward_mean", "pass@1", "eval_reward_mean")
+        )
         on_policy = f"{_three_places(row.get('token_mult_prob_error')):>13}  " if checked else ""
-        lines.append(f"{row['iteration']:09d}"[-3:].rjust(9)
-                     + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {evaluation:>11}  {on_policy}{row['prompts']}")
+        lines.append(
+            f"{row['iteration']:09d}"[-3:].rjust(9)
+            + f"  {reward:>10}  {pass1:>7}  {row['temperature']:>11}  {evaluation:>11}  {on_policy}{row['prompts']}"
+        )
     if not rows:
         lines.append("  (no iterations yet: make rl-iter N=1)")
     else:
-        lines.append("(eval_reward: the checkpoint trained in that iteration, at the fixed rl.eval temperature on held-out "
-                     "prompts: learning without the annealing)")
+        lines.append(
+            "(eval_reward: the checkpoint trained in that iteration, at the fixed rl.eval temperature on held-out "
+            "prompts: learning without the annealing)"
+        )
         if checked:
-            lines.append("(on_policy_err: token_mult_prob_error, the mean exp(|logp_train - logp_infer|) over the sampled "
-                         "tokens, checked by the trainer before it trains; rl.train.max_token_mult_prob_error fails it)")
+            lines.append(
+                "(on_policy_err: token_mult_prob_error, the mean exp(|logp_train - logp_infer|) over the sampled "
+                "tokens, checked by the trainer before it trains; rl.train.max_token_mult_prob_error fails it)"
+            )
     return "\n".join(lines)
 
 
@@ -429,4 +479,3 @@ def repro_targets(params: dict, key: str) -> list[str]:
     if key == max(params["rl"]["iterations"]):
         targets.append("rl_progress")
     return targets
-

@@ -26,6 +26,7 @@ One iteration:
      renamed into place; its fingerprint (sha256 of its files) goes into the metrics.
 Same rollouts, init, settings and seed -> the same adapter. The model computes in float32 from the bf16 weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,8 @@ STD_EPSILON = 1e-6
 LIKELY_CAUSES = (
     "the likely causes: the server does not serve the checkpoint this trainer loaded (a weight-refit bug: an adapter "
     "not loaded, loaded under another name, or a stale one), or the logprobs are not the kind the records say "
-    "(raw against processed: vLLM's --logprobs-mode must match generation_log_probs_mode)")
+    "(raw against processed: vLLM's --logprobs-mode must match generation_log_probs_mode)"
+)
 
 
 class InputError(Exception):
@@ -68,8 +70,14 @@ class Sample:
 
 
 def _int_list(value, where: str, name: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise InputError(f"{where}: '{name}' must be a non-empty list of token ids (collect with agent token_data: ids)")
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise InputError(
+            f"{where}: '{name}' must be a non-empty list of token ids (collect with agent token_data: ids)"
+        )
     return value
 
 
@@ -81,8 +89,11 @@ def _sample(record: dict, where: str) -> Sample:
     prompt_ids = _int_list(last.get("prompt_token_ids"), where, "prompt_token_ids")
     generation_ids = _int_list(last.get("generation_token_ids"), where, "generation_token_ids")
     logprobs = last.get("generation_log_probs")
-    if (not isinstance(logprobs, list) or len(logprobs) != len(generation_ids)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in logprobs)):
+    if (
+        not isinstance(logprobs, list)
+        or len(logprobs) != len(generation_ids)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in logprobs)
+    ):
         raise InputError(f"{where}: 'generation_log_probs' must be one finite number per generation token")
     mode = last.get("generation_log_probs_mode")
     if mode not in MODES:
@@ -93,17 +104,30 @@ def _sample(record: dict, where: str) -> Sample:
     params = record.get("responses_create_params") if isinstance(record.get("responses_create_params"), dict) else {}
     temperature = params.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise InputError(f"{where}: responses_create_params.temperature is {temperature!r}; a policy gradient needs "
-                         "sampled rollouts (temperature > 0)")
-    if mode == "processed_logprobs" and (params.get("top_p") not in (None, 1, 1.0) or params.get("top_k") not in (None, -1, 0)):
-        raise InputError(f"{where}: processed logprobs under top_p/top_k are not the softmax this trainer computes; "
-                         "collect with raw logprobs (vLLM's default --logprobs-mode)")
+        raise InputError(
+            f"{where}: responses_create_params.temperature is {temperature!r}; a policy gradient needs "
+            "sampled rollouts (temperature > 0)"
+        )
+    if mode == "processed_logprobs" and (
+        params.get("top_p") not in (None, 1, 1.0) or params.get("top_k") not in (None, -1, 0)
+    ):
+        raise InputError(
+            f"{where}: processed logprobs under top_p/top_k are not the softmax this trainer computes; "
+            "collect with raw logprobs (vLLM's default --logprobs-mode)"
+        )
     task = record.get("task_index")
     group = task if isinstance(task, int) and not isinstance(task, bool) else record.get("prompt_id")
     if group is None:
         raise InputError(f"{where}: record has neither 'task_index' nor 'prompt_id' (which prompt's group is it?)")
-    return Sample(where, group, float(reward), prompt_ids, generation_ids, [float(v) for v in logprobs],
-                  float(temperature) if mode == "processed_logprobs" else 1.0)
+    return Sample(
+        where,
+        group,
+        float(reward),
+        prompt_ids,
+        generation_ids,
+        [float(v) for v in logprobs],
+        float(temperature) if mode == "processed_logprobs" else 1.0,
+    )
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -175,8 +199,14 @@ class Policy:
         if init is not None:
             model = PeftModel.from_pretrained(model, init, is_trainable=True)
         else:
-            config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS, bias="none",
-                                task_type="CAUSAL_LM")
+            config = LoraConfig(
+                r=rank,
+                lora_alpha=alpha,
+                lora_dropout=0.0,
+                target_modules=LORA_TARGETS,
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
             model = get_peft_model(model, config)
         model.eval()  # no dropout anywhere: the gradient flows all the same
         self.model = model
@@ -186,7 +216,7 @@ class Policy:
         ([batch, length, vocabulary], 49152 words here) would take gigabytes."""
         torch = self.torch
         width = max(len(s.generation_ids) for s in samples)
-        parts = [self.logprobs(samples[i: i + micro_batch], width) for i in range(0, len(samples), micro_batch)]
+        parts = [self.logprobs(samples[i : i + micro_batch], width) for i in range(0, len(samples), micro_batch)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def logprobs(self, samples: list[Sample], width: int | None = None):
@@ -206,7 +236,7 @@ class Policy:
         for row, sample in enumerate(samples):
             start, count = len(sample.prompt_ids), len(sample.generation_ids)
             # The logits at position p predict the token at p + 1.
-            scaled = logits[row, start - 1: start - 1 + count] / sample.scale
+            scaled = logits[row, start - 1 : start - 1 + count] / sample.scale
             picked = torch.log_softmax(scaled, dim=-1).gather(-1, torch.tensor(sample.generation_ids)[:, None])[:, 0]
             out[row, :count] = picked
             mask[row, :count] = 1
@@ -230,13 +260,18 @@ def on_policy_check(mine, mask, samples: list[Sample]) -> dict:
         "mean_abs_logp_error": round(float(delta.sum().item() / tokens), 6),
         "token_mult_prob_error": round(float(((delta.exp() - 1) * mask).sum().item() / tokens + 1), 6),
         "max_abs_logp_error": round(float(delta.max().item()), 6),
-        "logprobs_compared": sorted({"raw: log_softmax(logits)" if s.scale == 1.0 else
-                                     "processed: log_softmax(logits / temperature)" for s in samples}),
+        "logprobs_compared": sorted(
+            {
+                "raw: log_softmax(logits)" if s.scale == 1.0 else "processed: log_softmax(logits / temperature)"
+                for s in samples
+            }
+        ),
     }
 
 
-def train(policy: Policy, samples: list[Sample], advantage: list[float], lr: float, steps: int, clip: float,
-          micro_batch: int) -> dict:
+def train(
+    policy: Policy, samples: list[Sample], advantage: list[float], lr: float, steps: int, clip: float, micro_batch: int
+) -> dict:
     """`steps` full-batch AdamW steps on PPO's clipped surrogate, the gradient summed over micro-batches of
     `micro_batch` samples (the same step, in bounded memory); returns per-step losses and times."""
     torch = policy.torch
@@ -249,10 +284,10 @@ def train(policy: Policy, samples: list[Sample], advantage: list[float], lr: flo
         optimizer.zero_grad()
         loss_sum, outside_sum = 0.0, 0.0
         for first in range(0, len(samples), micro_batch):
-            chunk = samples[first: first + micro_batch]
+            chunk = samples[first : first + micro_batch]
             logprobs, mask = policy.logprobs(chunk)
             ratio = torch.exp(logprobs - recorded(chunk, logprobs))
-            weights = torch.tensor(advantage[first: first + micro_batch])[:, None]
+            weights = torch.tensor(advantage[first : first + micro_batch])[:, None]
             surrogate = torch.minimum(ratio * weights, ratio.clamp(1 - clip, 1 + clip) * weights)
             loss = -(surrogate * mask).sum() / tokens
             loss.backward()
@@ -263,8 +298,11 @@ def train(policy: Policy, samples: list[Sample], advantage: list[float], lr: flo
         clipped.append(round(outside_sum / tokens, 6))
         seconds.append(round(time.monotonic() - started, 3))
         # A step takes minutes on a small CPU: say how far training is.
-        print(f"lora_trainer: step {len(losses)}/{steps}: loss {losses[-1]}, clipped {clipped[-1]}, "
-              f"{seconds[-1]} s", file=sys.stderr, flush=True)
+        print(
+            f"lora_trainer: step {len(losses)}/{steps}: loss {losses[-1]}, clipped {clipped[-1]}, {seconds[-1]} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return {"losses": losses, "clip_fractions": clipped, "step_seconds": seconds}
 
 
@@ -319,8 +357,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=Path, required=True, help="one iteration's rollout file (token_data: ids)")
     parser.add_argument("--base", type=Path, required=True, help="the base model's Hugging Face folder")
-    parser.add_argument("--init", type=Path, help="the adapter that sampled the rollouts (none, or a folder without "
-                        "an adapter such as the base model's: the base model did)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="the adapter that sampled the rollouts (none, or a folder without "
+        "an adapter such as the base model's: the base model did)",
+    )
     parser.add_argument("--out", type=Path, help="where the trained adapter goes (required unless --check-only)")
     parser.add_argument("--metrics", type=Path, required=True, help="the JSON metrics file to write")
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -328,21 +370,40 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip", type=float, default=0.2, help="PPO clip range of the importance ratio")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank of a new adapter (vLLM's --max-lora-rank: 8)")
     parser.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha of a new adapter")
-    parser.add_argument("--divide-by-std", nargs="?", const="true", default="false", choices=["true", "false"],
-                        help="divide advantages by their group's std (bare or `true`; `false`, the default, does not)")
+    parser.add_argument(
+        "--divide-by-std",
+        nargs="?",
+        const="true",
+        default="false",
+        choices=["true", "false"],
+        help="divide advantages by their group's std (bare or `true`; `false`, the default, does not)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--micro-batch", type=int, default=4,
-                        help="samples per forward pass (memory, not the result: every step uses the whole batch)")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=4,
+        help="samples per forward pass (memory, not the result: every step uses the whole batch)",
+    )
     # Measured on SmolLM2-135M: 1.03 between this float32 trainer and vLLM's bf16 CPU kernels on the same weights;
     # 1.6 once two gradient steps separate them; over 1000 for raw logprobs read as processed ones at T=0.5.
-    parser.add_argument("--max-token-mult-prob-error", type=float, default=1.1,
-                        help="the on-policy check fails above this mean exp(|logp_train - logp_infer|)")
+    parser.add_argument(
+        "--max-token-mult-prob-error",
+        type=float,
+        default=1.1,
+        help="the on-policy check fails above this mean exp(|logp_train - logp_infer|)",
+    )
     parser.add_argument("--check-only", action="store_true", help="run the on-policy check and stop")
     args = parser.parse_args(argv)
-    for name, ok in (("lr", args.lr > 0), ("steps", args.steps >= 1), ("clip", 0 < args.clip < 1),
-                     ("rank", 1 <= args.rank <= 8), ("alpha", args.alpha > 0),
-                     ("micro-batch", args.micro_batch >= 1),
-                     ("max-token-mult-prob-error", args.max_token_mult_prob_error >= 1)):
+    for name, ok in (
+        ("lr", args.lr > 0),
+        ("steps", args.steps >= 1),
+        ("clip", 0 < args.clip < 1),
+        ("rank", 1 <= args.rank <= 8),
+        ("alpha", args.alpha > 0),
+        ("micro-batch", args.micro_batch >= 1),
+        ("max-token-mult-prob-error", args.max_token_mult_prob_error >= 1),
+    ):
         if not ok:
             parser.error(f"--{name} {getattr(args, name.replace('-', '_'))} is out of range")
     args.divide_by_std = args.divide_by_std == "true"
@@ -366,12 +427,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     policy = Policy(args.base, args.init, args.rank, args.alpha, args.seed)
-    settings = {key: getattr(args, key) for key in ("lr", "steps", "clip", "rank", "alpha", "divide_by_std", "seed",
-                                                     "max_token_mult_prob_error")}
-    metrics = {"rollouts": str(args.rollouts), "samples": len(samples),
-               "sampled_by": {"checkpoint": str(args.init) if args.init else "base",
-                              "fingerprint": fingerprint(args.init) if args.init else None},
-               "settings": settings, "load_seconds": round(time.monotonic() - started, 3)}
+    settings = {
+        key: getattr(args, key)
+        for key in ("lr", "steps", "clip", "rank", "alpha", "divide_by_std", "seed", "max_token_mult_prob_error")
+    }
+    metrics = {
+        "rollouts": str(args.rollouts),
+        "samples": len(samples),
+        "sampled_by": {
+            "checkpoint": str(args.init) if args.init else "base",
+            "fingerprint": fingerprint(args.init) if args.init else None,
+        },
+        "settings": settings,
+        "load_seconds": round(time.monotonic() - started, 3),
+    }
     with policy.torch.no_grad():
         before, mask = policy.all_logprobs(samples, args.micro_batch)
     check = on_policy_check(before, mask, samples)
@@ -379,11 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     metrics["on_policy"] = check
     if not check["passed"]:
         write_json(args.metrics, metrics)
-        print(f"error: {args.rollouts}: on-policy check failed: token_mult_prob_error {check['token_mult_prob_error']} "
-              f"> {args.max_token_mult_prob_error} (mean |delta logp| {check['mean_abs_logp_error']}, max "
-              f"{check['max_abs_logp_error']}, over {check['tokens']} tokens; compared "
-              f"{' and '.join(check['logprobs_compared'])} under {metrics['sampled_by']['checkpoint']}); "
-              f"{LIKELY_CAUSES}", file=sys.stderr)
+        print(
+            f"error: {args.rollouts}: on-policy check failed: token_mult_prob_error {check['token_mult_prob_error']} "
+            f"> {args.max_token_mult_prob_error} (mean |delta logp| {check['mean_abs_logp_error']}, max "
+            f"{check['max_abs_logp_error']}, over {check['tokens']} tokens; compared "
+            f"{' and '.join(check['logprobs_compared'])} under {metrics['sampled_by']['checkpoint']}); "
+            f"{LIKELY_CAUSES}",
+            file=sys.stderr,
+        )
         return 1
     if args.check_only:
         write_json(args.metrics, metrics)
@@ -395,8 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics["training"]["logp_shift"] = logp_shift(before, after, mask, advantage)
     metrics["training"]["rollouts_with_signal"] = sum(1 for a in advantage if a != 0)
     write_adapter(policy, args.out)
-    metrics["adapter"] = {"path": str(args.out), "fingerprint": fingerprint(args.out),
-                          "bytes": sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())}
+    metrics["adapter"] = {
+        "path": str(args.out),
+        "fingerprint": fingerprint(args.out),
+        "bytes": sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()),
+    }
     write_json(args.metrics, metrics)
     return 0
 

@@ -20,6 +20,7 @@ The update, per iteration:
 The result is written atomically (`checkpoints.save_checkpoint`) with the iteration's stats as
 metadata. Same rollouts, same init, same lr and steps -> the same checkpoint, byte for byte.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference import policy
 from rollout_pipeline.reference.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from rollout_pipeline.errors import UserError
 from rollout_pipeline.stages.groups import iter_groups
 
 DIGITS = 6
@@ -110,8 +111,9 @@ def train(batch: Batch, init: Checkpoint, lr: float, steps: int) -> Checkpoint:
     current = Checkpoint(init.name, {c: dict(v) for c, v in init.classes.items()}, dict(init.meta))
     for _ in range(steps):
         grad = gradient(batch, current)
-        classes = {cls: {k: v + lr * grad[cls][k] for k, v in logits.items()}
-                   for cls, logits in current.classes.items()}
+        classes = {
+            cls: {k: v + lr * grad[cls][k] for k, v in logits.items()} for cls, logits in current.classes.items()
+        }
         current = Checkpoint(current.name, classes, current.meta)
     return current
 
@@ -137,17 +139,26 @@ def run(rollouts: str, init: str, out: str, lr: float, steps: int) -> list[str]:
     meta = {
         "notes": "Reference-policy checkpoint written by the REINFORCE trainer (scripts/train.py).",
         "parent": Path(init).name,
-        "trainer": {"algorithm": "reinforce-group-baseline", "lr": lr, "steps": steps, "rollouts": batch.rollouts,
-                    "used": batch.used, "skipped": skipped, "prompts": batch.prompts,
-                    "zero_variance_prompts": batch.zero_variance_prompts},
+        "trainer": {
+            "algorithm": "reinforce-group-baseline",
+            "lr": lr,
+            "steps": steps,
+            "rollouts": batch.rollouts,
+            "used": batch.used,
+            "skipped": skipped,
+            "prompts": batch.prompts,
+            "zero_variance_prompts": batch.zero_variance_prompts,
+        },
     }
     save_checkpoint(out, classes, **meta)
     written = load_checkpoint(out)
     before = ", ".join(f"{c} {correct_probability(start, c):.3f}" for c in policy.DIFFICULTY_CLASSES)
     after = ", ".join(f"{c} {correct_probability(written, c):.3f}" for c in policy.DIFFICULTY_CLASSES)
-    lines = [f"trained on {batch.used} of {batch.rollouts} rollouts ({batch.prompts} prompts, "
-             f"{batch.zero_variance_prompts} with no reward variance), lr {lr}, {steps} steps -> {out}",
-             f"p(correct) at T=1: {before} -> {after}"]
+    lines = [
+        f"trained on {batch.used} of {batch.rollouts} rollouts ({batch.prompts} prompts, "
+        f"{batch.zero_variance_prompts} with no reward variance), lr {lr}, {steps} steps -> {out}",
+        f"p(correct) at T=1: {before} -> {after}",
+    ]
     if skipped:
         lines.append("skipped: " + ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in skipped.items()))
     if not batch.used:
@@ -161,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", required=True, help="checkpoint to start from (the previous iteration's)")
     parser.add_argument("--out", required=True, help="checkpoint to write (atomically)")
     parser.add_argument("--lr", type=float, default=0.5, help="step size (default 0.5)")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="gradient steps on this iteration's rollouts (default 10)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="gradient steps on this iteration's rollouts (default 10)"
+    )
     args = parser.parse_args(argv)
     for line in run(args.rollouts, args.init, args.out, args.lr, args.steps):
         print(line)

@@ -16,6 +16,7 @@ nothing (or noise). So a prompt with a single rollout, with all rewards tied, or
 `min_margin` gives no pair; at pairs_per_prompt 1 both strategies write the same best-against-worst pair.
 Streaming: one prompt's group is held at a time, each rollout as its reward, output and prompt only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.jsonl import write_jsonl
+from rollout_pipeline.stages.groups import Rollout, iter_groups
 
 SINGLE_ROLLOUT = "single_rollout"
 ALL_TIED = "all_tied"
@@ -83,8 +84,11 @@ def candidate_pairs(best_first: list[Rollout], config: PairConfig) -> Iterator[P
                 return  # the i-th best only gets worse and the i-th worst only better from here
             yield pair
     elif config.strategy == ALL_PAIRS:
-        ranked_pairs = [(c, r, Pair(chosen, rejected)) for c, chosen in enumerate(best_first)
-                        for r, rejected in enumerate(worst_first)]
+        ranked_pairs = [
+            (c, r, Pair(chosen, rejected))
+            for c, chosen in enumerate(best_first)
+            for r, rejected in enumerate(worst_first)
+        ]
         ranked_pairs.sort(key=lambda item: (-item[2].margin, item[0], item[1]))
         yield from (pair for _, _, pair in ranked_pairs if passes(pair, config))
     else:
@@ -132,8 +136,12 @@ class PairSummary:
 
     def as_dict(self) -> dict:
         """The summary as the stage's metrics file (metrics/dpo_pairs.json): counts, and prompts skipped by reason."""
-        return {"prompts": self.prompts, "rollouts": self.rollouts, "pairs": self.pairs,
-                "skipped": {reason: self.skipped[reason] for reason in SKIP_REASONS}}
+        return {
+            "prompts": self.prompts,
+            "rollouts": self.rollouts,
+            "pairs": self.pairs,
+            "skipped": {reason: self.skipped[reason] for reason in SKIP_REASONS},
+        }
 
     def lines(self, config: PairConfig, out_path: str | os.PathLike) -> list[str]:
         """The human summary printed by the stage: pairs written, every skip reason with its count, and what the

@@ -9,6 +9,7 @@ another's. (The collector refuses an input where different prompts share an id, 
 the seed's `itertools.groupby(rollouts, key=lambda r: r["prompt_id"])` sees.) Hand-made files without
 `task_index` are grouped by `prompt_id`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,7 +42,9 @@ class Rollout:
     def messages(self) -> list[dict]:
         """The input messages (`input`), checked to be a list of {role, content} objects."""
         value = self.record.get("input")
-        if not isinstance(value, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        if not isinstance(value, list) or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in value
+        ):
             raise UserError(f"{self.where}: 'input' must be a list of {{role, content}} messages, got {_short(value)}")
         return value
 
@@ -49,7 +52,9 @@ class Rollout:
         """The final assistant text (`output`)."""
         value = self.record.get("output")
         if not isinstance(value, str):
-            what = "has no 'output'" if "output" not in self.record else f"'output' must be a string, got {_short(value)}"
+            what = (
+                "has no 'output'" if "output" not in self.record else f"'output' must be a string, got {_short(value)}"
+            )
             raise UserError(f"{self.where}: record {what} (the final assistant text)")
         return value
 
@@ -61,8 +66,10 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _reward(record: dict, where: str) -> float:
     if "reward" not in record:
-        raise UserError(f"{where}: record has no 'reward'; every rollout needs the verifier's reward "
-                        "(is this a collector output? run collect on the prompts first)")
+        raise UserError(
+            f"{where}: record has no 'reward'; every rollout needs the verifier's reward "
+            "(is this a collector output? run collect on the prompts first)"
+        )
     value = record["reward"]
     # bool is an int subclass in Python, but `true` as a reward is almost certainly a bug upstream.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -109,7 +116,8 @@ def _check_grouped(rollouts: Iterator[Rollout]) -> Iterator[Rollout]:
             if task < last_task:
                 raise UserError(
                     f"{rollout.where}: task_index {task} comes after {last_task}; the file must be sorted by "
-                    "(task_index, rollout_index) as the collector writes it")
+                    "(task_index, rollout_index) as the collector writes it"
+                )
             last_task = task
         elif rollout.prompt_id != current:
             current = rollout.prompt_id
@@ -117,7 +125,8 @@ def _check_grouped(rollouts: Iterator[Rollout]) -> Iterator[Rollout]:
                 raise UserError(
                     f"{rollout.where}: prompt_id {current!r} reappears after other prompts (its group started at line "
                     f"{first_line[current]}); the file must be sorted by (task_index, rollout_index) as the collector "
-                    "writes it, so each prompt's rollouts are adjacent")
+                    "writes it, so each prompt's rollouts are adjacent"
+                )
             first_line[current] = rollout.line
         yield rollout
 

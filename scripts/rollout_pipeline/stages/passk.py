@@ -6,6 +6,7 @@ overflow floats for large n, so it is computed in the paper's product form:
 
     1 - prod_{i = n-c+1}^{n} (1 - k / i)
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

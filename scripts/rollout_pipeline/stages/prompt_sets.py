@@ -11,6 +11,7 @@ with equal chance. Rows within a set are distinct; `task_id` is a hash of the pr
 stable across runs and sets and unique per prompt content. Same (count, difficulty, seed) ->
 byte-identical output (only `random.Random(int)` draws, no hash randomization, no clock).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,12 +105,14 @@ def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[
         else:
             raise UserError(f"could only make {len(rows)} distinct {difficulty} prompts, {count} were asked for")
         seen.add(text)
-        rows.append({
-            "responses_create_params": {"input": [{"role": "user", "content": text}]},
-            "expected_answer": str(value),
-            "task_id": task_id_for(text),
-            "difficulty": level,
-        })
+        rows.append(
+            {
+                "responses_create_params": {"input": [{"role": "user", "content": text}]},
+                "expected_answer": str(value),
+                "task_id": task_id_for(text),
+                "difficulty": level,
+            }
+        )
     return rows
 
 
@@ -122,13 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prompts",
         description="Write deterministic arithmetic prompt sets. With no options: every set in params.yaml's "
-                    "prompts.sets, to data/prompts/<name>.jsonl. With --out: one ad-hoc set.")
+        "prompts.sets, to data/prompts/<name>.jsonl. With --out: one ad-hoc set.",
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--out-dir", default="data/prompts", help="where params.yaml's sets go (default data/prompts)")
     parser.add_argument("--set", dest="set_name", metavar="NAME", help="write only this set of params.yaml")
     parser.add_argument("--out", help="write one ad-hoc set to this path instead")
     parser.add_argument("--count", type=int, help="rows in the ad-hoc set")
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="mixed", help="ad-hoc set difficulty (default mixed)")
+    parser.add_argument(
+        "--difficulty", choices=DIFFICULTIES, default="mixed", help="ad-hoc set difficulty (default mixed)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="ad-hoc set seed (default 0)")
     return parser
 
@@ -149,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.params}: prompts.sets is empty; add a set or use --count N --out PATH")
     if args.set_name is not None:
         if args.set_name not in sets:
-            raise UserError(f"{args.params}: no prompt set {args.set_name!r}{did_you_mean(args.set_name, sets)}; "
-                            f"sets: {', '.join(sets)}")
+            raise UserError(
+                f"{args.params}: no prompt set {args.set_name!r}{did_you_mean(args.set_name, sets)}; "
+                f"sets: {', '.join(sets)}"
+            )
         sets = {args.set_name: sets[args.set_name]}
     for name, spec in sets.items():
         path = os.path.join(args.out_dir, f"{name}.jsonl")

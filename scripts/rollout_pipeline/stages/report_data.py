@@ -5,6 +5,7 @@ it is byte-for-byte the same on every run (`dvc.lock` records its hash). The rol
 `browser_prompts` with the smallest seeded hash of (task_index, prompt_id), and each prompt's extra rollouts the
 ones with the smallest seeded hash of their rollout_index: a sample that needs no random state and no second pass.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,11 +24,25 @@ from rollout_pipeline.stages.rollout_metrics import MetricsAccumulator, read_fai
 from rollout_pipeline.stages.sft_filter import reasoning_text
 
 # Top-level record keys the collector writes itself: every other key came with the input row.
-COLLECTOR_KEYS = frozenset({"prompt_id", "task_index", "rollout_index", "agent_name", "input", "output", "reward",
-                            "responses_create_params", "response", "expected_answer", "task_id", "id",
-                            "extracted_answer"})
-MAX_CATEGORIES = 20      # an input field with more distinct values is no category (an id, a question)
-MAX_TEXT_CHARS = 4000    # longer model text is cut in the browser (the rollout file has all of it)
+COLLECTOR_KEYS = frozenset(
+    {
+        "prompt_id",
+        "task_index",
+        "rollout_index",
+        "agent_name",
+        "input",
+        "output",
+        "reward",
+        "responses_create_params",
+        "response",
+        "expected_answer",
+        "task_id",
+        "id",
+        "extracted_answer",
+    }
+)
+MAX_CATEGORIES = 20  # an input field with more distinct values is no category (an id, a question)
+MAX_TEXT_CHARS = 4000  # longer model text is cut in the browser (the rollout file has all of it)
 
 
 @dataclass(frozen=True)
@@ -69,8 +84,8 @@ class ObjectiveSummary:
     rollouts_with_extraction: int = 0
     # field -> value -> [reward sum, rollouts]; fields that turn out to have too many values are dropped
     by_field: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    not_scored: Counter[str] = field(default_factory=Counter)   # "failure: cause" / "skipped: cause" -> rollouts
-    retries: dict[str, int] = field(default_factory=dict)       # from the run's stats file, when there is one
+    not_scored: Counter[str] = field(default_factory=Counter)  # "failure: cause" / "skipped: cause" -> rollouts
+    retries: dict[str, int] = field(default_factory=dict)  # from the run's stats file, when there is one
     browser: list[BrowserRow] = field(default_factory=list)
 
     @property
@@ -79,7 +94,7 @@ class ObjectiveSummary:
 
     @property
     def scored_of(self) -> str:
-        """"N of M": rollouts scored of those asked for (masked, failed and skipped ones are the difference)."""
+        """ "N of M": rollouts scored of those asked for (masked, failed and skipped ones are the difference)."""
         return f"{self.rollouts} of {self.rollouts + sum(self.not_scored.values())}"
 
     @property
@@ -88,8 +103,11 @@ class ObjectiveSummary:
 
     def categorical_fields(self) -> dict[str, dict[str, tuple[float, int]]]:
         """field -> value -> (mean reward, rollouts), for the input fields with 2..MAX_CATEGORIES values."""
-        return {name: {value: (total / count, int(count)) for value, (total, count) in sorted(values.items())}
-                for name, values in sorted(self.by_field.items()) if 2 <= len(values) <= MAX_CATEGORIES}
+        return {
+            name: {value: (total / count, int(count)) for value, (total, count) in sorted(values.items())}
+            for name, values in sorted(self.by_field.items())
+            if 2 <= len(values) <= MAX_CATEGORIES
+        }
 
     def correct_histogram(self) -> list[dict[str, int]]:
         """Prompts by how many of their n rollouts passed: [{"n", "correct", "prompts"}], every count 0..n listed."""
@@ -119,8 +137,9 @@ def input_text(record: dict) -> str:
     messages = record.get("input")
     if not isinstance(messages, list):
         return _as_text(messages)
-    return "\n".join(f"{m.get('role')}: {_as_text(m.get('content'))}" if isinstance(m, dict) else _as_text(m)
-                     for m in messages)
+    return "\n".join(
+        f"{m.get('role')}: {_as_text(m.get('content'))}" if isinstance(m, dict) else _as_text(m) for m in messages
+    )
 
 
 def browser_row(kind: str, rollout: Rollout) -> BrowserRow:
@@ -128,12 +147,18 @@ def browser_row(kind: str, rollout: Rollout) -> BrowserRow:
     record = rollout.record
     reasoning = reasoning_text(record)
     expected, extracted = record.get("expected_answer"), record.get("extracted_answer")
-    return BrowserRow(kind=kind, prompt_id=rollout.prompt_id, task_index=record.get("task_index"),
-                      rollout_index=record.get("rollout_index"), input=_clip(input_text(record)),
-                      reasoning=None if reasoning is None else _clip(reasoning),
-                      output=_clip(_as_text(record.get("output", ""))),
-                      extracted_answer=None if extracted is None else _as_text(extracted),
-                      expected_answer=None if expected is None else _as_text(expected), reward=rollout.reward)
+    return BrowserRow(
+        kind=kind,
+        prompt_id=rollout.prompt_id,
+        task_index=record.get("task_index"),
+        rollout_index=record.get("rollout_index"),
+        input=_clip(input_text(record)),
+        reasoning=None if reasoning is None else _clip(reasoning),
+        output=_clip(_as_text(record.get("output", ""))),
+        extracted_answer=None if extracted is None else _as_text(extracted),
+        expected_answer=None if expected is None else _as_text(expected),
+        reward=rollout.reward,
+    )
 
 
 def pick_rows(group: list[Rollout], config: BrowserConfig) -> list[BrowserRow]:
@@ -155,8 +180,9 @@ def _response(record: dict) -> dict:
     return response if isinstance(response, dict) else {}
 
 
-def _add_rollout(summary: ObjectiveSummary, rollout: Rollout, fields: dict[str, dict[str, list[float]]],
-                 too_many: set[str]) -> None:
+def _add_rollout(
+    summary: ObjectiveSummary, rollout: Rollout, fields: dict[str, dict[str, list[float]]], too_many: set[str]
+) -> None:
     record = rollout.record
     summary.reward_counts[rollout.reward] += 1
     response = _response(record)
@@ -184,8 +210,9 @@ def _add_rollout(summary: ObjectiveSummary, rollout: Rollout, fields: dict[str, 
         entry[1] += 1
 
 
-def summarize_rollouts(name: str, path: str | os.PathLike, pass_threshold: float,
-                       config: BrowserConfig = BrowserConfig()) -> ObjectiveSummary:
+def summarize_rollouts(
+    name: str, path: str | os.PathLike, pass_threshold: float, config: BrowserConfig = BrowserConfig()
+) -> ObjectiveSummary:
     """One streaming pass over a collector output file, plus its failures file (and the run stats' retries)."""
     summary = ObjectiveSummary(name=name, accumulator=MetricsAccumulator(pass_threshold=pass_threshold))
     fields: dict[str, dict[str, list[float]]] = defaultdict(dict)

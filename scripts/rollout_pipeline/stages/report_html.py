@@ -4,6 +4,7 @@ Every string that comes from a rollout, a prompt row or a server (model output, 
 values) goes through `esc`, so a model output holding `<script>` or an `onerror=` attribute is shown as text and
 never runs. The only script on a page is FILTER_SCRIPT, a constant.
 """
+
 from __future__ import annotations
 
 import html
@@ -65,17 +66,22 @@ def page(title: str, current: str, nav: list[tuple[str, str]], body: str, *, scr
     here = ' class="here"'
     links = "".join(f'<a href="{esc(href)}"{here if href == current else ""}>{esc(label)}</a>' for href, label in nav)
     tail = f"<script>{script}</script>\n" if script else ""
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:; script-src 'unsafe-inline'\">\n"
-            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<nav>{links}</nav>\n{body}\n"
-            f"{tail}</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "img-src data:; script-src 'unsafe-inline'\">\n"
+        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<nav>{links}</nav>\n{body}\n"
+        f"{tail}</body>\n</html>\n"
+    )
 
 
 def cards(items: Iterable[tuple[str, object]]) -> str:
     """A row of headline numbers: [(label, value)]."""
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>' for label, value in items) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>' for label, value in items)
+        + "</div>"
+    )
 
 
 def figure(svg: str, caption: str | None = None) -> str:
@@ -111,11 +117,15 @@ def browser(rows: list[BrowserRow], prompts: int) -> str:
             f'<tr data-kind="{esc(row.kind)}"><td class="kind-{esc(row.kind)}">{esc(row.kind)}</td>'
             f"<td>{esc(row.prompt_id)}<br><small>{esc(where)}</small></td><td>{esc(f'{row.reward:g}')}</td>"
             f"<td>{_pre(row.expected_answer)}</td><td>{_pre(row.extracted_answer)}</td>"
-            f"<td>{_pre(row.input)}</td><td>{_pre(row.reasoning)}</td><td>{_pre(row.output)}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("kind", "prompt", "reward", "expected", "extracted", "input",
-                                              "reasoning", "output"))
-    return (f'<p class="lead">{prompts} prompts sampled with report.seed; for each, its best rollout, its worst, and '
-            'report.random_per_prompt others. Type to filter (any text: a prompt id, best, worst, an answer).</p>'
-            '<input id="filter" type="search" placeholder="filter rollouts" aria-label="filter rollouts">'
-            '<span id="shown"></span>'
-            f'<table id="browser"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+            f"<td>{_pre(row.input)}</td><td>{_pre(row.reasoning)}</td><td>{_pre(row.output)}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("kind", "prompt", "reward", "expected", "extracted", "input", "reasoning", "output")
+    )
+    return (
+        f'<p class="lead">{prompts} prompts sampled with report.seed; for each, its best rollout, its worst, and '
+        "report.random_per_prompt others. Type to filter (any text: a prompt id, best, worst, an answer).</p>"
+        '<input id="filter" type="search" placeholder="filter rollouts" aria-label="filter rollouts">'
+        '<span id="shown"></span>'
+        f'<table id="browser"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )

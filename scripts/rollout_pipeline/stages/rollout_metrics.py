@@ -24,6 +24,7 @@ Only what the data decides is here: timing and throughput are in the run's stats
 same rollouts produces byte-identical metrics (and `dvc.lock` and `git status` stay clean).
 Streaming: O(1) state per rollout; pass@k keeps a histogram of (n, c), bounded by the group size.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,8 @@ import orjson
 
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
-from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.jsonl import iter_jsonl, side_path, write_json
+from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -143,16 +144,23 @@ class MetricsAccumulator:
             "reward_std": _round(math.sqrt(self._m2 / self.rollouts)) if self.rollouts else None,
         }
         result.update({f"pass@{k}": _round(value) for k, value in self.pass_at_k().items()})
-        result.update({
-            "zero_variance_fraction": _round(self.zero_variance_prompts / self.prompts) if self.prompts else None,
-            "output_tokens_mean": _round(self.token_total / self.token_rollouts) if self.token_rollouts else None,
-            "group_size_min": min(sizes, default=None),
-            "group_size_max": max(sizes, default=None),
-        })
+        result.update(
+            {
+                "zero_variance_fraction": _round(self.zero_variance_prompts / self.prompts) if self.prompts else None,
+                "output_tokens_mean": _round(self.token_total / self.token_rollouts) if self.token_rollouts else None,
+                "group_size_min": min(sizes, default=None),
+                "group_size_max": max(sizes, default=None),
+            }
+        )
         # Why rollouts were not scored, by cause (failures and skips): only when there were any, so that
         # `dvc metrics show` stays narrow on a clean run.
-        causes = {printable(str(cause)): count for cause, count in
-                  {**(stats or {}).get("failure_causes", {}), **(stats or {}).get("skip_causes", {})}.items()}
+        causes = {
+            printable(str(cause)): count
+            for cause, count in {
+                **(stats or {}).get("failure_causes", {}),
+                **(stats or {}).get("skip_causes", {}),
+            }.items()
+        }
         if causes:
             result["not_scored"] = dict(sorted(causes.items()))
         if len(self.scored_by) > 1:  # a file whose rewards came from different verifiers, or versions of one
@@ -179,13 +187,15 @@ class MetricsResult:
         """The human summary printed by the stage (the notes are printed separately, to stderr)."""
         m = self.metrics
         ks = ", ".join(f"{key}={m[key]}" for key in m if key.startswith("pass@"))
-        return [f"{m['prompts']} prompts, {m['rollouts']} rollouts, reward mean {m['reward_mean']} "
-                f"std {m['reward_std']}, {ks}, zero-variance prompts {m['zero_variance_fraction']} -> {out_path}",
-                *([scored_line(m["coverage"])] if "coverage" in m else [])]
+        return [
+            f"{m['prompts']} prompts, {m['rollouts']} rollouts, reward mean {m['reward_mean']} "
+            f"std {m['reward_std']}, {ks}, zero-variance prompts {m['zero_variance_fraction']} -> {out_path}",
+            *([scored_line(m["coverage"])] if "coverage" in m else []),
+        ]
 
 
 def scored_of(rollouts_path: str | os.PathLike, scored: int) -> str | None:
-    """"N of M rollouts scored" for a stage's log line, from the failures file beside its rollout file."""
+    """ "N of M rollouts scored" for a stage's log line, from the failures file beside its rollout file."""
     failures = read_failures(side_path(rollouts_path, ".failures.ndjson"))
     if failures is None:
         return None
@@ -205,8 +215,9 @@ def read_failures(path: Path) -> dict | None:
     return counts
 
 
-def compute_metrics(in_path: str | os.PathLike, pass_threshold: float,
-                    stats_path: str | os.PathLike | None = None) -> MetricsResult:
+def compute_metrics(
+    in_path: str | os.PathLike, pass_threshold: float, stats_path: str | os.PathLike | None = None
+) -> MetricsResult:
     """Read the rollout file (streaming), and its failures file (else its run stats); nothing is written."""
     accumulator = MetricsAccumulator(pass_threshold=pass_threshold)
     for _, group in iter_groups(in_path):
@@ -219,21 +230,32 @@ def compute_metrics(in_path: str | os.PathLike, pass_threshold: float,
     if stats is None:
         notes.append(f"note: no failures file or run stats beside {in_path}; failures are null")
     elif stats.get("rollouts") is not None and stats["rollouts"] != accumulator.rollouts:
-        notes.append(f"warning: {stats_file} reports {stats['rollouts']} rollouts but {in_path} has "
-                     f"{accumulator.rollouts}; the stats may be from another run")
+        notes.append(
+            f"warning: {stats_file} reports {stats['rollouts']} rollouts but {in_path} has "
+            f"{accumulator.rollouts}; the stats may be from another run"
+        )
     if len(accumulator.scored_by) > 1:
         mixed = ", ".join(f"{count} by {scorer}" for scorer, count in sorted(accumulator.scored_by.items()))
-        notes.append(f"warning: {in_path} mixes rewards from different verifiers or versions ({mixed}); score it "
-                     "again with one (rescore FILE --agent NAME)")
+        notes.append(
+            f"warning: {in_path} mixes rewards from different verifiers or versions ({mixed}); score it "
+            "again with one (rescore FILE --agent NAME)"
+        )
     skipped = accumulator.rollouts - accumulator.token_rollouts
     if skipped:
-        notes.append(f"note: {skipped} rollouts have no response.usage.output_tokens; output_tokens_mean covers the rest")
+        notes.append(
+            f"note: {skipped} rollouts have no response.usage.output_tokens; output_tokens_mean covers the rest"
+        )
     return MetricsResult(accumulator.metrics(stats), accumulator.curve(), notes)
 
 
-def run_metrics(in_path: str | os.PathLike, out_path: str | os.PathLike, pass_threshold: float, *,
-                curve_path: str | os.PathLike | None = None,
-                stats_path: str | os.PathLike | None = None) -> MetricsResult:
+def run_metrics(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    pass_threshold: float,
+    *,
+    curve_path: str | os.PathLike | None = None,
+    stats_path: str | os.PathLike | None = None,
+) -> MetricsResult:
     """Compute the metrics of `in_path` and write them (and the pass@k curve) atomically."""
     result = compute_metrics(in_path, pass_threshold, stats_path)
     write_json(out_path, result.metrics)

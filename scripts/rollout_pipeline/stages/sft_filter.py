@@ -9,6 +9,7 @@ formats (`format`):
 where assistant is `{"role": "assistant", "content": output}` (+ `reasoning_content` when the model reasoned).
 Streaming: apart from the current record, only the current prompt's output digests are held.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,8 @@ import jq
 import orjson
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.stages.groups import Rollout, iter_groups
 from rollout_pipeline.jsonl import write_jsonl
+from rollout_pipeline.stages.groups import Rollout, iter_groups
 
 # Reasons a rollout is dropped, in the order they are checked (a rollout counts under the first that applies).
 BELOW_MIN_REWARD = "below_min_reward"
@@ -69,9 +70,11 @@ def _refuse_nondeterminism(expression: str, source: str) -> None:
     code = _STRING.sub('""', expression)  # a word inside a string literal is data, not a call
     for name in NONDETERMINISTIC:
         if re.search(rf"(?<![\w$]){re.escape(name)}(?![\w])", code):
-            raise UserError(f"{source}: {name!r} is not allowed in a filter: its result depends on "
-                            f"{'the clock' if name == 'now' else 'more than the record and the params'}, and a stage's output must "
-                            "depend on its inputs and params alone")
+            raise UserError(
+                f"{source}: {name!r} is not allowed in a filter: its result depends on "
+                f"{'the clock' if name == 'now' else 'more than the record and the params'}, and a stage's output must "
+                "depend on its inputs and params alone"
+            )
 
 
 def compile_where(expression: str, source: str = "filter.where") -> Callable[[Rollout], bool]:
@@ -93,8 +96,10 @@ def compile_where(expression: str, source: str = "filter.where") -> Callable[[Ro
         except StopIteration:
             return False
         except ValueError as exc:
-            raise UserError(f"{rollout.where}: {source} {expression!r} failed on this record ({_jq_message(exc)}); "
-                            "guard optional fields with '?' or '//'") from None
+            raise UserError(
+                f"{rollout.where}: {source} {expression!r} failed on this record ({_jq_message(exc)}); "
+                "guard optional fields with '?' or '//'"
+            ) from None
         return result is not None and result is not False
 
     return accepts
@@ -141,8 +146,13 @@ class FilterSummary:
 
     def as_dict(self) -> dict:
         """The summary as the stage's metrics file (metrics/sft_filter.json): counts, and drops by reason."""
-        return {"rollouts": self.rollouts, "prompts": self.prompts, "kept": self.kept, "kept_prompts": self.kept_prompts,
-                "dropped": {reason: self.dropped[reason] for reason in DROP_REASONS}}
+        return {
+            "rollouts": self.rollouts,
+            "prompts": self.prompts,
+            "kept": self.kept,
+            "kept_prompts": self.kept_prompts,
+            "dropped": {reason: self.dropped[reason] for reason in DROP_REASONS},
+        }
 
     def lines(self, config: FilterConfig, out_path: str | os.PathLike) -> list[str]:
         """The human summary printed by the stage: what was kept, and every drop reason with its count."""
@@ -163,8 +173,9 @@ def filter_rollouts(path: str | os.PathLike, config: FilterConfig, summary: Filt
     return _filtered(path, config, accepts, summary)
 
 
-def _filtered(path: str | os.PathLike, config: FilterConfig, accepts: Callable[[Rollout], bool] | None,
-              summary: FilterSummary) -> Iterator[dict]:
+def _filtered(
+    path: str | os.PathLike, config: FilterConfig, accepts: Callable[[Rollout], bool] | None, summary: FilterSummary
+) -> Iterator[dict]:
     for _, group in iter_groups(path):
         summary.prompts += 1
         # Digests rather than the outputs themselves: a group can hold several long generations.

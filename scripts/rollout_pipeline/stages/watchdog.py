@@ -6,6 +6,7 @@ record takes longer than `per_record_s`, or the whole run longer than `total_s`,
 removes the temp files the child's atomic writes left (`.<name>.<random>.tmp` beside the output), so nothing is
 half-written and the old output stays as it was.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -15,8 +16,8 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rollout_pipeline.errors import UserError
 
@@ -37,8 +38,16 @@ class Heartbeat:
         _BEAT.pack_into(self.page, 0, self.count, line)
 
 
-def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, source: str, what: str,
-                per_record_s: float, total_s: float) -> int:
+def run_watched(
+    work: Callable[[Heartbeat], int],
+    *,
+    prog: str,
+    output: Path,
+    source: str,
+    what: str,
+    per_record_s: float,
+    total_s: float,
+) -> int:
     """Run `work(heartbeat)` in a child; return its exit code, or raise UserError when the watchdog stopped it.
     `prog` prefixes the child's own error line, as run_cli would; `what` names the limits' keys in messages."""
     page = mmap.mmap(-1, _BEAT.size)
@@ -57,6 +66,7 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
             code = 2
         except BaseException:  # a bug: show it, as the stage would have
             import traceback
+
             traceback.print_exc()
         finally:
             sys.stdout.flush()
@@ -77,8 +87,10 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
                 name = signal.Signals(os.WTERMSIG(status)).name
                 count, line = _BEAT.unpack_from(page, 0)
                 where = f" at {source}:{line}" if count else ""
-                raise UserError(f"{what}: the worker process was killed by signal {name}{where} (SIGKILL is often "
-                                "the out-of-memory killer); nothing was written")
+                raise UserError(
+                    f"{what}: the worker process was killed by signal {name}{where} (SIGKILL is often "
+                    "the out-of-memory killer); nothing was written"
+                )
             if done:
                 return os.waitstatus_to_exitcode(status)
             now = time.monotonic()
@@ -89,9 +101,11 @@ def run_watched(work: Callable[[Heartbeat], int], *, prog: str, output: Path, so
             if stopped:
                 problem = "interrupted" if stopped[0] == signal.SIGINT else "terminated"
             elif now - last_change > per_record_s:
-                problem = (f"{what}: no record finished within {per_record_s:g} s (stuck at {source}:{line}); the "
-                           f"expression may never end (a loop such as until(false; .)): fix it, or raise "
-                           f"{what}_timeout_s")
+                problem = (
+                    f"{what}: no record finished within {per_record_s:g} s (stuck at {source}:{line}); the "
+                    f"expression may never end (a loop such as until(false; .)): fix it, or raise "
+                    f"{what}_timeout_s"
+                )
             elif now - started > total_s:
                 problem = f"{what}: the stage ran over {total_s:g} s ({what}_stage_timeout_s); stopped"
             if problem is not None:

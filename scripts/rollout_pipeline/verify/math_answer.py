@@ -15,6 +15,7 @@ It only finds where the answer is (regular expressions, linear in the output); m
 5. Multiple-choice: when every acceptable answer is a letter A-E, the letter of that answer ((B), \\boxed{B}, "the
    answer is C"), or failing any, the last option letter in the text.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,19 +29,23 @@ _BRACE_RE = re.compile(r"[{}]")
 # "the answer is X", "final answer: X", "**Answer:** X", "#### X" (GSM8K's reference solutions)
 _STATEMENT_RE = re.compile(
     r"(?:\banswer\b(?:\s+(?:is|was|would\s+be|will\s+be|should\s+be|must\s+be)\b|\**\s*[:=])|(?<!#)####(?!#))[\s:*]*",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # What joins two boxes into one answer: a short gap, in one sentence, with a connective or a hedge ("and", ",",
 # "or maybe") and no word that replaces the first box with the second ("then", "wait", "actually", "instead").
 _JOINED_RE = re.compile(
     r"\s*|(?=[^.!?\n]{0,40}$)(?![^.!?\n]*\b(?:then|wait|actually|instead|rather|reflection|no)\b)"
-    r"[^.!?\n]*?(?:[,;&]|\b(?:and|or|maybe|perhaps|possibly|either)\b)[^.!?\n]*", re.IGNORECASE)
+    r"[^.!?\n]*?(?:[,;&]|\b(?:and|or|maybe|perhaps|possibly|either)\b)[^.!?\n]*",
+    re.IGNORECASE,
+)
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
 # the stated answer: up to a sentence end (a period not followed by a digit), a line end, or MAX_ANSWER_CHARS
 _STATED_RE = re.compile(r"(.{1,N}?)(?:\.(?!\d)|\n|[.!?]?\s*$)".replace("N", str(MAX_ANSWER_CHARS)), re.DOTALL)
 # a number in plain prose: not glued to a word, a brace, a backslash, a sub/superscript or a slash before it, and
 # not followed by a superscript, a subscript or a brace (letters after it are a unit: "12cm", "1,000.99m²")
 _PROSE_NUMBER_RE = re.compile(
-    r"(?<![\w.\\{}^_/,-])-?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+(?!\d)|\d+)(?:[.,]\d+)?|\.\d+)(?:/\d+)?(?![\d^_{}]|[.,/]\d)")
+    r"(?<![\w.\\{}^_/,-])-?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+(?!\d)|\d+)(?:[.,]\d+)?|\.\d+)(?:/\d+)?(?![\d^_{}]|[.,/]\d)"
+)
 # Formulas: $$..$$ and \\[..\\] may span lines; inline $..$ and \\(..\\) may not (a number inside one broken over
 # lines is in no formula and not in prose either). A dollar before a number and words is currency ("$18 a day and
 # $20"), not a formula. Delimiters are paired in one pass, so unclosed ones cost nothing later; a formula is at most
@@ -50,13 +55,19 @@ _DELIMITER_RE = re.compile(r"\\\$|\$\$|\\\[|\\\]|\\\(|\\\)|\$")
 _CLOSER = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
 _CURRENCY_RE = re.compile(r"\d[\d,.]*\s+[A-Za-z]")
 # "the answer is 3 more than x" states a relation, not an answer
-_RELATION_RE = re.compile(r"-?[\d.,/]+\s*(?:more|less|fewer|greater|smaller|larger|bigger|higher|lower|times|than|"
-                          r"plus|minus|divided|multiplied)\b", re.IGNORECASE)
+_RELATION_RE = re.compile(
+    r"-?[\d.,/]+\s*(?:more|less|fewer|greater|smaller|larger|bigger|higher|lower|times|than|"
+    r"plus|minus|divided|multiplied)\b",
+    re.IGNORECASE,
+)
 _RETRACTION_RE = re.compile(
     r"\b(?:(?:that|this|it|which|answer)(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|"
-    r"I\s+made\s+a\s+mistake|scratch\s+that|that\s+can'?t\s+be\s+right)\b", re.IGNORECASE)
-_LEADING_NUMBER_RE = re.compile(r"[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?)(?:\s*%|\s*[A-Za-z].*)?\s*$",
-                                re.DOTALL)
+    r"I\s+made\s+a\s+mistake|scratch\s+that|that\s+can'?t\s+be\s+right)\b",
+    re.IGNORECASE,
+)
+_LEADING_NUMBER_RE = re.compile(
+    r"[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?)(?:\s*%|\s*[A-Za-z].*)?\s*$", re.DOTALL
+)
 _LEADING_FORMULA_RE = re.compile(r"(\$[^$]+\$|\\\(.+?\\\))(?:\s*[A-Za-z][^$]*)?$", re.DOTALL)
 _WORDS_RE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")
 _LETTER_RE = re.compile(r"^[\s$*(]*(?:\\text(?:bf)?\{\s*)?\(?([A-E])\)?(?![A-Za-z])")
@@ -70,6 +81,7 @@ class Answer:
     boxes or formulas, read as math-verify reads an output), `latex` (a bare LaTeX answer, such as a box's
     content), `number` (a number from plain prose: a comma in it may be a decimal comma, as in 1,5) or `letter`
     (a multiple-choice letter)."""
+
     text: str
     kind: str
 
@@ -85,7 +97,7 @@ def after_reasoning(text: str) -> str:
     """The text after the model's reasoning: after the last `</think>`; empty when a `<think>` never closes."""
     end = text.rfind("</think>")
     if end >= 0:
-        return text[end + len("</think>"):]
+        return text[end + len("</think>") :]
     return "" if "<think>" in text else text
 
 
@@ -103,7 +115,7 @@ def closed_boxes(text: str) -> list[_Box]:
         elif stack:
             brace = stack.pop()
             if brace in openings:
-                found.append(_Box(openings[brace], match.end(), text[brace + 1:match.start()]))
+                found.append(_Box(openings[brace], match.end(), text[brace + 1 : match.start()]))
     return sorted(found, key=lambda box: box.start)
 
 
@@ -126,7 +138,7 @@ def _box_answer(text: str, boxes: list[_Box]) -> Answer:
         first -= 1
     if first == len(boxes) - 1:
         return Answer(boxes[-1].content.strip(), "latex")
-    return Answer(text[boxes[first].start:boxes[-1].end], "region")
+    return Answer(text[boxes[first].start : boxes[-1].end], "region")
 
 
 def _statement_answer(stated: str) -> Answer | None:
@@ -176,7 +188,7 @@ def _formulas(text: str, start: int) -> list[tuple[int, int, bool]]:
                 opener = token
         elif mark == _CLOSER[opener.group()]:
             inline = opener.group() in ("$", "\\(")
-            found.append((opener.start(), token.end(), inline and "\n" in text[opener.end():token.start()]))
+            found.append((opener.start(), token.end(), inline and "\n" in text[opener.end() : token.start()]))
             opener = None
     return found
 
@@ -194,7 +206,7 @@ def _last_item(text: str, start: int) -> Answer | None:
             continue  # inside a formula: the formula is the item
         number = match
     if formula is not None and (number is None or formula[1] > number.end()):
-        return Answer(text[formula[0]:formula[1]], "region")
+        return Answer(text[formula[0] : formula[1]], "region")
     if number is not None:
         return Answer(number.group(0), "number")
     last_line = text[start:].strip().rpartition("\n")[2].strip()

@@ -14,18 +14,19 @@
 Reward is 1.0 or 0.0. A row without a usable `expected_answer` is a UserError (a data problem, not a wrong
 answer: scoring it 0 would silently poison the rollouts).
 """
+
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 from rollout_pipeline.errors import UserError, did_you_mean
 from rollout_pipeline.rows import expected_answers
 from rollout_pipeline.verify import VERIFIER_KINDS
 from rollout_pipeline.verify.math_answer import LETTERS, Answer, locate_answer
-
 
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,300}")  # bounded: int() refuses over 4300 digits
 _NUMERIC_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:/\d+)?")
@@ -80,7 +81,9 @@ def _math_verify_equal(expected: str, answer: Answer) -> bool:
         return _same_text(expected, answer.text)
     import logging
 
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify as mv_verify  # ~0.4 s
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse  # ~0.4 s
+    from math_verify import verify as mv_verify
+
     # Its timeout warnings print the whole expression; a timeout here is just a non-match.
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     # math-verify times out with signal.alarm, which only works on the main thread (the collector sends long
@@ -127,7 +130,8 @@ def answers_match(expected: str, answer: Answer) -> bool:
     if expected_items and answer_items and answer.kind == "latex":
         # "10, 4, -2" is not "4, 10, -2": a bare list is read in order (braces make a set, parentheses a tuple)
         return len(expected_items) == len(answer_items) and all(
-            answers_match(e, Answer(a, "latex")) for e, a in zip(expected_items, answer_items))
+            answers_match(e, Answer(a, "latex")) for e, a in zip(expected_items, answer_items)
+        )
     return _math_verify_equal(expected, answer)
 
 
@@ -192,6 +196,8 @@ def verify(kind: str, output_text: str, row: dict, truncated: bool = False) -> d
     try:
         fn = _VERIFIERS[kind]
     except KeyError:
-        raise UserError(f"unknown verifier {kind!r}{did_you_mean(kind, VERIFIER_KINDS)}; "
-                        f"built-in verifiers: {', '.join(VERIFIER_KINDS)}") from None
+        raise UserError(
+            f"unknown verifier {kind!r}{did_you_mean(kind, VERIFIER_KINDS)}; "
+            f"built-in verifiers: {', '.join(VERIFIER_KINDS)}"
+        ) from None
     return fn(output_text, row, truncated)

@@ -6,19 +6,40 @@ Three protocols, one result shape, so the rest of the collector never cares whic
 - ``chat``:      OpenAI chat completions (vLLM, SGLang, ...), ``POST {url}/v1/chat/completions``;
                  ``max_output_tokens`` becomes ``max_tokens`` and the reply is mapped back to a Responses object.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
 from rollout_pipeline.collect.protocols.chat import ChoicesShortfall, build_chat_body, parse_chat_reply
-from rollout_pipeline.collect.protocols.common import (InvalidReply, NotFinished, Result, asks_for_logprobs,
-                                                       label_logprobs, logprobs_mode, other_model)
-from rollout_pipeline.errors import UserError
+from rollout_pipeline.collect.protocols.common import (
+    InvalidReply,
+    NotFinished,
+    Result,
+    asks_for_logprobs,
+    label_logprobs,
+    logprobs_mode,
+    other_model,
+)
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
+from rollout_pipeline.errors import UserError
 
-__all__ = ["PATHS", "ChoicesShortfall", "InvalidReply", "NotFinished", "Result", "asks_for_logprobs", "build_body",
-           "choice_params", "label_logprobs", "logprobs_mode", "other_model", "parse_reply", "sampling_params"]
+__all__ = [
+    "PATHS",
+    "ChoicesShortfall",
+    "InvalidReply",
+    "NotFinished",
+    "Result",
+    "asks_for_logprobs",
+    "build_body",
+    "choice_params",
+    "label_logprobs",
+    "logprobs_mode",
+    "other_model",
+    "parse_reply",
+    "sampling_params",
+]
 
 PATHS = {"agent": "/run", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
@@ -48,13 +69,22 @@ def choice_params(params: dict, choice: int) -> dict:
     return {**params, "seed": params["seed"] + choice}
 
 
-def build_body(protocol: str, row: dict, params: dict, model: str | None, n: int = 1,
-               token_data: str | None = None, indices: tuple[int, int] = (0, 0)) -> dict:
+def build_body(
+    protocol: str,
+    row: dict,
+    params: dict,
+    model: str | None,
+    n: int = 1,
+    token_data: str | None = None,
+    indices: tuple[int, int] = (0, 0),
+) -> dict:
     """The JSON body for one request (`indices`: the rollout's task and rollout index, which a NeMo Gym agent
     needs). Raises UserError, before anything is sent, for what cannot be sent."""
     if params.get("stream"):
-        raise UserError("responses_create_params.stream: true makes the server answer with server-sent events; "
-                        "the collector needs whole replies (remove stream, or set it to false)")
+        raise UserError(
+            "responses_create_params.stream: true makes the server answer with server-sent events; "
+            "the collector needs whole replies (remove stream, or set it to false)"
+        )
     extra_body = params.get("extra_body")
     if extra_body is not None and not isinstance(extra_body, dict):
         raise UserError(f"responses_create_params.extra_body: expected an object, got {type(extra_body).__name__}")

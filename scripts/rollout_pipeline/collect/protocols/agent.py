@@ -11,12 +11,21 @@ nemo_gym/failure_kinds.py, nemo_gym/judge.py):
   (or the class is `skipped`: a sample that cannot be run, terminal in NeMo Gym whichever build stamped it);
 - `_ng_no_persist`: write it nowhere (retried).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from rollout_pipeline.collect.protocols.common import (InvalidReply, NotFinished, Result, check_finished,
-                                                       check_response, require, response_text, without_timing)
+from rollout_pipeline.collect.protocols.common import (
+    InvalidReply,
+    NotFinished,
+    Result,
+    check_finished,
+    check_response,
+    require,
+    response_text,
+    without_timing,
+)
 
 # Classes NeMo Gym never sends again, stamped terminal or not (rollout_collection.py's resume rule).
 TERMINAL_FAILURE_CLASSES = {"skipped"}
@@ -67,8 +76,16 @@ def build_agent_body(row: dict, params: dict, model: str | None, indices: tuple[
 def _failure_detail(reply: dict) -> str:
     """NeMo Gym's own words for a failure: 0.7.0's fields first, then the older ones."""
     parts = []
-    for key in ("_ng_failure_type", "_ng_failure_message", "failure_reason", "_ng_failure_reason",
-                "_ng_failure_judge_error", "error_message", "error", "_ng_error"):
+    for key in (
+        "_ng_failure_type",
+        "_ng_failure_message",
+        "failure_reason",
+        "_ng_failure_reason",
+        "_ng_failure_judge_error",
+        "error_message",
+        "error",
+        "_ng_error",
+    ):
         value = reply.get(key)
         if value and str(value) not in parts:
             parts.append(str(value))
@@ -86,18 +103,31 @@ def check_nemo_gym_sentinels(reply: dict, where: str) -> None:
     if failure_class and failure_class not in MASKED_FAILURE_CLASSES:
         # A failure first, even when the agent also masked it (a transient one can succeed when asked again).
         terminal = reply.get("_ng_failure_terminal") is True or failure_class in TERMINAL_FAILURE_CLASSES
-        raise NotFinished(str(failure_class), f"{where}: NeMo Gym failure class {failure_class!r}"
-                          + (f" ({detail})" if detail else "") + ("; terminal" if terminal else ""),
-                          retryable=not terminal, reply=reply)
+        raise NotFinished(
+            str(failure_class),
+            f"{where}: NeMo Gym failure class {failure_class!r}"
+            + (f" ({detail})" if detail else "")
+            + ("; terminal" if terminal else ""),
+            retryable=not terminal,
+            reply=reply,
+        )
     instance = reply.get("instance_config")
     masked = reply.get("mask_sample") is True or (isinstance(instance, dict) and instance.get("mask_sample") is True)
     if masked or failure_class:
         kind = gym_failure_kind(MASKED, reply) or "mask_sample"
-        raise NotFinished(MASKED, f"{where}: not scored: masked by NeMo Gym (failure_kind {kind}"
-                          + (f": {detail}" if detail else "") + ")", skip=True, reply=reply)
+        raise NotFinished(
+            MASKED,
+            f"{where}: not scored: masked by NeMo Gym (failure_kind {kind}" + (f": {detail}" if detail else "") + ")",
+            skip=True,
+            reply=reply,
+        )
     if reply.get("_ng_no_persist"):
-        raise NotFinished("no_persist", f"{where}: NeMo Gym says not to persist this rollout (_ng_no_persist)",
-                          retryable=True, reply=reply)
+        raise NotFinished(
+            "no_persist",
+            f"{where}: NeMo Gym says not to persist this rollout (_ng_no_persist)",
+            retryable=True,
+            reply=reply,
+        )
 
 
 def parse_agent_reply(reply: dict, max_output_tokens: Any = None) -> list[Result]:

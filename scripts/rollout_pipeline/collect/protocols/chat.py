@@ -6,6 +6,7 @@ Reply: each choice becomes a Responses object that keeps what RL needs: a `reaso
 `reasoning_content` from vLLM <= 0.13, SGLang and llama.cpp), a `refusal` part, and token data on the last
 item under NeMo Gym's names. A choice that did not finish (`abort`, a tool call) raises NotFinished.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,16 @@ from typing import Any
 
 import orjson
 
-from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, NotFinished, Result,
-                                                       check_token_data, checked_usage, put_token_data, window_cut)
+from rollout_pipeline.collect.protocols.common import (
+    LOGPROBS_INCLUDE,
+    InvalidReply,
+    NotFinished,
+    Result,
+    check_token_data,
+    checked_usage,
+    put_token_data,
+    window_cut,
+)
 from rollout_pipeline.errors import UserError
 
 # Responses-API keys that chat completions takes under another name.
@@ -30,8 +39,10 @@ def _map_include(include: Any, body: dict) -> None:
     if include is None:
         return
     if not isinstance(include, list) or any(value != LOGPROBS_INCLUDE for value in include):
-        raise UserError(f"responses_create_params.include: {include!r} cannot be sent to a chat-completions server; "
-                        f"only {LOGPROBS_INCLUDE!r} has a chat counterpart (logprobs)")
+        raise UserError(
+            f"responses_create_params.include: {include!r} cannot be sent to a chat-completions server; "
+            f"only {LOGPROBS_INCLUDE!r} has a chat counterpart (logprobs)"
+        )
     if include:
         body["logprobs"] = True
         # The sampled token's logprob is in every entry; llama-cpp-python's server sends none without top_logprobs.
@@ -42,8 +53,10 @@ def _map_reasoning(reasoning: Any, body: dict) -> None:
     if reasoning is None:
         return
     if not isinstance(reasoning, dict) or set(reasoning) - {"effort", "summary"} or reasoning.get("summary"):
-        raise UserError(f"responses_create_params.reasoning: {reasoning!r} cannot be sent to a chat-completions "
-                        "server; only reasoning.effort has a chat counterpart (reasoning_effort)")
+        raise UserError(
+            f"responses_create_params.reasoning: {reasoning!r} cannot be sent to a chat-completions "
+            "server; only reasoning.effort has a chat counterpart (reasoning_effort)"
+        )
     if reasoning.get("effort") is not None:
         body["reasoning_effort"] = reasoning["effort"]
 
@@ -52,8 +65,10 @@ def _map_text(text: Any, body: dict) -> None:
     if text is None:
         return
     if not isinstance(text, dict) or set(text) - {"format", "verbosity"}:
-        raise UserError(f"responses_create_params.text: {text!r} cannot be sent to a chat-completions server; "
-                        "text.format and text.verbosity have chat counterparts")
+        raise UserError(
+            f"responses_create_params.text: {text!r} cannot be sent to a chat-completions server; "
+            "text.format and text.verbosity have chat counterparts"
+        )
     if text.get("verbosity") is not None:
         body["verbosity"] = text["verbosity"]
     fmt = text.get("format")
@@ -62,8 +77,10 @@ def _map_text(text: Any, body: dict) -> None:
     if isinstance(fmt, dict) and fmt.get("type") == "json_object":
         body["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        body["response_format"] = {"type": "json_schema", "json_schema": {
-            k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt},
+        }
     else:
         raise UserError(f"responses_create_params.text.format: {fmt!r} has no chat-completions counterpart")
 
@@ -76,12 +93,18 @@ def _map_tools(tools: Any) -> list:
         if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
             mapped.append(tool)  # already chat-shaped
         elif isinstance(tool, dict) and tool.get("type") == "function" and "name" in tool:
-            mapped.append({"type": "function", "function": {
-                k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}})
+            mapped.append(
+                {
+                    "type": "function",
+                    "function": {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool},
+                }
+            )
         else:
             kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
-            raise UserError(f"responses_create_params.tools: a {kind!r} tool is a Responses-API built-in with no "
-                            "chat-completions counterpart; only function tools can be sent")
+            raise UserError(
+                f"responses_create_params.tools: a {kind!r} tool is a Responses-API built-in with no "
+                "chat-completions counterpart; only function tools can be sent"
+            )
     return mapped
 
 
@@ -94,11 +117,15 @@ def _map_tool_choice(choice: Any) -> Any:
 def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, token_data: str | None = None) -> dict:
     """The chat-completions body for one request (n choices). Raises UserError for params it cannot map."""
     if params.get("truncation") not in (None, "disabled"):
-        raise UserError(f"responses_create_params.truncation: {params['truncation']!r} has no chat-completions "
-                        "counterpart (the server refuses an over-long prompt instead)")
+        raise UserError(
+            f"responses_create_params.truncation: {params['truncation']!r} has no chat-completions "
+            "counterpart (the server refuses an over-long prompt instead)"
+        )
     if params.get("previous_response_id") is not None:
-        raise UserError("responses_create_params.previous_response_id: chat completions keep no server-side state; "
-                        "put the whole conversation in the input")
+        raise UserError(
+            "responses_create_params.previous_response_id: chat completions keep no server-side state; "
+            "put the whole conversation in the input"
+        )
     body = {_RENAMES.get(k, k): v for k, v in params.items() if k not in _NOT_SENT and k != "previous_response_id"}
     if "tools" in body:
         body["tools"] = _map_tools(body["tools"])
@@ -114,8 +141,11 @@ def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, toke
         body.setdefault("top_logprobs", 0)
     if token_data == "ids":
         body["return_token_ids"] = True  # vLLM >= 0.10.2 and SGLang; other servers ignore or refuse it
-    body["messages"] = row["_messages"] if not params.get("instructions") else (
-        [{"role": "system", "content": params["instructions"]}] + row["_messages"])
+    body["messages"] = (
+        row["_messages"]
+        if not params.get("instructions")
+        else ([{"role": "system", "content": params["instructions"]}] + row["_messages"])
+    )
     seed = (params.get("metadata") or {}).get("seed")
     if seed is not None and "seed" not in body:  # a row's own metadata.seed: chat servers read a top-level seed
         body["seed"] = int(seed)
@@ -137,8 +167,11 @@ def _joined_chunks(chunks: list) -> tuple[str, str]:
             text.append(chunk["text"])
         elif kind == "thinking" and isinstance(chunk.get("thinking"), (list, str)):
             inner = chunk["thinking"]
-            thinking += [inner] if isinstance(inner, str) else [
-                part["text"] for part in inner if isinstance(part, dict) and isinstance(part.get("text"), str)]
+            thinking += (
+                [inner]
+                if isinstance(inner, str)
+                else [part["text"] for part in inner if isinstance(part, dict) and isinstance(part.get("text"), str)]
+            )
         elif kind != "reference":
             raise InvalidReply(f"reply has a message content chunk that is no text: {str(chunk)[:100]}")
     return "".join(text), "".join(thinking)
@@ -167,16 +200,25 @@ def _check_finished(choice: dict, message: dict, reply: dict) -> None:
     if finish == "abort":
         # vLLM and SGLang abort in-flight requests (e.g. when an RL trainer pauses the engine to sync weights):
         # the text is partial and must not be scored; asking again can succeed.
-        raise NotFinished("aborted", f"the server aborted the generation (finish_reason 'abort') after "
-                          f"{len(message.get('content') or '')} characters", retryable=True, reply=reply)
+        raise NotFinished(
+            "aborted",
+            f"the server aborted the generation (finish_reason 'abort') after "
+            f"{len(message.get('content') or '')} characters",
+            retryable=True,
+            reply=reply,
+        )
     calls = message.get("tool_calls")
     if finish in ("tool_calls", "function_call") or (isinstance(calls, list) and calls) or message.get("function_call"):
         items = _function_call_items(calls or [])
         names = [item["name"] for item in items]
         reasoning = _output_items(message, choice.get("index", 0))[:-1]  # the model's reasoning before the call
-        raise NotFinished("tool_call", f"the turn ended in a tool call ({', '.join(map(str, names)) or finish}) that "
-                          "nothing runs; use an agent server that executes tools", reply=reply,
-                          response={"output": reasoning + items, "status": "completed"})
+        raise NotFinished(
+            "tool_call",
+            f"the turn ended in a tool call ({', '.join(map(str, names)) or finish}) that "
+            "nothing runs; use an agent server that executes tools",
+            reply=reply,
+            response={"output": reasoning + items, "status": "completed"},
+        )
 
 
 def _function_call_items(calls: list) -> list[dict]:
@@ -184,20 +226,27 @@ def _function_call_items(calls: list) -> list[dict]:
     items = []
     for call in calls:
         function = call.get("function") if isinstance(call, dict) and isinstance(call.get("function"), dict) else {}
-        items.append({"type": "function_call", "id": call.get("id") if isinstance(call, dict) else None,
-                      "call_id": call.get("id") if isinstance(call, dict) else None, "name": function.get("name"),
-                      "arguments": function.get("arguments"), "status": "completed"})
+        items.append(
+            {
+                "type": "function_call",
+                "id": call.get("id") if isinstance(call, dict) else None,
+                "call_id": call.get("id") if isinstance(call, dict) else None,
+                "name": function.get("name"),
+                "arguments": function.get("arguments"),
+                "status": "completed",
+            }
+        )
     return items
 
 
 def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, list | None]:
     """(prompt ids, generation ids, generation logprobs) as the server gave them; ids are never re-tokenized."""
-    prompt_ids = reply.get("prompt_token_ids")                       # vLLM: on the reply
+    prompt_ids = reply.get("prompt_token_ids")  # vLLM: on the reply
     if prompt_ids is None:
-        prompt_ids = choice.get("prompt_token_ids")                  # SGLang: on the choice
-    generation_ids = choice.get("token_ids")                         # vLLM return_token_ids
+        prompt_ids = choice.get("prompt_token_ids")  # SGLang: on the choice
+    generation_ids = choice.get("token_ids")  # vLLM return_token_ids
     if generation_ids is None:
-        generation_ids = choice.get("response_token_ids")            # SGLang return_token_ids
+        generation_ids = choice.get("response_token_ids")  # SGLang return_token_ids
     logprobs = None
     entries = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
     if isinstance(entries, list) and entries:
@@ -208,8 +257,10 @@ def _token_data(reply: dict, choice: dict) -> tuple[list | None, list | None, li
             matches = [_TOKEN_ID.match(e.get("token") or "") for e in entries] if _TOKEN_ID.match(first or "") else []
             if matches and all(matches):
                 generation_ids = [int(m.group(1)) for m in matches]
-    check_token_data({"prompt_token_ids": prompt_ids, "generation_token_ids": generation_ids,
-                      "generation_log_probs": logprobs}, "reply")  # before their lengths are counted
+    check_token_data(
+        {"prompt_token_ids": prompt_ids, "generation_token_ids": generation_ids, "generation_log_probs": logprobs},
+        "reply",
+    )  # before their lengths are counted
     return prompt_ids, generation_ids, logprobs
 
 
@@ -224,8 +275,11 @@ def _entry_logprobs(entries: list) -> list[float] | None:
         pass
     values = []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("logprob"), (int, float)) \
-                and not isinstance(entry["logprob"], bool):
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("logprob"), (int, float))
+            and not isinstance(entry["logprob"], bool)
+        ):
             values.append(float(entry["logprob"]))
         elif isinstance(entry, dict) and isinstance(entry.get("prob"), (int, float)) and entry["prob"] > 0:
             values.append(math.log(entry["prob"]))
@@ -238,15 +292,22 @@ def _output_items(message: dict, index: int) -> list[dict]:
     items = []
     reasoning = message.get("reasoning") or message.get("reasoning_content")
     if reasoning:
-        items.append({"type": "reasoning", "id": f"rs-{index}", "summary": [],
-                      "content": [{"type": "reasoning_text", "text": reasoning}]})
+        items.append(
+            {
+                "type": "reasoning",
+                "id": f"rs-{index}",
+                "summary": [],
+                "content": [{"type": "reasoning_text", "text": reasoning}],
+            }
+        )
     parts = []
     if message.get("content") is not None or not message.get("refusal"):
         parts.append({"type": "output_text", "text": message.get("content") or "", "annotations": []})
     if message.get("refusal"):
         parts.append({"type": "refusal", "refusal": message["refusal"]})
-    items.append({"type": "message", "id": f"msg-{index}", "role": "assistant", "status": "completed",
-                  "content": parts})
+    items.append(
+        {"type": "message", "id": f"msg-{index}", "role": "assistant", "status": "completed", "content": parts}
+    )
     return items
 
 
@@ -271,8 +332,12 @@ def _choice_tokens(n: int, usage: dict, generation_ids: list | None, logprobs: l
 def _check_window_cut(choice: dict, tokens: int | None, max_output_tokens: Any, reply: dict) -> None:
     """A `length` stop before max_output_tokens is a cut by the context window (vLLM lowers max_tokens to what fits
     beside the prompt): the generation did not complete, so it is never scored."""
-    if choice.get("finish_reason") == "length" and isinstance(max_output_tokens, int) and tokens is not None \
-            and tokens < max_output_tokens:
+    if (
+        choice.get("finish_reason") == "length"
+        and isinstance(max_output_tokens, int)
+        and tokens is not None
+        and tokens < max_output_tokens
+    ):
         raise window_cut(tokens, max_output_tokens, reply)
 
 
@@ -294,7 +359,8 @@ def parse_chat_reply(reply: dict, n: int = 1, max_output_tokens: Any = None) -> 
     input_tokens = usage.get("prompt_tokens", 0)
     results = []
     for choice, message, output_tokens, (prompt_ids, generation_ids, logprobs) in zip(
-            choices[:n], messages, counts, token_data):
+        choices[:n], messages, counts, token_data
+    ):
         index = choice.get("index", 0)
         truncated = choice.get("finish_reason") == "length"
         response = {
@@ -303,10 +369,14 @@ def parse_chat_reply(reply: dict, n: int = 1, max_output_tokens: Any = None) -> 
             "status": "incomplete" if truncated else "completed",
             # Named after the limit only when one was asked for and reached; else in the server's own word.
             "incomplete_details": {"reason": "max_output_tokens" if isinstance(max_output_tokens, int) else "length"}
-            if truncated else None,
+            if truncated
+            else None,
             "output": _output_items(message, index),
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "total_tokens": None if output_tokens is None else input_tokens + output_tokens},
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "total_tokens": None if output_tokens is None else input_tokens + output_tokens,
+            },
             "finish_reason": choice.get("finish_reason"),
         }
         if output_tokens is None:

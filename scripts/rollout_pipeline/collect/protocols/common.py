@@ -1,4 +1,5 @@
 """What every protocol adapter shares: the result shape, the reply error, and checks of Responses objects."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,16 @@ class NotFinished(Exception):
     succeeds. `reply` is the server's reply, kept in the failures file for inspection, and `response` what the
     model produced in Responses form, when there is something to keep (a tool call's `function_call` items)."""
 
-    def __init__(self, cause: str, message: str, *, retryable: bool = False, skip: bool = False,
-                 reply: Any = None, response: dict | None = None) -> None:
+    def __init__(
+        self,
+        cause: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        skip: bool = False,
+        reply: Any = None,
+        response: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.cause = cause
         self.retryable = retryable
@@ -36,10 +45,10 @@ class NotFinished(Exception):
 class Result:
     """One rollout's worth of server reply."""
 
-    response: dict          # Responses-API-shaped object
-    output: str             # final assistant text
-    reward: float | None = None       # set by the agent protocol (the agent verified it)
-    extras: dict | None = None        # verifier extras returned by the agent
+    response: dict  # Responses-API-shaped object
+    output: str  # final assistant text
+    reward: float | None = None  # set by the agent protocol (the agent verified it)
+    extras: dict | None = None  # verifier extras returned by the agent
 
 
 def response_text(response: dict) -> str:
@@ -80,8 +89,9 @@ def checked_usage(value: Any, keys: tuple[str, ...], where: str) -> dict:
         raise InvalidReply(f"{where} 'usage' is not an object")
     for key in keys:
         count = value.get(key)
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or not 0 <= count <= MAX_TOKEN_COUNT):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_TOKEN_COUNT
+        ):
             raise InvalidReply(f"{where} 'usage.{key}' is {count!r}, not a token count")
     return value
 
@@ -110,11 +120,15 @@ def check_token_data(item: dict, where: str) -> None:
         if not isinstance(logprobs, list) or not set(map(type, logprobs)) <= {float, int}:
             raise InvalidReply(f"{where} has generation_log_probs that are not a list of numbers")
         if logprobs and max(logprobs) > LOGPROB_ROUNDING:
-            raise InvalidReply(f"{where} has a positive logprob ({max(logprobs)!r}) in generation_log_probs; a "
-                               "log-probability is at most 0")
+            raise InvalidReply(
+                f"{where} has a positive logprob ({max(logprobs)!r}) in generation_log_probs; a "
+                "log-probability is at most 0"
+            )
     if ids is not None and logprobs is not None and len(ids) != len(logprobs):
-        raise InvalidReply(f"{where} has {len(ids)} generation_token_ids but {len(logprobs)} generation_log_probs; "
-                           "there is one logprob per generated token")
+        raise InvalidReply(
+            f"{where} has {len(ids)} generation_token_ids but {len(logprobs)} generation_log_probs; "
+            "there is one logprob per generated token"
+        )
 
 
 def check_response(response: dict, where: str) -> None:
@@ -132,8 +146,11 @@ def check_response(response: dict, where: str) -> None:
             raise InvalidReply(f"{where} has an output item that is not an object")
         if item.get("type") == "message":
             parts = item.get("content")
-            if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts) or any(
-                    p.get("type") == "output_text" and not isinstance(p.get("text"), str) for p in parts):
+            if (
+                not isinstance(parts, list)
+                or not all(isinstance(p, dict) for p in parts)
+                or any(p.get("type") == "output_text" and not isinstance(p.get("text"), str) for p in parts)
+            ):
                 raise InvalidReply(f"{where} has a message whose 'content' is not a list of output_text parts")
         check_token_data(item, where)
     checked_usage(response.get("usage"), ("input_tokens", "output_tokens"), where)
@@ -142,10 +159,14 @@ def check_response(response: dict, where: str) -> None:
 def window_cut(tokens: int, max_output_tokens: int, reply: Any, prefix: str = "") -> NotFinished:
     """A generation the context window cut before max_output_tokens: it did not complete, so it is skipped (the
     prompt and the limit do not both fit), never scored."""
-    return NotFinished("context_length", f"{prefix}the model's context window cut the generation after {tokens} of "
-                       f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not both "
-                       "fit): skipped, not scored; lower max_output_tokens or shorten the prompt", skip=True,
-                       reply=reply)
+    return NotFinished(
+        "context_length",
+        f"{prefix}the model's context window cut the generation after {tokens} of "
+        f"max_output_tokens {max_output_tokens} tokens (the prompt and max_output_tokens do not both "
+        "fit): skipped, not scored; lower max_output_tokens or shorten the prompt",
+        skip=True,
+        reply=reply,
+    )
 
 
 def is_truncated_by_usage(usage: Any, max_output_tokens: Any) -> bool:
@@ -162,40 +183,62 @@ def check_finished(response: dict, where: str, max_output_tokens: Any = None, re
     silent length cut as `incomplete` (so the verifier's truncation rule applies)."""
     output = response.get("output") or []
     text = response_text(response)
-    if response.get("status") == "incomplete" and response.get("usage") is None and not text.strip() and not any(
-            isinstance(item, dict) and item.get("type") == "function_call" for item in output):
+    if (
+        response.get("status") == "incomplete"
+        and response.get("usage") is None
+        and not text.strip()
+        and not any(isinstance(item, dict) and item.get("type") == "function_call" for item in output)
+    ):
         # NeMo Gym's vllm_model answers a prompt longer than the context with HTTP 200, an empty message and
         # usage null: the model never saw the prompt.
-        raise NotFinished("context_length", f"{where}: status incomplete with no usage and no output (the prompt "
-                          "does not fit the model's context)", skip=True, reply=reply if reply is not None else response)
+        raise NotFinished(
+            "context_length",
+            f"{where}: status incomplete with no usage and no output (the prompt does not fit the model's context)",
+            skip=True,
+            reply=reply if reply is not None else response,
+        )
     last = output[-1] if output else None
     if isinstance(last, dict) and last.get("type") == "function_call":
-        raise NotFinished("tool_call", f"{where}: the turn ended in a call to {last.get('name')!r} that nothing runs "
-                          "(use an agent server that executes tools)", reply=reply if reply is not None else response,
-                          response=response)
+        raise NotFinished(
+            "tool_call",
+            f"{where}: the turn ended in a call to {last.get('name')!r} that nothing runs "
+            "(use an agent server that executes tools)",
+            reply=reply if reply is not None else response,
+            response=response,
+        )
     used = (response.get("usage") or {}).get("output_tokens")
-    if response.get("status") == "incomplete" and (response.get("incomplete_details") or {}).get("reason") == \
-            "max_output_tokens" and isinstance(max_output_tokens, int) and isinstance(used, int) \
-            and used < max_output_tokens:
+    if (
+        response.get("status") == "incomplete"
+        and (response.get("incomplete_details") or {}).get("reason") == "max_output_tokens"
+        and isinstance(max_output_tokens, int)
+        and isinstance(used, int)
+        and used < max_output_tokens
+    ):
         # vLLM lowers max_output_tokens to what fits beside the prompt and still names the limit as the reason
         # (its reply echoes the lowered value): the context window cut it, and an unfinished generation is never
         # scored.
         raise window_cut(used, max_output_tokens, reply if reply is not None else response, f"{where}: ")
     if response.get("status") == "completed" and is_truncated_by_usage(response.get("usage"), max_output_tokens):
         response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens", "inferred": "usage.output_tokens reached "
-                                          "max_output_tokens while status said completed"}
+        response["incomplete_details"] = {
+            "reason": "max_output_tokens",
+            "inferred": "usage.output_tokens reached max_output_tokens while status said completed",
+        }
 
 
-def put_token_data(response: dict, prompt_ids: Any = None, generation_ids: Any = None,
-                   generation_log_probs: Any = None) -> None:
+def put_token_data(
+    response: dict, prompt_ids: Any = None, generation_ids: Any = None, generation_log_probs: Any = None
+) -> None:
     """Token data on the last output item, under NeMo Gym's names (what NeMo RL reads); absent ones are left out."""
     output = response.get("output") or []
     if not output or not isinstance(output[-1], dict):
         return
     last = output[-1]
-    for key, value in (("prompt_token_ids", prompt_ids), ("generation_token_ids", generation_ids),
-                       ("generation_log_probs", generation_log_probs)):
+    for key, value in (
+        ("prompt_token_ids", prompt_ids),
+        ("generation_token_ids", generation_ids),
+        ("generation_log_probs", generation_log_probs),
+    ):
         if value is not None and key not in last:
             last[key] = value
     check_token_data(last, "reply")
@@ -240,7 +283,9 @@ def label_logprobs(results: list[Result], asked: bool, mode: str, where: str) ->
         if "generation_log_probs" in last:
             last["generation_log_probs_mode"] = mode
         elif asked and (result.output or ((result.response.get("usage") or {}).get("output_tokens") or 0) > 0):
-            raise UserError(f"{where}: the server returned no logprobs although the request asked for them (chat "
-                            f"`logprobs: true` with `top_logprobs: 0`, or the Responses include {LOGPROBS_INCLUDE!r}); "
-                            "this server does not return them this way: use another protocol or server, or stop "
-                            "asking (token_data: null, no include)")
+            raise UserError(
+                f"{where}: the server returned no logprobs although the request asked for them (chat "
+                f"`logprobs: true` with `top_logprobs: 0`, or the Responses include {LOGPROBS_INCLUDE!r}); "
+                "this server does not return them this way: use another protocol or server, or stop "
+                "asking (token_data: null, no include)"
+            )

@@ -1,10 +1,19 @@
 """OpenAI Responses API (POST /v1/responses): the request body and the reply checked as a finished generation."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from rollout_pipeline.collect.protocols.common import (LOGPROBS_INCLUDE, InvalidReply, Result, check_finished,
-                                                       check_response, put_token_data, response_text, without_timing)
+from rollout_pipeline.collect.protocols.common import (
+    LOGPROBS_INCLUDE,
+    InvalidReply,
+    Result,
+    check_finished,
+    check_response,
+    put_token_data,
+    response_text,
+    without_timing,
+)
 
 
 def build_responses_body(params: dict, model: str | None, token_data: str | None = None) -> dict:
