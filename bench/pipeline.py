@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 
 from benchlib import ROOT, Figure, print_figures, run_measured, scratch, shell
-from stage_testkit import random_rollouts, stage_params, write_rollouts
-from stages_memory import stage_commands
+
+sys.path.insert(0, str(ROOT / "tests"))  # the realistic record factory the stage tests use
+from stage_testkit import random_rollouts, stage_params, write_rollouts  # noqa: E402
+from stages_memory import stage_commands  # noqa: E402
 
 NAME = "pipeline"
 VENV = Path(sys.executable).parent.parent
