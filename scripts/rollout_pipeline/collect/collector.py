@@ -32,7 +32,8 @@ except ImportError:
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
-from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
+from rollout_pipeline.collect.protocols.agent import MASKED
+from rollout_pipeline.collect.records import failure_entry
 from rollout_pipeline.collect.redact import Redactor, agent_headers, without_credentials
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
@@ -347,7 +348,7 @@ class Collector:
                         **({"failure_kind": kind} if kind else {}),
                         "error": message,
                         "skipped": True,
-                        **_masked_fields(cause, None, kind),
+                        **({"masked": True} if cause == MASKED else {}),
                     }
                 )
                 + b"\n"
@@ -476,20 +477,10 @@ class Collector:
         generation: dict | None = None,
     ) -> None:
         message, cause = self.redact.text(message), printable(cause)
-        kind = gym_failure_kind(cause, reply)
-        entry = {
-            "prompt_id": prompt_id,
-            "task_index": task_index,
-            "rollout_index": rollout_index,
-            "cause": cause,
-            **({"failure_kind": kind} if kind else {}),
-            "error": message,
-            **({"skipped": True} if skipped else {}),
-            **_masked_fields(cause, reply),
-            **({"reply": reply} if reply is not None else {}),
-            **({"response": response} if response is not None else {}),
-            **({"generation": generation} if generation is not None else {}),
-        }
+        entry = failure_entry(
+            prompt_id, task_index, rollout_index, cause, message, skipped, reply, response, generation
+        )
+        kind = entry.get("failure_kind")
         self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
         self._failures_handle.flush()
         if skipped:
@@ -680,14 +671,6 @@ class Collector:
                 "retry_after": round(sum(e.get("paused_s", 0) for e in self.endpoints.values()), 3),
             },
         }
-
-
-def _masked_fields(cause: str, reply: Any, kind: str | None = None) -> dict:
-    """The failures-file fields of a masked rollout: the flag, NeMo Gym's kind and its reason."""
-    if cause != MASKED:
-        return {}
-    reason = reply.get("failure_reason") if isinstance(reply, dict) else None
-    return {"masked": True, **({"failure_reason": reason} if reason else {})}
 
 
 class _GiveUp(UserError):

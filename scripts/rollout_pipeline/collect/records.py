@@ -4,6 +4,10 @@ run writes."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
+
 # What the collector writes into a record before it is scored; every other field is the input row's (passthrough).
 # `reward`, `scored_by` and the verdict's extras (named in scored_by.extras) are added by scoring.
 GENERATION_FIELDS = (
@@ -55,3 +59,35 @@ def row_of(generation: dict) -> dict:
     params = generation.get("responses_create_params")
     row["responses_create_params"] = params if isinstance(params, dict) else {"input": generation.get("input")}
     return row
+
+
+def failure_entry(
+    prompt_id: str | None,
+    task_index: int,
+    rollout_index: int,
+    cause: str,
+    message: str,
+    skipped: bool = False,
+    reply: Any = None,
+    response: Any = None,
+    generation: dict | None = None,
+) -> dict:
+    """A failures-file line: why a rollout has no record (NeMo Gym's failure_kind when one means the same; a masked
+    row's flag and reason), with the server's reply and the generation when there were some. `cause` and `message`
+    come already made printable and redacted."""
+    kind = gym_failure_kind(cause, reply)
+    reason = reply.get("failure_reason") if cause == MASKED and isinstance(reply, dict) else None
+    return {
+        "prompt_id": prompt_id,
+        "task_index": task_index,
+        "rollout_index": rollout_index,
+        "cause": cause,
+        **({"failure_kind": kind} if kind else {}),
+        "error": message,
+        **({"skipped": True} if skipped else {}),
+        **({"masked": True} if cause == MASKED else {}),
+        **({"failure_reason": reason} if reason else {}),
+        **({"reply": reply} if reply is not None else {}),
+        **({"response": response} if response is not None else {}),
+        **({"generation": generation} if generation is not None else {}),
+    }

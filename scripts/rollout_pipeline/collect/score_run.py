@@ -27,11 +27,10 @@ import aiohttp
 import orjson
 
 from rollout_pipeline.collect.protocols import Result
-from rollout_pipeline.collect.protocols.agent import MASKED, gym_failure_kind
-from rollout_pipeline.collect.protocols.common import NotFinished, response_text
-from rollout_pipeline.collect.records import generation_of, row_of, scored_record
+from rollout_pipeline.collect.protocols.common import response_text
+from rollout_pipeline.collect.records import failure_entry, generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
-from rollout_pipeline.collect.scoring import finite_reward, make_scorer, shown, verifier_error, verifier_fingerprint
+from rollout_pipeline.collect.scoring import make_scorer, score_reply, verifier_fingerprint
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.coverage import coverage, scored_line
@@ -78,6 +77,8 @@ class ScoreRun:
         self.causes: dict[str, int] = {}
         self.skips = 0
         self.retries = 0
+        self.written = 0  # scored records, and their reward sum
+        self.reward_sum = 0.0
         self._last_verdict = time.monotonic()  # a /verify URL that answers nothing for give_up_after_s is given up
 
     def run(self) -> int:
@@ -91,7 +92,9 @@ class ScoreRun:
             )
         failures_in = side_path(source, ".failures.ndjson")
         rescored = self._read_failures(failures_in)
-        scored, reward_sum, expected = self._score_into(target, rescored)
+        self._score_into(target, rescored)
+        scored, reward_sum = self.written, self.reward_sum
+        expected = scored + len(self.failures) + len(self.copied)
         total_failures = sum(1 for f in [*self.copied, *self.failures] if not f.get("skipped"))
         allowed = int(self.s.max_failure_rate * expected)
         ok = total_failures <= allowed
@@ -175,18 +178,14 @@ class ScoreRun:
         return _Item((task_index, rollout_index), where, generation, agent_reward)
 
     # -- scoring -------------------------------------------------------------------------------------
-    def _score_into(self, target: Path, rescored: list[_Item]) -> tuple[int, float, int]:
-        """Score every item into a temp file beside `target` (renamed by run() when the run succeeds); returns
-        (records written, their reward sum, rollouts expected)."""
-        counts = [0, 0.0]
+    def _score_into(self, target: Path, rescored: list[_Item]) -> None:
+        """Score every item into a temp file beside `target`, which run() renames when the run succeeds."""
         self._tmp_output = target.with_name(f".{target.name}.scoring")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(self._tmp_output, "wb") as handle:
-            asyncio.run(self._score_all(heapq.merge(self._records(), sorted(rescored)), handle, counts))
-        written = int(counts[0])
-        return written, float(counts[1]), written + len(self.failures) + len(self.copied)
+            asyncio.run(self._score_all(heapq.merge(self._records(), sorted(rescored)), handle))
 
-    async def _score_all(self, items: Iterator[_Item], handle: Any, counts: list) -> None:
+    async def _score_all(self, items: Iterator[_Item], handle: Any) -> None:
         agent = self.s.agent
         timeout = aiohttp.ClientTimeout(
             total=agent["timeout_s"], sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"])
@@ -218,14 +217,14 @@ class ScoreRun:
                     previous = item.rank
                     batch.append(item)
                     if len(batch) == self.s.parallel:
-                        await self._score_batch(scorer, batch, handle, counts)
+                        await self._score_batch(scorer, batch, handle)
                         batch = []
-                await self._score_batch(scorer, batch, handle, counts)
+                await self._score_batch(scorer, batch, handle)
 
     def _count_retry(self, failure: RequestFailed) -> None:
         self.retries += 1
 
-    async def _score_batch(self, scorer: Any, batch: list[_Item], handle: Any, counts: list) -> None:
+    async def _score_batch(self, scorer: Any, batch: list[_Item], handle: Any) -> None:
         verdicts = await asyncio.gather(*(self._verdict(scorer, item) for item in batch))
         for item, verdict in zip(batch, verdicts):
             if verdict is None:
@@ -239,52 +238,30 @@ class ScoreRun:
                 )
                 continue
             handle.write(line)
-            counts[0] += 1
-            counts[1] += verdict["reward"]
+            self.written += 1
+            self.reward_sum += verdict["reward"]
 
     async def _verdict(self, scorer: Any, item: _Item) -> dict | None:
-        """The scored record, or None after recording why it could not be scored."""
+        """The scored record, or None after recording why it could not be scored. An agent's reward is checked as
+        the agent gave it (its extras are already fields of the record)."""
         generation = item.generation
-        if self.s.agent["protocol"] == "agent":
-            try:  # the agent's verdict, as it gave it (its extras are already fields of the record)
-                reward = finite_reward(item.agent_reward, "'the agent'")
-            except RequestFailed as failure:
-                self._fail(item, failure.cause, str(failure))
-                return None
-            return scored_record(generation, reward, {}, self.scored_by)
-        result = Result(response=generation["response"], output=str(generation.get("output") or ""))
+        result = Result(generation["response"], str(generation.get("output") or ""), reward=item.agent_reward)
         try:
-            reward, extras = await scorer(row_of(generation), result)
-        except NotFinished as exc:  # a /verify reply with a NeMo Gym failure sentinel (masked, ...)
-            self._fail(item, exc.cause, str(exc), skipped=exc.skip, reply=exc.reply)
-            return None
+            reward, extras = await score_reply(scorer, self.s.agent, row_of(generation), result, reply={})
         except RequestFailed as failure:
             self._fail(item, failure.cause, str(failure), skipped=failure.skip, reply=failure.reply)
             return None
         except UserError as exc:  # a data problem (an unusable expected_answer): named with its line
             raise UserError(f"{item.where}: {exc}") from None
-        except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
-            failure = verifier_error(repr(self.s.agent["verifier"]), f"raised {shown(exc, 300)}")
-            self._fail(item, failure.cause, str(failure))
-            return None
         self._last_verdict = time.monotonic()
         return scored_record(generation, reward, extras, self.scored_by)
 
     def _fail(self, item: _Item, cause: str, message: str, skipped: bool = False, reply: Any = None) -> None:
         cause, message = printable(cause), self.redact.text(message)
-        kind = gym_failure_kind(cause, reply)
         self.failures.append(
-            {
-                "prompt_id": item.generation.get("prompt_id"),
-                "task_index": item.rank[0],
-                "rollout_index": item.rank[1],
-                "cause": cause,
-                **({"failure_kind": kind} if kind else {}),
-                "error": message,
-                **({"skipped": True} if skipped else {}),
-                **({"masked": True} if cause == MASKED else {}),
-                "generation": item.generation,
-            }
+            failure_entry(
+                item.generation.get("prompt_id"), *item.rank, cause, message, skipped, reply, generation=item.generation
+            )
         )
         self.causes[cause] = self.causes.get(cause, 0) + 1
         self.skips += bool(skipped)
