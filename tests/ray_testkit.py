@@ -100,8 +100,13 @@ def _worker_port_block(size: int = 100) -> range:
     """Ports for a node's workers: a block below the kernel's ephemeral range (where free_port's picks, and outgoing
     connections, come from), free right now and not handed to another node of this process."""
     low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    # Each pytest-xdist worker draws from its own share of the range, so two workers' nodes never race for a block.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = (low - WORKER_PORTS_FROM) // workers
+    first = WORKER_PORTS_FROM + worker * share
     for _ in range(200):
-        start = random.randrange(WORKER_PORTS_FROM, low - size)
+        start = random.randrange(first, first + share - size)
         block = range(start, start + size)
         if any(port in block for taken in _worker_blocks for port in (taken.start, taken.stop - 1)):
             continue

@@ -69,8 +69,8 @@ EXPECTED = {  # family -> (case, figure) pairs that must be present
 }
 
 
+@pytest.mark.bench
 @pytest.mark.ray  # family 9 starts a Ray cluster
-@pytest.mark.slow
 def test_run_all_smoke_produces_every_benchmark_row(tmp_path):
     results = tmp_path / "RESULTS.md"
     figures_json = tmp_path / "figures.json"

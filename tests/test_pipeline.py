@@ -50,7 +50,7 @@ def small_project(tmp_path_factory) -> Path:
     return project
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_make_run_in_a_fresh_clone_produces_every_output_and_a_second_repro_does_nothing(tmp_path):
     source = copy_project(tmp_path / "source", prompt_count=40)
     clone = tmp_path / "clone"
@@ -104,6 +104,7 @@ FETCH_CHANGES = {
 }
 
 
+@pytest.mark.e2e
 def test_changing_how_rollouts_are_fetched_reruns_nothing_while_changing_what_they_are_does(small_project):
     params_path = small_project / "params.yaml"
     original = params_path.read_text()
@@ -142,6 +143,7 @@ def _requests_served(project: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+@pytest.mark.e2e
 def test_changing_an_agents_verifier_rescores_the_generations_with_no_request_to_the_model(small_project):
     params_path = small_project / "params.yaml"
     original = params_path.read_text()
@@ -162,6 +164,7 @@ def test_changing_an_agents_verifier_rescores_the_generations_with_no_request_to
     assert _requests_served(small_project) == served
 
 
+@pytest.mark.e2e
 def test_editing_the_verifiers_code_rescores_and_never_regenerates(small_project):
     source = small_project / "scripts/rollout_pipeline/verify/math_answer.py"
     original = source.read_text()
@@ -208,10 +211,12 @@ SCORE = {"score@rl", "score@sft", "score@dpo"}
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
+@pytest.mark.e2e
 def test_an_edit_to_code_reruns_only_the_stages_that_run_it(small_project, source, stages):
     assert stages_changed_by_editing(small_project, source) == stages
 
 
+@pytest.mark.e2e
 def test_metrics_show_and_plots_render(small_project):
     shown = sh("dvc metrics show", small_project).stdout
     for objective in ("rl", "sft", "dpo"):
@@ -236,6 +241,7 @@ def test_metrics_show_and_plots_render(small_project):
     assert '"title": "k (samples per prompt)"' in text and '"title": "pass@k"' in text
 
 
+@pytest.mark.e2e
 def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_path):
     before = {name: digest(small_project / name) for name in OUTPUTS if name.startswith("data/")}
     sh(f"dvc remote add -f -d storage {tmp_path / 'remote'} && dvc push -q", small_project)
@@ -249,6 +255,7 @@ def test_push_and_pull_restore_every_output_byte_for_byte(small_project, tmp_pat
         sh("git checkout -q .dvc/config", small_project, check=False)
 
 
+@pytest.mark.e2e
 def test_a_malformed_params_value_stops_the_stage_with_one_clear_line(small_project):
     params_path = small_project / "params.yaml"
     original = params_path.read_text()
@@ -263,6 +270,7 @@ def test_a_malformed_params_value_stops_the_stage_with_one_clear_line(small_proj
         params_path.write_text(original)
 
 
+@pytest.mark.e2e
 def test_a_failed_collect_keeps_the_previous_rollouts(small_project):
     """A typo used to cost the data: DVC removed the stage's outputs before running it. They persist now."""
     params_path = small_project / "params.yaml"
@@ -280,7 +288,7 @@ def test_a_failed_collect_keeps_the_previous_rollouts(small_project):
         params_path.write_text(original)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_fresh_clone_reproduces_the_committed_lock_and_metrics_so_git_status_stays_clean(tmp_path):
     """What the committed dvc.lock and metrics say is what any clone reproduces: timing lives only in the
     untracked stats files, so `make run` on a fresh clone changes no tracked file."""

@@ -101,8 +101,8 @@ def _wait_for_progress(process: subprocess.Popen, progress: Path, at_least: int)
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 @pytest.mark.ray
-@pytest.mark.slow
 def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_both_nodes_did_work(
     cluster, project, local_output
 ):
@@ -120,8 +120,8 @@ def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_b
     assert '"reward"' in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.ray
-@pytest.mark.slow
 def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_nothing_is_lost_or_doubled(
     cluster, project, local_output
 ):
@@ -147,8 +147,8 @@ def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_no
     assert stats["new_rollouts"] == 240 and stats["failures"] == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.ray
-@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output, stop):
     output = f"resumed-{stop.name}.jsonl"
@@ -170,7 +170,6 @@ def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, 
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_with_no_address_the_run_starts_a_local_ray_instance_and_shuts_it_down(project, local_output):
     ray_tmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Ray's socket paths live under it
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -213,8 +212,8 @@ def _processes_with_env(entry: str) -> list[int]:
     return found
 
 
+@pytest.mark.e2e
 @pytest.mark.ray
-@pytest.mark.slow
 def test_COLLECT_EXECUTOR_ray_dvc_repro_reruns_nothing_and_forced_gives_the_same_outputs(cluster, tmp_path):
     project = copy_project(tmp_path / "project", prompt_count=20)
     sh("dvc repro metrics@rl", project)  # prompts, collect@rl, score@rl, metrics@rl: one objective stands for all
@@ -266,8 +265,8 @@ def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_
         assert secret.encode() not in shown
 
 
+@pytest.mark.e2e
 @pytest.mark.ray
-@pytest.mark.slow
 def test_the_api_key_and_url_passwords_are_in_no_file_of_the_ray_session_nor_any_output(cluster, tmp_path):
     """Ray writes a runtime_env's env_vars to runtime_env_agent.log (world-readable, kept after the run): the
     secrets travel as a Ray object instead. Every file under the cluster's temp dir is read after the run."""

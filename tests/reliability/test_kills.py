@@ -192,7 +192,7 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_one_line_summary(
 
 
 # -- dvc repro interrupted during collect ----------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_dvc_repro_interrupted_during_collect_resumes_on_the_next_repro(dvc_project):
     first, second = dvc_project.first, dvc_project.second
     assert first.returncode != 0, "the interrupted repro fails"

@@ -49,7 +49,7 @@ def prompts(tmp_path_factory) -> Path:
     return make_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 100)
 
 
-@pytest.mark.slow
+@pytest.mark.timing
 def test_a_server_failing_a_quarter_of_requests_loses_nothing_over_twenty_runs(prompts, tmp_path):
     flaky = ["--fail-rate", "0.25", "--fault-seed", "7", "--hang-s", "0.3", "--retry-after", "0.01"]
     settings = agent("", timeout_s=1.0, retry_backoff_s=0.001)

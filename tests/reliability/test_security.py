@@ -127,7 +127,7 @@ def test_help_output_never_shows_the_api_key(script):
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_api_key_is_not_in_dvc_lock_or_any_file_of_a_dvc_repro(dvc_project):
     """The dvc repro (interrupted, then resumed) ran with the key exported and the agent's api_key_env set."""
     assert dvc_project.second.returncode == 0, dvc_project.second.stderr

@@ -601,7 +601,7 @@ def loop(tmp_path_factory):
     return repo, make_rl_iter(repo, 5)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_make_rl_iter_5_learns_mean_reward_rises_by_at_least_0_1(loop):
     repo, _ = loop
     values = rewards(repo)
@@ -624,7 +624,7 @@ def test_make_rl_iter_5_learns_mean_reward_rises_by_at_least_0_1(loop):
     assert {r["response"]["model"] for r in records} == {"iter_002"}, "iteration 3 collects with checkpoint 002"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_make_rl_iter_prints_like_the_seed(loop):
     repo, result = loop
     out = result.stdout
@@ -638,7 +638,7 @@ def test_make_rl_iter_prints_like_the_seed(loop):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_second_make_rl_iter_5_does_nothing(loop):
     repo, _ = loop
     params_before = (repo / "params.yaml").read_bytes()
@@ -647,7 +647,7 @@ def test_a_second_make_rl_iter_5_does_nothing(loop):
     assert (repo / "params.yaml").read_bytes() == params_before
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_iteration_4_temperature_reruns_iterations_4_and_5_only(loop):
     repo, _ = loop
     commit(repo, "iterations 1-5")
@@ -681,7 +681,7 @@ def eval_rewards(repo: Path) -> list[float]:
     return [json.loads((repo / f"metrics/rl/eval_{k:03d}.json").read_text())["reward_mean"] for k in range(1, 6)]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_fixed_temperature_eval_measures_each_checkpoint_and_rises_with_training(loop):
     repo, _ = loop
     values = eval_rewards(repo)
@@ -709,7 +709,7 @@ def _edit_params(repo: Path, old: str, new: str) -> tuple[list[str], set[str]]:
         (repo / "params.yaml").write_text(params)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
     changed, stale = _edit_params(loop[0], "    temperature: 1.0  ", "    temperature: 0.7  ")
     assert changed == ["rl.eval.temperature"]
@@ -717,7 +717,7 @@ def test_changing_rl_eval_makes_the_evaluations_stale_and_nothing_else(loop):
     assert stale == {f"rl_eval@{k:03d}" for k in range(1, 6)}, stale
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(loop):
     changed, stale = _edit_params(loop[0], "    clip: 0.2 ", "    clip: 0.3 ")
     assert changed == ["rl.train.clip"]
@@ -725,7 +725,7 @@ def test_changing_a_trainer_setting_makes_the_training_stale_and_no_collection(l
     assert stale == {f"rl_train@{k:03d}" for k in range(1, 6)}, stale
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("source", "stale"),
     [
@@ -748,7 +748,7 @@ def test_an_edit_to_the_trainer_makes_only_the_train_stages_stale(loop, source, 
         path.write_text(original)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_curriculum_switch_at_iteration_4_makes_iterations_4_and_later_use_the_hard_prompts(tmp_path):
     repo = project_copy(
         tmp_path,

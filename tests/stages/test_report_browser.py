@@ -14,7 +14,7 @@ import pytest
 
 from report_testkit import EVIL, EXPECTED_ROWS, build_report, build_sample_run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Chromium as root in a container: no sandbox, no GPU, and nothing in the background that phones home.

@@ -22,8 +22,6 @@ CASES_FILE = Path(__file__).with_name("conformance_cases.jsonl")
 CASES = [json.loads(line) for line in CASES_FILE.read_text().splitlines() if line.strip()]
 MIN_AGREEMENT = 0.97
 
-pytestmark = pytest.mark.slow  # about 20 s: most cases go through math-verify and sympy
-
 
 @functools.lru_cache(maxsize=1)
 def our_verdicts() -> tuple[int, ...]:
