@@ -583,6 +583,7 @@ class Filter(Strict):
             "TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default)"
         ),
     )
+    drop_unhealthy: bool = Field(False, description="drop rollouts the health checks find unhealthy (`health`)")
     where_timeout_s: float = Field(10.0, gt=0, description="seconds one record's `where` may take")
     where_stage_timeout_s: float = Field(3600.0, gt=0, description="seconds the whole stage's `where` may take")
 
@@ -607,6 +608,34 @@ class Metrics(Strict):
     pass_threshold: float = Field(1.0, description="a rollout passes when reward >= this (pass@k counts passes)")
 
 
+class Health(Strict):
+    """The rollout health checks (stages/health.py): metrics count them, filter may drop, pair never chooses them."""
+
+    repetition_ngram: int = Field(4, ge=1, description="words per n-gram of the repetition checks")
+    repetition_min_ngrams: int = Field(16, ge=1, description="outputs with fewer n-grams are never called repetitive")
+    repetition_ratio: float = Field(
+        0.5, gt=0, le=1, description="output_repetition: the share of repeated n-grams above this"
+    )
+    runaway_repetition_ratio: float = Field(
+        0.2, gt=0, le=1, description="output_runaway_repetition: cut off at max_output_tokens and repeating above this"
+    )
+
+
+def _check_band(value: list[float]) -> str | None:
+    if len(value) != 2 or not 0 <= value[0] < value[1] <= 1:
+        return f"expected [low, high] with 0 <= low < high <= 1, got {value!r}"
+    return None
+
+
+class Profile(Strict):
+    """The `profile` stage: per-prompt pass rates, and prompts by pass-rate band."""
+
+    band: Checked(list[float], _check_band) = Field(
+        default_factory=lambda: [0.1, 0.9], description="the learnable band [low, high] of pass rates"
+    )
+    group_by: str | None = Field("difficulty", description="an input field to count bands by, when records carry it")
+
+
 class Report(Strict):
     """The HTML report (reports/index.html)."""
 
@@ -625,6 +654,8 @@ class Params(Strict):
     filter: Filter = Field(default_factory=Filter)
     pair: Pair = Field(default_factory=Pair)
     metrics: Metrics = Field(default_factory=Metrics)
+    health: Health = Field(default_factory=Health)
+    profile: Profile = Field(default_factory=Profile)
     report: Report = Field(default_factory=Report)
     rl: Rl = Field(default_factory=Rl)
 

@@ -33,6 +33,7 @@ from rollout_pipeline.rl.loop import (
     repro_targets,
     rollouts_path,
 )
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
@@ -77,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "metrics":
         key = iteration_key(args.iteration)
         iteration_entry(params, key, source)
-        result = run_metrics(rollouts_path(key), metrics_path(key), params["metrics"]["pass_threshold"])
+        result = run_metrics(
+            rollouts_path(key),
+            metrics_path(key),
+            params["metrics"]["pass_threshold"],
+            health=HealthConfig.from_params(params["health"]),
+        )
         print("\n".join(result.lines(metrics_path(key))))
         for note in result.notes:
             print(f"metrics: {note}", file=sys.stderr)
