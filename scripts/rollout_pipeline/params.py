@@ -477,6 +477,12 @@ class TemperatureSchedule(Strict):
     shape: Literal["linear", "cosine", "exponential"] = "linear"
 
 
+def _check_band(value: list[float]) -> str | None:
+    if len(value) != 2 or not 0 <= value[0] < value[1] <= 1:
+        return f"expected [low, high] with 0 <= low < high <= 1, got {value!r}"
+    return None
+
+
 class CurriculumPhase(Strict):
     """A prompt file used from iteration `from` until the next phase."""
 
@@ -484,11 +490,39 @@ class CurriculumPhase(Strict):
     prompts: str
 
 
+class AdaptiveCurriculum(Strict):
+    """curriculum_mode adaptive: each iteration's prompts chosen from a pool by the previous iteration's pass rates."""
+
+    pool: str = Field("data/prompts/math.jsonl", description="the prompt file the iterations' prompts are chosen from")
+    prompts_per_iteration: int = Field(300, ge=1, description="prompts chosen for each iteration")
+    band: Checked(list[float], _check_band) = Field(
+        default_factory=lambda: [0.1, 0.9], description="keep prompts whose measured pass rate is in [low, high]"
+    )
+
+
 class Schedule(Strict):
     """What `make rl-iter` writes into new iterations."""
 
     temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    curriculum_mode: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="fixed: the curriculum's prompt files; adaptive: chosen by measured pass rates"
+    )
     curriculum: list[CurriculumPhase] = Field(default_factory=list)
+    adaptive: AdaptiveCurriculum = Field(default_factory=AdaptiveCurriculum)
+    seed: int | None = None
+
+
+class Selection(Strict):
+    """One adaptive iteration's choice of prompts (stage rl_select@NNN), written by `make rl-iter`."""
+
+    prev: Checked(str, _check_iteration_key)
+    pool: str
+    measured: str = Field(
+        description="the rollouts whose pass rates choose (iteration 001: the pool, nothing measured)"
+    )
+    state: str = Field(description="the previous selection's state (iteration 001: the pool)")
+    size: int = Field(ge=1)
+    band: Checked(list[float], _check_band)
     seed: int | None = None
 
 
@@ -565,6 +599,7 @@ class Rl(Strict):
     train: Train = Field(default_factory=Train)
     update: Update = Field(default_factory=Update)
     iterations: NamedMap(Iteration) = Field(default_factory=dict)
+    selections: NamedMap(Selection) = Field(default_factory=dict)
 
 
 # ---- the stages after collection ------------------------------------------------------------------------
@@ -619,12 +654,6 @@ class Health(Strict):
     runaway_repetition_ratio: float = Field(
         0.2, gt=0, le=1, description="output_runaway_repetition: cut off at max_output_tokens and repeating above this"
     )
-
-
-def _check_band(value: list[float]) -> str | None:
-    if len(value) != 2 or not 0 <= value[0] < value[1] <= 1:
-        return f"expected [low, high] with 0 <= low < high <= 1, got {value!r}"
-    return None
 
 
 class Profile(Strict):
