@@ -197,13 +197,14 @@ def test_the_choice_is_in_dvc_lock_and_a_band_change_reruns_that_iteration_and_l
     project, _ = adaptive_loop
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     outs = {out["path"] for out in lock["rl_select@002"]["outs"]}
-    assert outs == {"data/rl/curriculum/iter_002.jsonl", "data/rl/curriculum/iter_002.state.json"}
+    assert {"data/rl/curriculum/iter_002.jsonl", "data/rl/curriculum/iter_002.state.json"} <= outs
     assert stages_run(loop_to(project, 3)) == set(), "a second run does nothing: the choice is deterministic"
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["rl"]["selections"]["002"]["band"] = [0.3, 0.7]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     assert "rl.selections.002.band" in sh("dvc params diff", project).stdout
-    status = sh("dvc status", project).stdout
-    assert "rl_select@002" in status and "rl_select@001" not in status and "rl_collect@001" not in status
-    sh("git checkout -q params.yaml", project)
+    ran = stages_run(sh("dvc repro rl_progress", project, timeout=600).stdout)
+    assert {"rl_select@002", "rl_collect@002", "rl_select@003", "rl_collect@003"} <= ran
+    assert not {stage for stage in ran if stage.endswith("@001")}
+    sh("git checkout -q params.yaml dvc.lock", project)
