@@ -52,6 +52,7 @@ from aiohttp import web
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference.openai_api import error_body
 
+DEGENERATE_KINDS = ("empty", "repetition")  # finished, scored replies the rollout health checks find
 FAULT_KINDS = (
     "500",
     "502",
@@ -71,8 +72,7 @@ FAULT_KINDS = (
     "ng-mask",
     "ng-verify-mask",
     "refusal",
-    "empty",
-    "repetition",
+    *DEGENERATE_KINDS,
 )
 MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
 FAULT_HELP = {
@@ -263,7 +263,7 @@ async def respond_with_fault(
         except (ConnectionError, RuntimeError):
             pass  # the client gave up, which is the point
         return response
-    if kind in ("empty", "repetition") and object_name in ("chat.completion", "response"):
+    if kind in DEGENERATE_KINDS and object_name in ("chat.completion", "response"):
         asked = orjson.loads(await request.read())  # aiohttp keeps the body it read
         limit = next((asked[key] for key in _LENGTH_KEYS if isinstance(asked.get(key), int)), None)
         body = _degenerate(kind, orjson.loads(good_body), object_name, limit)
@@ -342,17 +342,8 @@ def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, di
     if (object_name, kind) in (("run", "ng-mask"), ("verify", "ng-verify-mask")):
         components = {"reward_components": {"correct": 0.0, "format": 1.0}} if object_name == "verify" else {}
         return 200, {**good, "reward": 0.0, **components, **_NG_JUDGE_FAILED}
-    if kind in (
-        "abort",
-        "context-length",
-        "tool-call",
-        "ng-transient",
-        "ng-mask",
-        "ng-verify-mask",
-        "refusal",
-        "empty",
-        "repetition",
-    ):
+    shaped = ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "ng-verify-mask", "refusal")
+    if kind in shaped or kind in DEGENERATE_KINDS:
         return 200, good  # no such shape on this endpoint: the normal reply
     return None
 
