@@ -451,6 +451,13 @@ def _check_update_body(value: dict) -> str | None:
     return None
 
 
+class DynamicSampling(Strict):
+    """rl.collect.dynamic_sampling (rl/dynamic_sampling.py)."""
+
+    groups: int = Field(ge=1, description="groups with reward variance each iteration keeps")
+    max_prompts: int = Field(ge=1, description="the cap: prompts drawn at most to find them")
+
+
 class RlCollect(Strict):
     """What every RL iteration collects (the temperature is per iteration)."""
 
@@ -466,6 +473,9 @@ class RlCollect(Strict):
     num_repeats: int = Field(8, ge=1)
     limit: int | None = Field(None, ge=1)
     responses_create_params: Sampling = Field(default_factory=Sampling)
+    dynamic_sampling: DynamicSampling | None = Field(
+        None, description="DAPO-style: draw prompts until `groups` groups have reward variance, keep only those"
+    )
 
 
 class TemperatureSchedule(Strict):

@@ -41,6 +41,7 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, read_records
 from rollout_pipeline.params import PARAMS_FILE, agent_settings, load_params, validate_params
 from rollout_pipeline.rl import curriculum
+from rollout_pipeline.rl.dynamic_sampling import sampling_metrics_path
 
 INIT_KEY = "000"
 ROLLOUT_DIR = Path("data/rl")
@@ -56,6 +57,8 @@ PROGRESS_COLUMNS = (
     "temperature",
     "prompts",
     "zero_variance_fraction",
+    "prompts_drawn",
+    "groups_kept",
     "eval_reward_mean",
     "eval_pass@1",
     "token_mult_prob_error",
@@ -416,7 +419,7 @@ def read_iteration_metrics(key: str, path: Path | None = None, stage: str = "rl_
 
 def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = False) -> list[dict[str, Any]]:
     """One row per iteration of params.yaml (up to `upto`): the collection's reward_mean, pass@1, temperature, prompt
-    set and zero_variance_fraction, and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
+    set, zero_variance_fraction, prompts drawn and groups kept (rl/dynamic_sampling.py), and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
     when `missing_ok` and the evaluation has not run)."""
     rows = []
     for key, entry in sorted(params["rl"]["iterations"].items()):
@@ -431,6 +434,8 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
             else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval")
         )
         on_policy = _on_policy(key)
+        sampling_file = sampling_metrics_path(key)
+        sampling = read_iteration_metrics(key, sampling_file, "rl_collect") if sampling_file.exists() else {}
         rows.append(
             {
                 "iteration": int(key),
@@ -439,6 +444,8 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
                 "temperature": entry["temperature"],
                 "prompts": prompt_set_name(entry["prompts"]),
                 "zero_variance_fraction": metrics.get("zero_variance_fraction"),
+                "prompts_drawn": sampling.get("prompts_drawn"),
+                "groups_kept": sampling.get("groups_kept"),
                 "eval_reward_mean": evaluation.get("reward_mean"),
                 "eval_pass@1": evaluation.get("pass@1"),
                 "token_mult_prob_error": on_policy.get("token_mult_prob_error"),

@@ -329,6 +329,12 @@ def _extras(extras: ObjectiveExtras, draw: _Charts) -> list[str]:
     return parts
 
 
+def _drawn_kept(row: dict) -> str:
+    """ "drawn / kept" of an iteration (dynamic sampling keeps only groups with reward variance); "-" when unknown."""
+    drawn, kept = row.get("prompts_drawn"), row.get("groups_kept")
+    return "-" if drawn is None or kept is None else f"{int(drawn)} / {int(kept)}"
+
+
 def read_progress(path: str | os.PathLike) -> list[dict]:
     """metrics/rl_progress.csv as rows of numbers (empty cells -> None); [] when the file does not exist."""
     if not Path(path).exists():
@@ -440,6 +446,7 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
                 "collection reward",
                 "collection pass@1",
                 "zero-variance fraction",
+                "prompts drawn / groups kept",
                 "eval reward",
                 "eval pass@1",
                 "on-policy error (token_mult_prob_error)",
@@ -452,6 +459,7 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
                     _num(row["reward_mean"]),
                     _num(row["pass@1"]),
                     _num(row["zero_variance_fraction"]),
+                    _drawn_kept(row),
                     _num(row["eval_reward_mean"]),
                     _num(row["eval_pass@1"]),
                     _num(row.get("token_mult_prob_error"), 4),
