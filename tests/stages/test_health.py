@@ -54,6 +54,12 @@ def test_a_turn_that_ends_in_a_tool_call_with_no_text_is_not_hollow():
     assert verdict_and_findings(record) == ("healthy", set(), set())
 
 
+def test_an_empty_text_with_a_refusal_part_is_an_answer_not_a_hollow_turn():
+    record = make_rollout("p", 0, 0, 0.0, "", output_tokens=9)
+    record["response"]["output"][-1]["content"] = [{"type": "refusal", "refusal": "I can't help with that."}]
+    assert verdict_and_findings(record) == ("healthy", set(), set())
+
+
 def test_zero_completion_tokens_is_unhealthy_and_a_record_without_usage_is_unobserved():
     zero = make_rollout("p", 0, 0, 1.0, "\\boxed{3}", output_tokens=0)
     assert verdict_and_findings(zero)[:2] == ("unhealthy", {"model_call_zero_completion_tokens"})

@@ -3,7 +3,7 @@
 A wrong answer is the verifier's business; these checks find rollouts that are degenerate whatever the reward says,
 so a run of broken outputs does not pass for a run of wrong answers. Per rollout:
 
-  agent_turn_hollow                   no answer text, no reasoning and no tool call
+  agent_turn_hollow                   no answer text, no refusal, no reasoning and no tool call
   reasoning_without_answer            reasoning, then no answer text
   model_call_zero_completion_tokens   response.usage.output_tokens is 0
   rollout_token_count_mismatch        the token data (generation_token_ids, generation_log_probs, prompt_token_ids)
@@ -106,7 +106,7 @@ def check_rollout(record: dict, config: HealthConfig) -> Health:
     output = record.get("output")
     text = output if isinstance(output, str) else ""
     has_reasoning = bool((reasoning_text(record) or "").strip())
-    if not text.strip():
+    if not text.strip() and not _refused(record):
         has_tool_call = any(item.get("type") in TOOL_CALL_TYPES for item in _output_items(record))
         if has_reasoning:
             findings.append(REASONING_WITHOUT_ANSWER)
@@ -136,6 +136,15 @@ def _output_items(record: dict) -> list[dict]:
     response = record.get("response")
     items = response.get("output") if isinstance(response, dict) else None
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _refused(record: dict) -> bool:
+    """Whether a message of the output holds a non-empty refusal part: an answer, though not a text one."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "refusal" and str(part.get("refusal") or "").strip()
+        for item in _output_items(record)
+        for part in (item.get("content") if isinstance(item.get("content"), list) else [])
+    )
 
 
 def _usage(record: dict) -> dict:
