@@ -508,6 +508,9 @@ class AdaptiveCurriculum(Strict):
     band: Checked(list[float], _check_band) = Field(
         default_factory=lambda: [0.1, 0.9], description="keep prompts whose measured pass rate is in [low, high]"
     )
+    initial_rollouts: str | None = Field(
+        None, description="a profiling run of checkpoint 000 whose pass rates choose iteration 001 (null: seeded draw)"
+    )
 
 
 class Schedule(Strict):

@@ -59,6 +59,18 @@ def test_iteration_one_draws_the_size_from_the_pool_by_a_seeded_order_that_ignor
     assert first.counts["refilled_unprofiled"] == 5 and first.counts["kept"] == 0
 
 
+def test_iteration_one_with_a_profiling_run_of_checkpoint_000_keeps_its_in_band_prompts_first(tmp_path):
+    pool, ids = pool_file(tmp_path)
+    profile = measured(tmp_path, dict(zip(ids[:6], (0, 8, 4, 4, 2, 8))))  # ids[2:5] in the band
+    adaptive = {"prompts_per_iteration": 5, "band": BAND, "initial_rollouts": str(profile)}
+    first_entry = selection_entry(1, adaptive, str(pool), 1, "unused")
+    assert first_entry["measured"] == str(profile) and first_entry["state"] == str(pool)
+    first = select(first_entry, "001", 1.0)
+    assert set(ids[2:5]) <= set(first.chosen) and not {ids[0], ids[1], ids[5]} & set(first.chosen)
+    assert first.counts["kept"] == 3 and first.counts["refilled_unprofiled"] == 2
+    assert first.counts["dropped_below_band"] == 1 and first.counts["dropped_above_band"] == 2
+
+
 def test_the_next_iteration_keeps_the_in_band_prompts_drops_solved_and_unsolved_and_refills_unprofiled_first(tmp_path):
     pool, ids = pool_file(tmp_path)
     chosen = ids[:5]

@@ -12,8 +12,10 @@ the stage rl_select@NNN chooses:
 
 Outputs: data/rl/curriculum/iter_NNN.jsonl (the chosen pool rows, in pool order: the collect's input),
 data/rl/curriculum/iter_NNN.state.json (the chosen ids and every profiled prompt's last pass rate, which the next
-selection reads) and metrics/rl/curriculum_NNN.json (the counts). Iteration 001 has measured nothing: its entry names
-the pool for both `measured` and `state`, and it draws `size` prompts from the pool by the seeded order.
+selection reads) and metrics/rl/curriculum_NNN.json (the counts). Iteration 001 has no previous iteration: with
+`adaptive.initial_rollouts` (a profiling run of checkpoint 000, such as the rl objective's rollouts of the reference
+checkpoint) its `measured` names that file, and every prompt it measured in the band is a candidate to keep; without,
+`measured` names the pool itself and it draws `size` prompts from the pool by the seeded order. Its `state` is the pool.
 Memory: the pool's ids and the profiled prompts' pass rates (bounded by the pool); rollouts and rows stream.
 """
 
@@ -55,7 +57,7 @@ def selection_entry(iteration: int, adaptive: dict, pool: str, seed: int | None,
     return {
         "prev": prev,
         "pool": pool,
-        "measured": pool if first else rollouts,
+        "measured": (adaptive.get("initial_rollouts") or pool) if first else rollouts,
         "state": pool if first else str(state_path(prev)),
         "size": adaptive["prompts_per_iteration"],
         "band": list(adaptive["band"]),
@@ -120,7 +122,9 @@ def select(entry: dict, key: str, pass_threshold: float) -> Selection:
     ids = pool_ids(entry["pool"])
     order = {identifier: _order(entry["seed"], identifier) for identifier in ids}
     if key == FIRST:
-        previous, rates, measured = [], {}, {}
+        profiled = entry["measured"] != entry["pool"]  # a profiling run of checkpoint 000
+        measured = measured_pass_rates(entry["measured"], pass_threshold) if profiled else {}
+        previous, rates = [i for i in ids if i in measured], dict(measured)
     else:
         state = read_state(entry["state"])
         previous, rates = state["chosen"], dict(state["pass_rates"])
