@@ -667,6 +667,10 @@ class Health(Strict):
     runaway_repetition_ratio: float = Field(
         0.2, gt=0, le=1, description="output_runaway_repetition: cut off at max_output_tokens and repeating above this"
     )
+    script_mismatch_ratio: float = Field(
+        0.5, gt=0, le=1, description="output_script_mismatch: the share of letters in scripts the input never uses"
+    )
+    script_min_letters: int = Field(20, ge=1, description="outputs with fewer letters are never called a mismatch")
 
 
 class Profile(Strict):

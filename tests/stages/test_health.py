@@ -14,6 +14,7 @@ from rollout_pipeline.stages.health import (
     HealthConfig,
     HealthTally,
     check_rollout,
+    foreign_script_share,
     repetition_ratio,
 )
 from rollout_pipeline.stages.rollout_metrics import compute_metrics
@@ -120,6 +121,20 @@ def test_a_generation_cut_off_at_max_output_tokens_while_repeating_is_runaway_an
     cut = truncated(make_rollout("p", 0, 0, 0.0, text, output_tokens=512))
     assert verdict_and_findings(cut)[1] == {"output_runaway_repetition"}
     assert verdict_and_findings(make_rollout("p", 0, 0, 0.0, text, output_tokens=60))[0] == "healthy"
+
+
+def test_an_answer_in_a_writing_system_the_prompt_never_uses_is_a_script_mismatch():
+    russian = "Сначала сложим числа, потом умножим результат на шесть и получим ответ \\boxed{413}"
+    record = make_rollout("p", 0, 0, 0.0, russian, output_tokens=30)
+    assert verdict_and_findings(record)[1] == {"output_script_mismatch"}
+    assert foreign_script_share(russian, "What is 37 + 48?", 20) > 0.9
+    # the same answer to a Russian prompt, an English answer with one foreign word, and a short foreign answer: fine
+    asked_in_russian = make_rollout("p", 0, 0, 0.0, russian, question="Сколько будет 37 + 48?", output_tokens=30)
+    assert verdict_and_findings(asked_in_russian)[0] == "healthy"
+    mostly_english = "First add the two numbers, then multiply by six (шесть) to get \\boxed{413}"
+    assert verdict_and_findings(make_rollout("p", 0, 0, 1.0, mostly_english, output_tokens=20))[0] == "healthy"
+    assert verdict_and_findings(make_rollout("p", 0, 0, 1.0, "Ответ: 85", output_tokens=4))[0] == "healthy"
+    assert verdict_and_findings(record, HealthConfig(script_mismatch_ratio=1.0))[0] == "healthy"
 
 
 def test_a_prompt_is_consistently_unhealthy_when_two_or_more_rollouts_have_a_verdict_and_every_one_is_unhealthy():

@@ -11,6 +11,10 @@ so a run of broken outputs does not pass for a run of wrong answers. Per rollout
   output_repetition                   the share of repeated word n-grams of the output is over `repetition_ratio`
   output_runaway_repetition           cut off at max_output_tokens (status incomplete) while repeating over
                                       `runaway_repetition_ratio`: a generation that would not have stopped
+  output_script_mismatch              more than `script_mismatch_ratio` of the output's letters (at least
+                                      `script_min_letters` of them) are in writing systems the input never uses
+                                      (Latin, Cyrillic, CJK, ... by the Unicode name): the cheap sign of an answer
+                                      in another language
 
 and per prompt `task_consistently_unhealthy` (at least two rollouts with a verdict, all unhealthy). Checks whose
 evidence a record lacks (usage for the token checks) are `unobserved` for it; the token-data check applies only to
@@ -23,6 +27,7 @@ task_consistently_unhealthy); the repetition and reasoning checks are this proje
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ ZERO_COMPLETION_TOKENS = "model_call_zero_completion_tokens"
 TOKEN_COUNT_MISMATCH = "rollout_token_count_mismatch"
 REPETITION = "output_repetition"
 RUNAWAY_REPETITION = "output_runaway_repetition"
+SCRIPT_MISMATCH = "output_script_mismatch"
 CONSISTENTLY_UNHEALTHY = "task_consistently_unhealthy"
 ROLLOUT_CHECKS = (
     HOLLOW,
@@ -42,6 +48,7 @@ ROLLOUT_CHECKS = (
     TOKEN_COUNT_MISMATCH,
     REPETITION,
     RUNAWAY_REPETITION,
+    SCRIPT_MISMATCH,
 )
 CHECKS = (*ROLLOUT_CHECKS, CONSISTENTLY_UNHEALTHY)
 VERDICTS = ("healthy", "unhealthy", "unobserved")
@@ -58,6 +65,8 @@ class HealthConfig:
     repetition_min_ngrams: int = 16
     repetition_ratio: float = 0.5
     runaway_repetition_ratio: float = 0.2
+    script_mismatch_ratio: float = 0.5
+    script_min_letters: int = 20
 
     @classmethod
     def from_params(cls, section: dict | None) -> HealthConfig:
@@ -129,7 +138,30 @@ def check_rollout(record: dict, config: HealthConfig) -> Health:
         findings.append(REPETITION)
     if truncated(record) and ratio > config.runaway_repetition_ratio:
         findings.append(RUNAWAY_REPETITION)
+    if foreign_script_share(text, _input_text(record), config.script_min_letters) > config.script_mismatch_ratio:
+        findings.append(SCRIPT_MISMATCH)
     return Health(tuple(findings), tuple(unobserved))
+
+
+def _script(character: str) -> str:
+    """The writing system of a letter, as the first word of its Unicode name (LATIN, CYRILLIC, CJK, HANGUL, ...)."""
+    return unicodedata.name(character, "UNKNOWN").split(" ", 1)[0]
+
+
+def foreign_script_share(output: str, prompt: str, min_letters: int) -> float:
+    """The share of the output's letters in writing systems the prompt never uses (0 under `min_letters` letters)."""
+    letters = [character for character in output if character.isalpha()]
+    if len(letters) < min_letters:
+        return 0.0
+    known = {_script(character) for character in prompt if character.isalpha()}
+    return sum(_script(character) not in known for character in letters) / len(letters)
+
+
+def _input_text(record: dict) -> str:
+    messages = record.get("input")
+    if not isinstance(messages, list):
+        return ""
+    return "\n".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
 
 
 def _output_items(record: dict) -> list[dict]:
