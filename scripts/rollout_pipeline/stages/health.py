@@ -59,7 +59,7 @@ EXAMPLE_CHARS = 400
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """The `health` section of params.yaml: the repetition checks' thresholds."""
+    """The `health` section of params.yaml: the thresholds of the repetition and script checks."""
 
     repetition_ngram: int = 4
     repetition_min_ngrams: int = 16
