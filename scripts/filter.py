@@ -18,6 +18,7 @@ from pathlib import Path
 from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
@@ -41,13 +42,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    section = load_params(args.params)["filter"]
+    params = load_params(args.params)
+    section = params["filter"]
     config = FilterConfig(
         min_reward=section["min_reward"] if args.min_reward is None else args.min_reward,
         where=section["where"] if args.where is None else args.where,
         dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
         keep_reasoning=section["keep_reasoning"],
         format=section["format"] if args.format is None else args.format,
+        drop_unhealthy=section["drop_unhealthy"],
+        health=HealthConfig.from_params(params["health"]),
         where_source="filter.where" if args.where is None else "--where",
     )
     if config.where is None:

@@ -15,6 +15,7 @@ import sys
 from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.settings import objective_settings
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
@@ -46,6 +47,7 @@ def main() -> int:
         threshold,
         curve_path=args.curve or f"metrics/pass_at_k/{args.objective}.json",
         stats_path=args.stats,
+        health=HealthConfig.from_params(params["health"]),
     )
     print("\n".join(result.lines(output)))
     for note in result.notes:

@@ -16,6 +16,7 @@ from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
 
 
@@ -56,11 +57,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    section = load_params(args.params)["pair"]
+    params = load_params(args.params)
+    section = params["pair"]
     config = PairConfig(
         min_margin=section["min_margin"] if args.min_margin is None else args.min_margin,
         pairs_per_prompt=getattr(args, "pairs_per_prompt", section["pairs_per_prompt"]),
         strategy=section["strategy"] if args.strategy is None else args.strategy,
+        health=HealthConfig.from_params(params["health"]),
     )
     summary = run_pair(args.input, args.output, config)
     if args.summary:

@@ -83,6 +83,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
             "score@dpo",
             "pair",
             "metrics@dpo",
+            "profile@dpo",
             "report",
         }
     finally:
@@ -133,6 +134,9 @@ SCORED_AND_AFTER = {
     "metrics@rl",
     "metrics@sft",
     "metrics@dpo",
+    "profile@rl",
+    "profile@sft",
+    "profile@dpo",
     "report",
 }
 GENERATIONS = [f"data/generations/{objective}.jsonl" for objective in ("rl", "sft", "dpo")]

@@ -451,6 +451,13 @@ def _check_update_body(value: dict) -> str | None:
     return None
 
 
+class DynamicSampling(Strict):
+    """rl.collect.dynamic_sampling (rl/dynamic_sampling.py)."""
+
+    groups: int = Field(ge=1, description="groups with reward variance each iteration keeps")
+    max_prompts: int = Field(ge=1, description="the cap: prompts drawn at most to find them")
+
+
 class RlCollect(Strict):
     """What every RL iteration collects (the temperature is per iteration)."""
 
@@ -466,6 +473,9 @@ class RlCollect(Strict):
     num_repeats: int = Field(8, ge=1)
     limit: int | None = Field(None, ge=1)
     responses_create_params: Sampling = Field(default_factory=Sampling)
+    dynamic_sampling: DynamicSampling | None = Field(
+        None, description="DAPO-style: draw prompts until `groups` groups have reward variance, keep only those"
+    )
 
 
 class TemperatureSchedule(Strict):
@@ -477,6 +487,12 @@ class TemperatureSchedule(Strict):
     shape: Literal["linear", "cosine", "exponential"] = "linear"
 
 
+def _check_band(value: list[float]) -> str | None:
+    if len(value) != 2 or not 0 <= value[0] < value[1] <= 1:
+        return f"expected [low, high] with 0 <= low < high <= 1, got {value!r}"
+    return None
+
+
 class CurriculumPhase(Strict):
     """A prompt file used from iteration `from` until the next phase."""
 
@@ -484,11 +500,42 @@ class CurriculumPhase(Strict):
     prompts: str
 
 
+class AdaptiveCurriculum(Strict):
+    """curriculum_mode adaptive: each iteration's prompts chosen from a pool by the previous iteration's pass rates."""
+
+    pool: str = Field("data/prompts/math.jsonl", description="the prompt file the iterations' prompts are chosen from")
+    prompts_per_iteration: int = Field(300, ge=1, description="prompts chosen for each iteration")
+    band: Checked(list[float], _check_band) = Field(
+        default_factory=lambda: [0.1, 0.9], description="keep prompts whose measured pass rate is in [low, high]"
+    )
+    initial_rollouts: str | None = Field(
+        None, description="a profiling run of checkpoint 000 whose pass rates choose iteration 001 (null: seeded draw)"
+    )
+
+
 class Schedule(Strict):
     """What `make rl-iter` writes into new iterations."""
 
     temperature: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    curriculum_mode: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="fixed: the curriculum's prompt files; adaptive: chosen by measured pass rates"
+    )
     curriculum: list[CurriculumPhase] = Field(default_factory=list)
+    adaptive: AdaptiveCurriculum = Field(default_factory=AdaptiveCurriculum)
+    seed: int | None = None
+
+
+class Selection(Strict):
+    """One adaptive iteration's choice of prompts (stage rl_select@NNN), written by `make rl-iter`."""
+
+    prev: Checked(str, _check_iteration_key)
+    pool: str
+    measured: str = Field(
+        description="the rollouts whose pass rates choose (iteration 001: the pool, nothing measured)"
+    )
+    state: str = Field(description="the previous selection's state (iteration 001: the pool)")
+    size: int = Field(ge=1)
+    band: Checked(list[float], _check_band)
     seed: int | None = None
 
 
@@ -565,6 +612,7 @@ class Rl(Strict):
     train: Train = Field(default_factory=Train)
     update: Update = Field(default_factory=Update)
     iterations: NamedMap(Iteration) = Field(default_factory=dict)
+    selections: NamedMap(Selection) = Field(default_factory=dict)
 
 
 # ---- the stages after collection ------------------------------------------------------------------------
@@ -583,6 +631,7 @@ class Filter(Strict):
             "TRL's conversational language modeling (messages) or prompt-completion (completion-only loss by default)"
         ),
     )
+    drop_unhealthy: bool = Field(False, description="drop rollouts the health checks find unhealthy (`health`)")
     where_timeout_s: float = Field(10.0, gt=0, description="seconds one record's `where` may take")
     where_stage_timeout_s: float = Field(3600.0, gt=0, description="seconds the whole stage's `where` may take")
 
@@ -607,6 +656,32 @@ class Metrics(Strict):
     pass_threshold: float = Field(1.0, description="a rollout passes when reward >= this (pass@k counts passes)")
 
 
+class Health(Strict):
+    """The rollout health checks (stages/health.py): metrics count them, filter may drop, pair never chooses them."""
+
+    repetition_ngram: int = Field(4, ge=1, description="words per n-gram of the repetition checks")
+    repetition_min_ngrams: int = Field(16, ge=1, description="outputs with fewer n-grams are never called repetitive")
+    repetition_ratio: float = Field(
+        0.5, gt=0, le=1, description="output_repetition: the share of repeated n-grams above this"
+    )
+    runaway_repetition_ratio: float = Field(
+        0.2, gt=0, le=1, description="output_runaway_repetition: cut off at max_output_tokens and repeating above this"
+    )
+    script_mismatch_ratio: float = Field(
+        0.5, gt=0, le=1, description="output_script_mismatch: the share of letters in scripts the input never uses"
+    )
+    script_min_letters: int = Field(20, ge=1, description="outputs with fewer letters are never called a mismatch")
+
+
+class Profile(Strict):
+    """The `profile` stage: per-prompt pass rates, and prompts by pass-rate band."""
+
+    band: Checked(list[float], _check_band) = Field(
+        default_factory=lambda: [0.1, 0.9], description="the learnable band [low, high] of pass rates"
+    )
+    group_by: str | None = Field("difficulty", description="an input field to count bands by, when records carry it")
+
+
 class Report(Strict):
     """The HTML report (reports/index.html)."""
 
@@ -625,6 +700,8 @@ class Params(Strict):
     filter: Filter = Field(default_factory=Filter)
     pair: Pair = Field(default_factory=Pair)
     metrics: Metrics = Field(default_factory=Metrics)
+    health: Health = Field(default_factory=Health)
+    profile: Profile = Field(default_factory=Profile)
     report: Report = Field(default_factory=Report)
     rl: Rl = Field(default_factory=Rl)
 

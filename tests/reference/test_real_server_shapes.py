@@ -10,6 +10,7 @@ import pytest
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.reference.tokens import token_id, tokens
 from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, check_rollout
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
 from support import agent, collect, make_prompts, read_jsonl, seed_args, server_stats, write_params
@@ -109,6 +110,7 @@ def test_token_ids_and_logprobs_are_kept_under_nemo_gyms_names_with_exact_usage(
         assert all(lp <= 0.0 for lp in last["generation_log_probs"])
         assert last["prompt_token_ids"] == [token_id(t) for m in record["input"] for t in tokens(m["content"])]
         assert "output_tokens_estimated" not in record["response"]["usage"]  # exact per choice, even with n
+        assert check_rollout(record, DEFAULT_HEALTH).verdict == "healthy"  # the token data agrees with usage
 
 
 def test_reasoning_is_kept_as_a_reasoning_item_and_becomes_sfts_reasoning_content(prompts, tmp_path):
@@ -129,3 +131,32 @@ def test_a_refusal_is_a_finished_answer_kept_as_a_refusal_part(prompts, tmp_path
         assert record["response"]["output"][-1]["content"] == [
             {"type": "refusal", "refusal": "I'm sorry, I can't help with that."}
         ]
+        assert check_rollout(record, DEFAULT_HEALTH).verdict == "healthy", "a refusal is an answer, not a hollow turn"
+
+
+@pytest.mark.parametrize("protocol", ["chat", "responses"])
+@pytest.mark.parametrize(
+    ("kind", "findings"),
+    [
+        ("empty", {"agent_turn_hollow", "model_call_zero_completion_tokens"}),
+        ("repetition", {"output_repetition", "output_runaway_repetition"}),
+    ],
+)
+def test_a_degenerate_generation_is_scored_and_the_health_checks_name_it(protocol, kind, findings, prompts, tmp_path):
+    records = _collect_with(
+        [f"--fail-{kind}", "1.0"],
+        {"protocol": protocol},
+        prompts,
+        tmp_path,
+        responses_create_params__max_output_tokens=64,
+    )
+    assert len(records) == 3
+    for record in records:
+        assert record["reward"] == 0.0
+        usage = record["response"]["usage"]["output_tokens"]
+        if kind == "repetition":
+            assert record["response"]["status"] == "incomplete" and usage == 64 == len(record["output"].split())
+        else:
+            assert record["output"] == "" and usage == 0
+        health = check_rollout(record, DEFAULT_HEALTH)
+        assert health.verdict == "unhealthy" and set(health.findings) == findings

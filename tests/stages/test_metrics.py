@@ -11,6 +11,7 @@ import pytest
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import side_path
+from rollout_pipeline.stages.health import CHECKS
 from rollout_pipeline.stages.rollout_metrics import compute_metrics, run_metrics
 from stage_testkit import group, groups, make_rollout, random_rollouts, run_script, stage_params, write_rollouts
 from support import read_jsonl
@@ -57,6 +58,8 @@ def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
         "output_tokens_mean": 10.0,
         "group_size_min": 4,
         "group_size_max": 4,
+        # short, non-empty outputs with usage: every check evaluated, nothing found
+        "health": {"healthy": 12, "unhealthy": 0, "unobserved": 0, "checks": dict.fromkeys(CHECKS, 0)},
         # "N of M scored": the run stats' failure is the difference (this stats file names no cause)
         "coverage": {"expected": 13, "scored": 12, "not_scored": {}},
     }

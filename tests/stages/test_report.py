@@ -91,7 +91,7 @@ def test_the_filter_and_pair_stages_summaries_account_for_every_rollout_and_prom
     assert sft["kept"] == len((sample_run / "data/sft/train.jsonl").read_text().splitlines())
     dpo = json.loads((sample_run / "metrics/dpo_pairs.json").read_text())
     assert dpo["prompts"] == 8 and dpo["pairs"] + sum(dpo["skipped"].values()) == 8
-    assert set(dpo["skipped"]) == {"single_rollout", "all_tied", "below_min_margin"}
+    assert set(dpo["skipped"]) == {"single_rollout", "all_tied", "unhealthy_best", "below_min_margin"}
 
 
 def test_the_browser_shows_the_first_best_the_last_worst_and_seeded_others(tmp_path):

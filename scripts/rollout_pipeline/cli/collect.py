@@ -251,12 +251,18 @@ def _main(argv: list[str] | None, prog: str) -> int:
         raise UserError("give one of --objective, --rl-iteration or +key=value arguments")
     if options.rl_iteration:
         with guarded_imports():
+            from rollout_pipeline.rl.dynamic_sampling import collect_informative, sampling_metrics_path
             from rollout_pipeline.rl.loop import average_reward, iteration_key, reward_line
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
         _apply_run_options(settings, options)
         print(f"=== RL Iteration {key} ===", flush=True)
-        code = Collector(settings, start_server=start_embedded).run()
+        code = collect_informative(
+            settings,
+            lambda run_settings: Collector(run_settings, start_server=start_embedded).run(),
+            load_params(options.params)["rl"]["collect"]["dynamic_sampling"],
+            sampling_metrics_path(key),
+        )
         if code == 0:
             print(reward_line(key, average_reward(settings.output_path)))
         return code

@@ -4,7 +4,8 @@
     python scripts/report.py --plots-template T   # write the offline HTML template that `make plots` gives DVC
 
 Reads data/rollouts/<objective>.jsonl (and .failures.ndjson, and the run's .stats.json for retries),
-metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, and metrics/rl_progress.csv.
+metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, metrics/profile/<objective>.json, and
+metrics/rl_progress.csv.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.settings import PARAMS_FILE
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.report_charts import offline_plots_template
 from rollout_pipeline.stages.report_data import BrowserConfig, pair_margins, read_json_file, summarize_rollouts
 from rollout_pipeline.stages.report_pages import (
@@ -32,6 +34,7 @@ SFT_FILTER_SUMMARY = "metrics/sft_filter.json"
 DPO_PAIRS_SUMMARY = "metrics/dpo_pairs.json"
 DPO_PAIRS = "data/dpo/pairs.jsonl"
 RL_PROGRESS = "metrics/rl_progress.csv"  # the rl_progress stage's table
+PROFILE_DIR = "metrics/profile"  # the profile stage's band counts, one file per objective
 
 
 def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts") -> list[str]:
@@ -43,11 +46,15 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts"
     pages, summaries = {}, []
     for name in objectives:
         summary = summarize_rollouts(
-            name, Path(rollouts_dir) / f"{name}.jsonl", params["metrics"]["pass_threshold"], config
+            name,
+            Path(rollouts_dir) / f"{name}.jsonl",
+            params["metrics"]["pass_threshold"],
+            config,
+            HealthConfig.from_params(params["health"]),
         )
         summaries.append(summary)
         # The filter stage reads the sft objective's rollouts and the pair stage the dpo one's (dvc.yaml).
-        extras = ObjectiveExtras()
+        extras = ObjectiveExtras(profile=read_json_file(Path(PROFILE_DIR) / f"{name}.json"))
         if name == "sft":
             extras.sft_filter = read_json_file(SFT_FILTER_SUMMARY)
         if name == "dpo":

@@ -3,6 +3,8 @@
     extend --to N        add the missing rl.iterations 001..N to params.yaml from rl.schedule (never rewrites)
     targets --to N       the DVC targets that bring the loop up to iteration N (for `dvc repro`)
     init                 stage rl_init: write checkpoint 000 from rl.init
+    select --iteration NNN     stage rl_select@NNN (curriculum_mode adaptive): choose iteration NNN's prompts from the
+                               pool by the pass rates iteration NNN-1 measured (rl/curriculum.py)
     metrics --iteration NNN    stage rl_metrics@NNN: metrics/rl/iter_NNN.json
     train --iteration NNN      stage rl_train@NNN: run rl.train.cmd, then the update hook
     update --iteration NNN     call the update hook again for checkpoint NNN (after fixing rl.update)
@@ -20,6 +22,7 @@ import sys
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import atomic_writer
 from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.rl.curriculum import prompts_path, run_select
 from rollout_pipeline.rl.hooks import init_checkpoint, run_train, run_update
 from rollout_pipeline.rl.loop import (
     PROGRESS_CSV,
@@ -33,6 +36,7 @@ from rollout_pipeline.rl.loop import (
     repro_targets,
     rollouts_path,
 )
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
@@ -49,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name)
         sub.add_argument("--to", required=True, metavar="N", help="iteration number (1-999)")
     commands.add_parser("init")
-    for name in ("metrics", "train", "update"):
+    for name in ("select", "metrics", "train", "update"):
         sub = commands.add_parser(name)
         sub.add_argument("--iteration", required=True, metavar="NNN")
     commands.add_parser("progress")
@@ -74,10 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(repro_targets(params, iteration_key(args.to))))
     elif args.command == "init":
         print(f"rl.init {params['rl']['init']!r} -> {init_checkpoint(params)}")
+    elif args.command == "select":
+        key = iteration_key(args.iteration)
+        entry = params["rl"]["selections"].get(key)
+        if entry is None:
+            raise UserError(
+                f"{source}: no rl.selections entry {key!r}; with rl.schedule.curriculum_mode: adaptive, "
+                f"`make rl-iter N={int(key)}` adds it"
+            )
+        selection = run_select(entry, key, params["metrics"]["pass_threshold"])
+        counts = ", ".join(f"{name} {count}" for name, count in selection.counts.items())
+        print(f"Iteration {key}: {len(selection.chosen)} prompts -> {prompts_path(key)} ({counts})")
     elif args.command == "metrics":
         key = iteration_key(args.iteration)
         iteration_entry(params, key, source)
-        result = run_metrics(rollouts_path(key), metrics_path(key), params["metrics"]["pass_threshold"])
+        result = run_metrics(
+            rollouts_path(key),
+            metrics_path(key),
+            params["metrics"]["pass_threshold"],
+            health=HealthConfig.from_params(params["health"]),
+        )
         print("\n".join(result.lines(metrics_path(key))))
         for note in result.notes:
             print(f"metrics: {note}", file=sys.stderr)

@@ -16,6 +16,7 @@ from rollout_pipeline.collect.collector import Collector
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.params import PARAMS_FILE, load_params
 from rollout_pipeline.rl.loop import eval_metrics_path, iteration_key
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 
@@ -34,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     out = eval_metrics_path(key)
-    result = run_metrics(settings.output_path, out, params["metrics"]["pass_threshold"])
+    result = run_metrics(
+        settings.output_path,
+        out,
+        params["metrics"]["pass_threshold"],
+        health=HealthConfig.from_params(params["health"]),
+    )
     print("\n".join(result.lines(out)))
     for note in result.notes:
         print(f"metrics: {note}", file=sys.stderr)

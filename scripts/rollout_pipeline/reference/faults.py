@@ -28,6 +28,11 @@ Replies shaped like real servers' (tests/conformance/fixtures cites the source o
                    kind is drawn on /verify, and only when it is on)
     refusal        chat: OpenAI's refusal (content null, message.refusal set): a finished answer, scored
 
+Degenerate generations, finished and scored, that the rollout health checks (stages/health.py) find:
+
+    empty          chat and Responses: an empty answer with zero completion tokens
+    repetition     chat and Responses: one phrase over and over, cut off at the length limit
+
 `--fail-rate R` spreads R evenly over the classic mix: 500, 429, reset, hang, malformed.
 """
 
@@ -47,6 +52,7 @@ from aiohttp import web
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.reference.openai_api import error_body
 
+DEGENERATE_KINDS = ("empty", "repetition")  # finished, scored replies the rollout health checks find
 FAULT_KINDS = (
     "500",
     "502",
@@ -66,6 +72,7 @@ FAULT_KINDS = (
     "ng-mask",
     "ng-verify-mask",
     "refusal",
+    *DEGENERATE_KINDS,
 )
 MIXED_KINDS = ("500", "429", "reset", "hang", "malformed")
 FAULT_HELP = {
@@ -87,7 +94,11 @@ FAULT_HELP = {
     "ng-mask": "/run: NeMo Gym mask_sample (failure_kind judge_failed)",
     "ng-verify-mask": "/verify: NeMo Gym mask_sample (failure_kind judge_failed) with reward_components",
     "refusal": "chat: an OpenAI-style refusal (content null, message.refusal)",
+    "empty": "an empty answer with zero completion tokens (chat, Responses)",
+    "repetition": "one phrase repeated until the length limit cuts it off (chat, Responses)",
 }
+_REPEATED = "so the answer is the answer is".split()
+_LENGTH_KEYS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
 _CONTEXT_MESSAGE = (
     "This model's maximum context length is 2048 tokens. However, your request has 4101 input tokens. "
     "Please reduce the length of the input messages. (parameter=input_tokens, value=4101)"
@@ -252,6 +263,11 @@ async def respond_with_fault(
         except (ConnectionError, RuntimeError):
             pass  # the client gave up, which is the point
         return response
+    if kind in DEGENERATE_KINDS and object_name in ("chat.completion", "response"):
+        asked = orjson.loads(await request.read())  # aiohttp keeps the body it read
+        limit = next((asked[key] for key in _LENGTH_KEYS if isinstance(asked.get(key), int)), None)
+        body = _degenerate(kind, orjson.loads(good_body), object_name, limit)
+        return web.Response(status=200, body=orjson.dumps(body), content_type="application/json")
     shaped = _real_server_shape(kind, orjson.loads(good_body), object_name)
     if shaped is not None:
         status, body = shaped
@@ -326,6 +342,30 @@ def _real_server_shape(kind: str, good: dict, object_name: str) -> tuple[int, di
     if (object_name, kind) in (("run", "ng-mask"), ("verify", "ng-verify-mask")):
         components = {"reward_components": {"correct": 0.0, "format": 1.0}} if object_name == "verify" else {}
         return 200, {**good, "reward": 0.0, **components, **_NG_JUDGE_FAILED}
-    if kind in ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "ng-verify-mask", "refusal"):
+    shaped = ("abort", "context-length", "tool-call", "ng-transient", "ng-mask", "ng-verify-mask", "refusal")
+    if kind in shaped or kind in DEGENERATE_KINDS:
         return 200, good  # no such shape on this endpoint: the normal reply
     return None
+
+
+def _degenerate(kind: str, good: dict, object_name: str, limit: int | None) -> dict:
+    """The good reply with its answer replaced by nothing (`empty`) or a repetition that runs until the request's
+    length limit (`limit` tokens, a word each; 280 without one) cuts it off (`repetition`)."""
+    tokens = 0 if kind == "empty" else limit or 280
+    text = " ".join(_REPEATED[i % len(_REPEATED)] for i in range(tokens))
+    if object_name == "chat.completion":
+        for choice in good["choices"]:
+            choice["message"]["content"] = text
+            choice["finish_reason"] = "stop" if kind == "empty" else "length"
+        usage = good["usage"]
+        usage.update(completion_tokens=tokens, total_tokens=usage["prompt_tokens"] + tokens)
+        return good
+    for item in good["output"]:
+        for part in item.get("content") or []:
+            if part.get("type") == "output_text":
+                part["text"] = text
+    if kind == "repetition":
+        good.update(status="incomplete", incomplete_details={"reason": "max_output_tokens"})
+    usage = good["usage"]
+    usage.update(output_tokens=tokens, total_tokens=usage["input_tokens"] + tokens)
+    return good

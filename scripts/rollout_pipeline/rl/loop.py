@@ -40,6 +40,8 @@ import yaml
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, read_records
 from rollout_pipeline.params import PARAMS_FILE, agent_settings, load_params, validate_params
+from rollout_pipeline.rl import curriculum
+from rollout_pipeline.rl.dynamic_sampling import sampling_metrics_path
 
 INIT_KEY = "000"
 ROLLOUT_DIR = Path("data/rl")
@@ -55,6 +57,8 @@ PROGRESS_COLUMNS = (
     "temperature",
     "prompts",
     "zero_variance_fraction",
+    "prompts_drawn",
+    "groups_kept",
     "eval_reward_mean",
     "eval_pass@1",
     "token_mult_prob_error",
@@ -153,14 +157,29 @@ def scheduled_prompts(curriculum: list[dict], iteration: int, source: str = PARA
 
 
 def scheduled_entry(rl: dict, iteration: int, source: str = PARAMS_FILE) -> dict:
-    """The entry `extend_params` writes for a missing iteration: previous checkpoint, temperature, prompts, seed."""
+    """The entry `extend_params` writes for a missing iteration: previous checkpoint, temperature, prompts, seed.
+    With the adaptive curriculum, the prompts are the file rl_select@NNN writes."""
     schedule = rl["schedule"]
+    adaptive = schedule["curriculum_mode"] == "adaptive"
     return {
         "prev": f"{iteration - 1:03d}",
         "temperature": scheduled_temperature(schedule["temperature"], iteration),
-        "prompts": scheduled_prompts(schedule["curriculum"], iteration, source),
+        "prompts": (
+            str(curriculum.prompts_path(f"{iteration:03d}"))
+            if adaptive
+            else scheduled_prompts(schedule["curriculum"], iteration, source)
+        ),
         "seed": None if schedule["seed"] is None else schedule["seed"] + iteration,
     }
+
+
+def scheduled_selection(rl: dict, iteration: int) -> dict:
+    """The rl.selections entry `extend_params` writes for a new adaptive iteration (rl/curriculum.py)."""
+    schedule = rl["schedule"]
+    adaptive = schedule["adaptive"]
+    seed = None if schedule["seed"] is None else schedule["seed"] + iteration
+    previous = str(rollouts_path(f"{iteration - 1:03d}"))
+    return curriculum.selection_entry(iteration, adaptive, adaptive["pool"], seed, previous)
 
 
 def iteration_entry(params: dict, key: str, source: str = PARAMS_FILE) -> dict:
@@ -219,6 +238,9 @@ def extend_params(path: str | os.PathLike, to: int) -> list[str]:
     if iterations is None:
         rl["iterations"] = iterations = CommentedMap()
     iterations.fa.set_block_style()
+    adaptive = params["rl"]["schedule"]["curriculum_mode"] == "adaptive"
+    if rl.get("selections") is None:  # dvc.yaml's rl_select iterates over it, empty in fixed mode
+        rl["selections"] = CommentedMap()
     added = []
     for number in missing:
         key = f"{number:03d}"
@@ -235,6 +257,16 @@ def extend_params(path: str | os.PathLike, to: int) -> list[str]:
         # Keep the keys in order when a gap is filled (existing "001", "005" + new "003").
         position = sum(1 for k in iterations if str(k) < key)
         iterations.insert(position, DoubleQuotedScalarString(key), entry)
+        if adaptive and key not in rl["selections"]:
+            selection = scheduled_selection(params["rl"], number)
+            flow = CommentedMap(
+                (name, DoubleQuotedScalarString(value) if name == "prev" else value)
+                for name, value in selection.items()
+            )
+            flow.fa.set_flow_style()
+            rl["selections"].fa.set_block_style()
+            position = sum(1 for k in rl["selections"] if str(k) < key)
+            rl["selections"].insert(position, DoubleQuotedScalarString(key), flow)
         added.append(key)
     out = io.StringIO()
     handler.dump(document, out)
@@ -249,11 +281,15 @@ def _check_only_added(old_text: str, new_text: str, added: list[str], source: st
     """Belt and braces: the rewritten file must mean exactly the old one plus the new iterations."""
     old, new = yaml.safe_load(old_text), yaml.safe_load(new_text)
     new_iterations = new["rl"]["iterations"]
+    new_selections = new["rl"].get("selections") or {}
     for key in added:
         new_iterations.pop(key)
+        new_selections.pop(key, None)
     old_rl = old.get("rl") or {}
     if not old_rl.get("iterations"):
         old_rl["iterations"] = {}
+    if "selections" in new["rl"] and not old_rl.get("selections"):
+        old_rl["selections"] = {}
     old["rl"] = old_rl
     if old != new:
         raise UserError(
@@ -383,7 +419,7 @@ def read_iteration_metrics(key: str, path: Path | None = None, stage: str = "rl_
 
 def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = False) -> list[dict[str, Any]]:
     """One row per iteration of params.yaml (up to `upto`): the collection's reward_mean, pass@1, temperature, prompt
-    set and zero_variance_fraction, and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
+    set, zero_variance_fraction, prompts drawn and groups kept (rl/dynamic_sampling.py), and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
     when `missing_ok` and the evaluation has not run)."""
     rows = []
     for key, entry in sorted(params["rl"]["iterations"].items()):
@@ -398,6 +434,8 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
             else read_iteration_metrics(key, eval_metrics_path(key), "rl_eval")
         )
         on_policy = _on_policy(key)
+        sampling_file = sampling_metrics_path(key)
+        sampling = read_iteration_metrics(key, sampling_file, "rl_collect") if sampling_file.exists() else {}
         rows.append(
             {
                 "iteration": int(key),
@@ -406,6 +444,8 @@ def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = Fals
                 "temperature": entry["temperature"],
                 "prompts": prompt_set_name(entry["prompts"]),
                 "zero_variance_fraction": metrics.get("zero_variance_fraction"),
+                "prompts_drawn": sampling.get("prompts_drawn"),
+                "groups_kept": sampling.get("groups_kept"),
                 "eval_reward_mean": evaluation.get("reward_mean"),
                 "eval_pass@1": evaluation.get("pass@1"),
                 "token_mult_prob_error": on_policy.get("token_mult_prob_error"),

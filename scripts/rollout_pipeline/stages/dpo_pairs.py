@@ -14,6 +14,8 @@ Strategies (`pair.strategy`), both capped at `pairs_per_prompt` pairs per prompt
 A pair needs chosen_reward - rejected_reward > 0 and >= `min_margin`: a pair of equally good answers teaches DPO
 nothing (or noise). So a prompt with a single rollout, with all rewards tied, or whose best pair is below
 `min_margin` gives no pair; at pairs_per_prompt 1 both strategies write the same best-against-worst pair.
+An unhealthy rollout (stages/health.py: hollow, repeating, ...) is never chosen, whatever its reward; it may be
+rejected. A prompt whose only rollouts above the worst are unhealthy gives no pair (unhealthy_best).
 Streaming: one prompt's group is held at a time, each rollout as its reward, output and prompt only.
 """
 
@@ -27,11 +29,13 @@ from dataclasses import dataclass, field
 
 from rollout_pipeline.jsonl import write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, check_rollout
 
 SINGLE_ROLLOUT = "single_rollout"
 ALL_TIED = "all_tied"
 BELOW_MIN_MARGIN = "below_min_margin"
-SKIP_REASONS = (SINGLE_ROLLOUT, ALL_TIED, BELOW_MIN_MARGIN)
+UNHEALTHY_BEST = "unhealthy_best"
+SKIP_REASONS = (SINGLE_ROLLOUT, ALL_TIED, UNHEALTHY_BEST, BELOW_MIN_MARGIN)
 
 BEST_VS_WORST = "best_vs_worst"
 ALL_PAIRS = "all_pairs"
@@ -45,6 +49,7 @@ class PairConfig:
     min_margin: float = 0.0
     pairs_per_prompt: int | None = 1
     strategy: str = BEST_VS_WORST
+    health: HealthConfig = DEFAULT_HEALTH
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,16 @@ class Pair:
         return self.chosen.reward - self.rejected.reward
 
 
-def ranked(group: Iterable[Rollout]) -> list[Rollout]:
+def ranked(group: Iterable[Rollout], health: HealthConfig = DEFAULT_HEALTH) -> list[Rollout]:
     """A group's rollouts best first (reward descending, ties in file order), each slimmed to what a pair record
-    needs: a record's `response` can hold the output again and per-token data, which a pair never uses."""
+    needs (a record's `response` can hold the output again and per-token data, which a pair never uses) and
+    whether it may be chosen (`unhealthy`)."""
     slim = []
     for rollout in group:
         output = rollout.output()  # every record must have an output, not just the ones that end up in a pair
-        slim.append(dataclasses.replace(rollout, record={"input": rollout.record.get("input"), "output": output}))
+        unhealthy = check_rollout(rollout.record, health).verdict == "unhealthy"
+        record = {"input": rollout.record.get("input"), "output": output, "unhealthy": unhealthy}
+        slim.append(dataclasses.replace(rollout, record=record))
     return sorted(slim, key=lambda rollout: -rollout.reward)  # stable: equal rewards stay in file order
 
 
@@ -77,8 +85,9 @@ def passes(pair: Pair, config: PairConfig) -> bool:
 def candidate_pairs(best_first: list[Rollout], config: PairConfig) -> Iterator[Pair]:
     """Every pair the strategy would write without the cap, in the order it writes them."""
     worst_first = best_first[::-1]
+    choosable = [rollout for rollout in best_first if not rollout.record["unhealthy"]]
     if config.strategy == BEST_VS_WORST:
-        for chosen, rejected in zip(best_first, worst_first):
+        for chosen, rejected in zip(choosable, worst_first):
             pair = Pair(chosen, rejected)
             if not passes(pair, config):
                 return  # the i-th best only gets worse and the i-th worst only better from here
@@ -86,7 +95,7 @@ def candidate_pairs(best_first: list[Rollout], config: PairConfig) -> Iterator[P
     elif config.strategy == ALL_PAIRS:
         ranked_pairs = [
             (c, r, Pair(chosen, rejected))
-            for c, chosen in enumerate(best_first)
+            for c, chosen in enumerate(choosable)
             for r, rejected in enumerate(worst_first)
         ]
         ranked_pairs.sort(key=lambda item: (-item[2].margin, item[0], item[1]))
@@ -99,9 +108,12 @@ def skip_reason(best_first: list[Rollout], config: PairConfig) -> str | None:
     """Why a group gives no pair (one of SKIP_REASONS), judged on its best pair (best against worst), or None."""
     if len(best_first) < 2:
         return SINGLE_ROLLOUT
-    margin = Pair(best_first[0], best_first[-1]).margin
-    if margin <= 0:
+    if Pair(best_first[0], best_first[-1]).margin <= 0:
         return ALL_TIED
+    choosable = [rollout for rollout in best_first if not rollout.record["unhealthy"]]
+    margin = Pair(choosable[0], best_first[-1]).margin if choosable else 0.0
+    if margin <= 0:
+        return UNHEALTHY_BEST
     if margin < config.min_margin:
         return BELOW_MIN_MARGIN
     return None
@@ -153,7 +165,12 @@ class PairSummary:
             f"wrote {self.pairs} pairs from {self.prompts} prompts ({self.rollouts} rollouts) -> {out_path}",
             f"skipped {sum(self.skipped.values())} prompts: {self.skipped[ALL_TIED]} all rewards tied, "
             f"{self.skipped[SINGLE_ROLLOUT]} single rollout, "
-            f"{self.skipped[BELOW_MIN_MARGIN]} margin below min_margin {config.min_margin:g}",
+            + (
+                f"{self.skipped[UNHEALTHY_BEST]} only unhealthy rollouts to choose, "
+                if self.skipped[UNHEALTHY_BEST]
+                else ""
+            )
+            + f"{self.skipped[BELOW_MIN_MARGIN]} margin below min_margin {config.min_margin:g}",
             f"{config.strategy}, {cap}: {self.paired_prompts} prompts paired, {per_prompt:.2f} pairs per paired prompt, "
             f"mean margin {mean_margin:.3g}, {self.over_cap} more pairs passed the margin but were over the cap",
         ]
@@ -162,7 +179,7 @@ class PairSummary:
 def pair_rollouts(path: str | os.PathLike, config: PairConfig, summary: PairSummary) -> Iterator[dict]:
     """Stream the DPO records of a rollout file, counting into `summary` as they are consumed."""
     for _, group in iter_groups(path):
-        best_first = ranked(group)
+        best_first = ranked(group, config.health)
         summary.prompts += 1
         summary.rollouts += len(best_first)
         reason = skip_reason(best_first, config)

@@ -20,6 +20,7 @@ import orjson
 
 from rollout_pipeline.jsonl import iter_jsonl, side_path
 from rollout_pipeline.stages.groups import Rollout, iter_groups
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally
 from rollout_pipeline.stages.rollout_metrics import MetricsAccumulator, read_failures, read_run_stats
 from rollout_pipeline.stages.sft_filter import reasoning_text
 
@@ -211,10 +212,15 @@ def _add_rollout(
 
 
 def summarize_rollouts(
-    name: str, path: str | os.PathLike, pass_threshold: float, config: BrowserConfig = BrowserConfig()
+    name: str,
+    path: str | os.PathLike,
+    pass_threshold: float,
+    config: BrowserConfig = BrowserConfig(),
+    health: HealthConfig = DEFAULT_HEALTH,
 ) -> ObjectiveSummary:
     """One streaming pass over a collector output file, plus its failures file (and the run stats' retries)."""
-    summary = ObjectiveSummary(name=name, accumulator=MetricsAccumulator(pass_threshold=pass_threshold))
+    accumulator = MetricsAccumulator(pass_threshold=pass_threshold, health=HealthTally(health))
+    summary = ObjectiveSummary(name=name, accumulator=accumulator)
     fields: dict[str, dict[str, list[float]]] = defaultdict(dict)
     too_many: set[str] = set()
     chosen: list[tuple[bytes, int, list[BrowserRow]]] = []  # a max-heap by hash (negated), of browser_prompts items

@@ -2,8 +2,9 @@
 
 reports/index.html      every objective's headline numbers, and links
 reports/<objective>.html   reward distribution, correct answers per prompt, pass@k, reward by input field,
-                        output length and truncation, extraction failures, failure causes, the SFT filter's or
-                        the DPO pairs' counts, and the rollout browser
+                        output length and truncation, extraction failures, failure causes, rollout health (verdicts,
+                        findings by check, examples), prompts by pass-rate band (the profile stage), the SFT
+                        filter's or the DPO pairs' counts, and the rollout browser
 reports/rl-loop.html    the RL loop: fixed-temperature eval reward (learning), collection reward (what the trainer
                         saw), temperature and zero-variance fraction, side by side, each with its own axis
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from rollout_pipeline.stages import report_charts as ch
 from rollout_pipeline.stages import report_html as h
+from rollout_pipeline.stages.health import VERDICTS
 from rollout_pipeline.stages.report_data import ObjectiveSummary
 
 RL_LOOP_PAGE = "rl-loop.html"
@@ -32,6 +34,7 @@ class ObjectiveExtras:
     sft_filter: dict | None = None  # metrics/sft_filter.json
     dpo_pairs: dict | None = None  # metrics/dpo_pairs.json
     margins: Counter[float] | None = None
+    profile: dict | None = None  # metrics/profile/<objective>.json (the profile stage's bands)
 
 
 def _pct(part: int, whole: int) -> str:
@@ -165,6 +168,8 @@ def objective_page(
         parts.append(h.none("No rollout reports response.usage.output_tokens."))
     parts.append("<h2>Not scored: failures and skips</h2>")
     parts.append(_causes(summary, draw))
+    parts.extend(_health(summary, draw))
+    parts.extend(_profile(extras.profile, draw))
     parts.extend(_extras(extras, draw))
     parts.append("<h2>Rollout browser</h2>")
     parts.append(h.browser(summary.browser, min(browser_prompts, summary.prompts)))
@@ -201,6 +206,59 @@ def _causes(summary: ObjectiveSummary, draw: _Charts) -> str:
     else:
         parts.append(h.none("No request was retried (the run's stats file counts no retry)."))
     return "\n".join(parts)
+
+
+def _health(summary: ObjectiveSummary, draw: _Charts) -> list[str]:
+    """Rollout health: verdicts, findings by check, and the first examples of each check."""
+    tally = summary.accumulator.health
+    table = tally.table()
+    parts = ["<h2>Rollout health</h2>"]
+    parts.append(
+        h.cards([(verdict, f"{table[verdict]} ({_pct(table[verdict], summary.rollouts)})") for verdict in VERDICTS])
+    )
+    rows = [{"check": check, "findings": count} for check, count in table["checks"].items()]
+    parts.append(
+        h.charts(
+            [
+                draw(
+                    ch.bar_chart("Health findings by check", rows, "check", "findings", "check", "findings", sort=None),
+                    "Rollouts per check (task_consistently_unhealthy: prompts whose every rollout is unhealthy). "
+                    "Unobserved: a check lacked its evidence (no usage).",
+                )
+            ]
+        )
+    )
+    examples = [
+        (check, example["prompt_id"], example["rollout_index"], example["output"])
+        for check, kept in sorted(tally.examples.items())
+        for example in kept
+    ]
+    if examples:
+        parts.append(h.table(["check", "prompt", "rollout", "output"], examples, css_class="examples"))
+    else:
+        parts.append(h.none("No rollout was found unhealthy."))
+    return parts
+
+
+def _profile(profile: dict | None, draw: _Charts) -> list[str]:
+    """Prompts by pass-rate band, overall and by the profile's group_by field."""
+    if profile is None:
+        return []
+    low, high = profile["band"]
+    caption = (
+        f"unsolved: pass rate 0; hard: below {low:g}; learnable: {low:g} to {high:g}; easy: above {high:g}; "
+        "solved: 1. Only the learnable band gives group-relative RL a signal on most prompts."
+    )
+    rows = [{"band": band, "prompts": count} for band, count in profile["bands"].items()]
+    figures = [
+        draw(ch.bar_chart("Prompts by pass-rate band", rows, "band", "prompts", "band", "prompts", sort=None), caption)
+    ]
+    for name, values in profile.get("by", {}).items():
+        for value, bands in values.items():
+            rows = [{"band": band, "prompts": count} for band, count in bands.items()]
+            title = f"Prompts by pass-rate band, {name} = {value}"
+            figures.append(draw(ch.bar_chart(title, rows, "band", "prompts", "band", "prompts", sort=None)))
+    return ["<h2>Prompts by pass rate (profile)</h2>", h.charts(figures)]
 
 
 def _extras(extras: ObjectiveExtras, draw: _Charts) -> list[str]:
@@ -269,6 +327,12 @@ def _extras(extras: ObjectiveExtras, draw: _Charts) -> list[str]:
         )
         parts.append(h.charts(figures))
     return parts
+
+
+def _drawn_kept(row: dict) -> str:
+    """ "drawn / kept" of an iteration (dynamic sampling keeps only groups with reward variance); "-" when unknown."""
+    drawn, kept = row.get("prompts_drawn"), row.get("groups_kept")
+    return "-" if drawn is None or kept is None else f"{int(drawn)} / {int(kept)}"
 
 
 def read_progress(path: str | os.PathLike) -> list[dict]:
@@ -382,6 +446,7 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
                 "collection reward",
                 "collection pass@1",
                 "zero-variance fraction",
+                "prompts drawn / groups kept",
                 "eval reward",
                 "eval pass@1",
                 "on-policy error (token_mult_prob_error)",
@@ -394,6 +459,7 @@ def rl_loop_page(rows: list[dict], evaluation: dict, nav: list[tuple[str, str]])
                     _num(row["reward_mean"]),
                     _num(row["pass@1"]),
                     _num(row["zero_variance_fraction"]),
+                    _drawn_kept(row),
                     _num(row["eval_reward_mean"]),
                     _num(row["eval_pass@1"]),
                     _num(row.get("token_mult_prob_error"), 4),

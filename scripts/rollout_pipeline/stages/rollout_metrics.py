@@ -18,6 +18,8 @@ Metrics (flat keys, so `dvc metrics show|diff` and `jq` read them directly):
                                   prompts too long for the context; not_scored: count by cause, when any); from
                                   its `<stem>.stats.json` when there is no failures file; null when neither exists
                                   (a hand-made rollout file)
+  health                          rollouts by verdict (healthy, unhealthy, unobserved) and findings by check, with
+                                  task_consistently_unhealthy counting prompts (stages/health.py)
   scored_by                       only for a mixed file: rollouts by "verifier hash" (the records' scored_by),
                                   when they came from more than one verifier or version of one (a warning too)
 Only what the data decides is here: timing and throughput are in the run's stats file, so a run that produces the
@@ -41,6 +43,7 @@ from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import iter_jsonl, side_path, write_json
 from rollout_pipeline.stages.groups import Rollout, iter_groups
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -101,6 +104,7 @@ class MetricsAccumulator:
     token_total: int = 0
     group_counts: Counter[tuple[int, int]] = field(default_factory=Counter)  # (n, c) -> prompts
     scored_by: Counter[str] = field(default_factory=Counter)  # "verifier hash" -> rollouts: more than one = mixed
+    health: HealthTally = field(default_factory=HealthTally)
     # Welford's running mean / sum of squared deviations: stable where sum-of-squares cancels.
     _mean: float = 0.0
     _m2: float = 0.0
@@ -109,7 +113,9 @@ class MetricsAccumulator:
         """Fold in one prompt's rollouts."""
         n = passes = 0
         low = high = math.nan
+        verdicts = []
         for rollout in group:
+            verdicts.append(self.health.add(rollout.record))
             reward = rollout.reward
             n += 1
             passes += reward >= self.pass_threshold
@@ -124,6 +130,7 @@ class MetricsAccumulator:
             if tokens is not None:
                 self.token_rollouts += 1
                 self.token_total += tokens
+        self.health.end_group(verdicts)
         self.prompts += 1
         self.zero_variance_prompts += low == high
         self.group_counts[(n, passes)] += 1
@@ -150,6 +157,7 @@ class MetricsAccumulator:
                 "output_tokens_mean": _round(self.token_total / self.token_rollouts) if self.token_rollouts else None,
                 "group_size_min": min(sizes, default=None),
                 "group_size_max": max(sizes, default=None),
+                "health": self.health.table(),
             }
         )
         # Why rollouts were not scored, by cause (failures and skips): only when there were any, so that
@@ -216,10 +224,13 @@ def read_failures(path: Path) -> dict | None:
 
 
 def compute_metrics(
-    in_path: str | os.PathLike, pass_threshold: float, stats_path: str | os.PathLike | None = None
+    in_path: str | os.PathLike,
+    pass_threshold: float,
+    stats_path: str | os.PathLike | None = None,
+    health: HealthConfig = DEFAULT_HEALTH,
 ) -> MetricsResult:
     """Read the rollout file (streaming), and its failures file (else its run stats); nothing is written."""
-    accumulator = MetricsAccumulator(pass_threshold=pass_threshold)
+    accumulator = MetricsAccumulator(pass_threshold=pass_threshold, health=HealthTally(health))
     for _, group in iter_groups(in_path):
         accumulator.add_group(group)
     stats_file = Path(stats_path) if stats_path is not None else side_path(in_path)
@@ -255,9 +266,10 @@ def run_metrics(
     *,
     curve_path: str | os.PathLike | None = None,
     stats_path: str | os.PathLike | None = None,
+    health: HealthConfig = DEFAULT_HEALTH,
 ) -> MetricsResult:
     """Compute the metrics of `in_path` and write them (and the pass@k curve) atomically."""
-    result = compute_metrics(in_path, pass_threshold, stats_path)
+    result = compute_metrics(in_path, pass_threshold, stats_path, health)
     write_json(out_path, result.metrics)
     if curve_path is not None:
         write_json(curve_path, result.curve)

@@ -26,12 +26,14 @@ import orjson
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
+from rollout_pipeline.stages.health import HealthConfig, check_rollout, reasoning_text
 
 # Reasons a rollout is dropped, in the order they are checked (a rollout counts under the first that applies).
 BELOW_MIN_REWARD = "below_min_reward"
+UNHEALTHY = "unhealthy"  # only with drop_unhealthy: a rollout the health checks find degenerate (stages/health.py)
 REJECTED_BY_WHERE = "rejected_by_where"
 DUPLICATE = "duplicate"
-DROP_REASONS = (BELOW_MIN_REWARD, REJECTED_BY_WHERE, DUPLICATE)
+DROP_REASONS = (BELOW_MIN_REWARD, UNHEALTHY, REJECTED_BY_WHERE, DUPLICATE)
 
 # The record shapes `filter.format` chooses between (TRL's conversational language-modeling and prompt-completion).
 MESSAGES = "messages"
@@ -48,6 +50,8 @@ class FilterConfig:
     dedupe: bool = True
     keep_reasoning: bool = True
     format: str = MESSAGES
+    drop_unhealthy: bool = False
+    health: HealthConfig = HealthConfig()
     where_source: str = "filter.where"
     # Called with each record's line before `where` runs on it: the watchdog's heartbeat (watchdog.py).
     on_record: Callable[[int], None] | None = None
@@ -105,18 +109,6 @@ def compile_where(expression: str, source: str = "filter.where") -> Callable[[Ro
     return accepts
 
 
-def reasoning_text(record: dict) -> str | None:
-    """The model's reasoning in a rollout record: the text of its `reasoning` output items (their content, else
-    their summary), or None when it has none."""
-    response = record.get("response")
-    texts = []
-    for item in (response.get("output") or []) if isinstance(response, dict) else []:
-        if isinstance(item, dict) and item.get("type") == "reasoning":
-            parts = item.get("content") or item.get("summary") or []
-            texts += [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    return "\n".join(texts) if texts else None
-
-
 def sft_record(rollout: Rollout, keep_reasoning: bool = True, format: str = MESSAGES) -> dict:
     """The SFT record for one rollout in `format` (one of FORMATS): the output is the assistant turn that ends the
     conversation (`messages`) or makes the completion (`prompt_completion`); the model's reasoning, when it has some,
@@ -160,7 +152,8 @@ class FilterSummary:
             f"kept {self.kept} of {self.rollouts} rollouts ({self.kept_prompts} of {self.prompts} prompts) -> {out_path} "
             f"({config.format} records)",
             f"dropped {sum(self.dropped.values())}: {self.dropped[BELOW_MIN_REWARD]} below min_reward {config.min_reward:g}, "
-            f"{self.dropped[REJECTED_BY_WHERE]} rejected by where, {self.dropped[DUPLICATE]} duplicate outputs",
+            + (f"{self.dropped[UNHEALTHY]} unhealthy, " if config.drop_unhealthy else "")
+            + f"{self.dropped[REJECTED_BY_WHERE]} rejected by where, {self.dropped[DUPLICATE]} duplicate outputs",
         ]
 
 
@@ -189,6 +182,8 @@ def _filtered(
             reason = None
             if rollout.reward < config.min_reward:
                 reason = BELOW_MIN_REWARD
+            elif config.drop_unhealthy and check_rollout(rollout.record, config.health).verdict == "unhealthy":
+                reason = UNHEALTHY
             elif accepts is not None and not accepts(rollout):
                 reason = REJECTED_BY_WHERE
             elif config.dedupe:

@@ -1,0 +1,267 @@
+"""Rollout health checks: a verdict (healthy, unhealthy, unobserved) for every rollout, and per prompt and run.
+
+A wrong answer is the verifier's business; these checks find rollouts that are degenerate whatever the reward says,
+so a run of broken outputs does not pass for a run of wrong answers. Per rollout:
+
+  agent_turn_hollow                   no answer text, no refusal, no reasoning and no tool call
+  reasoning_without_answer            reasoning, then no answer text
+  model_call_zero_completion_tokens   response.usage.output_tokens is 0
+  rollout_token_count_mismatch        the token data (generation_token_ids, generation_log_probs, prompt_token_ids)
+                                      disagrees in length with each other or with response.usage
+  output_repetition                   the share of repeated word n-grams of the output is over `repetition_ratio`
+  output_runaway_repetition           cut off at max_output_tokens (status incomplete) while repeating over
+                                      `runaway_repetition_ratio`: a generation that would not have stopped
+  output_script_mismatch              more than `script_mismatch_ratio` of the output's letters (at least
+                                      `script_min_letters` of them) are in writing systems the input never uses
+                                      (Latin, Cyrillic, CJK, ... by the Unicode name): the cheap sign of an answer
+                                      in another language
+
+and per prompt `task_consistently_unhealthy` (at least two rollouts with a verdict, all unhealthy). Checks whose
+evidence a record lacks (usage for the token checks) are `unobserved` for it; the token-data check applies only to
+records that carry token data. A rollout with a finding is unhealthy; else one with an unobserved check is
+unobserved; else healthy. The names and the three verdicts are NeMo Gym's where the check is the same (its rollout
+health checks: NVIDIA-NeMo/Gym@d1096de9920f02027a9faf1c87796f3ce5fc1a06 nemo_gym/health/checks.py CHECK_REGISTRY,
+and @9a974a9dc7b4d1c5abbc62bfcbe03e36a71560cf nemo_gym/rollout_health.py for the verdicts and
+task_consistently_unhealthy); the repetition and reasoning checks are this project's own.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+HOLLOW = "agent_turn_hollow"
+REASONING_WITHOUT_ANSWER = "reasoning_without_answer"
+ZERO_COMPLETION_TOKENS = "model_call_zero_completion_tokens"
+TOKEN_COUNT_MISMATCH = "rollout_token_count_mismatch"
+REPETITION = "output_repetition"
+RUNAWAY_REPETITION = "output_runaway_repetition"
+SCRIPT_MISMATCH = "output_script_mismatch"
+CONSISTENTLY_UNHEALTHY = "task_consistently_unhealthy"
+ROLLOUT_CHECKS = (
+    HOLLOW,
+    REASONING_WITHOUT_ANSWER,
+    ZERO_COMPLETION_TOKENS,
+    TOKEN_COUNT_MISMATCH,
+    REPETITION,
+    RUNAWAY_REPETITION,
+    SCRIPT_MISMATCH,
+)
+CHECKS = (*ROLLOUT_CHECKS, CONSISTENTLY_UNHEALTHY)
+VERDICTS = ("healthy", "unhealthy", "unobserved")
+TOOL_CALL_TYPES = frozenset({"function_call", "custom_tool_call", "mcp_call"})
+EXAMPLES_PER_CHECK = 3
+EXAMPLE_CHARS = 400
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """The `health` section of params.yaml: the thresholds of the repetition and script checks."""
+
+    repetition_ngram: int = 4
+    repetition_min_ngrams: int = 16
+    repetition_ratio: float = 0.5
+    runaway_repetition_ratio: float = 0.2
+    script_mismatch_ratio: float = 0.5
+    script_min_letters: int = 20
+
+    @classmethod
+    def from_params(cls, section: dict | None) -> HealthConfig:
+        return cls(**(section or {}))
+
+
+DEFAULT_HEALTH = HealthConfig()
+
+
+@dataclass(frozen=True)
+class Health:
+    """One rollout's verdict, the checks that found something, and those it could not evaluate."""
+
+    findings: tuple[str, ...]
+    unobserved: tuple[str, ...]
+
+    @property
+    def verdict(self) -> str:
+        return "unhealthy" if self.findings else "unobserved" if self.unobserved else "healthy"
+
+
+def reasoning_text(record: dict) -> str | None:
+    """The model's reasoning in a rollout record: the text of its `reasoning` output items (their content, else
+    their summary), or None when it has none."""
+    texts = []
+    for item in _output_items(record):
+        if item.get("type") == "reasoning":
+            parts = item.get("content") or item.get("summary") or []
+            texts += [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(texts) if texts else None
+
+
+def repetition_ratio(text: str, n: int, min_ngrams: int) -> float:
+    """The share of the text's word n-grams that repeat an earlier one (0 when it has fewer than `min_ngrams`)."""
+    words = text.split()
+    total = len(words) - n + 1
+    if total < min_ngrams:
+        return 0.0
+    distinct = len({tuple(words[i : i + n]) for i in range(total)})
+    return 1 - distinct / total
+
+
+def check_rollout(record: dict, config: HealthConfig) -> Health:
+    """The per-rollout checks of one record (see the module docstring)."""
+    findings, unobserved = [], []
+    output = record.get("output")
+    text = output if isinstance(output, str) else ""
+    has_reasoning = bool((reasoning_text(record) or "").strip())
+    if not text.strip() and not _refused(record):
+        has_tool_call = any(item.get("type") in TOOL_CALL_TYPES for item in _output_items(record))
+        if has_reasoning:
+            findings.append(REASONING_WITHOUT_ANSWER)
+        elif not has_tool_call:
+            findings.append(HOLLOW)
+    usage = _usage(record)
+    output_tokens = _count(usage.get("output_tokens"))
+    if output_tokens is None:
+        unobserved.append(ZERO_COMPLETION_TOKENS)
+    elif output_tokens == 0:
+        findings.append(ZERO_COMPLETION_TOKENS)
+    token_lengths = _token_data_lengths(record)
+    if token_lengths:
+        if output_tokens is None:
+            unobserved.append(TOKEN_COUNT_MISMATCH)
+        elif _token_counts_disagree(token_lengths, output_tokens, _count(usage.get("input_tokens"))):
+            findings.append(TOKEN_COUNT_MISMATCH)
+    ratio = repetition_ratio(text, config.repetition_ngram, config.repetition_min_ngrams)
+    if ratio > config.repetition_ratio:
+        findings.append(REPETITION)
+    if truncated(record) and ratio > config.runaway_repetition_ratio:
+        findings.append(RUNAWAY_REPETITION)
+    if foreign_script_share(text, _input_text(record), config.script_min_letters) > config.script_mismatch_ratio:
+        findings.append(SCRIPT_MISMATCH)
+    return Health(tuple(findings), tuple(unobserved))
+
+
+def _script(character: str) -> str:
+    """The writing system of a letter, as the first word of its Unicode name (LATIN, CYRILLIC, CJK, HANGUL, ...)."""
+    return unicodedata.name(character, "UNKNOWN").split(" ", 1)[0]
+
+
+def foreign_script_share(output: str, prompt: str, min_letters: int) -> float:
+    """The share of the output's letters in writing systems the prompt never uses (0 under `min_letters` letters)."""
+    letters = [character for character in output if character.isalpha()]
+    if len(letters) < min_letters:
+        return 0.0
+    known = {_script(character) for character in prompt if character.isalpha()}
+    return sum(_script(character) not in known for character in letters) / len(letters)
+
+
+def _input_text(record: dict) -> str:
+    messages = record.get("input")
+    if not isinstance(messages, list):
+        return ""
+    return "\n".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+
+
+def _output_items(record: dict) -> list[dict]:
+    response = record.get("response")
+    items = response.get("output") if isinstance(response, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _refused(record: dict) -> bool:
+    """Whether a message of the output holds a non-empty refusal part: an answer, though not a text one."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "refusal" and str(part.get("refusal") or "").strip()
+        for item in _output_items(record)
+        for part in (item.get("content") if isinstance(item.get("content"), list) else [])
+    )
+
+
+def _usage(record: dict) -> dict:
+    response = record.get("response")
+    usage = response.get("usage") if isinstance(response, dict) else None
+    return usage if isinstance(usage, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def truncated(record: dict) -> bool:
+    """Cut off by max_output_tokens (or the server's length limit), as the collector records it."""
+    response = record.get("response")
+    if not isinstance(response, dict) or response.get("status") != "incomplete":
+        return False
+    details = response.get("incomplete_details")
+    return isinstance(details, dict) and details.get("reason") in ("max_output_tokens", "length")
+
+
+def _token_data_lengths(record: dict) -> dict[str, int]:
+    """Total lengths of the token data the output items carry, by NeMo Gym's names (empty when there is none)."""
+    lengths: Counter[str] = Counter()
+    for item in _output_items(record):
+        for name in ("generation_token_ids", "generation_log_probs", "prompt_token_ids"):
+            if isinstance(item.get(name), list):
+                lengths[name] += len(item[name])
+    return dict(lengths)
+
+
+def _token_counts_disagree(lengths: dict[str, int], output_tokens: int, input_tokens: int | None) -> bool:
+    generated = {lengths[name] for name in ("generation_token_ids", "generation_log_probs") if name in lengths}
+    if generated and generated != {output_tokens}:
+        return True
+    prompt = lengths.get("prompt_token_ids")
+    return prompt is not None and input_tokens is not None and prompt != input_tokens
+
+
+def group_consistently_unhealthy(verdicts: Iterable[str]) -> bool:
+    """NeMo Gym's task_consistently_unhealthy: at least two rollouts with a verdict, every one unhealthy."""
+    computable = [verdict for verdict in verdicts if verdict != "unobserved"]
+    return len(computable) >= 2 and all(verdict == "unhealthy" for verdict in computable)
+
+
+@dataclass
+class HealthTally:
+    """A run's health, streaming: verdicts and findings by check, and the first few examples of each check."""
+
+    config: HealthConfig = field(default_factory=HealthConfig)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    checks: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+
+    def add(self, record: dict) -> Health:
+        """Check one rollout and count it."""
+        health = check_rollout(record, self.config)
+        self.verdicts[health.verdict] += 1
+        for check in health.findings:
+            self.checks[check] += 1
+            self._example(check, record)
+        return health
+
+    def end_group(self, results: Iterable[Health]) -> bool:
+        """Whether the prompt whose rollouts' health `results` are is consistently unhealthy (and count it if so)."""
+        consistently = group_consistently_unhealthy(health.verdict for health in results)
+        self.checks[CONSISTENTLY_UNHEALTHY] += consistently
+        return consistently
+
+    def _example(self, check: str, record: dict) -> None:
+        kept = self.examples.setdefault(check, [])
+        if len(kept) < EXAMPLES_PER_CHECK:
+            output = record.get("output")
+            text = output if isinstance(output, str) else ""
+            kept.append(
+                {
+                    "prompt_id": str(record.get("prompt_id")),
+                    "rollout_index": record.get("rollout_index"),
+                    "output": text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " …",
+                }
+            )
+
+    def table(self) -> dict[str, Any]:
+        """metrics' `health`: rollouts by verdict, findings by check (every check listed, so diffs line up)."""
+        return {
+            **{verdict: self.verdicts[verdict] for verdict in VERDICTS},
+            "checks": {check: self.checks[check] for check in CHECKS},
+        }
