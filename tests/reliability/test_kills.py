@@ -412,7 +412,10 @@ def test_a_second_collector_on_the_same_output_is_refused_and_the_first_is_unhar
     tmp_path, prompts, slow_server, uninterrupted
 ):
     out = tmp_path / "out.jsonl"
-    command = collect_command(tmp_path, prompts, out, fast_agent(slow_server.url), **RUN)
+    # The first run is stopped for as long as the second takes to start (seconds on a busy machine); its requests
+    # in flight meanwhile must not time out, so its timeouts are far longer than that.
+    patient = fast_agent(slow_server.url, timeout_s=60, give_up_after_s=120)
+    command = collect_command(tmp_path, prompts, out, patient, **RUN)
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 5, 30)

