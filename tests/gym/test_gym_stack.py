@@ -7,8 +7,7 @@ Both collectors reach an agent the same way (its environment server's /run) and 
 from __future__ import annotations
 
 import orjson
-
-from conftest import our_params, read, run_gyms, run_ours, write_rows
+from gym_runs import our_params, read, run_gyms, run_ours, write_rows
 
 SUMS = [(17, 25), (38, 46), (7, 8), (59, 64), (123, 9), (44, 44), (71, 29), (5, 96), (88, 13), (250, 250)]
 
