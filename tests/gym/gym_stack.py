@@ -184,6 +184,13 @@ def _wait_ready(process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"ng_run's servers were not ready within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
 
 
+def _default_stop_signals() -> None:
+    """In ng_run's child: SIGTERM and SIGINT with their default meaning, whatever this process inherited (an ignored
+    signal survives exec), so the group stops when asked."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     """Stop ng_run and everything it started (its servers, Ray's local cluster): one process group."""
     if process.poll() is None:
@@ -224,6 +231,7 @@ def gym_stack(python: str, directory: Path):
         log = directory / "ng_run.log"
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
+        env.pop("RAY_ADDRESS", None)  # Gym's ray.init() would join that cluster (another test's) instead of its own
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [
@@ -238,6 +246,7 @@ def gym_stack(python: str, directory: Path):
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # its own process group: stopped as one
+                preexec_fn=_default_stop_signals,
             )
         stack.callback(_stop_group, process)
         _wait_ready(process, log)
