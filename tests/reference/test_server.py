@@ -151,6 +151,20 @@ def test_the_same_seed_gives_the_same_text_across_requests_and_apis(embedded_ser
         assert status == 200 and reply["output"][0]["content"][0]["text"] == first[0]
 
 
+def test_return_tokens_as_token_ids_writes_each_logprobs_token_as_its_id_as_vllm_does(embedded_server):
+    # vLLM's `return_tokens_as_token_ids` (what NeMo Gym's vllm_model asks for with token ids on): each logprobs
+    # token is "token_id:<id>", the same ids as `token_ids`; without the flag the tokens stay text.
+    asked = {"logprobs": True, "top_logprobs": 0, "return_token_ids": True, "seed": 3}
+    _, plain = chat(embedded_server.url, EASY, **asked)
+    _, as_ids = chat(embedded_server.url, EASY, **asked, return_tokens_as_token_ids=True)
+    choice = as_ids["choices"][0]
+    assert [entry["token"] for entry in choice["logprobs"]["content"]] == [f"token_id:{i}" for i in choice["token_ids"]]
+    assert [e["logprob"] for e in choice["logprobs"]["content"]] == [
+        e["logprob"] for e in plain["choices"][0]["logprobs"]["content"]
+    ]
+    assert not any(e["token"].startswith("token_id:") for e in plain["choices"][0]["logprobs"]["content"])
+
+
 def test_n_choices_are_independent_draws(embedded_server):
     # Over 1000 draws, two choices of one request agree about as often as two independent draws would.
     probs = policy.candidate_probabilities(HARD, reference_checkpoint(), 1.0)

@@ -224,14 +224,16 @@ class ReferenceServer:
 
     def _token_data(self, payload: dict, body: dict, sampling: Sampling, samples: list) -> None:
         """vLLM's shapes: per-token `logprobs.content` on each choice; with `return_token_ids`, `token_ids` on each
-        choice and `prompt_token_ids` on the reply. Honest for this policy: an answer is drawn whole, so its first
-        token carries the answer's log-probability and the rest are certain (log-probability 0)."""
+        choice and `prompt_token_ids` on the reply; with `return_tokens_as_token_ids`, each logprobs token is written
+        `token_id:<id>` (NeMo Gym's vllm_model reads token ids from there). Honest for this policy: an answer is drawn
+        whole, so its first token carries the answer's log-probability and the rest are certain (log-probability 0)."""
         probabilities = policy.candidate_probabilities(
             policy.prompt_text(sampling.messages),
             self._checkpoint(sampling.model),
             sampling.temperature,
             sampling.top_p,
         )
+        as_ids = body.get("return_tokens_as_token_ids") is True
         for choice, sample in zip(payload["choices"], samples):
             generated = tokens.tokens(sample.text)
             if body.get("logprobs") is True:
@@ -239,7 +241,7 @@ class ReferenceServer:
                 choice["logprobs"] = {
                     "content": [
                         {
-                            "token": token,
+                            "token": f"token_id:{tokens.token_id(token)}" if as_ids else token,
                             "logprob": first if i == 0 else 0.0,
                             "bytes": list(token.encode()),
                             "top_logprobs": [],
