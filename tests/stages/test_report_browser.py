@@ -28,7 +28,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PAGES = {"index": 0, "rl": 7, "sft": 7, "dpo": 8, "rl-loop": 3}  # page -> its charts (an objective's: pass-rate bands too)
+# page -> its charts (an objective's page draws its pass-rate bands too)
+PAGES = {"index": 0, "rl": 7, "sft": 7, "dpo": 8, "rl-loop": 3}
 
 
 @pytest.fixture(scope="module")
