@@ -51,7 +51,13 @@ test: setup lint ## lint, then the default test tier (every test but those `make
 test-more: setup setup-ray ## the tests `make test` leaves out: end-to-end DVC runs, Ray, the benchmark smoke, wall-clock
 	$(PY) -m pytest -q $(XDIST) -m "$(LEFT_OUT)"
 
-test-all: test test-more test-real test-trl test-vllm ## every test: make test, test-more and the real-server tiers (what CI runs)
+# One tier after the other, each its own make, so that a failing tier stops the rest (as in CI).
+test-all: ## every test: make test, test-more and the real-server tiers (what CI runs, in this order)
+	$(MAKE) --no-print-directory test
+	$(MAKE) --no-print-directory test-more
+	$(MAKE) --no-print-directory test-real
+	$(MAKE) --no-print-directory test-trl
+	$(MAKE) --no-print-directory test-vllm
 
 # The reliability and signal tests, RUNS times in a row (5 by default) with both cores kept busy by stress-ng (Debian's
 # `stress-ng`), stopping at the first failure: the check that they never flake on a busy machine.
@@ -141,7 +147,7 @@ setup-gym: $(GYM_STAMP) ## install NeMo Gym 0.7.0 into .venv-gym (pyenv's Python
 test-gym: setup setup-gym ## run the tests against the real NeMo Gym 0.7.0 stack (ng_run, its collector; offline)
 	GYM_PYTHON=$(abspath $(GYM_VENV))/bin/python $(PY) -m pytest -q tests/gym
 
-demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM and show the metrics (data/demo/)
+demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM, show the metrics, write the report (data/demo/)
 	$(PY) scripts/demo_real.py --server vllm --server-python $(abspath $(VLLM_VENV))/bin/python
 
 # The RL loop on SmolLM2-135M: vLLM with runtime LoRA, the LoRA trainer, params.rl-real.yaml; in data/demo-rl-real/.
