@@ -16,15 +16,16 @@ help: ## list the targets
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@# The machine's pip config lists optional local indexes; their 'is ignored' notices are noise.
-	@# --no-compile: byte-compiling every installed package took half the install; Python compiles what it imports.
-	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@# Byte-compiled at install (pip's default), not left to each import: with PYTHONDONTWRITEBYTECODE set, as it
+	@# is on some machines, nothing would ever be cached, and every process of the test suite compiled sympy again.
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
 # The Ray executor's optional extra (--executor ray): `make test-more` installs it; `make run` and `make test` do without.
 $(RAY_STAMP): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 setup-ray: $(RAY_STAMP) ## install the Ray executor's optional extra into .venv (idempotent)
