@@ -19,6 +19,10 @@ def _score(row: dict, output: str, bad):
     return bad() if _unlucky(row, output) else verify("math", output, row)
 
 
+def math_in_a_worker(row, output, response):
+    return verify("math", output, row)
+
+
 def raises(row, output, response):
     def bad():
         raise KeyError("expected_answer_v2")

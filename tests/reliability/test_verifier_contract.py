@@ -23,6 +23,7 @@ from support import PY, SCRIPTS, free_port, read_jsonl, server_stats, write_para
 
 ROLLOUTS = 12 * BASE_RUN["num_repeats"]  # the suite's 12 prompts x 2
 VERIFIERS_ON_PATH = {"PYTHONPATH": str(Path(__file__).parent)}
+SLOW_SPAWN = Path(__file__).parent / "slow_spawn"
 
 # verifier function -> what the failures file's message must quote of the value it returned
 UNSCORABLE = {
@@ -78,6 +79,27 @@ def test_an_unscorable_verdict_fails_that_rollout_as_verifier_error_naming_verif
     stats = json.loads(_side(out, ".stats.json").read_text())
     assert stats["retries"] == {} and stats["requests"] == ROLLOUTS
     assert stats["coverage"] == {"expected": ROLLOUTS, "scored": 0, "not_scored": {"verifier_error": ROLLOUTS}}
+
+
+def test_a_run_that_ends_while_a_verifier_worker_is_still_starting_up_ends_cleanly(tmp_path, prompts, upstream):
+    # The pool's library unlinks the pool's locks before it stops the workers; a worker still starting up (on a
+    # busy machine, seconds after it was launched) then failed to read them and printed a traceback.
+    markers = tmp_path / "spawn-markers"
+    markers.mkdir()
+    out = tmp_path / "out.jsonl"
+    env = {
+        "PYTHONPATH": f"{VERIFIERS_ON_PATH['PYTHONPATH']}:{SLOW_SPAWN}",
+        "SLOW_SPAWN_MARKER_DIR": str(markers),
+        "SLOW_SPAWN_UNTIL": str(progress_path(out)),
+        "SLOW_SPAWN_LINES": str(1 + ROLLOUTS),  # the header and every record: the run's work is done
+    }
+    verifier = "reliability_verifiers:math_in_a_worker"
+    result = run_collect(
+        tmp_path, prompts, out, fast_agent(upstream.url, verifier=verifier, verify_timeout_s=60), env=env, **BASE_RUN
+    )
+    assert list(markers.glob("slow-child-*")), "no verifier worker was still starting: the case was not set up"
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(read_jsonl(out)) == ROLLOUTS
 
 
 def test_a_verify_url_whose_reward_is_not_a_number_fails_as_verifier_error_and_the_output_is_never_resampled(

@@ -6,15 +6,25 @@ import asyncio
 import importlib
 import multiprocessing
 import os
+import tempfile
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Any
 
 from rollout_pipeline.collect.transport import RequestFailed
 
 VERIFY_TIMEOUT_S = 10.0
+# pebble names its worker processes so; other children of the collector are none of the pool's business.
+_POOL_WORKER_NAME = "pebble_pool_worker"
+# How long close() waits for a worker still starting up (two seconds is typical on a loaded 2-core machine).
+_START_UP_WAIT_S = 30.0
 
 
-def _warm_up() -> None:
+def _warm_up(started_dir: str) -> None:
+    # First of all, say this worker is up: it has unpickled the pool's locks, so closing the pool can no longer
+    # pull them from under it.
+    Path(started_dir, str(os.getpid())).touch()
     # A verifier's prints go to stderr: the collector's stdout carries only its own lines and the final JSON,
     # which a caller may parse.
     os.dup2(2, 1)
@@ -42,14 +52,19 @@ class VerifyPool:
         self.timeout_s = timeout_s
         self.workers = workers or os.cpu_count() or 1
         self._pool: Any = None
+        self._started_dir: tempfile.TemporaryDirectory | None = None
 
     async def verify(self, verifier: str, args: tuple, size: int) -> Any:
         """The verifier's verdict, or RequestFailed('verifier_timeout') once it has run `timeout_s`."""
         if self._pool is None:
             from pebble import ProcessPool
 
+            self._started_dir = tempfile.TemporaryDirectory(prefix="verify-pool-")
             self._pool = ProcessPool(
-                max_workers=self.workers, initializer=_warm_up, context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                initializer=_warm_up,
+                initargs=(self._started_dir.name,),
+                context=multiprocessing.get_context("spawn"),
             )
         future = self._pool.schedule(run_verifier, args=(verifier, args), timeout=self.timeout_s)
         try:
@@ -65,16 +80,27 @@ class VerifyPool:
             raise
 
     def close(self) -> None:
-        """Let the workers exit, then stop any that does not. Stopping at once could unlink the pool's semaphore
-        while a worker is still being spawned (on a busy machine, seconds after the pool asked for it): that
-        worker then printed a traceback onto the run's stderr after a clean run."""
+        """Let the workers exit, then stop any that does not. pebble unlinks the pool's locks before it stops the
+        workers, so a worker still starting up (on a busy machine, seconds after the pool launched it) failed to
+        unpickle them and printed a traceback onto the run's stderr: first wait until every worker is up."""
         if self._pool is not None:
+            self._wait_for_workers_to_start()
             self._pool.close()  # every verdict is in (or was cancelled): the workers have nothing left to do
             self._pool.join(timeout=self.timeout_s + 10)
             if self._pool.active:
                 self._pool.stop()
                 self._pool.join(timeout=10)
             self._pool = None
+            self._started_dir.cleanup()
+
+    def _wait_for_workers_to_start(self) -> None:
+        deadline = time.monotonic() + _START_UP_WAIT_S
+        while time.monotonic() < deadline:
+            started = set(os.listdir(self._started_dir.name))
+            workers = [p for p in multiprocessing.active_children() if p.name == _POOL_WORKER_NAME]
+            if all(str(worker.pid) in started for worker in workers):
+                return
+            time.sleep(0.02)
 
     def __enter__(self) -> VerifyPool:
         return self
