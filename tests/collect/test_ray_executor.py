@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
+from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, write_params
 
 
@@ -31,11 +33,18 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """60 prompts and an agent on the embedded server (a little latency, so that a run lasts long enough to kill)."""
+def server() -> Iterator[EmbeddedServer]:
+    """The reference server, with a little latency so that a run lasts long enough to stop."""
+    with start_embedded_server(["--latency-ms", "40"]) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, server) -> Path:
+    """60 prompts and an agent on the server."""
     directory = tmp_path_factory.mktemp("ray-project")
     make_prompts(directory / "prompts.jsonl", 60)
-    write_params(directory, {"math_agent": agent(embedded_args=["--latency-ms", "40"])})
+    write_params(directory, {"math_agent": agent(server.url)})
     return directory
 
 
@@ -77,6 +86,10 @@ print("connected", flush=True)
 ray.kill(ray.get_actor(sys.stdin.readline().strip(), namespace=sys.argv[2]))
 print("killed", flush=True)
 """
+
+
+def _post(url: str, path: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url + path, data=b""), timeout=10).close()
 
 
 def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -123,7 +136,7 @@ def test_a_seeded_run_on_two_nodes_is_byte_identical_to_the_local_executor_and_b
 @pytest.mark.e2e
 @pytest.mark.ray
 def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_nothing_is_lost_or_doubled(
-    cluster, project, local_output
+    cluster, project, local_output, server
 ):
     # The killer connects to the cluster first, so that the kill lands at once when the run is under way.
     killer = subprocess.Popen(
@@ -136,8 +149,13 @@ def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_no
     assert killer.stdout.readline() == "connected\n"
     process = _start_collect(project, [*_seed_args("killed.jsonl"), "--executor", "ray"], cluster.env)
     _wait_for_progress(process, project / ".killed.jsonl.progress.jsonl", at_least=20)
-    killed, _ = killer.communicate(f"rollout-worker-{process.pid}-0\n", timeout=60)
-    assert killed == "killed\n" and _progress_lines(project / ".killed.jsonl.progress.jsonl") < 240
+    # Held by the server, the run cannot finish before the kill lands: the worker dies with work unfinished.
+    _post(server.url, "/pause")
+    try:
+        killed, _ = killer.communicate(f"rollout-worker-{process.pid}-0\n", timeout=60)
+        assert killed == "killed\n" and _progress_lines(project / ".killed.jsonl.progress.jsonl") < 240
+    finally:
+        _post(server.url, "/resume")
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "Ray worker 0 died" in stderr and "go to the other workers" in stderr
@@ -150,14 +168,18 @@ def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_no
 @pytest.mark.e2e
 @pytest.mark.ray
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output, stop):
+def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, project, local_output, server, stop):
     output = f"resumed-{stop.name}.jsonl"
     args = [*_seed_args(output), "--executor", "ray"]
     progress = project / f".{output}.progress.jsonl"
     process = _start_collect(project, args, cluster.env)
     _wait_for_progress(process, progress, at_least=20)
-    process.send_signal(stop)
-    _, stderr = process.communicate(timeout=60)
+    _post(server.url, "/pause")  # the run cannot finish before the signal lands
+    try:
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        _post(server.url, "/resume")
     kept = _progress_lines(progress)
     assert 20 <= kept < 240
     if stop == signal.SIGINT:  # a clean stop, as with the local executor
@@ -270,8 +292,6 @@ def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_
 def test_the_api_key_and_url_passwords_are_in_no_file_of_the_ray_session_nor_any_output(cluster, tmp_path):
     """Ray writes a runtime_env's env_vars to runtime_env_agent.log (world-readable, kept after the run): the
     secrets travel as a Ray object instead. Every file under the cluster's temp dir is read after the run."""
-    from rollout_pipeline.reference.embedded import start_embedded_server
-
     key, verify_password = "sk-ray-3f9a1c7e5b2d", "verify-pw-6d2b9f"
     make_prompts(tmp_path / "prompts.jsonl", 6)
     with start_embedded_server([]) as server:

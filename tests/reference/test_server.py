@@ -27,6 +27,7 @@ from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, reference_che
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.reference.tokens import count_tokens
 from rollout_pipeline.rows import normalize_row, prompt_id
+from support import wait_for
 
 EASY = "What is 37 + 48? Give the final answer in \\boxed{}."
 HARD = "What is (85 - 37) × 6 + 125? Give the final answer in \\boxed{}."
@@ -98,6 +99,24 @@ def test_models_health_and_loopback_binding(embedded_server):
     assert status == 200 and [m["id"] for m in models["data"]] == ["reference", "iter1"]
     assert call(embedded_server.url, "/health") == (200, {"status": "ok"})
     assert embedded_server.url.startswith("http://127.0.0.1:")
+
+
+def test_pause_holds_generation_requests_until_resume_as_vllms_dev_mode_does(embedded_server):
+    url = embedded_server.url
+    assert call(url, "/pause", b"") == (200, {"status": "paused"})
+    try:
+        assert call(url, "/is_paused") == (200, {"is_paused": True, "held": 0})
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(chat, url)
+            wait_for(lambda: call(url, "/is_paused")[1]["held"] == 1)
+            assert call(url, "/health") == (200, {"status": "ok"}), "only generation waits"
+            assert not held.done()
+            assert call(url, "/resume", b"") == (200, {"status": "resumed"})
+            status, reply = held.result(timeout=60)
+        assert status == 200 and reply["choices"]
+    finally:
+        call(url, "/resume", b"")
+    assert call(url, "/is_paused") == (200, {"is_paused": False, "held": 0})
 
 
 def test_the_default_bind_address_is_not_reachable_from_other_interfaces(embedded_server):

@@ -10,6 +10,9 @@ Endpoints:
     POST /run                   NeMo Gym agent: a dataset row in; the row + response + reward (+ extracted_answer) out
     POST /verify                NeMo Gym resources server: {responses_create_params, response, ...row} + reward out
     GET  /v1/models             'reference' plus the *.json files of --checkpoint-dir
+    POST /pause                 hold every generation request that arrives until POST /resume (vLLM's
+                                 dev-mode /pause with mode=keep; the ones already answering finish)
+    POST /resume                release them; GET /is_paused says {"is_paused": bool, "held": requests waiting}
     GET  /health                {"status": "ok"}
     GET  /stats                 {"requests": {path: count}, "statuses": {path: {status: count}}, "total",
                                  "uptime_s", "event_loop"}; a status is the HTTP code ("200", "400", ...) or
@@ -127,6 +130,9 @@ class ReferenceServer:
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.started = time.time()
         self.log = RequestLog(config.request_log) if config.request_log else None
+        self.unpaused = asyncio.Event()
+        self.unpaused.set()
+        self.held = 0
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -328,6 +334,12 @@ class ReferenceServer:
     ) -> web.StreamResponse:
         info: dict[str, Any] = {}
         good: bytes | None = None
+        if object_name != "verify" and not self.unpaused.is_set():
+            self.held += 1
+            try:
+                await self.unpaused.wait()
+            finally:
+                self.held -= 1
         try:
             raw = await request.read()
             try:
@@ -386,6 +398,17 @@ class ReferenceServer:
             ]
             return _json_response({"object": "list", "data": data})
 
+        async def pause(request: web.Request) -> web.Response:
+            self.unpaused.clear()
+            return _json_response({"status": "paused"})
+
+        async def resume(request: web.Request) -> web.Response:
+            self.unpaused.set()
+            return _json_response({"status": "resumed"})
+
+        async def is_paused(request: web.Request) -> web.Response:
+            return _json_response({"is_paused": not self.unpaused.is_set(), "held": self.held})
+
         async def health(request: web.Request) -> web.Response:
             self._count("/health", "200")
             return _json_response({"status": "ok"})
@@ -409,6 +432,9 @@ class ReferenceServer:
             post("/run", self.run, "run"),
             post("/verify", self.verify, "verify", faultable=False),
             web.get("/v1/models", models),
+            web.post("/pause", pause),
+            web.post("/resume", resume),
+            web.get("/is_paused", is_paused),
             web.get("/health", health),
             web.get("/stats", stats),
         ]
