@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -122,6 +124,27 @@ def seed_args(inp: Path, out: Path, agent_name: str = "math_agent", **extra) -> 
 def read_jsonl(path: Path) -> list[dict]:
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+@contextlib.contextmanager
+def paused(url: str) -> Iterator[None]:
+    """The reference server at `url` holds every generation request for the length of the block (POST /pause),
+    so that a test can see the run's requests in flight and stop or kill it before any is answered."""
+    _post(url, "/pause")
+    try:
+        yield
+    finally:
+        _post(url, "/resume")
+
+
+def held_requests(url: str) -> int:
+    """How many generation requests the paused server at `url` holds."""
+    with urllib.request.urlopen(f"{url}/is_paused", timeout=5) as reply:
+        return json.loads(reply.read())["held"]
+
+
+def _post(url: str, path: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url + path, data=b""), timeout=10).close()
 
 
 def server_stats(url: str) -> dict:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, write_params
+from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, paused, write_params
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +87,6 @@ print("killed", flush=True)
 """
 
 
-def _post(url: str, path: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(url + path, data=b""), timeout=10).close()
-
-
 def _start_collect(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The collector as a user starts it: Ctrl-C (SIGINT) reaches it with its default meaning, whatever this
     process's own disposition is."""
@@ -149,13 +144,9 @@ def test_a_worker_killed_mid_run_hands_its_unfinished_rollouts_to_another_and_no
     assert killer.stdout.readline() == "connected\n"
     process = _start_collect(project, [*_seed_args("killed.jsonl"), "--executor", "ray"], cluster.env)
     _wait_for_progress(process, project / ".killed.jsonl.progress.jsonl", at_least=20)
-    # Held by the server, the run cannot finish before the kill lands: the worker dies with work unfinished.
-    _post(server.url, "/pause")
-    try:
+    with paused(server.url):  # the run cannot finish before the kill lands: the worker dies with work unfinished
         killed, _ = killer.communicate(f"rollout-worker-{process.pid}-0\n", timeout=60)
         assert killed == "killed\n" and _progress_lines(project / ".killed.jsonl.progress.jsonl") < 240
-    finally:
-        _post(server.url, "/resume")
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "Ray worker 0 died" in stderr and "go to the other workers" in stderr
@@ -174,12 +165,9 @@ def test_a_stopped_driver_keeps_what_finished_and_the_next_run_resumes(cluster, 
     progress = project / f".{output}.progress.jsonl"
     process = _start_collect(project, args, cluster.env)
     _wait_for_progress(process, progress, at_least=20)
-    _post(server.url, "/pause")  # the run cannot finish before the signal lands
-    try:
+    with paused(server.url):  # the run cannot finish before the signal lands
         process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        _post(server.url, "/resume")
     kept = _progress_lines(progress)
     assert 20 <= kept < 240
     if stop == signal.SIGINT:  # a clean stop, as with the local executor

@@ -167,9 +167,10 @@ def listing(directory: Path) -> set[str]:
 
 
 def fast_agent(url: str, **overrides) -> dict:
-    """Agent settings with small timeouts and quick retries, so every fault plays out in seconds (an overload,
-    which does not count toward max_retries, is bounded by give_up_after_s)."""
-    settings = agent(url, timeout_s=1.0, max_retries=10, retry_backoff_s=0.01, give_up_after_s=3.0)
+    """Agent settings with quick retries, so every fault plays out in seconds (an overload, which does not count
+    toward max_retries, is bounded by give_up_after_s). The reply timeout stays generous: on a busy machine a
+    healthy server can take seconds to answer, and a test about hangs sets its own."""
+    settings = agent(url, timeout_s=10.0, max_retries=10, retry_backoff_s=0.01, give_up_after_s=3.0)
     settings.update(overrides)
     return settings
 

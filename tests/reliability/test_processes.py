@@ -34,7 +34,7 @@ from reliability_support import (
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.processes import SLOTS_PER_PROCESS, auto_processes
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import ctrl_c_default, make_prompts, read_jsonl
+from support import ctrl_c_default, held_requests, make_prompts, paused, read_jsonl
 
 PROMPTS, REPEATS, SEED = 40, 3, 5
 TOTAL = PROMPTS * REPEATS
@@ -72,6 +72,17 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _run_with_every_slot_busy(command: list[str], cwd: Path, url: str) -> tuple[int, str]:
+    """Run the collector, answering nothing until every slot of every process holds a request: on a busy
+    machine, a process that started late could otherwise find the work all taken."""
+    with paused(url):
+        run = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        slots = RUN["num_samples_in_parallel"]
+        wait_until(lambda: run.poll() is not None or held_requests(url) == slots, timeout=60)
+    _, stderr = run.communicate(timeout=120)
+    return run.returncode, stderr
+
+
 # -- the same records -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "protocol,repeat_mode", [("chat", "separate"), ("responses", "separate"), ("agent", "separate"), ("chat", "n")]
@@ -85,8 +96,9 @@ def test_three_processes_write_byte_for_byte_what_one_process_writes(
         work.mkdir()
         out = work / "out.jsonl"
         agent = fast_agent(upstream.url, protocol=protocol, repeat_mode=repeat_mode)
-        result = run_collect(work, many_prompts, out, agent, extra=["--processes", processes], **RUN)
-        assert result.returncode == 0, result.stderr
+        command = collect_command(work, many_prompts, out, agent, extra=["--processes", processes], **RUN)
+        returncode, stderr = _run_with_every_slot_busy(command, work, upstream.url)
+        assert returncode == 0, stderr
         outputs[processes] = out
 
     assert outputs["3"].read_bytes() == outputs["1"].read_bytes()
