@@ -22,6 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+	@# The project's own modules are an editable install, which pip never byte-compiles: with PYTHONDONTWRITEBYTECODE
+	@# set, every process (hundreds in the tests, dozens in a repro) compiled them again. Up-to-date files are skipped.
+	@$(PY) -m compileall -q -j 0 scripts tests bench
 
 # The Ray executor's optional extra (--executor ray): `make test-more` installs it; `make run` and `make test` do without.
 $(RAY_STAMP): $(STAMP)
