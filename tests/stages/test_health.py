@@ -14,6 +14,7 @@ from rollout_pipeline.stages.health import (
     HealthConfig,
     HealthTally,
     check_rollout,
+    checked_group,
     foreign_script_share,
     repetition_ratio,
 )
@@ -137,17 +138,59 @@ def test_an_answer_in_a_writing_system_the_prompt_never_uses_is_a_script_mismatc
     assert verdict_and_findings(record, HealthConfig(script_mismatch_ratio=1.0))[0] == "healthy"
 
 
+def _consistently_unhealthy(tally: HealthTally, records: list[dict]) -> bool:
+    for _ in tally.add_group(records, lambda record: record):
+        pass
+    return tally.consistently_unhealthy
+
+
 def test_a_prompt_is_consistently_unhealthy_when_two_or_more_rollouts_have_a_verdict_and_every_one_is_unhealthy():
     tally = HealthTally()
     hollow = make_rollout("p", 0, 0, 0.0, "")
     fine = make_rollout("p", 0, 1, 1.0, "\\boxed{3}")
     unobserved = make_rollout("p", 0, 2, 1.0, "\\boxed{3}")
     del unobserved["response"]["usage"]
-    assert tally.end_group([tally.add(hollow), tally.add(dict(hollow, rollout_index=1))]) is True
-    assert tally.end_group([tally.add(hollow), tally.add(fine)]) is False
-    assert tally.end_group([tally.add(hollow), tally.add(unobserved)]) is False  # one computable verdict only
-    assert tally.end_group([tally.add(hollow)]) is False
+    assert _consistently_unhealthy(tally, [hollow, dict(hollow, rollout_index=1)]) is True
+    assert _consistently_unhealthy(tally, [hollow, fine]) is False
+    assert _consistently_unhealthy(tally, [hollow, unobserved]) is False  # one computable verdict only
+    assert _consistently_unhealthy(tally, [hollow]) is False
     assert tally.table()["checks"]["task_consistently_unhealthy"] == 1
+
+
+def _checked(records: list[dict]) -> list[tuple[str, set[str], set[str]]]:
+    return [
+        (health.verdict, set(health.findings), set(health.unobserved))
+        for _, health in checked_group(records, lambda record: record, DEFAULT_HEALTH)
+    ]
+
+
+def test_every_copy_of_a_duplicated_task_and_rollout_index_is_unhealthy_as_nemo_gyms_rollout_duplicate_identity():
+    # NeMo Gym flags each physical record that claims an identity another one claims (nemo_gym/rollout_health.py
+    # _mark_duplicate_identities, NVIDIA-NeMo/Gym@9a974a9dc7b4d1c5abbc62bfcbe03e36a71560cf).
+    first, second, third = (make_rollout("p", 4, i, 1.0, "\\boxed{3}") for i in range(3))
+    checked = _checked([first, second, dict(second), third])
+    assert [verdict for verdict, _, _ in checked] == ["healthy", "unhealthy", "unhealthy", "healthy"]
+    assert checked[1][1] == checked[2][1] == {"rollout_duplicate_identity"}
+
+
+def test_a_copy_further_on_in_a_group_sorted_otherwise_is_flagged_from_there():
+    first, second = (make_rollout("p", 4, i, 1.0, "\\boxed{3}") for i in range(2))
+    checked = _checked([first, second, dict(first)])
+    assert [verdict for verdict, _, _ in checked] == ["healthy", "healthy", "unhealthy"]
+
+
+def test_a_record_without_task_or_rollout_index_is_unobserved_for_duplicate_identity():
+    record = make_rollout("p", 0, 0, 1.0, "\\boxed{3}")
+    del record["rollout_index"]
+    assert _checked([record, dict(record)]) == [("unobserved", set(), {"rollout_duplicate_identity"})] * 2
+
+
+def test_metrics_count_each_copy_of_a_duplicated_identity(tmp_path):
+    records = group("p0", 0, [(1.0, "\\boxed{3}"), (0.0, "\\boxed{4}")])
+    path = write_rollouts(tmp_path / "rl.jsonl", [records[0], records[0], records[1]])
+    health = compute_metrics(path, 1.0).metrics["health"]
+    assert (health["healthy"], health["unhealthy"]) == (1, 2)
+    assert health["checks"]["rollout_duplicate_identity"] == 2
 
 
 def test_metrics_count_rollouts_by_verdict_and_findings_by_check(tmp_path):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from rollout_pipeline.jsonl import write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, check_rollout
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, checked_group, record_of
 
 SINGLE_ROLLOUT = "single_rollout"
 ALL_TIED = "all_tied"
@@ -69,9 +69,9 @@ def ranked(group: Iterable[Rollout], health: HealthConfig = DEFAULT_HEALTH) -> l
     needs (a record's `response` can hold the output again and per-token data, which a pair never uses) and
     whether it may be chosen (`unhealthy`)."""
     slim = []
-    for rollout in group:
+    for rollout, checked in checked_group(group, record_of, health):
         output = rollout.output()  # every record must have an output, not just the ones that end up in a pair
-        unhealthy = check_rollout(rollout.record, health).verdict == "unhealthy"
+        unhealthy = checked.verdict == "unhealthy"
         record = {"input": rollout.record.get("input"), "output": output, "unhealthy": unhealthy}
         slim.append(dataclasses.replace(rollout, record=record))
     return sorted(slim, key=lambda rollout: -rollout.reward)  # stable: equal rewards stay in file order

@@ -16,22 +16,28 @@ so a run of broken outputs does not pass for a run of wrong answers. Per rollout
                                       (Latin, Cyrillic, CJK, ... by the Unicode name): the cheap sign of an answer
                                       in another language
 
+per group of one prompt's records
+
+  rollout_duplicate_identity          another record of the file claims the same (task_index, rollout_index): every
+                                      copy is flagged (a record without both is unobserved for it)
+
 and per prompt `task_consistently_unhealthy` (at least two rollouts with a verdict, all unhealthy). Checks whose
 evidence a record lacks (usage for the token checks) are `unobserved` for it; the token-data check applies only to
 records that carry token data. A rollout with a finding is unhealthy; else one with an unobserved check is
 unobserved; else healthy. The names and the three verdicts are NeMo Gym's where the check is the same (its rollout
 health checks: NVIDIA-NeMo/Gym@d1096de9920f02027a9faf1c87796f3ce5fc1a06 nemo_gym/health/checks.py CHECK_REGISTRY,
-and @9a974a9dc7b4d1c5abbc62bfcbe03e36a71560cf nemo_gym/rollout_health.py for the verdicts and
-task_consistently_unhealthy); the repetition and reasoning checks are this project's own.
+and @9a974a9dc7b4d1c5abbc62bfcbe03e36a71560cf nemo_gym/rollout_health.py for the verdicts,
+task_consistently_unhealthy and rollout_duplicate_identity); the repetition and reasoning checks are this
+project's own.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 HOLLOW = "agent_turn_hollow"
 REASONING_WITHOUT_ANSWER = "reasoning_without_answer"
@@ -40,6 +46,7 @@ TOKEN_COUNT_MISMATCH = "rollout_token_count_mismatch"
 REPETITION = "output_repetition"
 RUNAWAY_REPETITION = "output_runaway_repetition"
 SCRIPT_MISMATCH = "output_script_mismatch"
+DUPLICATE_IDENTITY = "rollout_duplicate_identity"
 CONSISTENTLY_UNHEALTHY = "task_consistently_unhealthy"
 ROLLOUT_CHECKS = (
     HOLLOW,
@@ -50,11 +57,13 @@ ROLLOUT_CHECKS = (
     RUNAWAY_REPETITION,
     SCRIPT_MISMATCH,
 )
-CHECKS = (*ROLLOUT_CHECKS, CONSISTENTLY_UNHEALTHY)
+CHECKS = (*ROLLOUT_CHECKS, DUPLICATE_IDENTITY, CONSISTENTLY_UNHEALTHY)
 VERDICTS = ("healthy", "unhealthy", "unobserved")
 TOOL_CALL_TYPES = frozenset({"function_call", "custom_tool_call", "mcp_call"})
 EXAMPLES_PER_CHECK = 3
 EXAMPLE_CHARS = 400
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,58 @@ def check_rollout(record: dict, config: HealthConfig) -> Health:
     if foreign_script_share(text, _input_text(record), config.script_min_letters) > config.script_mismatch_ratio:
         findings.append(SCRIPT_MISMATCH)
     return Health(tuple(findings), tuple(unobserved))
+
+
+def checked_group(
+    items: Iterable[Item], record_of: Callable[[Item], dict], config: HealthConfig
+) -> Iterator[tuple[Item, Health]]:
+    """Each item of one prompt's group with its health, rollout_duplicate_identity included. Copies of one identity
+    are adjacent in a file sorted by (task_index, rollout_index), as the collector writes it, so only a run of them
+    is held, and every copy is flagged; a copy further on (a file sorted otherwise) is flagged from there."""
+    seen: set[tuple[Any, Any]] = set()
+    run: list[tuple[Item, Health]] = []  # consecutive records of one identity
+    run_identity = None
+    for item in items:
+        record = record_of(item)
+        health = check_rollout(record, config)
+        identity = _identity(record)
+        if identity is None:
+            health = Health(health.findings, (*health.unobserved, DUPLICATE_IDENTITY))
+        if run and (identity is None or identity != run_identity):
+            yield from _flag_copies(run)
+            run = []
+        if identity is not None and identity in seen and not run:
+            health = _flagged(health)
+        run.append((item, health))
+        run_identity = identity
+        if identity is not None:
+            seen.add(identity)
+    yield from _flag_copies(run)
+
+
+def record_of(rollout: Any) -> dict:
+    """A stage's Rollout's record (what checked_group reads from each item)."""
+    return rollout.record
+
+
+def unchecked(items: Iterable[Item]) -> Iterator[tuple[Item, None]]:
+    """Items as checked_group yields them, without a health (when no stage needs one)."""
+    return ((item, None) for item in items)
+
+
+def _flag_copies(run: list[tuple[Item, Health]]) -> list[tuple[Item, Health]]:
+    return run if len(run) < 2 else [(item, _flagged(health)) for item, health in run]
+
+
+def _flagged(health: Health) -> Health:
+    if DUPLICATE_IDENTITY in health.findings:
+        return health
+    return Health((*health.findings, DUPLICATE_IDENTITY), health.unobserved)
+
+
+def _identity(record: dict) -> tuple[Any, Any] | None:
+    task, rollout = record.get("task_index"), record.get("rollout_index")
+    return None if task is None or rollout is None else (task, rollout)
 
 
 def _script(character: str) -> str:
@@ -230,21 +291,21 @@ class HealthTally:
     verdicts: Counter[str] = field(default_factory=Counter)
     checks: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[dict]] = field(default_factory=dict)
+    consistently_unhealthy: bool = False  # the last group's
 
-    def add(self, record: dict) -> Health:
-        """Check one rollout and count it."""
-        health = check_rollout(record, self.config)
-        self.verdicts[health.verdict] += 1
-        for check in health.findings:
-            self.checks[check] += 1
-            self._example(check, record)
-        return health
-
-    def end_group(self, results: Iterable[Health]) -> bool:
-        """Whether the prompt whose rollouts' health `results` are is consistently unhealthy (and count it if so)."""
-        consistently = group_consistently_unhealthy(health.verdict for health in results)
-        self.checks[CONSISTENTLY_UNHEALTHY] += consistently
-        return consistently
+    def add_group(self, items: Iterable[Item], record_of: Callable[[Item], dict]) -> Iterator[tuple[Item, Health]]:
+        """Check one prompt's rollouts, count each, and yield it with its health; once the group is consumed,
+        `consistently_unhealthy` says whether the prompt was (and it is counted)."""
+        verdicts = []
+        for item, health in checked_group(items, record_of, self.config):
+            self.verdicts[health.verdict] += 1
+            for check in health.findings:
+                self.checks[check] += 1
+                self._example(check, record_of(item))
+            verdicts.append(health.verdict)
+            yield item, health
+        self.consistently_unhealthy = group_consistently_unhealthy(verdicts)
+        self.checks[CONSISTENTLY_UNHEALTHY] += self.consistently_unhealthy
 
     def _example(self, check: str, record: dict) -> None:
         kept = self.examples.setdefault(check, [])

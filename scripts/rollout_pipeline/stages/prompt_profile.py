@@ -27,7 +27,7 @@ from typing import Any
 
 from rollout_pipeline.jsonl import write_json, write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import HealthConfig, HealthTally, truncated
+from rollout_pipeline.stages.health import HealthConfig, HealthTally, record_of, truncated
 
 BANDS = ("unsolved", "hard", "learnable", "easy", "solved")
 MAX_VALUES = 20  # a group_by field with more distinct values is no category; its split is dropped
@@ -71,8 +71,8 @@ def prompt_stats(group: list[Rollout], config: ProfileConfig, health: HealthTall
         count = usage.get("output_tokens") if isinstance(usage, dict) else None
         if isinstance(count, int) and not isinstance(count, bool):
             tokens.append(count)
-    results = [health.add(rollout.record) for rollout in group]
-    consistently = health.end_group(results)
+    results = [result for _, result in health.add_group(group, record_of)]
+    consistently = health.consistently_unhealthy
     correct = sum(reward >= config.pass_threshold for reward in rewards)
     first = group[0].record
     stats: dict[str, Any] = {

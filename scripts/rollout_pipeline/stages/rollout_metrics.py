@@ -43,7 +43,7 @@ from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import iter_jsonl, side_path, write_json
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally
+from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally, record_of
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -113,9 +113,7 @@ class MetricsAccumulator:
         """Fold in one prompt's rollouts."""
         n = passes = 0
         low = high = math.nan
-        verdicts = []
-        for rollout in group:
-            verdicts.append(self.health.add(rollout.record))
+        for rollout, _ in self.health.add_group(group, record_of):
             reward = rollout.reward
             n += 1
             passes += reward >= self.pass_threshold
@@ -130,7 +128,6 @@ class MetricsAccumulator:
             if tokens is not None:
                 self.token_rollouts += 1
                 self.token_total += tokens
-        self.health.end_group(verdicts)
         self.prompts += 1
         self.zero_variance_prompts += low == high
         self.group_counts[(n, passes)] += 1

@@ -26,7 +26,7 @@ import orjson
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import HealthConfig, check_rollout, reasoning_text
+from rollout_pipeline.stages.health import HealthConfig, checked_group, reasoning_text, record_of, unchecked
 
 # Reasons a rollout is dropped, in the order they are checked (a rollout counts under the first that applies).
 BELOW_MIN_REWARD = "below_min_reward"
@@ -174,7 +174,8 @@ def _filtered(
         # Digests rather than the outputs themselves: a group can hold several long generations.
         seen_outputs: set[bytes] = set()
         kept_before = summary.kept
-        for rollout in group:
+        checked = checked_group(group, record_of, config.health) if config.drop_unhealthy else unchecked(group)
+        for rollout, health in checked:
             summary.rollouts += 1
             output = rollout.output()  # validated for every record, kept or not
             if config.on_record is not None:
@@ -182,7 +183,7 @@ def _filtered(
             reason = None
             if rollout.reward < config.min_reward:
                 reason = BELOW_MIN_REWARD
-            elif config.drop_unhealthy and check_rollout(rollout.record, config.health).verdict == "unhealthy":
+            elif health is not None and health.verdict == "unhealthy":
                 reason = UNHEALTHY
             elif accepts is not None and not accepts(rollout):
                 reason = REJECTED_BY_WHERE
