@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 from rollout_pipeline import paths
-from rollout_pipeline.cli.stage_args import load_params, stage_parser
+from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.settings import stage_objective
 from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
@@ -52,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     params = load_params(args.params)
     section = params["filter"]
-    if args.input is None:
-        args.input = str(paths.rollouts(stage_objective(params, "filter", args.params)))
     config = FilterConfig(
         min_reward=section["min_reward"] if args.min_reward is None else args.min_reward,
         where=section["where"] if args.where is None else args.where,
@@ -64,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         health=HealthConfig.from_params(params["health"]),
         where_source="filter.where" if args.where is None else "--where",
     )
+    args.input = objective_input(args, params, "filter")
     if config.where is None:
         return _filter_and_report(config, args)
     compile_where(config.where, config.where_source)  # a bad expression fails here, before anything forks

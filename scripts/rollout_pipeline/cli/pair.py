@@ -15,10 +15,9 @@ import argparse
 import sys
 
 from rollout_pipeline import paths
-from rollout_pipeline.cli.stage_args import load_params, stage_parser
+from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.settings import stage_objective
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
 from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
@@ -68,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     params = load_params(args.params)
     section = params["pair"]
-    if args.input is None:
-        args.input = str(paths.rollouts(stage_objective(params, "pair", args.params)))
+    args.input = objective_input(args, params, "pair")
     config = PairConfig(
         min_margin=section["min_margin"] if args.min_margin is None else args.min_margin,
         pairs_per_prompt=getattr(args, "pairs_per_prompt", section["pairs_per_prompt"]),
