@@ -1,7 +1,6 @@
-"""Write deterministic arithmetic prompt sets (params.yaml's prompts.sets, or one ad-hoc set). See --help."""
+"""Stage prompts@<set>: deterministic arithmetic prompt sets (params.yaml's prompts.sets). See --help."""
 
-from rollout_pipeline.errors import run_cli
-from rollout_pipeline.stages.prompt_sets import main
+from rollout_pipeline.cli.prompts import script_main
 
 if __name__ == "__main__":
-    run_cli(main, "prompts")
+    script_main()

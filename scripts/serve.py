@@ -1,7 +1,6 @@
 """Run the embedded reference server (OpenAI chat/Responses + NeMo Gym /run, /verify). See --help."""
 
-from rollout_pipeline.errors import run_cli
-from rollout_pipeline.reference.server import main
+from rollout_pipeline.cli.serve import script_main
 
 if __name__ == "__main__":
-    run_cli(main, "serve")
+    script_main()

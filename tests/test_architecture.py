@@ -7,21 +7,35 @@ paths a test run may never reach.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from support import ROOT
 
 PACKAGE_DIR = ROOT / "scripts" / "rollout_pipeline"
-LAYERS = ("collect", "verify", "stages", "rl", "reference", "cli")
+LAYERS = ("collect", "verify", "stages", "rl", "reference", "cli", "tooling")
 # layer -> the layers it must never import
 FORBIDDEN = {
-    "collect": {"reference", "rl", "stages", "cli"},
-    "verify": {"collect", "reference", "rl", "stages", "cli"},
-    "stages": {"collect", "reference", "rl", "cli"},
-    "reference": {"collect", "rl", "stages", "cli"},
-    "rl": {"cli"},
+    "collect": {"reference", "rl", "stages", "cli", "tooling"},
+    "verify": {"collect", "reference", "rl", "stages", "cli", "tooling"},
+    "stages": {"collect", "reference", "rl", "cli", "tooling"},
+    "reference": {"collect", "rl", "stages", "cli", "tooling"},
+    "rl": {"cli", "tooling"},
+    # The real model servers the test tiers, demos and benchmarks start: the core alone, so a tier's own
+    # interpreter can run them; only the demos' front ends (cli/) import them.
+    "tooling": {"collect", "verify", "stages", "rl", "reference", "cli"},
 }
-MAX_CORE_MODULES = 6
+MAX_CORE_MODULES = 7
+SCRIPTS_DIR = ROOT / "scripts"
+# Where the pipeline's files live is named in paths.py alone: a string that is nothing but such a path, anywhere else,
+# restates it (words such as "metrics" are keys, not paths).
+PATH_LITERAL = re.compile(r"(data|metrics|reports)/[\w.\-/]*|params\.yaml")
+PATHS_MODULE = "paths.py"
+# cli/ modules another change is rewriting now (the real-model tiers' servers and demos), to move to tooling/ after it;
+# the path and parsing rules below leave them to it.
+IN_FLIGHT = {"cli/demo_real.py", "cli/demo_rl_real.py", "cli/vllm_server.py", "cli/smollm2_hf.py"}
+# Runs in the vLLM tier's own interpreter and imports nothing of ours, so it parses its own command line.
+OWN_COMMAND_LINE = {"rl/lora_trainer.py"}
 
 
 def _module_name(package_dir: Path, path: Path) -> str:
@@ -121,6 +135,101 @@ def test_dependencies_point_one_way():
 
 def test_there_is_no_import_cycle():
     assert find_cycle(import_graph(PACKAGE_DIR)) is None
+
+
+def path_literals(package_dir: Path) -> list[str]:
+    """`module:line 'path'` for each string constant (f-string parts included, docstrings not) that is a path of the
+    pipeline's files, outside paths.py."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        name = str(path.relative_to(package_dir))
+        if name == PATHS_MODULE or name in IN_FLIGHT:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        found += [
+            f"{name}:{node.lineno} {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and PATH_LITERAL.fullmatch(node.value)
+        ]
+    return found
+
+
+def command_line_parsers(package_dir: Path) -> list[str]:
+    """The modules outside cli/ that import argparse: each would be a front end living in a library layer."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        name = str(path.relative_to(package_dir))
+        if name.startswith("cli/") or name in OWN_COMMAND_LINE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import) and any(alias.name == "argparse" for alias in node.names):
+                found.append(name)
+            elif isinstance(node, ast.ImportFrom) and node.module == "argparse":
+                found.append(name)
+    return found
+
+
+def script_shape_problems(script: Path) -> list[str]:
+    """What keeps `scripts/<verb>.py` from being the three lines every stage script is: a docstring, the import of
+    `script_main` from `rollout_pipeline.cli.<verb>`, and its call under `if __name__ == "__main__"`."""
+    body = ast.parse(script.read_text(), str(script)).body
+    expected = [
+        f"from rollout_pipeline.cli.{script.stem} import script_main",
+        "if __name__ == '__main__':\n    script_main()",
+    ]
+    if not ast.get_docstring(ast.Module(body=body, type_ignores=[])):
+        return [f"{script.name}: no docstring saying what it runs"]
+    code = [ast.unparse(node) for node in body[1:]]
+    return [] if code == expected else [f"{script.name}: {code} instead of {expected}"]
+
+
+def test_each_path_of_the_pipelines_files_is_named_once_in_paths_py():
+    assert path_literals(PACKAGE_DIR) == []
+
+
+def test_only_the_front_ends_in_cli_parse_a_command_line():
+    assert command_line_parsers(PACKAGE_DIR) == []
+
+
+def test_every_stage_script_is_the_same_three_lines_that_call_its_front_end_in_cli():
+    scripts = sorted(SCRIPTS_DIR.glob("*.py"))
+    assert scripts
+    assert [problem for script in scripts for problem in script_shape_problems(script)] == []
+
+
+def test_the_shape_checks_catch_a_restated_path_a_parser_outside_cli_and_a_script_that_parses(tmp_path):
+    package = _fake_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "paths.py": 'ROLLOUTS_DIR = "data/rollouts"\n',
+            "stages/__init__.py": "",
+            "stages/pair.py": '"""Reads data/rollouts/<name>.jsonl."""\nimport argparse\n\n'
+            'def source(name):\n    return f"data/rollouts/{name}.jsonl"\n',
+            "cli/__init__.py": "",
+            "cli/pair.py": "import argparse\n",
+        },
+    )
+    assert path_literals(package) == ["stages/pair.py:5 'data/rollouts/'"]
+    assert command_line_parsers(package) == ["stages/pair.py"]
+    thin, fat = tmp_path / "pair.py", tmp_path / "filter.py"
+    thin.write_text(
+        '"""Stage pair."""\n\nfrom rollout_pipeline.cli.pair import script_main\n\n'
+        'if __name__ == "__main__":\n    script_main()\n'
+    )
+    fat.write_text('"""Stage filter."""\n\nimport argparse\n\nargparse.ArgumentParser().parse_args()\n')
+    assert script_shape_problems(thin) == []
+    assert len(script_shape_problems(fat)) == 1
 
 
 def _fake_package(root: Path, files: dict[str, str]) -> Path:

@@ -30,7 +30,8 @@ _INLINE_SCORING = [
     "rollout_pipeline.collect.verify_pool",
     "rollout_pipeline.verify.verifiers",
 ]
-_COLLECTING = ["rollout_pipeline.reference.server", "rollout_pipeline.collect.ray_executor"]
+# The embedded server (its front end, run as a child process) and the Ray executor (imported when chosen).
+_COLLECTING = ["rollout_pipeline.cli.serve", "rollout_pipeline.collect.ray_executor"]
 # params.yaml is validated by the models (params) when its content was not validated before (cli/stage_args).
 _VALIDATING = ["rollout_pipeline.params"]
 RUNS_ALSO = {

@@ -91,6 +91,30 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         sh("dvc repro", small_project)
 
 
+def test_the_pair_stage_takes_its_objective_from_params_and_dvc_sees_the_change(small_project):
+    """pair.objective names the rollouts the DPO pairs come from (dvc.yaml interpolates it): switching it to rl is
+    one param in `dvc params diff`, and re-runs the pair stage and the report, which shows the pairs on its page."""
+    params_path = small_project / "params.yaml"
+    original = params_path.read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["pair"]["objective"] = "rl"
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+        diff = sh("dvc params diff --md", small_project).stdout
+        changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
+        assert len(changed) == 1 and "pair.objective" in changed[0] and "dpo" in changed[0], diff
+
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"pair", "report"}
+        rl_rollouts = sum(1 for _ in (small_project / "data/rollouts/rl.jsonl").open())
+        summary = json.loads((small_project / "metrics/dpo_pairs.json").read_text())
+        assert summary["rollouts"] == rl_rollouts and summary["pairs"] > 0  # rl: 8 repeats a prompt, dpo 4
+        assert "DPO pairs" in (small_project / "reports/rl.html").read_text()
+    finally:
+        params_path.write_text(original)
+        sh("dvc repro", small_project)
+
+
 # A new value for each key of params.yaml's fetch block: how rollouts are fetched, not what they are.
 FETCH_CHANGES = {
     "num_samples_in_parallel": 7,

@@ -15,6 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rollout_pipeline.errors import UserError, did_you_mean
+from rollout_pipeline.paths import PROMPTS_DIR
 from rollout_pipeline.settings import (  # noqa: F401
     OBJECTIVE_FETCH_KEYS,
     PARAMS_FILE,
@@ -23,6 +24,7 @@ from rollout_pipeline.settings import (  # noqa: F401
     agent_settings,
     fetch_settings,
     objective_settings,
+    stage_objective,
 )
 
 # ---- the pydantic base: strict validation, and errors as one line naming the key ----------------------
@@ -503,7 +505,9 @@ class CurriculumPhase(Strict):
 class AdaptiveCurriculum(Strict):
     """curriculum_mode adaptive: each iteration's prompts chosen from a pool by the previous iteration's pass rates."""
 
-    pool: str = Field("data/prompts/math.jsonl", description="the prompt file the iterations' prompts are chosen from")
+    pool: str = Field(
+        str(PROMPTS_DIR / "math.jsonl"), description="the prompt file the iterations' prompts are chosen from"
+    )
     prompts_per_iteration: int = Field(300, ge=1, description="prompts chosen for each iteration")
     band: Checked(list[float], _check_band) = Field(
         default_factory=lambda: [0.1, 0.9], description="keep prompts whose measured pass rate is in [low, high]"
@@ -593,7 +597,7 @@ class RlEval(Strict):
         for key in FETCH_KEYS
     }
 
-    prompts: str = "data/prompts/heldout.jsonl"
+    prompts: str = str(PROMPTS_DIR / "heldout.jsonl")
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_output_tokens: int | None = Field(None, ge=1)
@@ -621,6 +625,7 @@ class Rl(Strict):
 class Filter(Strict):
     """The `filter` stage (SFT data)."""
 
+    objective: str = Field("sft", description="the objective whose rollouts the SFT data is filtered from")
     min_reward: float = Field(0.8, description="SFT keeps rollouts with reward >= this")
     where: str | None = Field(None, description="an optional jq expression over a rollout record")
     dedupe: bool = Field(True, description="drop exact duplicate outputs for the same prompt")
@@ -639,6 +644,7 @@ class Filter(Strict):
 class Pair(Strict):
     """The `pair` stage (DPO data)."""
 
+    objective: str = Field("dpo", description="the objective whose rollouts the DPO pairs are made from")
     min_margin: float = Field(0.0, ge=0, description="pairs need chosen_reward - rejected_reward > 0 and >= this")
     pairs_per_prompt: int | None = Field(1, ge=1, description="pairs per prompt (null: no cap)")
     strategy: Literal["best_vs_worst", "all_pairs"] = Field(
@@ -823,6 +829,11 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
                 f"known agents: {', '.join(agents) or '(none)'}"
             )
     _check_fetch(params["fetch"], params, source)
+    # A stage's objective written in params.yaml must exist; left to its default, it is checked when the stage runs
+    # (a params.yaml for the collector alone need not have an sft or dpo objective).
+    for stage in ("filter", "pair"):
+        if "objective" in getattr(model, stage).model_fields_set:
+            stage_objective(params, stage, source)
     _check_rl(params["rl"], agents, source)
     return params
 

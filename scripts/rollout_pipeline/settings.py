@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from rollout_pipeline.errors import UserError, did_you_mean
+from rollout_pipeline.paths import PARAMS_FILE
 
-PARAMS_FILE = "params.yaml"
 # The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
 RL_LOOP_FETCH = "rl_loop"
 RL_EVAL_FETCH = "rl_eval"
@@ -46,6 +46,19 @@ def objective_settings(params: dict, objective: str, source: str = PARAMS_FILE) 
             f"known objectives: {', '.join(objectives)}"
         )
     return objectives[objective]
+
+
+def stage_objective(params: dict, stage: str, source: str = PARAMS_FILE) -> str:
+    """The objective whose rollouts a stage reads (`filter.objective`, `pair.objective`); an unknown name lists the
+    known ones."""
+    name = params[stage]["objective"]
+    objectives = params["objectives"]
+    if name not in objectives:
+        raise UserError(
+            f"{source}: {stage}.objective: unknown objective {name!r}{did_you_mean(name, objectives)}; "
+            f"known objectives: {', '.join(objectives) or '(none)'}"
+        )
+    return name
 
 
 def agent_settings(params: dict, name: str, source: str = PARAMS_FILE) -> dict:

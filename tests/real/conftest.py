@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout_pipeline.cli.llama_server import llama_server
+from rollout_pipeline.tooling.llama_server import llama_server
 from support import mark_folder, tier_interpreter
 
 

@@ -27,7 +27,7 @@ from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, reference_che
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.reference.tokens import count_tokens
 from rollout_pipeline.rows import normalize_row, prompt_id
-from support import wait_for
+from support import SCRIPTS, wait_for
 
 EASY = "What is 37 + 48? Give the final answer in \\boxed{}."
 HARD = "What is (85 - 37) × 6 + 125? Give the final answer in \\boxed{}."
@@ -484,6 +484,38 @@ def test_serve_py_prints_its_url_first_and_exits_on_sigterm():
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
         process.stdout.close()
+
+
+def test_the_embedded_server_is_started_as_a_module_by_the_copy_of_the_package_that_asks_for_it(tmp_path):
+    """No file path to a script: the child is `python -m rollout_pipeline.cli.serve`, with the folder of the package
+    that started it first on its PYTHONPATH, so a copy of the package with no scripts/ folder beside it starts a
+    server from its own code."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(
+        SCRIPTS / "rollout_pipeline", elsewhere / "rollout_pipeline", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    code = (
+        "import json, rollout_pipeline\n"
+        "from rollout_pipeline.reference.embedded import start_embedded_server\n"
+        "with start_embedded_server([]) as server:\n"
+        "    command = open(f'/proc/{server.pid}/cmdline').read().split('\\0')\n"
+        "    environ = open(f'/proc/{server.pid}/environ').read().split('\\0')\n"
+        "    path = next(e.split('=', 1)[1] for e in environ if e.startswith('PYTHONPATH='))\n"
+        "    print(json.dumps({'package': rollout_pipeline.__file__, 'command': command, 'path': path}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(elsewhere)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["package"] == str(elsewhere / "rollout_pipeline" / "__init__.py")
+    assert seen["command"][1:3] == ["-m", "rollout_pipeline.cli.serve"]
+    assert seen["path"].split(os.pathsep)[0] == str(elsewhere)
 
 
 def test_the_server_dies_with_its_parent(tmp_path):

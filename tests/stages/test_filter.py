@@ -3,15 +3,16 @@ as TRL's conversational `messages` (the default) or `prompt_completion` records.
 
 from __future__ import annotations
 
+import subprocess
 import typing
 
 import pytest
 
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.params import Filter
+from rollout_pipeline.params import Filter, load_params
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, FilterSummary, filter_rollouts, run_filter
 from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
-from support import read_jsonl
+from support import PY, SCRIPTS, read_jsonl
 
 
 def kept_outputs(path, **config) -> list[tuple[str, str]]:
@@ -235,3 +236,43 @@ def test_params_offer_exactly_the_formats_the_stage_writes(tmp_path):
     assert (
         "filter.format: 'prompt_complete' is not one of messages, prompt_completion (did you mean 'prompt_completion'?)"
     ) in result.stderr
+
+
+def _filter_in(directory, params) -> subprocess.CompletedProcess:
+    """`scripts/filter.py` with no --in, run in `directory` (where data/rollouts/ is)."""
+    return subprocess.run(
+        [PY, str(SCRIPTS / "filter.py"), "--params", params, "--out", "sft.jsonl"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_filter_reads_the_rollouts_of_the_objective_filter_objective_names(tmp_path):
+    """No --in: the rollouts of filter.objective (here rl, not the default sft), where the score stage writes them."""
+    rollouts = tmp_path / "data" / "rollouts"
+    rollouts.mkdir(parents=True)
+    write_rollouts(rollouts / "rl.jsonl", group("p0", 0, [(0.0, "wrong"), (1.0, "right")]))
+    result = _filter_in(tmp_path, stage_params(tmp_path, filter={"objective": "rl"}))
+    assert result.returncode == 0, result.stderr
+    assert [r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "sft.jsonl")] == ["right"]
+
+
+def test_filter_objective_left_to_its_default_must_name_an_objective_when_the_stage_runs(tmp_path):
+    """A params.yaml for the collector alone need not have an sft objective; the filter stage then says what to set."""
+    params = stage_params(tmp_path)  # objectives: rl only
+    result = _filter_in(tmp_path, params)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"filter: error: {params}: filter.objective: unknown objective 'sft'; known objectives: rl"
+    ]
+
+
+def test_a_typo_in_filter_objective_is_refused_when_params_yaml_is_read(tmp_path):
+    params = stage_params(tmp_path, filter={"objective": "rll"})
+    with pytest.raises(UserError) as raised:
+        load_params(params)
+    assert str(raised.value) == (
+        f"{params}: filter.objective: unknown objective 'rll' (did you mean 'rl'?); known objectives: rl"
+    )

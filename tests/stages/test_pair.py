@@ -3,12 +3,13 @@ pairs per prompt with `pairs_per_prompt`, picked best vs worst or as all pairs a
 
 from __future__ import annotations
 
+import subprocess
 import typing
 
 from rollout_pipeline.params import Pair
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, PairSummary, pair_rollouts, run_pair
 from stage_testkit import group, groups, make_rollout, run_script, stage_params, write_rollouts
-from support import read_jsonl
+from support import PY, SCRIPTS, read_jsonl
 
 
 def pairs_of(path, **config) -> list[tuple[str, str, str]]:
@@ -217,3 +218,33 @@ def test_params_offer_exactly_the_strategies_the_stage_has_and_check_the_cap(tmp
         params = stage_params(tmp_path, pair=section)
         result = run_script("pair", "--in", source, "--out", tmp_path / "o.jsonl", "--params", params)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_pair_reads_the_rollouts_of_the_objective_pair_objective_names(tmp_path):
+    """No --in: the rollouts of pair.objective (here rl, not the default dpo), where the score stage writes them."""
+    rollouts = tmp_path / "data" / "rollouts"
+    rollouts.mkdir(parents=True)
+    write_rollouts(rollouts / "rl.jsonl", group("p0", 0, [(0.0, "wrong"), (1.0, "right")]))
+    params = stage_params(tmp_path, pair={"objective": "rl"})
+    result = subprocess.run(
+        [PY, str(SCRIPTS / "pair.py"), "--params", params, "--out", "pairs.jsonl"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [(r["prompt_id"], r["chosen"][0]["content"]) for r in read_jsonl(tmp_path / "pairs.jsonl")] == [
+        ("p0", "right")
+    ]
+
+
+def test_a_typo_in_pair_objective_names_it_and_the_known_objectives(tmp_path):
+    params = tmp_path / "params.yaml"
+    stage_params(tmp_path)
+    params.write_text(params.read_text() + "pair:\n  objective: rll\n")
+    result = run_script("pair", "--params", params, "--out", tmp_path / "pairs.jsonl")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"pair: error: {params}: pair.objective: unknown objective 'rll' (did you mean 'rl'?); known objectives: rl"
+    ]

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import requests
 
-from rollout_pipeline.cli.local_server import LocalServer, running
 from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir, vllm_server
+from rollout_pipeline.tooling.local_server import LocalServer, running
 from support import agent, mark_folder, tier_interpreter
 
 HERE = Path(__file__).resolve().parent

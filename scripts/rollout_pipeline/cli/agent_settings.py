@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rollout_pipeline import paths
 from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
@@ -16,7 +17,9 @@ from rollout_pipeline.params import PARAMS_FILE, generation_settings, load_param
 def main() -> int:
     parser = argparse.ArgumentParser(prog="agent_settings.py", description=__doc__)
     parser.add_argument(
-        "--out", default="data/settings/agents", help="folder for <agent>.generation.json and <agent>.scoring.json"
+        "--out",
+        default=str(paths.AGENT_SETTINGS_DIR),
+        help="folder for <agent>.generation.json and <agent>.scoring.json",
     )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     options = parser.parse_args()

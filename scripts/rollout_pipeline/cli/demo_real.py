@@ -15,8 +15,6 @@ from pathlib import Path
 import yaml
 
 from rollout_pipeline.cli.collect import main as collect_main
-from rollout_pipeline.cli.llama_server import MODEL_ALIAS, llama_server
-from rollout_pipeline.cli.local_server import running
 from rollout_pipeline.cli.report import build_report
 from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.cli.vllm_server import MODEL_NAME, vllm_server
@@ -24,6 +22,8 @@ from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import side_path
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 from rollout_pipeline.stages.rollout_metrics import run_metrics
+from rollout_pipeline.tooling.llama_server import MODEL_ALIAS, llama_server
+from rollout_pipeline.tooling.local_server import running
 
 DEMO_DIR = Path("data/demo")
 OBJECTIVE = "smollm2"  # the report's page: data/demo/report/smollm2.html

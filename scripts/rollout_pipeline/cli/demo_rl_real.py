@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from rollout_pipeline.cli.local_server import running
 from rollout_pipeline.cli.vllm_server import vllm_server
 from rollout_pipeline.errors import UserError, run_cli
 from rollout_pipeline.jsonl import read_records
 from rollout_pipeline.params import PARAMS_FILE
+from rollout_pipeline.tooling.local_server import running
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = "params.rl-real.yaml"

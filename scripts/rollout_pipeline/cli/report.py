@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rollout_pipeline import paths
 from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.settings import PARAMS_FILE
@@ -30,19 +31,14 @@ from rollout_pipeline.stages.report_pages import (
     write_pages,
 )
 
-SFT_FILTER_SUMMARY = "metrics/sft_filter.json"
-DPO_PAIRS_SUMMARY = "metrics/dpo_pairs.json"
-DPO_PAIRS = "data/dpo/pairs.jsonl"
-RL_PROGRESS = "metrics/rl_progress.csv"  # the rl_progress stage's table
-PROFILE_DIR = "metrics/profile"  # the profile stage's band counts, one file per objective
 
-
-def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts") -> list[str]:
+def build_report(params: dict, out_dir: str, rollouts_dir: str | Path = paths.ROLLOUTS_DIR) -> list[str]:
     """Write the report; returns the page names."""
     section = params["report"]
     config = BrowserConfig(section["browser_prompts"], section["random_per_prompt"], section["seed"])
     objectives = list(params["objectives"])
     nav = navigation(objectives)
+    sft_source, dpo_source = params["filter"]["objective"], params["pair"]["objective"]
     pages, summaries = {}, []
     for name in objectives:
         summary = summarize_rollouts(
@@ -53,15 +49,15 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts"
             HealthConfig.from_params(params["health"]),
         )
         summaries.append(summary)
-        # The filter stage reads the sft objective's rollouts and the pair stage the dpo one's (dvc.yaml).
-        extras = ObjectiveExtras(profile=read_json_file(Path(PROFILE_DIR) / f"{name}.json"))
-        if name == "sft":
-            extras.sft_filter = read_json_file(SFT_FILTER_SUMMARY)
-        if name == "dpo":
-            extras.dpo_pairs = read_json_file(DPO_PAIRS_SUMMARY)
-            extras.margins = pair_margins(DPO_PAIRS)
+        # The filter stage reads filter.objective's rollouts and the pair stage pair.objective's (dvc.yaml).
+        extras = ObjectiveExtras(profile=read_json_file(paths.profile_bands(name)))
+        if name == sft_source:
+            extras.sft_filter = read_json_file(paths.SFT_FILTER_SUMMARY)
+        if name == dpo_source:
+            extras.dpo_pairs = read_json_file(paths.DPO_PAIRS_SUMMARY)
+            extras.margins = pair_margins(paths.DPO_PAIRS)
         pages[f"{name}.html"] = objective_page(summary, extras, nav, config.browser_prompts)
-    rl_rows = read_progress(RL_PROGRESS)
+    rl_rows = read_progress(paths.RL_PROGRESS_CSV)
     pages[RL_LOOP_PAGE] = rl_loop_page(rl_rows, params["rl"]["eval"], nav)
     pages["index.html"] = index_page(summaries, rl_rows, nav)
     write_pages(out_dir, pages)
@@ -70,7 +66,9 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str = "data/rollouts"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="reports", help="folder to write (default: %(default)s); replaced whole")
+    parser.add_argument(
+        "--out", default=str(paths.REPORTS_DIR), help="folder to write (default: %(default)s); replaced whole"
+    )
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     parser.add_argument(
         "--plots-template",

@@ -12,20 +12,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from rollout_pipeline.collect.score_run import ScoreRun, ScoreSettings
-from rollout_pipeline.errors import UserError, run_cli
-from rollout_pipeline.params import (
-    PARAMS_FILE,
-    Agent,
-    agent_settings,
-    fetch_settings,
-    load_params,
-    objective_settings,
-    validated_verifier,
-)
+from rollout_pipeline.cli.start_guard import guarded_imports
 
-GENERATIONS_DIR = Path("data/generations")
-ROLLOUTS_DIR = Path("data/rollouts")
+with guarded_imports():  # the scorer's imports (the verifiers, pydantic): a Ctrl-C meanwhile is a clean stop
+    from rollout_pipeline import paths
+    from rollout_pipeline.collect.score_run import ScoreRun, ScoreSettings
+    from rollout_pipeline.errors import UserError, run_cli
+    from rollout_pipeline.params import (
+        PARAMS_FILE,
+        Agent,
+        agent_settings,
+        fetch_settings,
+        load_params,
+        objective_settings,
+        validated_verifier,
+    )
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -52,8 +53,8 @@ def settings_from_args(options: argparse.Namespace) -> ScoreSettings:
             )
         objective = objective_settings(params, options.objective, options.params)
         agent_name = objective["agent_name"]
-        source = GENERATIONS_DIR / f"{options.objective}.jsonl"
-        target = ROLLOUTS_DIR / f"{options.objective}.jsonl"
+        source = paths.generations(options.objective)
+        target = paths.rollouts(options.objective)
         fetch = fetch_settings(params, agent_name, options.objective)
     elif options.input:
         if not options.agent and not options.verifier:

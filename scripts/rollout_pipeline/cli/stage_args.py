@@ -6,8 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from rollout_pipeline import paths
 from rollout_pipeline.cli.start_guard import guarded_imports
-from rollout_pipeline.settings import PARAMS_FILE, validated_once
+from rollout_pipeline.settings import PARAMS_FILE, stage_objective, validated_once
 
 # The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
 PARAMS_CODE = ("params.py", "settings.py")
@@ -28,6 +29,11 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
         return load_and_validate(path) if data is None else parse_params(data, path)
 
     return validate() if data is None else validated_once("params", data, PARAMS_CODE, validate)
+
+
+def objective_input(args: argparse.Namespace, params: dict, stage: str) -> str:
+    """--in, else the rollouts of the objective the stage's section of params.yaml names (`filter.objective`)."""
+    return args.input or str(paths.rollouts(stage_objective(params, stage, args.params)))
 
 
 def stage_parser(

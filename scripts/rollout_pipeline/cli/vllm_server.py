@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from rollout_pipeline.cli.local_server import LocalServer, free_port
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.tooling.local_server import LocalServer, free_port
 
 MODEL_NAME = "smollm2"
 MAX_MODEL_LEN = 2048
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    from rollout_pipeline.cli.local_server import running
+    from rollout_pipeline.tooling.local_server import running
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", required=True, help="the vLLM tier's interpreter (.venv-vllm/bin/python)")

@@ -3,9 +3,9 @@
     with start_embedded_server(["--latency-ms", "5"]) as server:
         requests.post(f"{server.url}/v1/chat/completions", json=...)
 
-The child is `python scripts/serve.py --port 0 --exit-with-parent ARGS` (or
-`python -m rollout_pipeline.reference.server` when the scripts folder is not beside the package). It prints
-its URL as the first stdout line; we read it, check /health, and hand back a handle.
+The child is `python -m rollout_pipeline.cli.serve --port 0 --exit-with-parent ARGS`, importing this same copy of
+the package (its folder goes first on the child's PYTHONPATH). It prints its URL as the first stdout line; we read
+it, check /health, and hand back a handle.
 
 The child dies with its parent: it holds the read end of a pipe on its stdin whose only write end
 is ours, so when this process exits -- even by SIGKILL -- the child sees EOF and shuts down (it also
@@ -33,22 +33,28 @@ from typing import IO
 
 from rollout_pipeline.errors import UserError
 
-SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "serve.py"
+# The server's command line, run as a module in a child process (reference/ imports no front end).
+SERVER_MODULE = "rollout_pipeline.cli.serve"
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds this rollout_pipeline package
 _LISTENING_RE = re.compile(rb"listening on (http://\S+)")
 
 
 def server_command(args: Sequence[str], python: str | None = None) -> list[str]:
-    """The child's command line: the stage script when present, else the package module."""
-    python = python or sys.executable
-    base = (
-        [python, str(SERVE_SCRIPT)] if SERVE_SCRIPT.is_file() else [python, "-m", "rollout_pipeline.reference.server"]
-    )
+    """The child's command line: the server's front end, run as a module."""
     args = list(args)
     if not any(a == "--port" or a.startswith("--port=") for a in args):
         args = ["--port", "0", *args]
     if "--exit-with-parent" not in args:
         args.append("--exit-with-parent")
-    return [*base, *args]
+    return [python or sys.executable, "-m", SERVER_MODULE, *args]
+
+
+def server_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment (`env`, else ours) with this package's folder first on PYTHONPATH, so the server is
+    the same code as its parent, whichever copy of the project started it."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
+    return env
 
 
 class EmbeddedServer:
@@ -143,13 +149,15 @@ def start_embedded_server(
     cwd: str | os.PathLike | None = None,
     env: dict[str, str] | None = None,
 ) -> EmbeddedServer:
-    """Start `serve.py ARGS` on a free loopback port and return once it answers /health.
+    """Start the server with ARGS on a free loopback port and return once it answers /health.
 
     UserError (with the server's own error message) if it exits or stays silent during startup.
     """
     command = server_command(args, python)
     stderr = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd, env=env)
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd, env=server_env(env)
+    )
     server = EmbeddedServer(process, "", stderr)
     deadline = time.monotonic() + startup_timeout
     match = _LISTENING_RE.search(_read_first_line(process, deadline))

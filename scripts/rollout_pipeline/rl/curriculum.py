@@ -28,12 +28,13 @@ from pathlib import Path
 
 import orjson
 
+from rollout_pipeline import paths
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import iter_jsonl, write_json, write_jsonl
 from rollout_pipeline.rows import normalize_row, prompt_id
 from rollout_pipeline.stages.groups import iter_groups
 
-CURRICULUM_DIR = Path("data/rl/curriculum")
+CURRICULUM_DIR = paths.CURRICULUM_DIR
 FIRST = "001"
 
 
@@ -47,7 +48,7 @@ def state_path(key: str) -> Path:
 
 
 def metrics_path(key: str) -> Path:
-    return Path("metrics/rl") / f"curriculum_{key}.json"
+    return paths.RL_METRICS_DIR / f"curriculum_{key}.json"
 
 
 def selection_entry(iteration: int, adaptive: dict, pool: str, seed: int | None, rollouts: str) -> dict:

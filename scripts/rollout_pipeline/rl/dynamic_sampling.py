@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rollout_pipeline import paths
 from rollout_pipeline.jsonl import iter_jsonl, write_json, write_jsonl
 from rollout_pipeline.stages.groups import iter_groups
 
@@ -26,7 +27,7 @@ MIN_SHARE = 0.05  # the informative share assumed when too few groups are inform
 
 
 def sampling_metrics_path(key: str) -> Path:
-    return Path("metrics/rl") / f"sampling_{key}.json"
+    return paths.RL_METRICS_DIR / f"sampling_{key}.json"
 
 
 def count_groups(path: str | os.PathLike) -> tuple[int, int]:

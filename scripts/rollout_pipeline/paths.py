@@ -1,0 +1,53 @@
+"""Where the pipeline's files live, relative to the project root: each place is named here once (dvc.yaml, which
+DVC reads, states the same places for its stages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PARAMS_FILE = "params.yaml"
+
+PROMPTS_DIR = Path("data/prompts")
+AGENT_SETTINGS_DIR = Path("data/settings/agents")
+GENERATIONS_DIR = Path("data/generations")
+ROLLOUTS_DIR = Path("data/rollouts")
+SFT_DATA = Path("data/sft/train.jsonl")
+DPO_PAIRS = Path("data/dpo/pairs.jsonl")
+PROFILE_DIR = Path("data/profile")
+
+METRICS_DIR = Path("metrics")
+SFT_FILTER_SUMMARY = METRICS_DIR / "sft_filter.json"
+DPO_PAIRS_SUMMARY = METRICS_DIR / "dpo_pairs.json"
+PASS_AT_K_DIR = METRICS_DIR / "pass_at_k"
+PROFILE_BANDS_DIR = METRICS_DIR / "profile"
+
+REPORTS_DIR = Path("reports")
+
+# The RL loop.
+RL_DIR = Path("data/rl")
+CHECKPOINT_DIR = RL_DIR / "checkpoints"
+RL_EVAL_DIR = RL_DIR / "eval"
+CURRICULUM_DIR = RL_DIR / "curriculum"
+RL_METRICS_DIR = METRICS_DIR / "rl"
+RL_INIT_RECORD = RL_METRICS_DIR / "init.json"
+RL_PROGRESS_CSV = METRICS_DIR / "rl_progress.csv"
+
+
+@dataclass(frozen=True)
+class PerObjective:
+    """A folder with one file per objective, named after it: `rollouts("sft")` is data/rollouts/sft.jsonl."""
+
+    folder: Path
+    suffix: str
+
+    def __call__(self, objective: str) -> Path:
+        return self.folder / f"{objective}{self.suffix}"
+
+
+generations = PerObjective(GENERATIONS_DIR, ".jsonl")  # the collect stage's rollouts, not yet scored
+rollouts = PerObjective(ROLLOUTS_DIR, ".jsonl")  # the score stage's
+objective_metrics = PerObjective(METRICS_DIR, ".json")  # the metrics stage's figures
+pass_at_k_curve = PerObjective(PASS_AT_K_DIR, ".json")  # ... and its pass@k curve
+prompt_profile = PerObjective(PROFILE_DIR, ".jsonl")  # the profile stage's per-prompt statistics
+profile_bands = PerObjective(PROFILE_BANDS_DIR, ".json")  # ... and its prompts by pass-rate band
