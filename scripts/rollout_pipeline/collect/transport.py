@@ -302,6 +302,18 @@ def backoff_seconds(attempt: int, base: float, failure: RequestFailed) -> float:
     return random.uniform(0, min(MAX_BACKOFF_S, base * (2**attempt)))
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Send the request again, after a backoff."""
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Fail the rollout; `reason` is added to the failure's own message (None: that message says it all)."""
+
+    reason: str | None = None
+
+
 @dataclass
 class RetryPolicy:
     """When a rollout asks again, and when it gives up.
@@ -319,20 +331,23 @@ class RetryPolicy:
     last_success: Callable[[], float]  # monotonic time of the endpoints' last successful request
     waited_s: float = 0.0  # time spent in backoff sleeps (the stats' wait_backoff_s)
 
-    def give_up_reason(self, failure: RequestFailed, attempts: int) -> str | None:
+    def decide(self, failure: RequestFailed, attempts: int) -> Retry | GiveUp:
+        """Whether the request that failed so, after `attempts` retries, is sent again."""
         if not failure.retryable:
-            return ""
+            return GiveUp()
         if not failure.overload and attempts >= self.max_retries:
-            return ""  # the failure's own message says it all, as before
+            return GiveUp()
         if failure.retry_after is not None and failure.retry_after > self.give_up_after_s:
-            return (
+            return GiveUp(
                 f"the server asked to wait {failure.retry_after:g} s (Retry-After), longer than give_up_after_s "
                 f"({self.give_up_after_s:g} s); raise give_up_after_s to wait that long"
             )
         stalled = time.monotonic() - self.last_success()
         if stalled > self.give_up_after_s:
-            return f"no request to the agent succeeded for {stalled:.0f} s (give_up_after_s {self.give_up_after_s:g})"
-        return None
+            return GiveUp(
+                f"no request to the agent succeeded for {stalled:.0f} s (give_up_after_s {self.give_up_after_s:g})"
+            )
+        return Retry()
 
 
 async def with_retries(call: Callable[[], Any], policy: RetryPolicy, on_retry: Callable[[RequestFailed], None]) -> Any:
@@ -342,13 +357,13 @@ async def with_retries(call: Callable[[], Any], policy: RetryPolicy, on_retry: C
         try:
             return await call()
         except RequestFailed as failure:
-            reason = policy.give_up_reason(failure, attempts)
-            if reason == "":
-                raise
-            if reason is not None:
+            decision = policy.decide(failure, attempts)
+            if isinstance(decision, GiveUp):
+                if decision.reason is None:
+                    raise
                 raise RequestFailed(
                     failure.cause,
-                    f"{failure}; giving up: {reason}",
+                    f"{failure}; giving up: {decision.reason}",
                     False,
                     skip=failure.skip,
                     reply=failure.reply,
