@@ -103,10 +103,6 @@ def verifier_fingerprint(protocol: str, verifier: str) -> dict:
     return {"verifier": verifier, "hash": digest.hexdigest()[:16]}
 
 
-def _public_row(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
-
-
 def make_scorer(
     protocol: str,
     verifier: str,
@@ -152,7 +148,7 @@ def make_scorer(
             return reply
 
         async def remote(row: dict, result: Result) -> tuple[float, dict]:
-            body = {**_public_row(row), "response": result.response}
+            body = {**row, "response": result.response}
             encoded = orjson.dumps(body)
             # A /verify request that fails in transit is asked again; the output it scores stays the same.
             reply = await (
@@ -172,7 +168,7 @@ def make_scorer(
     is_async = inspect.iscoroutinefunction(function)
 
     async def custom(row: dict, result: Result) -> tuple[float, dict]:
-        args = (_public_row(row), result.output, result.response)
+        args = (dict(row), result.output, result.response)
         if is_async:  # it awaits its own I/O: it runs on the event loop, where it was written to run
             try:
                 verdict = await asyncio.wait_for(function(*args), timeout_s)

@@ -24,6 +24,7 @@ from rollout_pipeline.collect.protocols.common import (
 )
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.rows import Prompt
 
 __all__ = [
     "PATHS",
@@ -71,7 +72,7 @@ def choice_params(params: dict, choice: int) -> dict:
 
 def build_body(
     protocol: str,
-    row: dict,
+    prompt: Prompt,
     params: dict,
     model: str | None,
     n: int = 1,
@@ -90,11 +91,11 @@ def build_body(
         raise UserError(f"responses_create_params.extra_body: expected an object, got {type(extra_body).__name__}")
     params = {k: v for k, v in params.items() if k not in ("extra_body", "stream")}
     if protocol == "agent":
-        body = build_agent_body(row, params, model, indices)
+        body = build_agent_body(prompt.row, params, model, indices)
     elif protocol == "responses":
         body = build_responses_body(params, model, token_data)
     else:
-        body = build_chat_body(row, params, model, n, token_data)
+        body = build_chat_body(prompt.messages, params, model, n, token_data)
     # The OpenAI client's extra_body: its keys go into the request body itself (vLLM's top_k, guided_json, ...).
     target = body["responses_create_params"] if protocol == "agent" else body
     target.update(extra_body or {})
