@@ -3,10 +3,14 @@ the first request when a server could not honour them (a silently dropped field 
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from rollout_pipeline.collect.protocols import build_body, choice_params, sampling_params
+from rollout_pipeline.collect.protocols import PROTOCOLS, build_body, choice_params, sampling_params
+from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.params import Agent
 from rollout_pipeline.rows import Prompt
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -119,3 +123,20 @@ def test_token_data_asks_each_protocol_the_way_it_documents():
 def test_what_a_chat_server_cannot_honour_is_refused_before_anything_is_sent(params, named):
     with pytest.raises(UserError, match=f"responses_create_params.{named}"):
         chat(params)
+
+
+def test_every_protocol_the_params_accept_has_its_entry_in_the_one_protocol_registry():
+    assert set(typing.get_args(Agent.model_fields["protocol"].annotation)) == set(PROTOCOLS)
+
+
+@pytest.mark.parametrize(
+    ("verifier", "kind"),
+    [
+        ("math", "builtin"),
+        ("exact", "builtin"),
+        ("https://judge:8000/verify", "url"),
+        ("mypkg.checks:score", "function"),
+    ],
+)
+def test_each_verifier_setting_is_classified_in_one_place(verifier, kind):
+    assert verifier_kind(verifier) == kind

@@ -18,7 +18,7 @@ import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
 from rollout_pipeline.collect.protocols import (
-    PATHS,
+    PROTOCOLS,
     ChoicesShortfall,
     InvalidReply,
     NotFinished,
@@ -157,7 +157,7 @@ class Fetcher:
         self.logprobs_mode = logprobs_mode(agent)
         # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
         # verdict; an agent's own reward comes with its reply, so it is kept either way.
-        self.scoring = not settings.generate_only or agent["protocol"] == "agent"
+        self.scoring = not settings.generate_only or PROTOCOLS[agent["protocol"]].agent_server
         if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
             from rollout_pipeline.collect import scoring
 
@@ -299,8 +299,8 @@ class Fetcher:
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
         body = dumps(request)
-        wants_logprobs = protocol != "agent" and asks_for_logprobs(request)
-        path = PATHS[protocol]
+        wants_logprobs = not PROTOCOLS[protocol].agent_server and asks_for_logprobs(request)
+        path = PROTOCOLS[protocol].path
 
         async def attempt() -> list[tuple[Any, dict]]:
             endpoint = self.pool.acquire(task_index)
