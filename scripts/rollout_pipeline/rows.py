@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -49,8 +50,16 @@ def input_messages(value: Any) -> list[Message]:
     raise ValueError("input must be a non-empty string or a non-empty list of {role, content} messages")
 
 
-def normalize_row(row: dict, where: str) -> dict:
-    """Return the row in canonical form (responses_create_params.input set); `where` is 'file:line' for errors."""
+@dataclass(frozen=True)
+class Prompt:
+    """A row in canonical form (responses_create_params.input set) and its input as a list of {role, content}."""
+
+    row: dict
+    messages: list[Message]
+
+
+def normalize_row(row: dict, where: str) -> Prompt:
+    """The row in canonical form, with its input messages; `where` is 'file:line' for errors."""
     params = row.get("responses_create_params")
     if params is not None and not isinstance(params, dict):
         raise UserError(f"{where}: 'responses_create_params' must be an object")
@@ -70,16 +79,15 @@ def normalize_row(row: dict, where: str) -> dict:
         raise UserError(f"{where}: input is empty")
     out = {k: v for k, v in row.items() if k not in ("prompt", "messages", "responses_create_params")}
     out["responses_create_params"] = {**(params or {}), "input": source}
-    out["_messages"] = messages
-    return out
+    return Prompt(out, messages)
 
 
-def prompt_id(row: dict) -> str:
+def prompt_id(prompt: Prompt) -> str:
     """The row's `id` or `task_id` if present, else a short hash of its canonical input messages."""
     for key in ("id", "task_id"):
-        if key in row and row[key] is not None:
-            return str(row[key])
-    canonical = orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS)
+        if key in prompt.row and prompt.row[key] is not None:
+            return str(prompt.row[key])
+    canonical = orjson.dumps(prompt.messages, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 

@@ -296,6 +296,29 @@ def test_responses_and_agent_protocols_give_the_same_record_shape(tmp_path, serv
     assert all(r["reward"] in (0.0, 1.0) and "extracted_answer" in r for r in records)
 
 
+@pytest.mark.parametrize("protocol", ["chat", "agent"])
+def test_a_rows_own_field_named_with_a_leading_underscore_is_kept_in_its_records_like_any_other(
+    tmp_path, server, protocol
+):
+    """The collector's work state travels beside the row (a WorkItem), never inside it: no key of the row's own
+    is taken for the collector's and dropped."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"prompt": f"What is {i} + 1?", "expected_answer": str(i + 1), "_source": f"set-{i}"}) + "\n"
+            for i in range(3)
+        )
+    )
+    params = write_params(tmp_path, {"math_agent": agent(server.url, protocol=protocol)})
+    out = tmp_path / "out.jsonl"
+    collect(seed_args(rows, out, num_repeats=2, seed=5), tmp_path, params, check=True)
+    records = read_jsonl(out)
+    assert sorted((r["task_index"], r["_source"]) for r in records) == [
+        (i, f"set-{i}") for i in range(3) for _ in range(2)
+    ]
+    assert all(r["reward"] in (0.0, 1.0) for r in records)
+
+
 @pytest.mark.parametrize("protocol", ["chat", "responses", "agent"])
 def test_an_output_cut_off_by_the_token_limit_is_never_rewarded_for_a_number_it_did_not_finish(
     tmp_path, server, prompts_200, protocol

@@ -3,12 +3,18 @@ the first request when a server could not honour them (a silently dropped field 
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from rollout_pipeline.collect.protocols import build_body, choice_params, sampling_params
+from rollout_pipeline.collect.protocols import PROTOCOLS, build_body, choice_params, sampling_params
+from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.params import Agent
+from rollout_pipeline.rows import Prompt
 
-ROW = {"_messages": [{"role": "user", "content": "What is 2 + 2?"}], "expected_answer": "4"}
+MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
+ROW = Prompt({"expected_answer": "4"}, MESSAGES)
 
 
 def chat(params: dict, **kwargs) -> dict:
@@ -17,7 +23,7 @@ def chat(params: dict, **kwargs) -> dict:
 
 def test_max_output_tokens_becomes_max_tokens_and_a_rows_own_metadata_seed_becomes_chats_seed():
     body = chat({"max_output_tokens": 64, "temperature": 0.5, "metadata": {"seed": "7"}})
-    assert body == {"max_tokens": 64, "temperature": 0.5, "seed": 7, "model": "m", "messages": ROW["_messages"]}
+    assert body == {"max_tokens": 64, "temperature": 0.5, "seed": 7, "model": "m", "messages": MESSAGES}
 
 
 INPUT_ROW = {"responses_create_params": {"input": "What is 2 + 2?", "temperature": 0.5}}
@@ -28,7 +34,7 @@ def test_the_rollout_seed_is_sent_top_level_where_vllm_reads_it_on_chat_and_resp
     """vLLM's /v1/responses ignores metadata.seed (two runs seeded that way differ: tests/vllm); it reads `seed`."""
     params = sampling_params(protocol, INPUT_ROW, {"max_output_tokens": 8}, 41)
     assert params["seed"] == 41 and "metadata" not in params
-    body = build_body(protocol, {**INPUT_ROW, "_messages": ROW["_messages"]}, params, "m")
+    body = build_body(protocol, Prompt(INPUT_ROW, MESSAGES), params, "m")
     assert body["seed"] == 41 and "metadata" not in body
 
 
@@ -87,7 +93,9 @@ def test_an_extra_body_dict_is_merged_into_the_body_as_the_openai_client_does(pr
 
 
 def test_an_agent_gets_extra_body_inside_its_responses_create_params():
-    body = build_body("agent", {**ROW, "responses_create_params": {}}, {"extra_body": {"top_k": 5}}, "m")
+    body = build_body(
+        "agent", Prompt({**ROW.row, "responses_create_params": {}}, MESSAGES), {"extra_body": {"top_k": 5}}, "m"
+    )
     assert body["responses_create_params"]["top_k"] == 5
 
 
@@ -115,3 +123,20 @@ def test_token_data_asks_each_protocol_the_way_it_documents():
 def test_what_a_chat_server_cannot_honour_is_refused_before_anything_is_sent(params, named):
     with pytest.raises(UserError, match=f"responses_create_params.{named}"):
         chat(params)
+
+
+def test_every_protocol_the_params_accept_has_its_entry_in_the_one_protocol_registry():
+    assert set(typing.get_args(Agent.model_fields["protocol"].annotation)) == set(PROTOCOLS)
+
+
+@pytest.mark.parametrize(
+    ("verifier", "kind"),
+    [
+        ("math", "builtin"),
+        ("exact", "builtin"),
+        ("https://judge:8000/verify", "url"),
+        ("mypkg.checks:score", "function"),
+    ],
+)
+def test_each_verifier_setting_is_classified_in_one_place(verifier, kind):
+    assert verifier_kind(verifier) == kind

@@ -236,18 +236,20 @@ def test_run_and_verify_without_expected_answer_are_400(embedded_server):
 
 def test_stats_and_request_log_say_which_prompt_hit_the_server(embedded_server, request_log):
     before = call(embedded_server.url, "/stats")[1]
-    row = normalize_row({"responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 99?"}]}}, "x")
+    prompt = normalize_row(
+        {"responses_create_params": {"input": [{"role": "user", "content": "What is 2 + 99?"}]}}, "x"
+    )
     call(
         embedded_server.url,
         "/v1/responses",
-        {"model": "reference", "input": row["responses_create_params"]["input"], "metadata": {"seed": "77"}},
+        {"model": "reference", "input": prompt.row["responses_create_params"]["input"], "metadata": {"seed": "77"}},
     )
     chat(embedded_server.url, "What is 2 + 99?", seed=78, n=3)
     after = call(embedded_server.url, "/stats")[1]
     assert after["requests"]["/v1/responses"] == before["requests"].get("/v1/responses", 0) + 1
     assert after["statuses"]["/v1/chat/completions"]["200"] == before["statuses"]["/v1/chat/completions"]["200"] + 1
     entries = [json.loads(line) for line in request_log.read_text().splitlines()][-2:]
-    sha = prompt_id({"_messages": row["_messages"]})
+    sha = prompt_id(prompt)
     assert entries == [
         {"path": "/v1/responses", "model": "reference", "prompt_sha": sha, "seed": 77, "n": 1, "status": "200"},
         {"path": "/v1/chat/completions", "model": "reference", "prompt_sha": sha, "seed": 78, "n": 3, "status": "200"},

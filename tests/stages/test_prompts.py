@@ -44,7 +44,7 @@ def test_rows_are_canonical_nemo_gym_rows_with_correct_string_answers(tmp_path):
     assert len(rows) == 200
     for index, row in enumerate(rows):
         normalized = normalize_row(row, f"p.jsonl:{index + 1}")
-        prompt = normalized["_messages"][0]["content"]
+        prompt = normalized.messages[0]["content"]
         assert prompt.startswith("What is ") and prompt.endswith("Give the final answer in \\boxed{}.")
         assert isinstance(row["expected_answer"], str)
         assert row["expected_answer"] == str(policy.parse_problem(prompt).answer)

@@ -32,11 +32,13 @@ except ImportError:
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
 from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
+from rollout_pipeline.collect.protocols import PROTOCOLS
 from rollout_pipeline.collect.protocols.agent import MASKED
 from rollout_pipeline.collect.records import failure_entry
 from rollout_pipeline.collect.redact import Redactor, agent_headers, without_credentials
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import dumps, side_path, write_json
@@ -109,7 +111,7 @@ class CollectSettings:
             # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
             "verifier": (
                 without_credentials(self.agent["verifier"])
-                if self.agent["protocol"] != "agent" and not self.generate_only
+                if not PROTOCOLS[self.agent["protocol"]].agent_server and not self.generate_only
                 else None
             ),
             **({"generate_only": True} if self.generate_only else {}),
@@ -205,9 +207,9 @@ class Collector:
 
     def _run(self) -> int:
         agent = self.s.agent
-        scoring = agent["protocol"] != "agent" and not self.s.generate_only
+        scoring = not PROTOCOLS[agent["protocol"]].agent_server and not self.s.generate_only
         # A row the agent's verifier could never score is found before any request, generate-only or not.
-        in_process = agent["protocol"] != "agent" and agent["verifier"] in ("math", "exact")
+        in_process = not PROTOCOLS[agent["protocol"]].agent_server and verifier_kind(agent["verifier"]) == "builtin"
         scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
         self.s.scanned_rows = scan.rows
         if scan.rows * self.s.num_repeats > MAX_ROLLOUTS:
@@ -222,7 +224,7 @@ class Collector:
             from rollout_pipeline.collect.scoring import make_scorer
 
             make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
-        if self.s.agent["repeat_mode"] == "n" and self.s.agent["protocol"] != "chat":
+        if self.s.agent["repeat_mode"] == "n" and not PROTOCOLS[self.s.agent["protocol"]].n_choices:
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         identity = self.s.identity(scan.sha256)
         if not self.s.force:
@@ -302,7 +304,7 @@ class Collector:
     @property
     def unscored(self) -> bool:
         """A generate-only run of an agent with a verifier: its records have no reward yet."""
-        return self.s.generate_only and self.s.agent["protocol"] != "agent"
+        return self.s.generate_only and not PROTOCOLS[self.s.agent["protocol"]].agent_server
 
     def _print_reward(self, mean: float | None) -> None:
         if self.unscored:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
 from rollout_pipeline.collect.protocols import (
-    PATHS,
+    PROTOCOLS,
     ChoicesShortfall,
     InvalidReply,
     NotFinished,
@@ -37,13 +38,29 @@ from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
-from rollout_pipeline.rows import prompt_id
+from rollout_pipeline.rows import Prompt, prompt_id
 
 # aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
 POOL_CAP = 1024
 
-# (task_index, rollout_indexes, row): one request's worth of rollouts of one prompt.
-WorkItem = tuple[int, list[int], dict]
+
+@dataclass(eq=False)
+class Pending:
+    """How many of one prompt's requests are still to finish: the endpoint pool forgets the prompt after the
+    last. Shared by the work items of that prompt."""
+
+    requests: int
+
+
+@dataclass(frozen=True, eq=False)
+class WorkItem:
+    """One request's worth of rollouts of one prompt: the row as read, its input messages and prompt id."""
+
+    task_index: int
+    rollout_indexes: list[int]
+    prompt: Prompt
+    prompt_id: str
+    pending: Pending
 
 
 class Sink(Protocol):
@@ -99,14 +116,14 @@ def work_items(
         pending = [r for r in range(settings.num_repeats) if not is_done(task_index, r)]
         if not pending:
             continue
-        row = parse_row(raw, settings.input_path, lineno)
-        row["_prompt_id"] = prompt_id(row)
-        row["_pending"] = len(pending) if not by_n else 1
+        prompt = parse_row(raw, settings.input_path, lineno)
+        identifier = prompt_id(prompt)
+        requests = Pending(len(pending) if not by_n else 1)
         if by_n:
-            yield task_index, pending, row
+            yield WorkItem(task_index, pending, prompt, identifier, requests)
         else:
             for rollout_index in pending:
-                yield task_index, [rollout_index], row
+                yield WorkItem(task_index, [rollout_index], prompt, identifier, requests)
 
 
 class Fetcher:
@@ -140,7 +157,7 @@ class Fetcher:
         self.logprobs_mode = logprobs_mode(agent)
         # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
         # verdict; an agent's own reward comes with its reply, so it is kept either way.
-        self.scoring = not settings.generate_only or agent["protocol"] == "agent"
+        self.scoring = not settings.generate_only or PROTOCOLS[agent["protocol"]].agent_server
         if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
             from rollout_pipeline.collect import scoring
 
@@ -205,7 +222,7 @@ class Fetcher:
                 for item in self.work:  # next() never awaits, so the workers can share the generator
                     if self._stopped:
                         break
-                    await self._rollouts(*item)
+                    await self._rollouts(item)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # a bug: surface it rather than hang the other workers
@@ -227,16 +244,16 @@ class Fetcher:
             await asyncio.gather(*workers, return_exceptions=True)
             self.work.close()  # type: ignore[attr-defined]
 
-    async def _rollouts(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
+    async def _rollouts(self, item: WorkItem) -> None:
         """Fetch, score and hand over the given rollouts of one prompt (one request, or one with n choices)."""
         try:
-            await self._fetch(task_index, rollout_indexes, row)
+            await self._fetch(item)
         except RequestFailed as failure:
-            for rollout_index in rollout_indexes:
+            for rollout_index in item.rollout_indexes:
                 self.sink.failure(
-                    task_index,
+                    item.task_index,
                     rollout_index,
-                    row["_prompt_id"],
+                    item.prompt_id,
                     failure.cause,
                     str(failure),
                     failure.skip,
@@ -246,14 +263,14 @@ class Fetcher:
         except UserError as exc:
             self.sink.fatal(exc)
         finally:
-            row["_pending"] -= 1
-            if row["_pending"] == 0:
-                self.pool.forget(task_index)
+            item.pending.requests -= 1
+            if item.pending.requests == 0:
+                self.pool.forget(item.task_index)
 
-    async def _fetch(self, task_index: int, rollout_indexes: list[int], row: dict) -> None:
+    async def _fetch(self, item: WorkItem) -> None:
         if self.s.agent["repeat_mode"] == "n" and not self.n_ignored:
             try:
-                return await self._fetch_one(task_index, rollout_indexes, row, by_n=True)
+                return await self._fetch_one(item, item.rollout_indexes, by_n=True)
             except _NIgnored as shortfall:
                 if not self.n_ignored:
                     self.n_ignored = True
@@ -262,11 +279,12 @@ class Fetcher:
                         "`n`, so each rollout is now its own request (set repeat_mode: separate for this "
                         "agent to skip this probe)"
                     )
-        for rollout_index in rollout_indexes:
-            await self._fetch_one(task_index, [rollout_index], row, by_n=False)
+        for rollout_index in item.rollout_indexes:
+            await self._fetch_one(item, [rollout_index], by_n=False)
 
-    async def _fetch_one(self, task_index: int, rollout_indexes: list[int], row: dict, by_n: bool) -> None:
+    async def _fetch_one(self, item: WorkItem, rollout_indexes: list[int], by_n: bool) -> None:
         s = self.s
+        task_index, row = item.task_index, item.prompt.row
         protocol = s.agent["protocol"]
         # repeat_mode n always asks for every choice with the seed of choice 0, and keeps the ones still missing:
         # a resume after a kill between two choices of one reply then gets exactly an uninterrupted run's choices.
@@ -276,13 +294,13 @@ class Fetcher:
         params = sampling_params(protocol, row, s.responses_create_params, seed)
         try:
             request = build_body(
-                protocol, row, params, s.agent["model"], n, s.agent.get("token_data"), (task_index, choices[0])
+                protocol, item.prompt, params, s.agent["model"], n, s.agent.get("token_data"), (task_index, choices[0])
             )
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
         body = dumps(request)
-        wants_logprobs = protocol != "agent" and asks_for_logprobs(request)
-        path = PATHS[protocol]
+        wants_logprobs = not PROTOCOLS[protocol].agent_server and asks_for_logprobs(request)
+        path = PROTOCOLS[protocol].path
 
         async def attempt() -> list[tuple[Any, dict]]:
             endpoint = self.pool.acquire(task_index)
@@ -338,9 +356,7 @@ class Fetcher:
         # replaced by a new sample (which would keep only the outputs the verifier likes).
         for rollout_index, (result, reply) in zip(rollout_indexes, generated):
             # Each record carries the settings that reproduce it alone, choice k of an n request included.
-            record = self._record(
-                task_index, rollout_index, row, choice_params(params, rollout_index if by_n else 0), result
-            )
+            record = self._record(item, rollout_index, choice_params(params, rollout_index if by_n else 0), result)
             reward = 0.0  # a generate-only run has no mean reward to keep
             if self.scoring:
                 try:
@@ -350,7 +366,7 @@ class Fetcher:
                     self.sink.failure(
                         task_index,
                         rollout_index,
-                        row["_prompt_id"],
+                        item.prompt_id,
                         failure.cause,
                         str(failure),
                         failure.skip,
@@ -365,7 +381,7 @@ class Fetcher:
                 self.sink.failure(
                     task_index,
                     rollout_index,
-                    row["_prompt_id"],
+                    item.prompt_id,
                     "record_too_large",
                     f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
                     "limit; lower max_reply_bytes or shorten the prompt",
@@ -393,22 +409,22 @@ class Fetcher:
                 "keep the server's name"
             )
 
-    def _record(self, task_index: int, rollout_index: int, row: dict, params: dict, result: Any) -> dict:
+    def _record(self, item: WorkItem, rollout_index: int, params: dict, result: Any) -> dict:
         """The generation record (scoring.GENERATION_FIELDS, then the row's own fields); scoring adds the verdict."""
         record = {
-            "prompt_id": row["_prompt_id"],
-            "task_index": task_index,
+            "prompt_id": item.prompt_id,
+            "task_index": item.task_index,
             "rollout_index": rollout_index,
             "agent_name": self.s.agent_name,
-            "input": row["_messages"],
+            "input": item.prompt.messages,
             "output": result.output,
             "responses_create_params": params,
             "response": result.response,
         }
         if self.s.model_revision:  # the policy version: which model and checkpoint generated this rollout
             record["policy_version"] = {"model": self.s.agent["model"], "checkpoint": self.s.model_revision}
-        for key, value in row.items():
-            if not key.startswith("_") and key not in record:
+        for key, value in item.prompt.row.items():
+            if key not in record:
                 record[key] = value
         return record
 

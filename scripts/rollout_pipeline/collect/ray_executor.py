@@ -177,7 +177,7 @@ class _ChunkFetcher(Fetcher):
             chunk, item = await self.queue.get()
             _chunk.set(chunk)
             try:
-                await self._rollouts(*item)
+                await self._rollouts(item)
             except asyncio.CancelledError:
                 raise
             except BaseException:  # a bug: the driver reports it rather than wait for the chunk forever
@@ -206,11 +206,11 @@ class RolloutWorker:
         """Fetch and score one chunk; return its events in the order they happened."""
         if self.running is None:
             self.running = asyncio.ensure_future(self.fetcher.run())
-        # A row's `_pending` counts its requests in this chunk (the pool forgets the prompt after the last one).
-        for _, _, row in items:
-            row["_pending"] = 0
-        for _, _, row in items:
-            row["_pending"] += 1
+        # A prompt's pending count is of its requests in this chunk (the pool forgets the prompt after the last).
+        for item in items:
+            item.pending.requests = 0
+        for item in items:
+            item.pending.requests += 1
         chunk = _Chunk(len(items))
         for item in items:
             self.fetcher.queue.put_nowait((chunk, item))

@@ -15,7 +15,7 @@ import orjson
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import MAX_NESTING, decode_line, nested_too_deep
-from rollout_pipeline.rows import expected_answers, normalize_row, prompt_id
+from rollout_pipeline.rows import Prompt, expected_answers, normalize_row, prompt_id
 
 _CHUNK = 1024 * 1024
 # A prompt lands in its record up to three times (input, responses_create_params, the passthrough fields), and the
@@ -77,8 +77,9 @@ def scan_input(path: Path, limit: int | None, answer_for: str | None = None) -> 
                     f"{path}:{lineno}: the row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit "
                     "for one prompt (its records would be too large for the stages to read)"
                 )
-            row = _parse_row(raw, str(path), lineno)
-            _check_unique_id(row, seen_ids, path, lineno)
+            prompt = _parse_row(raw, str(path), lineno)
+            _check_unique_id(prompt, seen_ids, path, lineno)
+            row = prompt.row
             if answer_for is not None and row.get("expected_answer") is None:
                 raise UserError(
                     f"{path}:{lineno}: row has no 'expected_answer', which the agent's verifier: "
@@ -112,13 +113,13 @@ def prefix_sha256(path: Path, size: int) -> str | None:
     return digest.hexdigest()
 
 
-def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, lineno: int) -> None:
+def _check_unique_id(prompt: Prompt, seen: dict[str, tuple[bytes, int]], path: Path, lineno: int) -> None:
     """Two rows may share an id only when they hold the same prompt: anything that groups rollouts by prompt_id
     (the seed's DPO snippet, a trainer's group baseline) would otherwise mix two prompts' answers."""
-    if row.get("id") is None and row.get("task_id") is None:
+    if prompt.row.get("id") is None and prompt.row.get("task_id") is None:
         return  # the id is a hash of the prompt itself
-    key = prompt_id(row)
-    content = hashlib.blake2b(orjson.dumps(row["_messages"], option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+    key = prompt_id(prompt)
+    content = hashlib.blake2b(orjson.dumps(prompt.messages, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
     first = seen.setdefault(key, (content, lineno))
     if first[0] != content:
         raise UserError(
@@ -128,7 +129,7 @@ def _check_unique_id(row: dict, seen: dict[str, tuple[bytes, int]], path: Path, 
         )
 
 
-def _parse_row(raw: bytes, name: str, lineno: int) -> dict:
+def _parse_row(raw: bytes, name: str, lineno: int) -> Prompt:
     value = decode_line(raw, name, lineno)
     if nested_too_deep(value):
         raise UserError(
@@ -155,6 +156,6 @@ def iter_raw_rows(path: Path, limit: int | None) -> Iterator[tuple[int, int, byt
             task_index += 1
 
 
-def parse_row(raw: bytes, path: Path, lineno: int) -> dict:
+def parse_row(raw: bytes, path: Path, lineno: int) -> Prompt:
     """One row from `iter_raw_rows`, normalized (already validated by scan_input)."""
     return _parse_row(raw, str(path), lineno)

@@ -21,10 +21,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from rollout_pipeline.collect.protocols import NotFinished, Result
+from rollout_pipeline.collect.protocols import PROTOCOLS, NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
 from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
 from rollout_pipeline.errors import UserError, printable
 
@@ -79,10 +80,11 @@ def verifier_fingerprint(protocol: str, verifier: str) -> dict:
     code and settings, so a file scored by two versions of a verifier is detectable. The built-in verifiers hash
     their source and the versions of the packages they decide with; module:function its module's source; a
     /verify URL (code on another host) its URL, credentials masked; an agent's own reward, the agent."""
-    if protocol == "agent":
+    if PROTOCOLS[protocol].agent_server:
         return {"verifier": "agent"}
     digest = hashlib.sha256(verifier.encode())
-    if verifier in ("math", "exact"):
+    kind = verifier_kind(verifier)
+    if kind == "builtin":
         from rollout_pipeline import verify
 
         for source in sorted(Path(verify.__file__).parent.glob("*.py")):
@@ -92,7 +94,7 @@ def verifier_fingerprint(protocol: str, verifier: str) -> dict:
                 digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
             except importlib.metadata.PackageNotFoundError:
                 digest.update(f"{package} absent".encode())
-    elif verifier.startswith(("http://", "https://")):
+    elif kind == "url":
         verifier = without_credentials(verifier)
         digest = hashlib.sha256(verifier.encode())
     else:
@@ -101,10 +103,6 @@ def verifier_fingerprint(protocol: str, verifier: str) -> dict:
         if source and Path(source).is_file():
             digest.update(Path(source).read_bytes())
     return {"verifier": verifier, "hash": digest.hexdigest()[:16]}
-
-
-def _public_row(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def make_scorer(
@@ -121,14 +119,15 @@ def make_scorer(
     check that a module:function verifier imports). `retry_policy` retries a /verify request (only the request:
     the output is never sampled again), telling `on_retry` of each retry (the run's stats count them)."""
     timeout_s = pool.timeout_s if pool is not None else VERIFY_TIMEOUT_S
-    if protocol == "agent":
+    if PROTOCOLS[protocol].agent_server:
 
         async def from_agent(row: dict, result: Result) -> tuple[float, dict]:
             return finite_reward(result.reward, "'the agent'"), {}
 
         return from_agent
 
-    if verifier in ("math", "exact"):
+    kind = verifier_kind(verifier)
+    if kind == "builtin":
         from rollout_pipeline.verify.verifiers import is_truncated, verify
 
         async def in_process(row: dict, result: Result) -> tuple[float, dict]:
@@ -143,7 +142,7 @@ def make_scorer(
 
         return in_process
 
-    if verifier.startswith(("http://", "https://")):
+    if kind == "url":
 
         async def ask(body: bytes) -> Any:
             reply, _ = await post_json(session_getter(), verifier, body, headers, timeout)
@@ -152,7 +151,7 @@ def make_scorer(
             return reply
 
         async def remote(row: dict, result: Result) -> tuple[float, dict]:
-            body = {**_public_row(row), "response": result.response}
+            body = {**row, "response": result.response}
             encoded = orjson.dumps(body)
             # A /verify request that fails in transit is asked again; the output it scores stays the same.
             reply = await (
@@ -172,7 +171,7 @@ def make_scorer(
     is_async = inspect.iscoroutinefunction(function)
 
     async def custom(row: dict, result: Result) -> tuple[float, dict]:
-        args = (_public_row(row), result.output, result.response)
+        args = (dict(row), result.output, result.response)
         if is_async:  # it awaits its own I/O: it runs on the event loop, where it was written to run
             try:
                 verdict = await asyncio.wait_for(function(*args), timeout_s)
@@ -203,7 +202,7 @@ async def score_reply(scorer: Scorer, agent: dict, row: dict, result: Result, re
         raise
     except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
         raise verifier_error(repr(agent["verifier"]), f"raised {shown(exc, 300)}") from None
-    if agent["protocol"] == "agent":
+    if PROTOCOLS[agent["protocol"]].agent_server:
         extras = json_extras(
             {
                 k: v

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rollout_pipeline.collect.transport import RequestFailed
+from rollout_pipeline.collect.verifier_kind import verifier_kind
 
 VERIFY_TIMEOUT_S = 10.0
 # pebble names its worker processes so; other children of the collector are none of the pool's business.
@@ -35,7 +36,7 @@ def _warm_up(started_dir: str) -> None:
 
 def run_verifier(verifier: str, args: tuple) -> Any:
     """In a worker: `math` / `exact` (our verifiers), or a `module:function`, called with `args`."""
-    if verifier in ("math", "exact"):
+    if verifier_kind(verifier) == "builtin":
         from rollout_pipeline.verify.verifiers import verify
 
         return verify(verifier, *args)

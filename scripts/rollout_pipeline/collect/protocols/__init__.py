@@ -9,6 +9,8 @@ Three protocols, one result shape, so the rest of the collector never cares whic
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
@@ -24,12 +26,14 @@ from rollout_pipeline.collect.protocols.common import (
 )
 from rollout_pipeline.collect.protocols.responses import build_responses_body, parse_responses_reply
 from rollout_pipeline.errors import UserError
+from rollout_pipeline.rows import Prompt
 
 __all__ = [
-    "PATHS",
+    "PROTOCOLS",
     "ChoicesShortfall",
     "InvalidReply",
     "NotFinished",
+    "Protocol",
     "Result",
     "asks_for_logprobs",
     "build_body",
@@ -41,7 +45,45 @@ __all__ = [
     "sampling_params",
 ]
 
-PATHS = {"agent": "/run", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol: where it posts, how it builds a request body and reads a reply, and what kind of server it
+    talks to."""
+
+    path: str
+    # (prompt, params, model, n, token_data, (task_index, rollout_index)) -> the request body
+    build: Callable[[Prompt, dict, str | None, int, str | None, tuple[int, int]], dict]
+    # (decoded reply, n, max_output_tokens) -> one Result per rollout
+    parse: Callable[[dict, int, Any], list[Result]]
+    # A NeMo Gym agent server: it takes the row, scores inside its /run and returns the reward; it reads the seed
+    # from metadata and the sampling params from the body's responses_create_params, and returns no logprobs.
+    agent_server: bool = False
+    # One request may ask for n choices (repeat_mode: n).
+    n_choices: bool = False
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "agent": Protocol(
+        "/run",
+        lambda prompt, params, model, n, token_data, indices: build_agent_body(prompt.row, params, model, indices),
+        lambda reply, n, max_output_tokens: parse_agent_reply(reply, max_output_tokens),
+        agent_server=True,
+    ),
+    "responses": Protocol(
+        "/v1/responses",
+        lambda prompt, params, model, n, token_data, indices: build_responses_body(params, model, token_data),
+        lambda reply, n, max_output_tokens: parse_responses_reply(reply, max_output_tokens),
+    ),
+    "chat": Protocol(
+        "/v1/chat/completions",
+        lambda prompt, params, model, n, token_data, indices: build_chat_body(
+            prompt.messages, params, model, n, token_data
+        ),
+        parse_chat_reply,
+        n_choices=True,
+    ),
+}
 
 
 def sampling_params(protocol: str, row: dict, overrides: dict, seed: int | None) -> dict:
@@ -54,7 +96,7 @@ def sampling_params(protocol: str, row: dict, overrides: dict, seed: int | None)
     params = dict(row["responses_create_params"])
     params.update({k: v for k, v in overrides.items() if v is not None})
     if seed is not None:
-        if protocol == "agent":
+        if PROTOCOLS[protocol].agent_server:
             params["metadata"] = {**(params.get("metadata") or {}), "seed": str(seed)}
         else:
             params["seed"] = seed
@@ -71,7 +113,7 @@ def choice_params(params: dict, choice: int) -> dict:
 
 def build_body(
     protocol: str,
-    row: dict,
+    prompt: Prompt,
     params: dict,
     model: str | None,
     n: int = 1,
@@ -89,14 +131,9 @@ def build_body(
     if extra_body is not None and not isinstance(extra_body, dict):
         raise UserError(f"responses_create_params.extra_body: expected an object, got {type(extra_body).__name__}")
     params = {k: v for k, v in params.items() if k not in ("extra_body", "stream")}
-    if protocol == "agent":
-        body = build_agent_body(row, params, model, indices)
-    elif protocol == "responses":
-        body = build_responses_body(params, model, token_data)
-    else:
-        body = build_chat_body(row, params, model, n, token_data)
+    body = PROTOCOLS[protocol].build(prompt, params, model, n, token_data, indices)
     # The OpenAI client's extra_body: its keys go into the request body itself (vLLM's top_k, guided_json, ...).
-    target = body["responses_create_params"] if protocol == "agent" else body
+    target = body["responses_create_params"] if PROTOCOLS[protocol].agent_server else body
     target.update(extra_body or {})
     return body
 
@@ -106,8 +143,4 @@ def parse_reply(protocol: str, reply: Any, n: int = 1, max_output_tokens: Any = 
     NotFinished when it is well formed but no finished generation (never to be scored)."""
     if not isinstance(reply, dict):
         raise InvalidReply("reply is not a JSON object")
-    if protocol == "agent":
-        return parse_agent_reply(reply, max_output_tokens)
-    if protocol == "responses":
-        return parse_responses_reply(reply, max_output_tokens)
-    return parse_chat_reply(reply, n, max_output_tokens)
+    return PROTOCOLS[protocol].parse(reply, n, max_output_tokens)

@@ -65,7 +65,7 @@ def gym_failure_kind(cause: str, reply: Any = None) -> str | None:
 def build_agent_body(row: dict, params: dict, model: str | None, indices: tuple[int, int] = (0, 0)) -> dict:
     """The /run body: the row's public fields, the sampling params (and model) as responses_create_params, and the
     rollout's task and rollout index, which NeMo Gym's agents key their trajectory and model-call capture on."""
-    body = {k: v for k, v in row.items() if not k.startswith("_")}
+    body = dict(row)
     body["responses_create_params"] = params
     if model and "model" not in params:
         body["responses_create_params"] = {**params, "model": model}

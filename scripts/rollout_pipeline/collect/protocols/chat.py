@@ -114,7 +114,9 @@ def _map_tool_choice(choice: Any) -> Any:
     return choice
 
 
-def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, token_data: str | None = None) -> dict:
+def build_chat_body(
+    messages: list[dict], params: dict, model: str | None, n: int = 1, token_data: str | None = None
+) -> dict:
     """The chat-completions body for one request (n choices). Raises UserError for params it cannot map."""
     if params.get("truncation") not in (None, "disabled"):
         raise UserError(
@@ -142,9 +144,9 @@ def build_chat_body(row: dict, params: dict, model: str | None, n: int = 1, toke
     if token_data == "ids":
         body["return_token_ids"] = True  # vLLM >= 0.10.2 and SGLang; other servers ignore or refuse it
     body["messages"] = (
-        row["_messages"]
+        messages
         if not params.get("instructions")
-        else ([{"role": "system", "content": params["instructions"]}] + row["_messages"])
+        else ([{"role": "system", "content": params["instructions"]}] + messages)
     )
     seed = (params.get("metadata") or {}).get("seed")
     if seed is not None and "seed" not in body:  # a row's own metadata.seed: chat servers read a top-level seed
