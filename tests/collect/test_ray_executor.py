@@ -21,7 +21,7 @@ from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, paused, write_params
+from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, paused, wait_for, write_params
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +204,7 @@ def test_with_no_address_the_run_starts_a_local_ray_instance_and_shuts_it_down(p
         assert result.returncode == 0, result.stderr
         assert (project / "alone.jsonl").read_bytes() == local_output
         assert _stats(project, "alone.jsonl")["ray"]["nodes"] == 1
-        time.sleep(1)
-        assert _processes_with_env(f"RAY_TMPDIR={ray_tmp}") == []  # every process of that instance is gone
+        wait_for(lambda: _processes_with_env(f"RAY_TMPDIR={ray_tmp}") == [])  # every process of that instance goes
     finally:
         subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
 

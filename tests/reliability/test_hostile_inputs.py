@@ -207,14 +207,12 @@ def test_a_where_that_never_ends_is_stopped_within_its_time_limit_and_leaves_not
 def test_sigterm_stops_a_hanging_where_with_no_temp_file(tmp_path):
     import signal
     import subprocess
-    import time
 
     command, out = _filter_setup(tmp_path, "until(false; .)", timeout_s=60)
     from reliability_support import children_of, wait_until
 
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_until(lambda: children_of(process.pid), timeout=30)  # the watchdog's child is running `where`
-    time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 143 and "terminated; nothing was written" in stderr
@@ -353,7 +351,6 @@ def test_an_output_without_jsonl_is_refused_so_x_and_x_jsonl_never_share_side_fi
 
 def test_rows_appended_while_a_run_is_going_wait_for_the_next_run(tmp_path):
     import subprocess
-    import time
 
     from reliability_support import collect_command
     from rollout_pipeline.reference.embedded import start_embedded_server
@@ -367,7 +364,6 @@ def test_rows_appended_while_a_run_is_going_wait_for_the_next_run(tmp_path):
         )
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert process.stdout.readline().startswith("Found 20 rows!")  # the scan is done: the run is going
-        time.sleep(0.3)
         with open(prompts, "a") as handle:
             handle.write(json.dumps({"prompt": "What is 100 + 1?", "expected_answer": "101"}) + "\n")
         _, stderr = process.communicate(timeout=60)

@@ -245,8 +245,8 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_and_keeps_what_every_
 
 def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(tmp_path, many_prompts):
     # The parent acts on a Ctrl-C between two frames (never halfway through storing one), and it checks for
-    # one even when no frame comes: here every request takes 20 s.
-    with start_embedded_server(["--latency-ms", "20000"]) as server:
+    # one even when no frame comes: here the server holds every request until the run has stopped.
+    with start_embedded_server([]) as server, paused(server.url):
         command = collect_command(
             tmp_path, many_prompts, tmp_path / "out.jsonl", fast_agent(server.url, timeout_s=60), extra=THREE, **RUN
         )
@@ -254,8 +254,8 @@ def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(t
             command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default
         )
         try:
-            assert wait_until(lambda: len(children_of(process.pid)) == 3, 30)
-            time.sleep(0.5)
+            # Every slot of the three processes waits for a reply.
+            assert wait_until(lambda: held_requests(server.url) == RUN["num_samples_in_parallel"], 60)
             sent = time.monotonic()
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=30)

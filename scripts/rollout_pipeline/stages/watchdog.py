@@ -53,32 +53,33 @@ def run_watched(
     page = mmap.mmap(-1, _BEAT.size)
     started = time.monotonic()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # the child: do the work, report through the exit code
-        code = 1
-        try:
-            _die_with(parent)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = work(Heartbeat(page)) or 0
-        except UserError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            code = 2
-        except BaseException:  # a bug: show it, as the stage would have
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
     stopped: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
         stopped.append(signum)
 
+    # Installed before the fork: a Ctrl-C or SIGTERM while the child starts is acted on, not the default death.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        pid = os.fork()
+        if pid == 0:  # the child: do the work, report through the exit code
+            code = 1
+            try:
+                _die_with(parent)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = work(Heartbeat(page)) or 0
+            except UserError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                code = 2
+            except BaseException:  # a bug: show it, as the stage would have
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
         last_count, last_change = 0, started
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
