@@ -25,7 +25,7 @@ from rollout_pipeline.collect.run_input import parse_row
 from rollout_pipeline.jsonl import dumps
 
 NAME = "vllm_server"
-PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 8, 64, 0.8  # 8: see cli/demo_real.py
+PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 32, 64, 0.8  # make demo-real's settings
 TARGET = 0.97
 SAMPLING = {"temperature": TEMPERATURE, "max_output_tokens": MAX_TOKENS}
 
