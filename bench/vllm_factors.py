@@ -24,7 +24,6 @@ import aiohttp
 import orjson
 
 from benchlib import ROOT
-from rollout_pipeline.cli.local_server import running
 from rollout_pipeline.cli.vllm_server import MODEL_NAME, vllm_server
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.protocols import build_body, sampling_params
@@ -102,7 +101,8 @@ def main() -> None:
     started = time.monotonic()
     prompts = Path(server.log_path).with_suffix(".prompts.jsonl")
     write_prompt_set(prompts, 50, "easy", seed=1)
-    with running(server):
+    try:
+        server.start()
         print(f"started in {time.monotonic() - started:.0f} s; log {server.log_path}", flush=True)
         asyncio.run(load(server.url, demo_bodies(prompts, True, "logprobs")[:4], 4))  # warm-up
         for run in args.runs.split(","):
@@ -113,6 +113,8 @@ def main() -> None:
             bodies = demo_bodies(prompts, options.get("seed", "1") == "1", None if token_data == "none" else token_data)
             result = asyncio.run(load(server.url, (bodies * (1 + total // len(bodies)))[:total], parallel))
             print("RESULT", run, orjson.dumps(result).decode(), flush=True)
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
