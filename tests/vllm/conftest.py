@@ -38,9 +38,9 @@ def vllm(vllm_python) -> LocalServer:
     running on that loopback port (started by `python -m rollout_pipeline.cli.vllm_server`), for quick edits."""
     port = os.environ.get("VLLM_TIER_PORT")
     if port:
-        yield vllm_server(vllm_python, port=int(port))  # not started: it is already up
+        yield vllm_server(vllm_python, lora=True, port=int(port))  # not started: it is already up
         return
-    with running(vllm_server(vllm_python)) as server:
+    with running(vllm_server(vllm_python, lora=True)) as server:
         yield server
 
 

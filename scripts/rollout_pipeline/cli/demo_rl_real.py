@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     venv = Path(python).parent.parent
     started = time.monotonic()
-    with running(vllm_server(server_python, port=server_port(params))) as server:
+    with running(vllm_server(server_python, lora=True, port=server_port(params))) as server:
         print(
             f"vLLM serving SmolLM2-135M at {server.url} (log: {server.log_path}); the loop runs in {copy}", flush=True
         )
