@@ -155,7 +155,7 @@ demo-real: setup setup-vllm ## collect 200 rollouts from SmolLM2-135M under vLLM
 	$(PY) scripts/demo_real.py --server vllm --server-python $(abspath $(VLLM_VENV))/bin/python
 
 # The RL loop on SmolLM2-135M: vLLM with runtime LoRA, the LoRA trainer, params.rl-real.yaml; in data/demo-rl-real/.
-demo-rl-real: setup setup-vllm ## run the RL loop on a real model (N=5 iterations, about 25 minutes on 2 cores)
+demo-rl-real: setup setup-vllm ## run the RL loop on a real model (N=5 iterations: about 17 minutes measured on 2 cores)
 	$(PY) scripts/demo_rl_real.py --vllm-venv $(VLLM_VENV) --iterations $(or $(N),5)
 
 demo-real-llama: setup setup-real ## the same, smaller, on llama-cpp-python's server (the cheap real-model tier)
