@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from report_testkit import EVIL, EXPECTED_ROWS, PROGRESS, build_report, build_sample_run
+from report_testkit import EVIL, EXPECTED_ROWS, PROGRESS, build_report, build_sample_run, run
 from rollout_pipeline.stages.groups import iter_groups
 from rollout_pipeline.stages.report_data import BrowserConfig, pick_rows, summarize_rollouts
 from rollout_pipeline.stages.report_pages import navigation, rl_loop_page
@@ -140,3 +140,20 @@ def test_the_rl_page_table_shows_the_on_policy_error_each_iteration_s_trainer_re
     rows = [{**row, "token_mult_prob_error": 1.0312 if row["iteration"] == 1 else None} for row in PROGRESS]
     table = rl_loop_page(rows, EVAL, navigation(["rl"])).split("<h2>Iterations</h2>")[1]
     assert "on-policy error (token_mult_prob_error)" in table and "1.0312" in table
+
+
+def test_the_rl_loop_page_alone_needs_only_the_progress_file_and_links_nowhere_else(tmp_path):
+    # A loop run without the objectives' collections (make demo-rl-real) has metrics/rl_progress.csv and nothing more.
+    (tmp_path / "sample").mkdir()
+    sample = build_report(build_sample_run(tmp_path / "sample"))
+    loop_only = tmp_path / "loop-only"
+    (loop_only / "metrics").mkdir(parents=True)
+    (loop_only / "metrics/rl_progress.csv").write_bytes((sample.parent / "metrics/rl_progress.csv").read_bytes())
+    (loop_only / "params.yaml").write_bytes((sample.parent / "params.yaml").read_bytes())
+    printed = run(loop_only, "report", "--rl-loop-only", "--out", "reports").stdout
+    assert [p.name for p in (loop_only / "reports").iterdir()] == ["rl-loop.html"]
+    assert "reports/rl-loop.html: rl-loop.html written" in printed
+    page = (loop_only / "reports/rl-loop.html").read_text()
+    assert re.findall(r'href="([^"#]+)"', page) == ["rl-loop.html"]
+    # The same page as in the full report, but for the navigation bar.
+    assert page.split("</nav>")[1] == (sample / "rl-loop.html").read_text().split("</nav>")[1]

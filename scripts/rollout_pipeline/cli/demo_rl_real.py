@@ -4,8 +4,8 @@ The copy (data/demo-rl-real/, a git repository of its own) has the project's tra
 merged into params.yaml and `.venv-vllm` linked to the vLLM tier; it is kept between runs, so running the demo again
 runs only what changed (DVC), and a larger N adds iterations. The demo starts vLLM on the port params.rl-real.yaml
 names, loads the adapters trained by earlier runs (a new server knows none), runs `make rl-iter N=...` there, measures
-the base model the way rl_eval measures each checkpoint, and prints eval reward, collection reward and on-policy
-error per iteration with the eval's noise band.
+the base model the way rl_eval measures each checkpoint, prints eval reward, collection reward and on-policy
+error per iteration with the eval's noise band, and writes the report's RL loop page (reports/rl-loop.html there).
 """
 
 from __future__ import annotations
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             copy,
             env,
         )
+    # Only the RL loop's page: the demo collects no objectives, so the full report has nothing else to draw.
+    _run([python, "scripts/report.py", "--rl-loop-only", "--out", "reports"], copy)
     print(
         f"\nbase model (checkpoint 000), evaluated as rl_eval: eval_reward {mean:.3f} +- {band:.3f} "
         f"(95% band over {len({r['task_index'] for r in base})} held-out prompts)"

@@ -2,6 +2,7 @@
 
     python scripts/report.py                      # reports/ from params.yaml's objectives and the pipeline's files
     python scripts/report.py --plots-template T   # write the offline HTML template that `make plots` gives DVC
+    python scripts/report.py --rl-loop-only       # only the RL loop's page, from metrics/rl_progress.csv alone
 
 Reads data/rollouts/<objective>.jsonl (and .failures.ndjson, and the run's .stats.json for retries),
 metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, metrics/profile/<objective>.json, and
@@ -64,6 +65,13 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str | Path = paths.RO
     return sorted(pages)
 
 
+def build_rl_loop_report(params: dict, out_dir: str) -> list[str]:
+    """Write the RL loop's page alone (a loop run without the objectives' collections, such as make demo-rl-real)."""
+    page = rl_loop_page(read_progress(paths.RL_PROGRESS_CSV), params["rl"]["eval"], [(RL_LOOP_PAGE, "RL loop")])
+    write_pages(out_dir, {RL_LOOP_PAGE: page})
+    return [RL_LOOP_PAGE]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -75,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="write only the offline template for `dvc plots show --html-template` to PATH",
     )
+    parser.add_argument(
+        "--rl-loop-only",
+        action="store_true",
+        help="write only the RL loop's page, which needs nothing but metrics/rl_progress.csv",
+    )
     args = parser.parse_args(argv)
     if args.plots_template:
         path = Path(args.plots_template)
@@ -82,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(offline_plots_template(), encoding="utf-8")
         print(f"offline plots template -> {path}")
         return 0
-    names = build_report(load_params(args.params), args.out)
-    print(f"{len(names)} pages -> {args.out}/index.html ({', '.join(names)}); open it in a browser, no network needed")
+    build = build_rl_loop_report if args.rl_loop_only else build_report
+    names = build(load_params(args.params), args.out)
+    opening = "index.html" if "index.html" in names else names[0]
+    print(f"{args.out}/{opening}: {', '.join(names)} written; open it in a browser, no network needed")
     return 0
 
 
