@@ -13,12 +13,16 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
+UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) -c requirements.lock --compile-bytecode
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@# uv installs the pinned set (pip installs uv, pinned in the lock too): the same packages as pip, in about a third
+	@# of the CPU time (bench/RESULTS.md), which is most of a fresh clone's `make test` set-up.
 	@# The machine's pip config lists optional local indexes; their 'is ignored' notices are noise.
-	@# Byte-compiled at install (pip's default), not left to each import: with PYTHONDONTWRITEBYTECODE set, as it
-	@# is on some machines, nothing would ever be cached, and every process of the test suite compiled sympy again.
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock uv 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	@# Byte-compiled at install, not left to each import: with PYTHONDONTWRITEBYTECODE set, as it is on some
+	@# machines, nothing would ever be cached, and every process of the test suite compiled sympy again.
+	$(UV_INSTALL) -e '.[test]'
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
@@ -28,7 +32,7 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
 # The Ray executor's optional extra (--executor ray): `make test-more` installs it; `make run` and `make test` do without.
 $(RAY_STAMP): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,ray]' 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(UV_INSTALL) -e '.[test,ray]'
 	@touch $@
 
 setup-ray: $(RAY_STAMP) ## install the Ray executor's optional extra into .venv (idempotent)
@@ -195,7 +199,7 @@ clean: ## remove generated data and caches (keeps .venv)
 
 lock: ## re-pin every dependency into requirements.lock
 	rm -rf /tmp/rollout-lock-venv && python3 -m venv /tmp/rollout-lock-venv
-	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test,ray]'
+	/tmp/rollout-lock-venv/bin/pip install -q -e '.[test,ray]' uv
 	{ head -2 requirements.lock; /tmp/rollout-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rollout'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 

