@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from rollout_pipeline.rl.loop import progress_csv
+from rollout_pipeline.rl.progress import progress_csv
 from stage_testkit import make_rollout, random_rollouts, write_rollouts
 from support import PY, SCRIPTS, agent, write_params
 

@@ -34,13 +34,15 @@ _INLINE_SCORING = [
 _COLLECTING = ["rollout_pipeline.cli.serve", "rollout_pipeline.collect.ray_executor"]
 # params.yaml is validated by the models (params) when its content was not validated before (cli/stage_args).
 _VALIDATING = ["rollout_pipeline.params"]
+# An RL iteration's collection: its plan and its reward line (cli/collect imports them when it runs one).
+_RL_COLLECTING = ["rollout_pipeline.rl.plans", "rollout_pipeline.rl.progress"]
 RUNS_ALSO = {
     # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'.
     "collect": _COLLECTING + _VALIDATING,
     **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],
     # The RL loop scores as it collects: a new verdict changes the next checkpoint, and every later generation.
-    "rl_collect": _COLLECTING + _INLINE_SCORING + _VALIDATING + ["rollout_pipeline.rl.loop"],
+    "rl_collect": _COLLECTING + _INLINE_SCORING + _VALIDATING + _RL_COLLECTING,
     "rl_eval": _COLLECTING + _INLINE_SCORING,
     # rl.train.cmd's default and the real-model recipe's trainer (params.rl-real.yaml), child processes
     "rl_train": ["scripts/train.py", "rollout_pipeline.rl.lora_trainer"],

@@ -435,7 +435,7 @@ def test_running_a_finished_standalone_command_again_asks_nothing_unless_forced(
 def test_the_exact_reward_sum_stays_small_and_its_mean_exact_for_rewards_near_the_float_maximum():
     """A sum of 1e308s overflows a float: it used to leave a nan partial per value (quadratic: 20,000 rollouts
     took 49 s at the end of the run) and a nan mean."""
-    from rollout_pipeline.collect.progress import ExactSum
+    from rollout_pipeline.collect.exact_sum import ExactSum
 
     total = ExactSum()
     for _ in range(20_000):

@@ -24,16 +24,10 @@ from rollout_pipeline.params import validate_params
 from rollout_pipeline.reference import policy
 from rollout_pipeline.reference.checkpoints import REFERENCE_PATH, load_checkpoint, reference_checkpoint
 from rollout_pipeline.rl.hooks import command_argv, run_train, run_update
-from rollout_pipeline.rl.loop import (
-    checkpoint_fingerprint,
-    extend_params,
-    format_table,
-    model_name,
-    progress_csv,
-    progress_rows,
-    scheduled_entry,
-    scheduled_temperature,
-)
+from rollout_pipeline.rl.loop import extend_params
+from rollout_pipeline.rl.names import checkpoint_fingerprint, model_name
+from rollout_pipeline.rl.progress import format_table, progress_csv, progress_rows
+from rollout_pipeline.rl.schedule import scheduled_entry, scheduled_temperature
 from rollout_pipeline.rl.trainer import correct_probability, read_batch, train
 from rollout_pipeline.stages.prompt_sets import generate_rows
 from support import ROOT, agent, write_params

@@ -102,7 +102,8 @@ def settings_from_rl_iteration(
 ) -> CollectSettings:
     """Iteration NNN of the RL loop: its entry in rl.iterations, rl.collect, and the previous checkpoint as model."""
     with guarded_imports():
-        from rollout_pipeline.rl.loop import checkpoint_fingerprint, checkpoint_path, collect_plan, iteration_key
+        from rollout_pipeline.rl.names import checkpoint_fingerprint, checkpoint_path, iteration_key
+        from rollout_pipeline.rl.plans import collect_plan
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = collect_plan(params, key, params_path)
@@ -122,7 +123,8 @@ def settings_from_rl_iteration(
 def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool = True) -> CollectSettings:
     """The fixed-temperature evaluation of checkpoint NNN (rl.eval), with that checkpoint as model."""
     with guarded_imports():
-        from rollout_pipeline.rl.loop import checkpoint_fingerprint, checkpoint_path, eval_plan, iteration_key
+        from rollout_pipeline.rl.names import checkpoint_fingerprint, checkpoint_path, iteration_key
+        from rollout_pipeline.rl.plans import eval_plan
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = eval_plan(params, key, params_path)
@@ -255,7 +257,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if options.rl_iteration:
         with guarded_imports():
             from rollout_pipeline.rl.dynamic_sampling import collect_informative, sampling_metrics_path
-            from rollout_pipeline.rl.loop import average_reward, iteration_key, reward_line
+            from rollout_pipeline.rl.names import iteration_key
+            from rollout_pipeline.rl.progress import average_reward, reward_line
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
         _apply_run_options(settings, options)

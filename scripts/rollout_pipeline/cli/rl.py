@@ -24,18 +24,10 @@ from rollout_pipeline.jsonl import atomic_writer
 from rollout_pipeline.params import PARAMS_FILE, load_params
 from rollout_pipeline.rl.curriculum import prompts_path, run_select
 from rollout_pipeline.rl.hooks import init_checkpoint, run_train, run_update
-from rollout_pipeline.rl.loop import (
-    PROGRESS_CSV,
-    extend_params,
-    format_table,
-    iteration_entry,
-    iteration_key,
-    metrics_path,
-    progress_csv,
-    progress_rows,
-    repro_targets,
-    rollouts_path,
-)
+from rollout_pipeline.rl.loop import extend_params, repro_targets
+from rollout_pipeline.rl.names import PROGRESS_CSV, iteration_key, metrics_path, rollouts_path
+from rollout_pipeline.rl.progress import format_table, progress_csv, progress_rows
+from rollout_pipeline.rl.schedule import iteration_entry
 from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 

@@ -18,7 +18,7 @@ with guarded_imports():  # the collector's imports take ~0.3 s: a Ctrl-C meanwhi
     from rollout_pipeline.collect.collector import Collector
     from rollout_pipeline.errors import run_cli
     from rollout_pipeline.params import PARAMS_FILE, load_params
-    from rollout_pipeline.rl.loop import eval_metrics_path, iteration_key
+    from rollout_pipeline.rl.names import eval_metrics_path, iteration_key
     from rollout_pipeline.stages.health import HealthConfig
     from rollout_pipeline.stages.rollout_metrics import run_metrics
 

@@ -31,11 +31,12 @@ except ImportError:
 
 from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
-from rollout_pipeline.collect.progress import InputPrefix, ProgressStore
+from rollout_pipeline.collect.progress import ProgressStore
 from rollout_pipeline.collect.protocols import PROTOCOLS
 from rollout_pipeline.collect.protocols.agent import MASKED
 from rollout_pipeline.collect.records import failure_entry
 from rollout_pipeline.collect.redact import Redactor, agent_headers, without_credentials
+from rollout_pipeline.collect.resume import InputPrefix
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.verifier_kind import verifier_kind

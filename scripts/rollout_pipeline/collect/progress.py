@@ -1,11 +1,8 @@
 """The progress file: finished rollouts streamed to disk as they complete, so a crash or Ctrl-C loses nothing.
 
 It lives beside the output as ``.<name>.progress.jsonl`` — outside DVC's declared outputs, because DVC deletes
-those before it runs a stage. Its first line is the run identity (hash of the input rows used, the agent and
-the effective settings); a resume only happens when it matches. A run whose input extends the previous run's by
-whole rows (prompts appended, a larger limit) takes over its finished rollouts: they sit at the same indices.
-A run with other settings (a typo in the seed, an edited prompt) never destroys progress: the old file is set
-aside as ``.<name>.progress.<identity hash>.jsonl``, and a later run with the old identity takes it up again. Each further line is one rollout record, or a skip
+those before it runs a stage. Its first line is the run identity, which says whether a run takes it up
+(collect/resume.py). Each further line is one rollout record, or a skip
 marker ``{"task_index", "rollout_index", "skipped": cause, "error"}`` for a rollout that can never be scored (its
 prompt does not fit the model's context), so a resume does not send it again. A truncated last line (a crash
 mid-write) is cut off on open.
@@ -19,17 +16,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
-import hashlib
-import math
 import os
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from rollout_pipeline.collect.run_input import prefix_sha256
+from rollout_pipeline.collect.exact_sum import ExactSum
+from rollout_pipeline.collect.resume import InputPrefix, identity_change, source_change, swap_in_own_progress
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer, dumps
 
@@ -41,30 +36,10 @@ def progress_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.progress.jsonl")
 
 
-def identity_hash(identity: object) -> str:
-    """A short, stable name for a run identity (what a set-aside progress file is named by)."""
-    return hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
-
-
-@dataclass(frozen=True)
-class InputPrefix:
-    """The input file and how many of its bytes the run uses (its identity's input_sha256 covers them)."""
-
-    path: Path
-    bytes: int
-
-    def extends(self, previous_header: dict) -> bool:
-        """Whether a previous run's input is a prefix of this one's, whole rows only (rows were appended, or the
-        limit was raised): its finished rollouts are then rollouts of this run too, at the same indices."""
-        size = previous_header.get("input_bytes")
-        identity = previous_header.get("run_identity")
-        if not isinstance(size, int) or not isinstance(identity, dict) or not 0 < size <= self.bytes:
-            return False
-        return prefix_sha256(self.path, size) == identity.get("input_sha256")
-
-
-def set_aside_path(output: Path, identity: object) -> Path:
-    return output.with_name(f".{output.name}.progress.{identity_hash(identity)}.jsonl")
+def skip_marker(task_index: int, rollout_index: int, cause: str, error: str, kind: str | None = None) -> bytes:
+    """The line of a rollout done without a record; `kind` is NeMo Gym's failure_kind, when it named one."""
+    marker = {"task_index": task_index, "rollout_index": rollout_index, "skipped": cause, "error": error}
+    return dumps({**marker, **({"failure_kind": kind} if kind else {})}) + b"\n"
 
 
 class ProgressStore:
@@ -108,7 +83,11 @@ class ProgressStore:
         """Resume from a matching progress file, or start fresh (saying why in `resume_note`)."""
         header = self._header()
         self._lock()
-        self._swap_in_own_progress()
+        moved, self.set_aside_note = swap_in_own_progress(self.path, self.output, self.identity, self.input, header)
+        if moved:  # our lock was on the file that moved: take it on the one now at the progress path
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            self._lock()
         if self.path.stat().st_size > 0:  # empty: just created by _lock, nothing to resume
             reason = self._load_existing()
             if reason is None:
@@ -133,73 +112,6 @@ class ProgressStore:
         if self.input is not None:
             fields["input_bytes"] = self.input.bytes
         return dumps(fields) + b"\n"
-
-    def _swap_in_own_progress(self) -> None:
-        """Progress of other settings is set aside, not truncated; progress of ours set aside earlier comes back;
-        progress of a run whose input this one's extends is taken over."""
-        header = self._read_header()
-        previous = header.get("run_identity") if isinstance(header, dict) else header
-        current = orjson.loads(dumps(self.identity))
-        if previous is _UNREADABLE or previous == current:
-            return  # resume as it is, or (unreadable) say why and start fresh, as before
-        if self._extended_by_this_run(header, current):
-            self._take_over(header)
-            return
-        mine = set_aside_path(self.output, current)
-        moved = False
-        if previous is not None:
-            aside = set_aside_path(self.output, previous)
-            os.replace(self.path, aside)
-            moved = True
-            self.set_aside_note = (
-                f"{_identity_change(previous, current)}; the previous progress is kept in {aside} "
-                "(run with those settings again to resume it)"
-            )
-        if mine.exists():
-            os.replace(mine, self.path)
-            moved = True
-        if moved:  # our lock was on the file that moved: take it on the one now at the progress path
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            self._lock()
-
-    def _read_header(self) -> object:
-        """The progress file's header: None when the file is empty, _UNREADABLE when broken."""
-        with open(self.path, "rb") as handle:
-            first = handle.readline()
-        if not first:
-            return None
-        try:
-            header = orjson.loads(first)
-            header["run_identity"]  # noqa: B018 -- a header without an identity is a broken one
-            return header
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _UNREADABLE
-
-    def _extended_by_this_run(self, header: dict | None, current: dict) -> bool:
-        if header is None or self.input is None:
-            return False
-        previous = header["run_identity"]
-        if not isinstance(previous, dict) or {**previous, "input_sha256": None} != {**current, "input_sha256": None}:
-            return False
-        return self.input.extends(header)
-
-    def _take_over(self, header: dict) -> None:
-        """Keep the previous run's finished rollouts under this run's header: a new file (the old lines, streamed)
-        renamed over the old one, so a crash midway leaves the old progress as it was."""
-        size = header["input_bytes"]
-        with atomic_writer(self.path) as out, open(self.path, "rb") as old:
-            old.readline()
-            out.write(self._header())
-            while chunk := old.read(1024 * 1024):
-                out.write(chunk)
-        os.close(self._lock_fd)  # the lock was on the replaced file: take it on the new one
-        self._lock_fd = None
-        self._lock()
-        self.set_aside_note = (
-            f"the input grew past the previous run's {size:,} bytes (rows appended, or a larger "
-            "limit): its finished rollouts are kept"
-        )
 
     def _lock(self) -> None:
         """One collector per output at a time: two would interleave their appends and corrupt each other's
@@ -229,7 +141,7 @@ class ProgressStore:
             except (orjson.JSONDecodeError, AttributeError):
                 return "the previous progress file has no readable header"
             if not first.endswith(b"\n") or old != orjson.loads(dumps(self.identity)):
-                return _identity_change(old, self.identity)
+                return identity_change(old, self.identity)
             good_end = handle.tell()
             for line in iter(handle.readline, b""):
                 if not line.endswith(b"\n"):
@@ -264,11 +176,7 @@ class ProgressStore:
             + (f", {self.retried_skips} {'/'.join(self.retry_skipped)} sent again" if self.retried_skips else "")
         )
         if self.done and "source" in previous and previous["source"] != orjson.loads(dumps(self.source)):
-            self.resume_note += (
-                f" (fetched from {_urls(previous['source'])}; this run asks {_urls(self.source)}: "
-                f"if that serves other weights under the same model name, delete {self.path} "
-                "to start fresh)"
-            )
+            self.resume_note += source_change(previous["source"], self.source, self.path)
         return None
 
     @staticmethod
@@ -288,18 +196,13 @@ class ProgressStore:
                         entry = orjson.loads(line)
                         if entry.get("skipped") and entry.get("cause") != retry_cause:
                             out.write(
-                                dumps(
-                                    {
-                                        "task_index": entry["task_index"],
-                                        "rollout_index": entry["rollout_index"],
-                                        "skipped": entry["cause"],
-                                        "error": entry.get("error", ""),
-                                        **(
-                                            {"failure_kind": entry["failure_kind"]} if entry.get("failure_kind") else {}
-                                        ),
-                                    }
+                                skip_marker(
+                                    entry["task_index"],
+                                    entry["rollout_index"],
+                                    entry["cause"],
+                                    entry.get("error", ""),
+                                    entry.get("failure_kind"),
                                 )
-                                + b"\n"
                             )
 
     # -- during the run --------------------------------------------------------------------------
@@ -313,12 +216,7 @@ class ProgressStore:
         if self.offsets[rank] != NOT_DONE:
             return  # delivered twice (it cannot happen; if it did, counting it twice would hide a missing one)
         offset = self._end
-        try:
-            self._append(line)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # no fragment for the next record to be appended after
-                os.ftruncate(self._handle.fileno(), self._end)
-            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
+        self._append_kept(line)
         self.offsets[rank] = offset
         self.done += 1
         self.reward_sum.add(reward)
@@ -330,21 +228,7 @@ class ProgressStore:
         assert self._handle is not None
         if self.offsets[rank] != NOT_DONE:
             return
-        line = dumps(
-            {
-                "task_index": task_index,
-                "rollout_index": rollout_index,
-                "skipped": cause,
-                "error": message,
-                **({"failure_kind": kind} if kind else {}),
-            }
-        )
-        try:
-            self._append(line + b"\n")
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._handle.fileno(), self._end)
-            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
+        self._append_kept(skip_marker(task_index, rollout_index, cause, message, kind))
         self.offsets[rank] = SKIPPED
         self.skips.append((task_index, rollout_index, cause, message))
         if kind:
@@ -366,6 +250,16 @@ class ProgressStore:
         while written < len(data):  # a short write (rare: a signal, a full disk) continues where it stopped
             written += self._handle.write(memoryview(data)[written:])
         self._end += len(data)
+
+    def _append_kept(self, data: bytes) -> None:
+        """Append a rollout's line; a failed write leaves no fragment for the next line to follow, and says that what
+        was finished so far is kept."""
+        try:
+            self._append(data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._handle.fileno(), self._end)
+            raise UserError(f"{self.path}: cannot append ({exc.strerror}); finished rollouts so far are kept") from None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -398,67 +292,3 @@ class ProgressStore:
         other collector can take it up in between)."""
         self.path.unlink(missing_ok=True)
         self.close()
-
-
-_UNREADABLE = object()
-
-
-class ExactSum:
-    """A running sum of floats that is exact until the final rounding, so it does not depend on the order the
-    values arrive in (Shewchuk's algorithm, as math.fsum): rollouts finish in any order, resumed ones first,
-    and the mean reward must not change with that. Usually one partial; adding one costs well under a us.
-
-    Values are kept scaled down by 2**64 (exact: a power of two), so that rewards near the float maximum (1e308)
-    never overflow a partial: an overflowed one turned every later partial into nan, one more per value, and the
-    sum quadratic (20,000 rollouts at 1e308 took 49 s)."""
-
-    SCALE = 2.0**-64
-
-    def __init__(self) -> None:
-        self._partials: list[float] = []
-
-    def add(self, x: float) -> None:
-        x *= self.SCALE
-        partials = self._partials
-        i = 0
-        for y in partials:
-            if abs(x) < abs(y):
-                x, y = y, x
-            high = x + y
-            low = y - (high - x)
-            if low:
-                partials[i] = low
-                i += 1
-            x = high
-        partials[i:] = [x]
-
-    @property
-    def value(self) -> float:
-        """The sum (inf when it is beyond the float range)."""
-        return math.fsum(self._partials) / self.SCALE
-
-    def mean(self, count: int) -> float:
-        """The sum divided by `count`, scaled back only after the division (a mean of 1e308s is 1e308)."""
-        return math.fsum(self._partials) / count / self.SCALE
-
-
-def _identity_change(old: dict, new: dict) -> str:
-    """One line saying what differs between two run identities."""
-    if not isinstance(old, dict):
-        return "the previous run's identity is unreadable"
-    if old.get("input_sha256") != new.get("input_sha256"):
-        return "the input file changed since the previous run"
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        if key != "input_sha256" and old.get(key) != new.get(key):
-            changed.append(f"{key} {_short(old.get(key))} -> {_short(new.get(key))}")
-    return "settings changed since the previous run: " + "; ".join(changed) if changed else "the run identity changed"
-
-
-def _short(value: object) -> str:
-    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _urls(source: object) -> str:
-    return ", ".join(map(str, source)) if isinstance(source, list) else str(source)

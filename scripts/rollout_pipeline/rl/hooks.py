@@ -30,16 +30,16 @@ import requests
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.reference.checkpoints import REFERENCE_NAME, REFERENCE_PATH
-from rollout_pipeline.rl.loop import (
+from rollout_pipeline.rl.names import (
     INIT_KEY,
     INIT_RECORD,
     checkpoint_fingerprint,
     checkpoint_path,
-    iteration_entry,
     model_name,
     rollouts_path,
     train_metrics_path,
 )
+from rollout_pipeline.rl.schedule import iteration_entry
 
 DEFAULT_UPDATE_BODY = {"model": "{model}", "checkpoint": "{checkpoint}", "iteration": "{iteration}"}
 
