@@ -8,14 +8,11 @@ from pathlib import Path
 
 from rollout_pipeline import paths
 from rollout_pipeline.cli.start_guard import guarded_imports
-from rollout_pipeline.settings import PARAMS_FILE, stage_objective, validated_once
-
-# The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
-PARAMS_CODE = ("params.py", "settings.py")
+from rollout_pipeline.settings import PARAMS_CODE, PARAMS_FILE, stage_objective, validated_once
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
-    """params.yaml, validated: by the models in params.py (pydantic) the first time this content is seen, read
+    """params.yaml, validated: by the models in params/ (pydantic) the first time this content is seen, read
     back from the cache after that. A broken file is reported in one line every time."""
     try:
         data = Path(path).read_bytes()
