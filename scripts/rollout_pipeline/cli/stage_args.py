@@ -28,6 +28,18 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     return validate() if data is None else validated_once("params", data, PARAMS_CODE, validate)
 
 
+def with_flags(params: dict, section: str, args: argparse.Namespace, *keys: str) -> dict:
+    """`params` with the flags given on the command line (`--min-margin` for `min_margin`; a flag not given is
+    absent: its default is argparse.SUPPRESS) set in one section, validated by its model as params.yaml is, so the
+    defaults are the model's alone; pydantic is imported only when a flag is given."""
+    flags = {key: getattr(args, key) for key in keys if hasattr(args, key)}
+    if not flags:
+        return params
+    with guarded_imports():
+        from rollout_pipeline.params import apply_flags
+    return apply_flags(params, section, flags)
+
+
 def objective_input(args: argparse.Namespace, params: dict, stage: str) -> str:
     """--in, else the rollouts of the objective the stage's section of params.yaml names (`filter.objective`)."""
     return args.input or str(paths.rollouts(stage_objective(params, stage, args.params)))

@@ -17,6 +17,7 @@ from rollout_pipeline.params.collection import (
 )
 from rollout_pipeline.params.document import (
     Params,
+    apply_flags,
     load_params,
     load_yaml,
     params_json_schema,
@@ -57,6 +58,7 @@ __all__ = [
     "Sampling",
     "Strict",
     "agent_settings",
+    "apply_flags",
     "fetch_settings",
     "generation_settings",
     "load_params",

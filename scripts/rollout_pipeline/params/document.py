@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from rollout_pipeline.errors import UserError, did_you_mean
 from rollout_pipeline.params.base import NamedMap, Strict, parse_section
 from rollout_pipeline.params.collection import Agent, Fetch, Objective, PromptSets
+from rollout_pipeline.params.describe import describe
 from rollout_pipeline.params.rl_loop import Rl, rl_problem
 from rollout_pipeline.params.stages import Filter, Health, Metrics, Pair, Profile, Report
 from rollout_pipeline.settings import PARAMS_FILE, RL_EVAL_FETCH, RL_LOOP_FETCH, stage_objective_problem
@@ -129,6 +130,20 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> dict:
             name: override.model_dump(exclude_unset=True) for name, override in getattr(model.fetch, section).items()
         }
     return params
+
+
+def apply_flags(params: dict, section: str, flags: dict[str, Any]) -> dict:
+    """Validated `params` with keys of one section set from a command line's flags (`min_margin` from
+    --min-margin), validated by the section's model as params.yaml is; an error names the flag."""
+    model = Params.model_fields[section].annotation
+    try:
+        validated = model.model_validate({**params[section], **flags})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0])
+        flag = "--" + key.replace("_", "-")
+        raise UserError(f"{flag}: {describe(model, error, '').removeprefix(f'{key}: ')}") from None
+    return {**params, section: validated.model_dump(by_alias=True)}
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
