@@ -20,7 +20,6 @@ from rollout_pipeline.paths import PARAMS_FILE
 # The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
 RL_LOOP_FETCH = "rl_loop"
 RL_EVAL_FETCH = "rl_eval"
-OBJECTIVE_FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate")  # the rest configure the agent
 FETCH_OVERRIDES = ("agents", "objectives")  # fetch's sections of overrides; its other keys are the defaults
 
 PACKAGE_DIR = Path(__file__).resolve().parent
