@@ -13,6 +13,10 @@ from pathlib import Path
 
 import orjson
 
+from rollout_pipeline.params import Filter, Health
+from rollout_pipeline.params import Pair as PairSection
+from rollout_pipeline.stages.dpo_pairs import PairConfig
+from rollout_pipeline.stages.sft_filter import FilterConfig
 from support import PY, ROOT, SCRIPTS, agent, write_params
 
 
@@ -117,3 +121,15 @@ def run_script(name: str, *args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PY, str(SCRIPTS / f"{name}.py"), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
+
+
+def filter_config(**changes) -> FilterConfig:
+    """The filter stage's settings as params.yaml's defaults give them (the `Filter` and `Health` models'), with
+    `changes` to the `filter` section."""
+    return FilterConfig.from_params({"filter": Filter(**changes).model_dump(), "health": Health().model_dump()})
+
+
+def pair_config(**changes) -> PairConfig:
+    """The pair stage's settings as params.yaml's defaults give them (the `Pair` and `Health` models'), with
+    `changes` to the `pair` section."""
+    return PairConfig.from_params({"pair": PairSection(**changes).model_dump(), "health": Health().model_dump()})

@@ -197,6 +197,44 @@ def test_each_path_of_the_pipelines_files_is_named_once_in_paths_py():
     assert path_literals(PACKAGE_DIR) == []
 
 
+def untyped_settings(package_dir: Path, layer: str) -> list[str]:
+    """Parameters named `settings` (or `*_settings`) in a layer that are annotated `Any`, or not at all: the run's
+    settings are typed (collect/settings.py), so that a reader and a type checker know what a function receives."""
+    found = []
+    for path in sorted((package_dir / layer).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            arguments = node.args
+            for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                if not (argument.arg == "settings" or argument.arg.endswith("_settings")):
+                    continue
+                annotation = ast.unparse(argument.annotation) if argument.annotation else None
+                if annotation in (None, "Any", "typing.Any", "object"):
+                    found.append(
+                        f"{path.relative_to(package_dir)}:{node.lineno} {node.name}({argument.arg}: {annotation})"
+                    )
+    return found
+
+
+def test_the_collector_engine_takes_typed_settings_never_any():
+    assert untyped_settings(PACKAGE_DIR, "collect") == []
+
+
+def test_the_settings_check_catches_an_any_typed_and_an_unannotated_settings_parameter(tmp_path):
+    (tmp_path / "collect").mkdir()
+    (tmp_path / "collect" / "engine.py").write_text(
+        "from typing import Any\n"
+        "def run(settings: Any) -> None: ...\n"
+        "def fetch(run_settings) -> None: ...\n"
+        "def typed(settings: CollectSettings) -> None: ...\n"
+    )
+    assert untyped_settings(tmp_path, "collect") == [
+        "collect/engine.py:2 run(settings: Any)",
+        "collect/engine.py:3 fetch(run_settings: None)",
+    ]
+
+
 def test_only_the_front_ends_in_cli_parse_a_command_line():
     assert command_line_parsers(PACKAGE_DIR) == []
 

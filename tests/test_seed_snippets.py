@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
-from stage_testkit import groups, random_rollouts, write_rollouts
+from rollout_pipeline.stages.dpo_pairs import run_pair
+from rollout_pipeline.stages.sft_filter import run_filter
+from stage_testkit import filter_config, groups, pair_config, random_rollouts, write_rollouts
 from support import read_jsonl
 
 SEED_DOC = Path(__file__).resolve().parent / "seed_docs" / "000_46c80efc949f60b0.txt"
@@ -73,7 +73,7 @@ def test_snippets_are_verbatim_copies_of_the_seed_document():
 
 def test_filter_keeps_exactly_what_the_sft_snippet_keeps_when_dedupe_is_off(rollout_file, tmp_path):
     high_quality = run_snippet(SFT_SNIPPET, read_jsonl(rollout_file))["high_quality"]
-    run_filter(rollout_file, tmp_path / "sft.jsonl", FilterConfig(min_reward=0.8, dedupe=False))
+    run_filter(rollout_file, tmp_path / "sft.jsonl", filter_config(min_reward=0.8, dedupe=False))
     ours = read_jsonl(tmp_path / "sft.jsonl")
     assert [(r["prompt_id"], r["messages"], r["reward"]) for r in ours] == [
         (r["prompt_id"], [*r["input"], {"role": "assistant", "content": r["output"]}], r["reward"])
@@ -83,7 +83,7 @@ def test_filter_keeps_exactly_what_the_sft_snippet_keeps_when_dedupe_is_off(roll
 
 def test_filter_with_dedupe_keeps_the_same_prompts_and_each_distinct_output_once(rollout_file, tmp_path):
     high_quality = run_snippet(SFT_SNIPPET, read_jsonl(rollout_file))["high_quality"]
-    run_filter(rollout_file, tmp_path / "sft.jsonl", FilterConfig(min_reward=0.8, dedupe=True))
+    run_filter(rollout_file, tmp_path / "sft.jsonl", filter_config(min_reward=0.8, dedupe=True))
     ours = [(r["prompt_id"], r["messages"][-1]["content"]) for r in read_jsonl(tmp_path / "sft.jsonl")]
     snippet = list(dict.fromkeys((r["prompt_id"], r["output"]) for r in high_quality))  # first occurrence, in order
     assert ours == snippet
@@ -99,7 +99,7 @@ def test_pair_agrees_with_the_dpo_snippet_except_that_tied_groups_give_no_pair(r
         if len(g) >= 2 and len({r["reward"] for r in g}) == 1
     }
 
-    run_pair(rollout_file, tmp_path / "pairs.jsonl", PairConfig(min_margin=0.0))
+    run_pair(rollout_file, tmp_path / "pairs.jsonl", pair_config(min_margin=0.0))
     ours = {prompt_key(p["prompt"]): p for p in read_jsonl(tmp_path / "pairs.jsonl")}
 
     assert tied and tied <= snippet_pairs.keys()  # the snippet pairs tied groups (chosen ~ rejected)...

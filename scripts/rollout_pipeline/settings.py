@@ -20,13 +20,14 @@ from rollout_pipeline.paths import PARAMS_FILE
 # The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
 RL_LOOP_FETCH = "rl_loop"
 RL_EVAL_FETCH = "rl_eval"
-OBJECTIVE_FETCH_KEYS = ("num_samples_in_parallel", "max_failure_rate")  # the rest configure the agent
 FETCH_OVERRIDES = ("agents", "objectives")  # fetch's sections of overrides; its other keys are the defaults
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Where validation results are kept: $ROLLOUT_PIPELINE_CACHE, else the user's cache directory.
 CACHE_ENV = "ROLLOUT_PIPELINE_CACHE"
 CACHE_ENTRIES = 512  # past this many, the older half is removed
+# The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
+PARAMS_CODE = ("settings.py", *sorted(f"params/{path.name}" for path in (PACKAGE_DIR / "params").glob("*.py")))
 
 
 def fetch_settings(params: dict, agent_name: str, objective_name: str) -> dict:
@@ -52,13 +53,20 @@ def stage_objective(params: dict, stage: str, source: str = PARAMS_FILE) -> str:
     """The objective whose rollouts a stage reads (`filter.objective`, `pair.objective`); an unknown name lists the
     known ones."""
     name = params[stage]["objective"]
-    objectives = params["objectives"]
-    if name not in objectives:
-        raise UserError(
-            f"{source}: {stage}.objective: unknown objective {name!r}{did_you_mean(name, objectives)}; "
-            f"known objectives: {', '.join(objectives) or '(none)'}"
-        )
+    problem = stage_objective_problem(stage, name, list(params["objectives"]))
+    if problem:
+        raise UserError(f"{source}: {problem}")
     return name
+
+
+def stage_objective_problem(stage: str, name: str, objectives: list[str]) -> str | None:
+    """What is wrong with a stage's objective (`filter.objective: unknown objective ...`), or None."""
+    if name in objectives:
+        return None
+    return (
+        f"{stage}.objective: unknown objective {name!r}{did_you_mean(name, objectives)}; "
+        f"known objectives: {', '.join(objectives) or '(none)'}"
+    )
 
 
 def agent_settings(params: dict, name: str, source: str = PARAMS_FILE) -> dict:

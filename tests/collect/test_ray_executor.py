@@ -18,8 +18,9 @@ import pytest
 
 from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
-from rollout_pipeline.collect.collector import CollectSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
+from rollout_pipeline.collect.settings import CollectSettings
+from rollout_pipeline.params import fetch_settings, validate_params
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
 from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, paused, wait_for, write_params
 
@@ -257,15 +258,20 @@ def test_an_unknown_COLLECT_EXECUTOR_is_one_line_with_the_closest_name(project):
 
 
 def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_path):
-    settings = CollectSettings(
-        agent_name="a",
-        agent=agent(
-            ["http://user:url-secret@gpu-1:8000"],
-            verifier="http://user:verify-secret@judge:9000/verify",
-            api_key_env="KEY",
-        ),
-        input_path=tmp_path / "in.jsonl",
-        output_path=tmp_path / "out.jsonl",
+    params = validate_params(
+        {
+            "agents": {
+                "a": {
+                    "url": ["http://user:url-secret@gpu-1:8000"],
+                    "verifier": "http://user:verify-secret@judge:9000/verify",
+                    "api_key_env": "KEY",
+                }
+            },
+            "objectives": {"o": {"agent_name": "a", "prompts": str(tmp_path / "in.jsonl")}},
+        }
+    )
+    settings = CollectSettings.from_params(
+        "a", params["agents"]["a"], params["objectives"]["o"], fetch_settings(params, "a", "o"), tmp_path / "out.jsonl"
     )
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
     secrets = WorkerSecrets(settings.agent["url"], settings.agent["verifier"], headers)

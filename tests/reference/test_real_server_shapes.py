@@ -9,10 +9,11 @@ import pytest
 
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.reference.tokens import token_id, tokens
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.health import DEFAULT_HEALTH, check_rollout
 from rollout_pipeline.stages.rollout_metrics import run_metrics
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter
+from rollout_pipeline.stages.sft_filter import run_filter
+from stage_testkit import filter_config, pair_config
 from support import agent, collect, make_prompts, read_jsonl, seed_args, server_stats, write_params
 
 CASES = [
@@ -85,9 +86,9 @@ def test_metrics_count_the_skips_by_cause_and_sft_and_dpo_see_only_scored_rollou
     assert metrics["skipped"] == skipped and metrics["not_scored"] == {"context_length": skipped}
     assert metrics["rollouts"] == 12 - skipped and metrics["failures"] == 0
     scored = {(r["task_index"], r["rollout_index"]) for r in read_jsonl(out)}
-    run_filter(out, tmp_path / "sft.jsonl", FilterConfig(min_reward=-1.0))
+    run_filter(out, tmp_path / "sft.jsonl", filter_config(min_reward=-1.0))
     assert len(read_jsonl(tmp_path / "sft.jsonl")) <= len(scored)
-    run_pair(out, tmp_path / "dpo.jsonl", PairConfig())
+    run_pair(out, tmp_path / "dpo.jsonl", pair_config())
     assert all(p["prompt_id"] in {r["prompt_id"] for r in read_jsonl(out)} for p in read_jsonl(tmp_path / "dpo.jsonl"))
 
 
@@ -117,7 +118,7 @@ def test_reasoning_is_kept_as_a_reasoning_item_and_becomes_sfts_reasoning_conten
     records = _collect_with(["--reasoning"], {}, prompts, tmp_path)
     items = [r["response"]["output"][0] for r in records]
     assert all(i["type"] == "reasoning" and "compute" in i["content"][0]["text"] for i in items)
-    run_filter(tmp_path / "out.jsonl", tmp_path / "sft.jsonl", FilterConfig(min_reward=-1.0))
+    run_filter(tmp_path / "out.jsonl", tmp_path / "sft.jsonl", filter_config(min_reward=-1.0))
     assert all(
         line["messages"][-1]["reasoning_content"].startswith("I need to compute")
         for line in read_jsonl(tmp_path / "sft.jsonl")

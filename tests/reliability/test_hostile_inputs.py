@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from reliability_support import Misbehaving, one_line_error, run_collect
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.rollout_metrics import run_metrics
-from stage_testkit import make_rollout, write_rollouts
+from stage_testkit import make_rollout, pair_config, write_rollouts
 from support import agent, read_jsonl
 
 
@@ -49,7 +49,7 @@ def test_stages_group_by_task_so_rows_sharing_an_id_never_pair_across_prompts(tm
         for i, reward in enumerate((1.0, 0.0))
     ]
     source = write_rollouts(tmp_path / "r.jsonl", records)
-    run_pair(source, tmp_path / "pairs.jsonl", PairConfig())
+    run_pair(source, tmp_path / "pairs.jsonl", pair_config())
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
     assert len(pairs) == 2
     for pair in pairs:

@@ -10,15 +10,24 @@ import pytest
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import Filter, load_params
-from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, FilterSummary, filter_rollouts, run_filter
-from stage_testkit import group, groups, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
+from rollout_pipeline.stages.sft_filter import FORMATS, FilterSummary, filter_rollouts, run_filter
+from stage_testkit import (
+    filter_config,
+    group,
+    groups,
+    make_rollout,
+    run_script,
+    stage_params,
+    with_reasoning,
+    write_rollouts,
+)
 from support import PY, SCRIPTS, read_jsonl
 
 
 def kept_outputs(path, **config) -> list[tuple[str, str]]:
     summary = FilterSummary()
     return [
-        (r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(path, FilterConfig(**config), summary)
+        (r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(path, filter_config(**config), summary)
     ]
 
 
@@ -26,7 +35,7 @@ def test_writes_the_conversation_with_the_output_as_the_assistant_turn(tmp_path)
     source = write_rollouts(
         tmp_path / "r.jsonl", [make_rollout("p0", 0, 0, 1.0, "It is \\boxed{3}", question="1 + 2?")]
     )
-    run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
+    run_filter(source, tmp_path / "sft.jsonl", filter_config())
     assert read_jsonl(tmp_path / "sft.jsonl") == [
         {
             "messages": [
@@ -90,7 +99,7 @@ def test_summary_counts_every_drop_under_its_first_reason(tmp_path):
             [(1.0, "e")],
         ),
     )
-    config = FilterConfig(where='.output != "b"')
+    config = filter_config(where='.output != "b"')
     summary = run_filter(source, tmp_path / "sft.jsonl", config)
     assert (summary.rollouts, summary.prompts, summary.kept, summary.kept_prompts) == (7, 3, 2, 2)
     assert dict(summary.dropped) == {"duplicate": 1, "below_min_reward": 3, "rejected_by_where": 1}
@@ -102,7 +111,7 @@ def test_summary_counts_every_drop_under_its_first_reason(tmp_path):
 
 def test_an_invalid_where_fails_before_reading_naming_the_setting(tmp_path):
     with pytest.raises(UserError) as error:
-        run_filter(tmp_path / "missing.jsonl", tmp_path / "sft.jsonl", FilterConfig(where=".reward >"))
+        run_filter(tmp_path / "missing.jsonl", tmp_path / "sft.jsonl", filter_config(where=".reward >"))
     assert str(error.value).startswith("filter.where: invalid jq expression '.reward >': syntax error")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "sft.jsonl").exists()
@@ -113,7 +122,7 @@ def test_a_where_that_errors_on_a_record_names_the_line_and_the_fix(tmp_path):
     with pytest.raises(
         UserError, match=r"r\.jsonl:1: filter\.where '\.output\.x' failed on this record .*'\?' or '//'"
     ):
-        run_filter(source, tmp_path / "sft.jsonl", FilterConfig(where=".output.x"))
+        run_filter(source, tmp_path / "sft.jsonl", filter_config(where=".output.x"))
 
 
 def test_the_script_reads_params_prints_the_summary_and_flags_override(tmp_path):
@@ -184,20 +193,20 @@ def test_the_script_rejects_an_unknown_params_key_with_a_suggestion(tmp_path):
 def test_the_models_reasoning_becomes_the_assistants_reasoning_content_unless_switched_off(tmp_path):
     rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
-    run_filter(source, tmp_path / "sft.jsonl", FilterConfig())
+    run_filter(source, tmp_path / "sft.jsonl", filter_config())
     assert read_jsonl(tmp_path / "sft.jsonl")[0]["messages"][-1] == {
         "role": "assistant",
         "content": "\\boxed{3}",
         "reasoning_content": "1 plus 2 is 3.",
     }
-    run_filter(source, tmp_path / "plain.jsonl", FilterConfig(keep_reasoning=False))
+    run_filter(source, tmp_path / "plain.jsonl", filter_config(keep_reasoning=False))
     assert read_jsonl(tmp_path / "plain.jsonl")[0]["messages"][-1] == {"role": "assistant", "content": "\\boxed{3}"}
 
 
 def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assistant_turn(tmp_path):
     rollout = with_reasoning(make_rollout("p0", 0, 0, 1.0, "\\boxed{3}", question="1 + 2?"), "1 plus 2 is 3.")
     source = write_rollouts(tmp_path / "r.jsonl", [rollout])
-    run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
+    run_filter(source, tmp_path / "sft.jsonl", filter_config(format="prompt_completion"))
     assert read_jsonl(tmp_path / "sft.jsonl") == [
         {
             "prompt": [
@@ -210,7 +219,7 @@ def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assist
         }
     ]
     # The same conversation as the messages format: prompt + completion == messages.
-    run_filter(source, tmp_path / "messages.jsonl", FilterConfig())
+    run_filter(source, tmp_path / "messages.jsonl", filter_config())
     record = read_jsonl(tmp_path / "sft.jsonl")[0]
     assert record["prompt"] + record["completion"] == read_jsonl(tmp_path / "messages.jsonl")[0]["messages"]
 
@@ -218,11 +227,12 @@ def test_prompt_completion_splits_the_conversation_into_the_input_and_the_assist
 def test_the_format_keeps_and_drops_the_same_rollouts(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", groups([(1.0, "a"), (1.0, "a"), (0.5, "b")], [(0.9, "c")]))
     as_messages = [
-        (r["prompt_id"], r["messages"][-1]["content"]) for r in filter_rollouts(source, FilterConfig(), FilterSummary())
+        (r["prompt_id"], r["messages"][-1]["content"])
+        for r in filter_rollouts(source, filter_config(), FilterSummary())
     ]
     as_completions = [
         (r["prompt_id"], r["completion"][-1]["content"])
-        for r in filter_rollouts(source, FilterConfig(format="prompt_completion"), FilterSummary())
+        for r in filter_rollouts(source, filter_config(format="prompt_completion"), FilterSummary())
     ]
     assert as_messages == as_completions == [("p0", "a"), ("p1", "c")]
 

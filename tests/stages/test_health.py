@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair
+from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.health import (
     CHECKS,
     DEFAULT_HEALTH,
@@ -19,7 +19,7 @@ from rollout_pipeline.stages.health import (
     repetition_ratio,
 )
 from rollout_pipeline.stages.rollout_metrics import compute_metrics
-from stage_testkit import group, make_rollout, run_script, stage_params, with_reasoning, write_rollouts
+from stage_testkit import group, make_rollout, pair_config, run_script, stage_params, with_reasoning, write_rollouts
 from support import read_jsonl
 
 RUNAWAY = " ".join(["so", "the", "answer", "is", "the", "answer", "is"] * 60)
@@ -250,14 +250,14 @@ def test_pair_never_chooses_an_unhealthy_rollout_even_when_its_reward_is_the_hig
             *group("p2", 2, [(1.0, "\\boxed{5}"), (0.0, "")]),
         ],
     )
-    summary = run_pair(source, tmp_path / "pairs.jsonl", PairConfig())
+    summary = run_pair(source, tmp_path / "pairs.jsonl", pair_config())
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
     assert [(p["prompt_id"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
         ("p0", "\\boxed{7.0}", "\\boxed{6}"),
         ("p2", "\\boxed{5}", ""),
     ]
     assert summary.skipped["unhealthy_best"] == 1
-    assert "1 only unhealthy rollouts to choose" in summary.lines(PairConfig(), "pairs.jsonl")[1]
+    assert "1 only unhealthy rollouts to choose" in summary.lines(pair_config(), "pairs.jsonl")[1]
 
 
 def test_a_health_threshold_out_of_range_is_a_one_line_error_naming_the_key(tmp_path):

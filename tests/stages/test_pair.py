@@ -3,12 +3,14 @@ pairs per prompt with `pairs_per_prompt`, picked best vs worst or as all pairs a
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import typing
 
-from rollout_pipeline.params import Pair
+from rollout_pipeline.params import Filter, Pair
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, PairSummary, pair_rollouts, run_pair
-from stage_testkit import group, groups, make_rollout, run_script, stage_params, write_rollouts
+from rollout_pipeline.stages.sft_filter import FilterConfig
+from stage_testkit import group, groups, make_rollout, pair_config, run_script, stage_params, write_rollouts
 from support import PY, SCRIPTS, read_jsonl
 
 
@@ -16,13 +18,13 @@ def pairs_of(path, **config) -> list[tuple[str, str, str]]:
     summary = PairSummary()
     return [
         (r["prompt_id"], r["chosen"][0]["content"], r["rejected"][0]["content"])
-        for r in pair_rollouts(path, PairConfig(**config), summary)
+        for r in pair_rollouts(path, pair_config(**config), summary)
     ]
 
 
 def test_writes_trl_conversational_preference_records(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", group("p0", 0, [(0.0, "wrong"), (1.0, "right")], question="1 + 2?"))
-    run_pair(source, tmp_path / "pairs.jsonl", PairConfig())
+    run_pair(source, tmp_path / "pairs.jsonl", pair_config())
     assert read_jsonl(tmp_path / "pairs.jsonl") == [
         {
             "prompt": [
@@ -64,11 +66,11 @@ def test_no_pair_for_a_single_rollout_all_tied_rewards_or_a_small_margin(tmp_pat
             [(1.0, "a"), (0.0, "b")],  # margin 1.0
         ),
     )
-    summary = run_pair(source, tmp_path / "pairs.jsonl", PairConfig(min_margin=0.5))
+    summary = run_pair(source, tmp_path / "pairs.jsonl", pair_config(min_margin=0.5))
     assert [(r["prompt_id"], r["margin"]) for r in read_jsonl(tmp_path / "pairs.jsonl")] == [("p4", 0.5), ("p5", 1.0)]
     assert (summary.prompts, summary.rollouts, summary.pairs) == (6, 12, 2)
     assert dict(summary.skipped) == {"single_rollout": 1, "all_tied": 2, "below_min_margin": 1}
-    assert summary.lines(PairConfig(min_margin=0.5), "pairs.jsonl") == [
+    assert summary.lines(pair_config(min_margin=0.5), "pairs.jsonl") == [
         "wrote 2 pairs from 6 prompts (12 rollouts) -> pairs.jsonl",
         "skipped 4 prompts: 2 all rewards tied, 1 single rollout, 1 margin below min_margin 0.5",
         "best_vs_worst, pairs_per_prompt 1: 2 prompts paired, 1.00 pairs per paired prompt, mean margin 0.75, "
@@ -166,21 +168,21 @@ def test_all_pairs_writes_every_pair_above_the_margin_largest_margin_first(tmp_p
 
 def test_at_one_pair_per_prompt_both_strategies_write_todays_best_against_worst_pair(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", [*group("p0", 0, GRADED), *group("p1", 1, [(1.0, "a"), (0.0, "b")])])
-    best_vs_worst = pair_rollouts(source, PairConfig(), PairSummary())
-    assert list(best_vs_worst) == list(pair_rollouts(source, PairConfig(strategy="all_pairs"), PairSummary()))
+    best_vs_worst = pair_rollouts(source, pair_config(), PairSummary())
+    assert list(best_vs_worst) == list(pair_rollouts(source, pair_config(strategy="all_pairs"), PairSummary()))
     assert pairs_of(source) == [("p0", "r1=1", "r5=0"), ("p1", "a", "b")]
 
 
 def test_the_summary_says_how_many_more_pairs_the_cap_left_out(tmp_path):
     source = write_rollouts(tmp_path / "r.jsonl", groups(GRADED, [(1.0, "a"), (0.0, "b")], [(1.0, "c"), (1.0, "d")]))
-    config = PairConfig(strategy="all_pairs", pairs_per_prompt=2)
+    config = pair_config(strategy="all_pairs", pairs_per_prompt=2)
     summary = run_pair(source, tmp_path / "pairs.jsonl", config)
     assert (summary.pairs, summary.paired_prompts, summary.over_cap) == (3, 2, 11)
     assert summary.lines(config, "pairs.jsonl")[2] == (
         "all_pairs, pairs_per_prompt 2: 2 prompts paired, 1.50 pairs per paired prompt, mean margin 1, "
         "11 more pairs passed the margin but were over the cap"
     )
-    assert summary.lines(PairConfig(pairs_per_prompt=None), "pairs.jsonl")[2].startswith("best_vs_worst, no cap: ")
+    assert summary.lines(pair_config(pairs_per_prompt=None), "pairs.jsonl")[2].startswith("best_vs_worst, no cap: ")
 
 
 def test_the_script_takes_the_strategy_and_the_cap_from_params_and_flags(tmp_path):
@@ -205,7 +207,29 @@ def test_the_script_takes_the_strategy_and_the_cap_from_params_and_flags(tmp_pat
     assert result.returncode == 0, result.stderr
     assert [r["chosen"][0]["content"] for r in read_jsonl(out)] == ["r1=1", "r3=1"]
     result = run_script("pair", "--in", source, "--out", out, "--params", params, "--pairs-per-prompt", "0")
-    assert result.returncode == 2 and "argument --pairs-per-prompt: 0 is out of range; it must be >= 1" in result.stderr
+    assert (result.returncode, result.stderr) == (
+        2,
+        "pair: error: --pairs-per-prompt: 0 is out of range; it must be >= 1\n",
+    )
+
+
+def test_a_flag_is_validated_as_the_params_key_it_overrides_and_the_error_names_the_flag(tmp_path):
+    source = write_rollouts(tmp_path / "r.jsonl", groups(GRADED))
+    params = stage_params(tmp_path)
+    out = tmp_path / "pairs.jsonl"
+    result = run_script("pair", "--in", source, "--out", out, "--params", params, "--min-margin", "-1")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "pair: error: --min-margin: -1.0 is out of range; it must be >= 0.0\n",
+    )
+    assert not out.exists()
+
+
+def test_the_stage_settings_restate_no_default_of_the_params_models():
+    # Defaults live in the params models alone: the stages' settings take every key of their section.
+    for config in (PairConfig, FilterConfig):
+        params_keys = [f for f in dataclasses.fields(config) if f.name in {*Pair.model_fields, *Filter.model_fields}]
+        assert params_keys and all(f.default is dataclasses.MISSING for f in params_keys), config
 
 
 def test_params_offer_exactly_the_strategies_the_stage_has_and_check_the_cap(tmp_path):

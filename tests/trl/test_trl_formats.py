@@ -9,9 +9,9 @@ import pytest
 datasets = pytest.importorskip("datasets", reason="the TRL tier runs with `make test-trl`")
 data_utils = pytest.importorskip("trl.data_utils", reason="the TRL tier runs with `make test-trl`")
 
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
-from stage_testkit import group, groups, make_rollout, with_reasoning, write_rollouts  # noqa: E402
+from rollout_pipeline.stages.dpo_pairs import run_pair  # noqa: E402
+from rollout_pipeline.stages.sft_filter import run_filter  # noqa: E402
+from stage_testkit import filter_config, group, groups, make_rollout, pair_config, with_reasoning, write_rollouts  # noqa: E402
 
 SYSTEM = "<|im_start|>system\nAnswer with a number in \\boxed{}.<|im_end|>\n"
 
@@ -34,7 +34,7 @@ def sft_rollouts(tmp_path):
 
 
 def test_sft_messages_are_trl_conversational_language_modeling(sft_rollouts, tmp_path, tokenizer):
-    run_filter(sft_rollouts, tmp_path / "train.jsonl", FilterConfig(format="messages"))
+    run_filter(sft_rollouts, tmp_path / "train.jsonl", filter_config(format="messages"))
     dataset = load(tmp_path / "train.jsonl", tmp_path)
     assert dataset.column_names == ["messages", "prompt_id", "reward"]
     assert all(data_utils.is_conversational(example) for example in dataset)
@@ -47,7 +47,7 @@ def test_sft_messages_are_trl_conversational_language_modeling(sft_rollouts, tmp
 
 
 def test_sft_prompt_completion_puts_the_answer_and_its_reasoning_in_the_completion(sft_rollouts, tmp_path, tokenizer):
-    run_filter(sft_rollouts, tmp_path / "train.jsonl", FilterConfig(format="prompt_completion"))
+    run_filter(sft_rollouts, tmp_path / "train.jsonl", filter_config(format="prompt_completion"))
     dataset = load(tmp_path / "train.jsonl", tmp_path)
     assert dataset.column_names == ["prompt", "completion", "prompt_id", "reward"]
     assert all(data_utils.is_conversational(example) for example in dataset)
@@ -62,8 +62,8 @@ def test_sft_prompt_completion_puts_the_answer_and_its_reasoning_in_the_completi
 
 
 def test_sft_prompt_completion_renders_the_same_conversation_as_messages(sft_rollouts, tmp_path, tokenizer):
-    run_filter(sft_rollouts, tmp_path / "messages.jsonl", FilterConfig(format="messages"))
-    run_filter(sft_rollouts, tmp_path / "prompt_completion.jsonl", FilterConfig(format="prompt_completion"))
+    run_filter(sft_rollouts, tmp_path / "messages.jsonl", filter_config(format="messages"))
+    run_filter(sft_rollouts, tmp_path / "prompt_completion.jsonl", filter_config(format="prompt_completion"))
     messages = load(tmp_path / "messages.jsonl", tmp_path)
     prompt_completion = load(tmp_path / "prompt_completion.jsonl", tmp_path)
     for whole, split in zip(messages, prompt_completion, strict=True):
@@ -83,10 +83,10 @@ def test_sft_prompt_completion_renders_the_same_conversation_as_messages(sft_rol
 @pytest.mark.parametrize(
     "config, expected_pairs",
     [
-        (PairConfig(), [("p0", "r1=1", "r5=0"), ("p1", "a", "b")]),
-        (PairConfig(pairs_per_prompt=2), [("p0", "r1=1", "r5=0"), ("p0", "r3=1", "r2=0"), ("p1", "a", "b")]),
+        (pair_config(), [("p0", "r1=1", "r5=0"), ("p1", "a", "b")]),
+        (pair_config(pairs_per_prompt=2), [("p0", "r1=1", "r5=0"), ("p0", "r3=1", "r2=0"), ("p1", "a", "b")]),
         (
-            PairConfig(strategy="all_pairs", pairs_per_prompt=None, min_margin=0.75),
+            pair_config(strategy="all_pairs", pairs_per_prompt=None, min_margin=0.75),
             [
                 ("p0", "r1=1", "r5=0"),
                 ("p0", "r1=1", "r2=0"),
@@ -138,8 +138,8 @@ def test_whole_files_map_through_trls_template_as_the_trainers_prepare_them(tmp_
         tmp_path / "r.jsonl",
         groups(*[[(1.0, f"\\boxed{{{i}}}"), (0.0, "no"), (1.0, "\\boxed{0}")] for i in range(1, 21)]),
     )
-    run_filter(source, tmp_path / "sft.jsonl", FilterConfig(format="prompt_completion"))
-    run_pair(source, tmp_path / "pairs.jsonl", PairConfig(pairs_per_prompt=None))
+    run_filter(source, tmp_path / "sft.jsonl", filter_config(format="prompt_completion"))
+    run_pair(source, tmp_path / "pairs.jsonl", pair_config(pairs_per_prompt=None))
     for name, rows in [("sft", 40), ("pairs", 20)]:  # 2 answers kept per prompt; 1 disjoint pair (a single wrong one)
         dataset = load(tmp_path / f"{name}.jsonl", tmp_path)
         mapped = dataset.map(data_utils.maybe_apply_chat_template, fn_kwargs={"processing_class": tokenizer})

@@ -22,9 +22,9 @@ torch = pytest.importorskip("torch", reason="the TRL tier runs with `make test-t
 transformers = pytest.importorskip("transformers", reason="the TRL tier runs with `make test-trl`")
 
 # After the skips above: without the TRL tier, nothing below is imported.
-from rollout_pipeline.stages.dpo_pairs import PairConfig, run_pair  # noqa: E402
-from rollout_pipeline.stages.sft_filter import FilterConfig, run_filter  # noqa: E402
-from stage_testkit import stage_params  # noqa: E402
+from rollout_pipeline.stages.dpo_pairs import run_pair  # noqa: E402
+from rollout_pipeline.stages.sft_filter import run_filter  # noqa: E402
+from stage_testkit import filter_config, pair_config, stage_params  # noqa: E402
 from support import collect, make_prompts, seed_args  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("SMOLLM2_HF_DIR", "/nonexistent"))
@@ -104,7 +104,7 @@ def sft_trainer(path: Path, tmp_path: Path) -> trl.SFTTrainer:
 
 
 def test_sft_prompt_completion_masks_the_prompt_and_trains_on_the_completion_only(rollouts, tmp_path):
-    run_filter(rollouts, tmp_path / "train.jsonl", FilterConfig(format="prompt_completion"))
+    run_filter(rollouts, tmp_path / "train.jsonl", filter_config(format="prompt_completion"))
     trainer = sft_trainer(tmp_path / "train.jsonl", tmp_path)
     tokenizer = trainer.processing_class
     batch = next(iter(trainer.get_train_dataloader()))
@@ -122,7 +122,7 @@ def test_sft_prompt_completion_masks_the_prompt_and_trains_on_the_completion_onl
 def test_sft_messages_trains_on_the_whole_conversation_prompt_included(rollouts, tmp_path):
     # TRL's default for a `messages` file: labels are the input ids, so the system and user turns count in the loss.
     # (assistant_only_loss=True would need a chat template with {% generation %} markers; SmolLM2's has none.)
-    run_filter(rollouts, tmp_path / "train.jsonl", FilterConfig(format="messages"))
+    run_filter(rollouts, tmp_path / "train.jsonl", filter_config(format="messages"))
     trainer = sft_trainer(tmp_path / "train.jsonl", tmp_path)
     for example in trainer.train_dataset:
         assert example["labels"] == example["input_ids"]
@@ -130,7 +130,7 @@ def test_sft_messages_trains_on_the_whole_conversation_prompt_included(rollouts,
 
 
 def test_dpo_on_the_pair_stages_file_lowers_the_loss_and_reports_reward_margins(rollouts, tmp_path):
-    run_pair(rollouts, tmp_path / "pairs.jsonl", PairConfig(pairs_per_prompt=None))
+    run_pair(rollouts, tmp_path / "pairs.jsonl", pair_config(pairs_per_prompt=None))
     model, tokenizer = model_and_tokenizer()
     args = trl.DPOConfig(output_dir=str(tmp_path / "dpo"), learning_rate=1e-4, beta=0.1, **COMMON)
     pairs = load(tmp_path / "pairs.jsonl", tmp_path)

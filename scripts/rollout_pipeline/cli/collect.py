@@ -21,12 +21,12 @@ with guarded_imports():  # the collector's imports take ~0.3 s: a Ctrl-C meanwhi
     from rollout_pipeline import paths
     from rollout_pipeline.cli.seed_args import parse_seed_args
     from rollout_pipeline.cli.stage_args import load_params
-    from rollout_pipeline.collect.collector import Collector, CollectSettings
+    from rollout_pipeline.collect.collector import Collector
+    from rollout_pipeline.collect.settings import CollectSettings
     from rollout_pipeline.errors import UserError, did_you_mean, run_cli
     from rollout_pipeline.paths import PARAMS_FILE
     from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
     from rollout_pipeline.settings import (
-        OBJECTIVE_FETCH_KEYS,
         RL_EVAL_FETCH,
         RL_LOOP_FETCH,
         agent_settings,
@@ -57,32 +57,8 @@ def settings_from_seed_args(
         **params["fetch"]["agents"].get(agent_name, {}),
         **fetch_overrides,
     }
-    return _settings(agent_name, agent, objective, fetch, Path(run["output_jsonl_fpath"]), show_progress)
-
-
-def _settings(
-    agent_name: str,
-    agent: dict,
-    objective: dict,
-    fetch: dict,
-    output: Path,
-    show_progress: bool,
-    model_revision: str | None = None,
-) -> CollectSettings:
-    """The run's settings: the objective's data keys, and the fetch keys (the agent's go into its settings)."""
-    return CollectSettings(
-        agent_name=agent_name,
-        agent={**agent, **{k: v for k, v in fetch.items() if k not in OBJECTIVE_FETCH_KEYS}},
-        input_path=Path(objective["prompts"]),
-        output_path=output,
-        num_repeats=objective["num_repeats"],
-        num_samples_in_parallel=fetch["num_samples_in_parallel"],
-        limit=objective["limit"],
-        seed=objective["seed"],
-        max_failure_rate=fetch["max_failure_rate"],
-        responses_create_params={k: v for k, v in objective["responses_create_params"].items() if v is not None},
-        show_progress=show_progress,
-        model_revision=model_revision,
+    return CollectSettings.from_params(
+        agent_name, agent, objective, fetch, Path(run["output_jsonl_fpath"]), show_progress
     )
 
 
@@ -94,7 +70,7 @@ def settings_from_objective(
     agent = agent_settings(params, objective["agent_name"], params_path)
     out = Path(output) if output else paths.rollouts(objective_name)
     fetch = fetch_settings(params, objective["agent_name"], objective_name)
-    return _settings(objective["agent_name"], agent, objective, fetch, out, show_progress)
+    return CollectSettings.from_params(objective["agent_name"], agent, objective, fetch, out, show_progress)
 
 
 def settings_from_rl_iteration(
@@ -109,7 +85,7 @@ def settings_from_rl_iteration(
     agent_name, agent, objective, out = collect_plan(params, key, params_path)
     prev = params["rl"]["iterations"][key]["prev"]
     fetch = fetch_settings(params, agent_name, RL_LOOP_FETCH)
-    return _settings(
+    return CollectSettings.from_params(
         agent_name,
         agent,
         objective,
@@ -128,7 +104,7 @@ def settings_from_rl_eval(iteration: str, params_path: str, show_progress: bool 
     params = load_params(params_path)
     key = iteration_key(iteration)
     agent_name, agent, objective, out = eval_plan(params, key, params_path)
-    return _settings(
+    return CollectSettings.from_params(
         agent_name,
         agent,
         objective,

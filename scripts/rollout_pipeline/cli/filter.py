@@ -17,13 +17,15 @@ import sys
 from pathlib import Path
 
 from rollout_pipeline import paths
-from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser
+from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser, with_flags
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
 from rollout_pipeline.stages.sft_filter import FORMATS, FilterConfig, compile_where, run_filter
 from rollout_pipeline.stages.watchdog import run_watched
+
+# The flags that override keys (not given: absent, so params.yaml's value stays) of params.yaml's `filter` section.
+FLAGS = ("min_reward", "where", "dedupe", "format")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,32 +37,26 @@ def _parser() -> argparse.ArgumentParser:
         input_help="rollout JSONL (default: the rollouts of filter.objective)",
         output_help="SFT JSONL to write",
     )
-    parser.add_argument("--min-reward", type=float, help="override filter.min_reward")
-    parser.add_argument("--where", help="override filter.where (a jq expression over a rollout record)")
-    parser.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None, help="override filter.dedupe")
+    parser.add_argument("--min-reward", type=float, default=argparse.SUPPRESS, help="override filter.min_reward")
+    parser.add_argument(
+        "--where", default=argparse.SUPPRESS, help="override filter.where (a jq expression over a rollout record)"
+    )
+    parser.add_argument(
+        "--dedupe", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="override filter.dedupe"
+    )
     parser.add_argument(
         "--summary",
         metavar="PATH",
         help="also write the kept and dropped counts by reason here, as JSON (dvc.yaml: metrics/)",
     )
-    parser.add_argument("--format", choices=FORMATS, help="override filter.format")
+    parser.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS, help="override filter.format")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    params = load_params(args.params)
-    section = params["filter"]
-    config = FilterConfig(
-        min_reward=section["min_reward"] if args.min_reward is None else args.min_reward,
-        where=section["where"] if args.where is None else args.where,
-        dedupe=section["dedupe"] if args.dedupe is None else args.dedupe,
-        keep_reasoning=section["keep_reasoning"],
-        format=section["format"] if args.format is None else args.format,
-        drop_unhealthy=section["drop_unhealthy"],
-        health=HealthConfig.from_params(params["health"]),
-        where_source="filter.where" if args.where is None else "--where",
-    )
+    params = with_flags(load_params(args.params), "filter", args, *FLAGS)
+    config = FilterConfig.from_params(params, where_source="--where" if hasattr(args, "where") else "filter.where")
     args.input = objective_input(args, params, "filter")
     if config.where is None:
         return _filter_and_report(config, args)
@@ -72,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         output=Path(args.output),
         source=args.input,
         what="filter.where",
-        per_record_s=section["where_timeout_s"],
-        total_s=section["where_stage_timeout_s"],
+        per_record_s=params["filter"]["where_timeout_s"],
+        total_s=params["filter"]["where_stage_timeout_s"],
     )
 
 

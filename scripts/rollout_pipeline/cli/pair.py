@@ -15,26 +15,21 @@ import argparse
 import sys
 
 from rollout_pipeline import paths
-from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser
-from rollout_pipeline.errors import UserError, run_cli
+from rollout_pipeline.cli.stage_args import load_params, objective_input, stage_parser, with_flags
+from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, run_pair
-from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.rollout_metrics import scored_of
 
 
-def pairs_cap(text: str) -> int | None:
-    """A --pairs-per-prompt value, checked as pair.pairs_per_prompt is: a count >= 1, or none (null) for no cap."""
-    from rollout_pipeline.params import (
-        Pair,  # the model, only when the flag is given
-        parse_section,
-    )
+def pairs_cap(text: str) -> int | str | None:
+    """A --pairs-per-prompt value as params.yaml would give it: a number, or none (null) for no cap; the `pair`
+    model checks it (with_flags)."""
+    return None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
 
-    value = None if text.lower() in ("none", "null") else int(text) if text.removeprefix("-").isdigit() else text
-    try:
-        return parse_section(Pair, {"pairs_per_prompt": value}, "").pairs_per_prompt
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("pairs_per_prompt: ")) from None
+
+# The flags that override keys (not given: absent, so params.yaml's value stays) of params.yaml's `pair` section.
+FLAGS = ("min_margin", "pairs_per_prompt", "strategy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         input_help="rollout JSONL (default: the rollouts of pair.objective)",
         output_help="DPO JSONL to write",
     )
-    parser.add_argument("--min-margin", type=float, help="override pair.min_margin")
+    parser.add_argument("--min-margin", type=float, default=argparse.SUPPRESS, help="override pair.min_margin")
     parser.add_argument(
         "--summary",
         metavar="PATH",
@@ -59,21 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N|none",
         help="override pair.pairs_per_prompt ('none': no cap)",
     )
-    parser.add_argument("--strategy", choices=STRATEGIES, help="override pair.strategy")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=argparse.SUPPRESS, help="override pair.strategy")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    params = load_params(args.params)
-    section = params["pair"]
+    params = with_flags(load_params(args.params), "pair", args, *FLAGS)
     args.input = objective_input(args, params, "pair")
-    config = PairConfig(
-        min_margin=section["min_margin"] if args.min_margin is None else args.min_margin,
-        pairs_per_prompt=getattr(args, "pairs_per_prompt", section["pairs_per_prompt"]),
-        strategy=section["strategy"] if args.strategy is None else args.strategy,
-        health=HealthConfig.from_params(params["health"]),
-    )
+    config = PairConfig.from_params(params)
     summary = run_pair(args.input, args.output, config)
     if args.summary:
         write_json(args.summary, summary.as_dict())

@@ -10,14 +10,14 @@ import orjson
 
 from rollout_pipeline.cli.start_guard import guarded_imports
 from rollout_pipeline.errors import UserError, did_you_mean
-from rollout_pipeline.settings import validated_once
+from rollout_pipeline.settings import PARAMS_CODE, validated_once
 
 REQUIRED = ("agent_name", "input_jsonl_fpath", "output_jsonl_fpath")
 # Keys a NeMo Gym config file holds besides the run's own: server definitions, which params.yaml's agents replace.
 GYM_SERVER_SECTIONS = ("responses_api_agents", "responses_api_models", "resources_servers")
 _ABSENT = object()
 # The modules whose code decides what a command line validates to (kept results are keyed by them too).
-SEED_RUN_CODE = ("cli/seed_run.py", "params.py", "settings.py")
+SEED_RUN_CODE = ("cli/seed_run.py", *PARAMS_CODE)
 
 # Plain overrides, `+key=value` with a dotted key and a value of letters, digits and `_ . / -`, are read here
 # without Hydra (whose import is 0.15 s of a short run's start-up); everything else goes to Hydra's parser.

@@ -8,14 +8,11 @@ from pathlib import Path
 
 from rollout_pipeline import paths
 from rollout_pipeline.cli.start_guard import guarded_imports
-from rollout_pipeline.settings import PARAMS_FILE, stage_objective, validated_once
-
-# The modules whose code decides what params.yaml validates to (kept results are keyed by them too).
-PARAMS_CODE = ("params.py", "settings.py")
+from rollout_pipeline.settings import PARAMS_CODE, PARAMS_FILE, stage_objective, validated_once
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
-    """params.yaml, validated: by the models in params.py (pydantic) the first time this content is seen, read
+    """params.yaml, validated: by the models in params/ (pydantic) the first time this content is seen, read
     back from the cache after that. A broken file is reported in one line every time."""
     try:
         data = Path(path).read_bytes()
@@ -29,6 +26,18 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
         return load_and_validate(path) if data is None else parse_params(data, path)
 
     return validate() if data is None else validated_once("params", data, PARAMS_CODE, validate)
+
+
+def with_flags(params: dict, section: str, args: argparse.Namespace, *keys: str) -> dict:
+    """`params` with the flags given on the command line (`--min-margin` for `min_margin`; a flag not given is
+    absent: its default is argparse.SUPPRESS) set in one section, validated by its model as params.yaml is, so the
+    defaults are the model's alone; pydantic is imported only when a flag is given."""
+    flags = {key: getattr(args, key) for key in keys if hasattr(args, key)}
+    if not flags:
+        return params
+    with guarded_imports():
+        from rollout_pipeline.params import apply_flags
+    return apply_flags(params, section, flags)
 
 
 def objective_input(args: argparse.Namespace, params: dict, stage: str) -> str:

@@ -18,8 +18,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,7 +27,7 @@ try:  # imported with the module, under launch.py's Ctrl-C guard: a C extension'
 except ImportError:
     uvloop = None
 
-from rollout_pipeline.collect.fetcher import POOL_CAP, Fetcher, work_items
+from rollout_pipeline.collect.fetcher import Fetcher, work_items
 from rollout_pipeline.collect.processes import auto_processes, collect_in_processes, peak_rss_mb
 from rollout_pipeline.collect.progress import ProgressStore
 from rollout_pipeline.collect.protocols import PROTOCOLS
@@ -39,6 +37,7 @@ from rollout_pipeline.collect.redact import Redactor, agent_headers, without_cre
 from rollout_pipeline.collect.resume import InputPrefix
 from rollout_pipeline.collect.run_input import readable_again, scan_input
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
@@ -55,75 +54,6 @@ GC_YOUNG_THRESHOLD = 10_000
 
 # One run indexes its rollouts in an array of 8-byte offsets: 100 million rollouts is 800 MB of it.
 MAX_ROLLOUTS = 100_000_000
-
-
-@dataclass
-class CollectSettings:
-    """Everything one collection run needs, whichever front end built it."""
-
-    agent_name: str
-    agent: dict
-    input_path: Path
-    output_path: Path
-    num_repeats: int = 1
-    num_samples_in_parallel: int | None = None
-    limit: int | None = None
-    seed: int | None = None
-    max_failure_rate: float = 0.0
-    responses_create_params: dict = field(default_factory=dict)
-    show_progress: bool = True
-    # What the model name alone does not pin down, e.g. a hash of the checkpoint it serves (the RL loop
-    # retrains a checkpoint under the same name): part of the identity when set, so a resume never mixes.
-    model_revision: str | None = None
-    # Collector processes: None = auto (processes.auto_processes). How rollouts are fetched, not what
-    # they are: not part of the identity, so a resume may use another count.
-    processes: int | None = None
-    # Where the fetching runs: "local" (this host's processes) or "ray" (actors on a Ray cluster, at ray_address,
-    # or a local Ray instance when None; `workers` of them, None = one per CPU of the cluster). Not part of the
-    # identity either: a run may resume on another executor.
-    executor: str = "local"
-    ray_address: str | None = None
-    workers: int | None = None
-    # Rows the input scan found (set by the run): rows appended to the file while it runs are not part of it.
-    scanned_rows: int | None = None
-    # Collect again even when the output already holds this run identity's rollouts (DVC's stages pass it:
-    # DVC runs a stage only when something it tracks changed, code included).
-    force: bool = False
-    # Send again the rollouts NeMo Gym masked (mask_sample) in an earlier run of the same settings, as NeMo Gym's
-    # retry_invalid_judge_responses does; without it a resume never asks for them again.
-    retry_masked: bool = False
-    # Generate only: records without a verdict, for a separate scoring step (the pipeline's score stage), so a
-    # verifier change re-scores them without asking the model again. An agent's own reward is kept.
-    generate_only: bool = False
-
-    @property
-    def parallel(self) -> int:
-        return min(self.num_samples_in_parallel or POOL_CAP, POOL_CAP)
-
-    def identity(self, input_sha256: str) -> dict:
-        """What decides whether a previous run's progress can be reused. URLs, parallelism, timeouts and
-        retries are left out on purpose: they change how rollouts are fetched, not what they are. So is `limit`:
-        the input hash covers exactly the rows used, which is what the limit decides."""
-        return {
-            "input_sha256": input_sha256,
-            "agent_name": self.agent_name,
-            "protocol": self.agent["protocol"],
-            "model": self.agent["model"],
-            # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
-            "verifier": (
-                without_credentials(self.agent["verifier"])
-                if not PROTOCOLS[self.agent["protocol"]].agent_server and not self.generate_only
-                else None
-            ),
-            **({"generate_only": True} if self.generate_only else {}),
-            "repeat_mode": self.agent["repeat_mode"],
-            "num_repeats": self.num_repeats,
-            "seed": self.seed,
-            "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
-            **({"model_revision": self.model_revision} if self.model_revision else {}),
-            **({"token_data": self.agent["token_data"]} if self.agent.get("token_data") else {}),
-            **({"logprobs_mode": self.agent["logprobs_mode"]} if self.agent.get("logprobs_mode") else {}),
-        }
 
 
 class Collector:

@@ -35,13 +35,11 @@ from rollout_pipeline.collect.records import scored_record
 from rollout_pipeline.collect.redact import headers_for
 from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.settings import POOL_CAP, CollectSettings
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
 from rollout_pipeline.rows import Prompt, prompt_id
-
-# aiohttp's connection pool size: the cap on concurrent requests when num_samples_in_parallel is null.
-POOL_CAP = 1024
 
 
 @dataclass(eq=False)
@@ -97,7 +95,7 @@ def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
 
 
 def work_items(
-    settings: Any, is_done: Callable[[int, int], bool], claim: Callable[[], range] | None = None
+    settings: CollectSettings, is_done: Callable[[int, int], bool], claim: Callable[[], range] | None = None
 ) -> Iterator[WorkItem]:
     """The requests still to make, in input order, rows read as a stream.
 
@@ -133,7 +131,7 @@ class Fetcher:
 
     def __init__(
         self,
-        settings: Any,
+        settings: CollectSettings,
         urls: list[str],
         headers: dict[str, str],
         sink: Sink,
@@ -150,9 +148,9 @@ class Fetcher:
         self.parallel = parallel
         self.pool = EndpointPool(urls, ceiling=parallel)
         self._other_models: set[str] = set()  # model names replies gave instead of the one asked, each noted once
-        agent = settings.agent
+        agent, fetch = settings.agent, settings.fetch
         self.retry_policy = RetryPolicy(
-            agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"], lambda: self.pool.last_success
+            fetch.max_retries, fetch.retry_backoff_s, fetch.give_up_after_s, lambda: self.pool.last_success
         )
         self.logprobs_mode = logprobs_mode(agent)
         # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
@@ -180,11 +178,11 @@ class Fetcher:
         connector = aiohttp.TCPConnector(
             limit=POOL_CAP, limit_per_host=0, ttl_dns_cache=300, force_close=False, enable_cleanup_closed=True
         )
-        agent = self.s.agent
+        agent, fetch = self.s.agent, self.s.fetch
         # A host that drops packets (a firewall, a wrong address) fails within the connect timeout, not after
         # the full timeout_s, which is sized for a long generation.
         self.timeout = aiohttp.ClientTimeout(
-            total=agent["timeout_s"], sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"])
+            total=fetch.timeout_s, sock_connect=min(fetch.connect_timeout_s, fetch.timeout_s)
         )
         async with aiohttp.ClientSession(
             connector=connector, json_serialize=None, raise_for_status=False, skip_auto_headers=("User-Agent",)
@@ -195,7 +193,7 @@ class Fetcher:
             else:
                 from rollout_pipeline.collect.verify_pool import VerifyPool
 
-                with VerifyPool(agent["verify_timeout_s"]) as pool:
+                with VerifyPool(fetch.verify_timeout_s) as pool:
                     self.scorer = self._scoring.make_scorer(
                         agent["protocol"],
                         agent["verifier"],
@@ -313,7 +311,7 @@ class Fetcher:
             ok = False
             try:
                 reply, latency = await post_json(
-                    self._session, endpoint.url + path, body, self.headers, self.timeout, s.agent["max_reply_bytes"]
+                    self._session, endpoint.url + path, body, self.headers, self.timeout, s.fetch.max_reply_bytes
                 )
                 try:
                     results = parse_reply(protocol, reply, n, params.get("max_output_tokens"))

@@ -22,6 +22,7 @@ import orjson
 from rollout_pipeline.collect.fanout import Child, ForkFailed, FrameWriter, fan_out
 from rollout_pipeline.collect.fetcher import Fetcher, Sink, work_items
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import dumps
 
@@ -158,7 +159,7 @@ class PipeSink:
 
 
 def collect_in_processes(
-    settings: Any,
+    settings: CollectSettings,
     count: int,
     parallel: int,
     urls: list[str],

@@ -33,6 +33,7 @@ from typing import Any
 from rollout_pipeline.collect.fetcher import Fetcher, Sink, WorkItem, work_items
 from rollout_pipeline.collect.processes import fetcher_summary, merge_summary
 from rollout_pipeline.collect.run_stats import RunStats
+from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.errors import UserError
 
 # Workers are named `rollout-worker-<driver pid>-<index>` in this namespace, so that an operator (or a test) can
@@ -76,7 +77,7 @@ def worker_env() -> dict[str, str]:
     return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
-def public_settings(settings: Any) -> Any:
+def public_settings(settings: CollectSettings) -> CollectSettings:
     """The run's settings as the workers' arguments: URLs and the verifier (either may hold credentials) left out."""
     agent = {**settings.agent, "url": "(in the worker's environment)", "verifier": "(in the worker's environment)"}
     return dataclasses.replace(settings, agent=agent)
@@ -155,7 +156,13 @@ class _ChunkFetcher(Fetcher):
     whichever chunk came first, so the next chunk keeps them busy while the last requests of one finish."""
 
     def __init__(
-        self, settings: Any, urls: list[str], headers: dict[str, str], sink: Sink, stats: RunStats, parallel: int
+        self,
+        settings: CollectSettings,
+        urls: list[str],
+        headers: dict[str, str],
+        sink: Sink,
+        stats: RunStats,
+        parallel: int,
     ) -> None:
         super().__init__(settings, urls, headers, sink, stats, iter(()), parallel)
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -189,7 +196,7 @@ class _ChunkFetcher(Fetcher):
 class RolloutWorker:
     """One Ray actor (async): a fetcher over the chunks the driver hands it. Built by `ray.remote` in the driver."""
 
-    def __init__(self, settings: Any, parallel: int, secrets: WorkerSecrets) -> None:
+    def __init__(self, settings: CollectSettings, parallel: int, secrets: WorkerSecrets) -> None:
         agent = {**settings.agent, "url": secrets.urls, "verifier": secrets.verifier}
         self.settings = dataclasses.replace(settings, agent=agent)
         self.stats = RunStats()
@@ -340,7 +347,7 @@ class RayOutcome:
 
 def collect_on_ray(
     cluster: RayCluster,
-    settings: Any,
+    settings: CollectSettings,
     workers: int | None,
     parallel: int,
     urls: list[str],

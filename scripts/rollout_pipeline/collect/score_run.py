@@ -31,6 +31,7 @@ from rollout_pipeline.collect.protocols.common import response_text
 from rollout_pipeline.collect.records import failure_entry, generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
 from rollout_pipeline.collect.scoring import make_scorer, score_reply, verifier_fingerprint
+from rollout_pipeline.collect.settings import RequestOptions
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.coverage import coverage, scored_line
@@ -43,10 +44,12 @@ SCORE_PARALLEL = 64
 
 @dataclass
 class ScoreSettings:
-    """One scoring run: which file, which agent's verifier (with its fetch settings: timeouts, retries)."""
+    """One scoring run: which file, which agent's verifier, and how its /verify requests are made (timeouts,
+    retries)."""
 
     agent_name: str
     agent: dict
+    fetch: RequestOptions
     input_path: Path
     output_path: Path
     max_failure_rate: float = 0.0
@@ -186,16 +189,16 @@ class ScoreRun:
             asyncio.run(self._score_all(heapq.merge(self._records(), sorted(rescored)), handle))
 
     async def _score_all(self, items: Iterator[_Item], handle: Any) -> None:
-        agent = self.s.agent
+        agent, fetch = self.s.agent, self.s.fetch
         timeout = aiohttp.ClientTimeout(
-            total=agent["timeout_s"], sock_connect=min(agent["connect_timeout_s"], agent["timeout_s"])
+            total=fetch.timeout_s, sock_connect=min(fetch.connect_timeout_s, fetch.timeout_s)
         )
         policy = RetryPolicy(
-            agent["max_retries"], agent["retry_backoff_s"], agent["give_up_after_s"], lambda: self._last_verdict
+            fetch.max_retries, fetch.retry_backoff_s, fetch.give_up_after_s, lambda: self._last_verdict
         )
         urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
         async with aiohttp.ClientSession(json_serialize=None, skip_auto_headers=("User-Agent",)) as session:
-            with VerifyPool(agent["verify_timeout_s"]) as pool:
+            with VerifyPool(fetch.verify_timeout_s) as pool:
                 scorer = make_scorer(
                     agent["protocol"],
                     agent["verifier"],

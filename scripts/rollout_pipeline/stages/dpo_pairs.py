@@ -44,12 +44,24 @@ STRATEGIES = (BEST_VS_WORST, ALL_PAIRS)
 
 @dataclass(frozen=True)
 class PairConfig:
-    """The `pair` section of params.yaml; `pairs_per_prompt` None means no cap."""
+    """The `pair` section of params.yaml as validated (its defaults are the model's: params/stages.py), and the
+    health checks' thresholds; `pairs_per_prompt` None means no cap."""
 
-    min_margin: float = 0.0
-    pairs_per_prompt: int | None = 1
-    strategy: str = BEST_VS_WORST
-    health: HealthConfig = DEFAULT_HEALTH
+    min_margin: float
+    pairs_per_prompt: int | None
+    strategy: str
+    health: HealthConfig
+
+    @classmethod
+    def from_params(cls, params: dict) -> PairConfig:
+        """From validated params (`pair` and `health`)."""
+        section = params["pair"]
+        return cls(
+            min_margin=section["min_margin"],
+            pairs_per_prompt=section["pairs_per_prompt"],
+            strategy=section["strategy"],
+            health=HealthConfig.from_params(params["health"]),
+        )
 
 
 @dataclass(frozen=True)

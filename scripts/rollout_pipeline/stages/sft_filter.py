@@ -43,18 +43,34 @@ FORMATS = (MESSAGES, PROMPT_COMPLETION)
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """The `filter` section of params.yaml; `where_source` names the setting in error messages."""
+    """The `filter` section of params.yaml as validated (its defaults are the model's: params/stages.py), and the
+    health checks' thresholds; `where_source` names the setting in error messages."""
 
-    min_reward: float = 0.8
-    where: str | None = None
-    dedupe: bool = True
-    keep_reasoning: bool = True
-    format: str = MESSAGES
-    drop_unhealthy: bool = False
-    health: HealthConfig = HealthConfig()
+    min_reward: float
+    where: str | None
+    dedupe: bool
+    keep_reasoning: bool
+    format: str
+    drop_unhealthy: bool
+    health: HealthConfig
     where_source: str = "filter.where"
     # Called with each record's line before `where` runs on it: the watchdog's heartbeat (watchdog.py).
     on_record: Callable[[int], None] | None = None
+
+    @classmethod
+    def from_params(cls, params: dict, where_source: str = "filter.where") -> FilterConfig:
+        """From validated params (`filter` and `health`)."""
+        section = params["filter"]
+        return cls(
+            min_reward=section["min_reward"],
+            where=section["where"],
+            dedupe=section["dedupe"],
+            keep_reasoning=section["keep_reasoning"],
+            format=section["format"],
+            drop_unhealthy=section["drop_unhealthy"],
+            health=HealthConfig.from_params(params["health"]),
+            where_source=where_source,
+        )
 
 
 def _jq_message(exc: Exception) -> str:
