@@ -67,6 +67,11 @@ EXPECTED = {  # family -> (case, figure) pairs that must be present
         ("driver", "bytes per rollout written"),
     ],
     "worst_reply": [(f"{kind}, 4 in flight", "collector peak RSS") for kind in ("short", "long-text")],  # smoke
+    "install": [
+        ("one pinned package (smoke): pip", "CPU (median)"),
+        ("one pinned package (smoke): uv", "CPU (median)"),
+        ("one pinned package (smoke)", "wall: pip / uv"),
+    ],
 }
 
 

@@ -264,7 +264,9 @@ def test_ctrl_c_is_acted_on_at_once_while_every_process_waits_for_a_slow_reply(t
             process.kill()
     assert process.returncode == 130, stderr
     assert last_line(stderr).startswith(f"interrupted: 0 of {TOTAL} rollouts done and kept in "), stderr
-    assert waited < 3, f"took {waited:.1f} s to stop"
+    # About a second on a quiet machine; the bound leaves a busy one room and still tells "at once" from waiting
+    # out the replies (timeout_s is 60 s).
+    assert waited < 10, f"took {waited:.1f} s to stop"
 
 
 def test_an_input_line_broken_mid_run_is_the_same_one_line_error_as_in_one_process(tmp_path, slow_server):
