@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import statistics
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -136,12 +137,12 @@ def measure(
     with scratch(NAME) as work, ExitStack() as stack:
         server = vllm_server(vllm_python)
         stack.callback(server.stop)  # stopped by its PID's process group, whatever happens
-        with ThreadPoolExecutor(1) as pool:
-            starting = pool.submit(server.start)  # vLLM and Gym's ten imports share the start-up minute
-            names = ("head", "policy_model", "math", "math_agent", "math_agent_env")
-            ports = {name: free_port() for name in names}
-            config = stack.enter_context(ng_run(gym_python, work, stack_config(server.url, ports)))
-            starting.result()
+        names = ("head", "policy_model", "math", "math_agent", "math_agent_env")
+        ports = {name: free_port() for name in names}
+        # vLLM starts from this thread (it is stopped when the thread that started it ends) while ng_run starts.
+        config = stack.enter_context(
+            ng_run(gym_python, work, stack_config(server.url, ports), while_starting=server.start)
+        )
         rows = write_rows(work / "rows.jsonl", prompts)
         agent_url = f"http://127.0.0.1:{ports['math_agent_env']}"
         for kind, url, extra in (("chat", server.url, {"verifier": "math"}), ("agent", agent_url, {})):
@@ -232,6 +233,7 @@ def run(
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out, as Ctrl-C does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=PROMPTS)
     parser.add_argument("--repeats", type=int, default=REPEATS)

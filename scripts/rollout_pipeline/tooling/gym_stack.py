@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -149,9 +149,18 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def ng_run(python: str, directory: Path, config: dict, start_timeout_s: float = START_TIMEOUT_S) -> Iterator[Path]:
+def ng_run(
+    python: str,
+    directory: Path,
+    config: dict,
+    start_timeout_s: float = START_TIMEOUT_S,
+    while_starting: Callable[[], None] | None = None,
+) -> Iterator[Path]:
     """Write `config` to directory/stack.yaml, start `ng_run` on it with the gym tier's interpreter `python`, wait
-    until every server answers, yield the config file; stop the whole group on exit. Its log: directory/ng_run.log."""
+    until every server answers, yield the config file; stop the whole group on exit. Its log: directory/ng_run.log.
+
+    `while_starting` runs in this thread once ng_run is started and before waiting for it: start there the model
+    server its `vllm_model` points at (ng_run waits for its model endpoints), so both start at once."""
     path = directory / "stack.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     venvs = directory / "venvs"
@@ -173,6 +182,8 @@ def ng_run(python: str, directory: Path, config: dict, start_timeout_s: float = 
             preexec_fn=_default_stop_signals,
         )
     try:
+        if while_starting is not None:
+            while_starting()
         _wait_ready(process, log, start_timeout_s)
         yield path
     finally:
