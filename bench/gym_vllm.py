@@ -123,6 +123,14 @@ def agreement(a: dict, b: dict) -> tuple[int, int, int, int]:
     return len(both), rewards, len(same_text), sum(a[k][0] == b[k][0] for k in same_text)
 
 
+def _show_verdicts_apart(ours: dict, gyms: dict) -> None:
+    """Print the texts our math verifier and Gym's math_with_judge score differently (control characters escaped)."""
+    for key in sorted(ours.keys() & gyms.keys()):
+        if ours[key][1] == gyms[key][1] and ours[key][0] != gyms[key][0]:
+            text = ascii(ours[key][1][-160:])
+            print(f"  verdicts apart at {key}: ours {ours[key][0]}, Gym's {gyms[key][0]}; text ends {text}", flush=True)
+
+
 def _median(runs: list[Measured]) -> tuple[float, float, float]:
     return tuple(statistics.median(getattr(r, f) for r in runs) for f in ("wall_s", "cpu_s", "max_rss_mb"))
 
@@ -172,6 +180,7 @@ def measure(
                 counts = agree.setdefault((a, b), [0, 0, 0, 0])
                 for i, value in enumerate(agreement(kept[a], kept[b])):
                     counts[i] += value
+            _show_verdicts_apart(kept[OURS_CHAT], kept[GYMS])
             for output in OUTPUTS.values():
                 (work / output).unlink()
         shown = {label: shell(command).replace(PY, "python") for label, command in listed.items()}
