@@ -9,7 +9,8 @@ found ("vLLM tier speed").
     python bench/vllm_factors.py --env VLLM_CPU_NUM_OF_RESERVED_CPU=0 # vLLM's threads on both cores
     python bench/vllm_factors.py --runs "8x32:seed=0;td=none"          # requests unseeded, without logprobs
     python bench/vllm_factors.py --runs "32x200,32x200:max=48"         # max_output_tokens 48 instead of 64
-    python bench/vllm_factors.py --worker-in-engine --runs 32x200      # two server processes instead of three
+    python bench/vllm_factors.py --env VLLM_ENABLE_V1_MULTIPROCESSING=0 --env OMP_NUM_THREADS=1 \
+        --flag "--distributed-executor-backend uni" --runs 32x200      # the model in the engine-core process
 
 Prints one RESULT line (JSON) per run: requests/s, output tokens/s, mean latency.
 """
@@ -85,7 +86,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", help="replace the tier's --dtype")
     parser.add_argument("--lora", action="store_true", help="runtime LoRA on (--enable-lora --max-lora-rank 8)")
-    parser.add_argument("--worker-in-engine", action="store_true", help="the model in vLLM's engine-core process")
     parser.add_argument("--no-openmp", action="store_true", help="do not preload vLLM's OpenMP runtime")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--flag", action="append", default=[], help="extra server flags, e.g. '--max-num-seqs 16'")
@@ -94,7 +94,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     python = os.environ.get("VLLM_SERVER_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
-    server = vllm_server(python, lora=args.lora, worker_in_engine=args.worker_in_engine)
+    server = vllm_server(python, lora=args.lora)
     if args.dtype:
         server.command[server.command.index("--dtype") + 1] = args.dtype
     if args.no_openmp:

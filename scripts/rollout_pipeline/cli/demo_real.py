@@ -35,7 +35,7 @@ ROLLOUTS = DEMO_DIR / "rollouts" / f"{OBJECTIVE}.jsonl"
 def _server(kind: str, python: str) -> Iterator[tuple[str, str, int]]:
     """(url, model name, parallelism) of a started server of that kind."""
     if kind == "vllm":
-        with running(vllm_server(python, worker_in_engine=True)) as server:
+        with running(vllm_server(python)) as server:
             # 32 in flight: 1.7 rollouts/s here, against 1.2 at 8; 48 and 64 gain nothing more (bench/RESULTS.md).
             yield server.url, MODEL_NAME, 32
     else:

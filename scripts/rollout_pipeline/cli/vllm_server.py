@@ -10,9 +10,7 @@ The flags are the ones that work on a small CPU machine (measured, see README "T
   emulated and decoding ran 3x slower (12 against 36 tokens/s at 8 requests in flight; bench/RESULTS.md);
 - vLLM's OpenMP runtime (libiomp5, in the tier's virtualenv) preloaded, as vLLM's CPU guide asks;
 - VLLM_SERVER_DEV_MODE=1 for `/pause` and `/abort_requests`; runtime LoRA loading only when asked (the RL loop and
-  the tier's tests): it is off for plain collection;
-- with `worker_in_engine` (make demo-real), the model runs inside vLLM's engine-core process rather than in a third
-  process: each of them imports torch and vLLM at start-up, so one fewer starts sooner (bench/RESULTS.md).
+  the tier's tests): it is off for plain collection.
 """
 
 from __future__ import annotations
@@ -54,15 +52,13 @@ def vllm_server(
     *,
     logprobs_mode: str | None = None,
     lora: bool = False,
-    worker_in_engine: bool = False,
     port: int | None = None,
     start_timeout_s: float = 600.0,
 ) -> LocalServer:
     """A LocalServer running vLLM's OpenAI-compatible server (not started yet: use `running(...)` or `.start()`).
 
     `logprobs_mode`: vLLM's --logprobs-mode (raw_logprobs, its default, or processed_logprobs). `lora`: runtime LoRA
-    adapters (`POST /v1/load_lora_adapter`, rank <= 8), for the RL loop. `worker_in_engine`: the model in the
-    engine-core process (two processes, not three), for a quicker start."""
+    adapters (`POST /v1/load_lora_adapter`, rank <= 8), for the RL loop."""
     model_dir = model_dir or default_model_dir(python)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no converted model (run `make setup-vllm`)")
@@ -108,14 +104,6 @@ def vllm_server(
     }
     if lora:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # POST /v1/load_lora_adapter
-    if worker_in_engine:
-        # vLLM's CPU platform turns the `uni` executor back into `mp` unless VLLM_ENABLE_V1_MULTIPROCESSING is 0; the
-        # OpenAI server's engine core stays a process of its own either way (only the offline engine reads it).
-        command += ["--distributed-executor-backend", "uni"]
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        # Without the worker process, nothing binds OpenMP's threads: torch starts one a core, and two threads
-        # spinning against the API server decoded 30 % slower here. One thread, as the worker process has.
-        env["OMP_NUM_THREADS"] = "1"
     openmp = venv / "lib" / "libiomp5.so"
     if openmp.is_file():
         env["LD_PRELOAD"] = " ".join(filter(None, [str(openmp), os.environ.get("LD_PRELOAD")]))
