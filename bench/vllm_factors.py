@@ -8,6 +8,9 @@ found ("vLLM tier speed").
     python bench/vllm_factors.py --dtype bfloat16 --lora --no-openmp   # the flags the tier had before
     python bench/vllm_factors.py --env VLLM_CPU_NUM_OF_RESERVED_CPU=0 # vLLM's threads on both cores
     python bench/vllm_factors.py --runs "8x32:seed=0;td=none"          # requests unseeded, without logprobs
+    python bench/vllm_factors.py --runs "32x200,32x200:max=48"         # max_output_tokens 48 instead of 64
+    python bench/vllm_factors.py --env VLLM_ENABLE_V1_MULTIPROCESSING=0 --env OMP_NUM_THREADS=1 \
+        --flag "--distributed-executor-backend uni" --runs 32x200      # the model in the engine-core process
 
 Prints one RESULT line (JSON) per run: requests/s, output tokens/s, mean latency.
 """
@@ -31,15 +34,17 @@ from rollout_pipeline.collect.run_input import parse_row
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 
 
-def demo_bodies(prompts: Path, seeded: bool, token_data: str | None, temperature: float = 0.8) -> list[bytes]:
+def demo_bodies(
+    prompts: Path, seeded: bool, token_data: str | None, temperature: float = 0.8, max_output_tokens: int = 64
+) -> list[bytes]:
     """make demo-real's chat bodies (the collector's own builder), 4 rollouts per prompt, run seed 1."""
     bodies = []
     for task_index, raw in enumerate(prompts.read_bytes().splitlines()):
         row = parse_row(raw, prompts, task_index + 1)
         for rollout_index in range(4):
             seed = rollout_seed(1, task_index, rollout_index) if seeded else None
-            sampling = {"temperature": temperature, "max_output_tokens": 64}
-            params = sampling_params("chat", row, sampling, seed)
+            sampling = {"temperature": temperature, "max_output_tokens": max_output_tokens}
+            params = sampling_params("chat", row.row, sampling, seed)
             bodies.append(orjson.dumps(build_body("chat", row, params, MODEL_NAME, token_data=token_data)))
     return bodies
 
@@ -84,7 +89,9 @@ def main() -> None:
     parser.add_argument("--no-openmp", action="store_true", help="do not preload vLLM's OpenMP runtime")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--flag", action="append", default=[], help="extra server flags, e.g. '--max-num-seqs 16'")
-    parser.add_argument("--runs", default="1x8,8x32,64x128", help="PARALLELxREQUESTS[:seed=0|1;td=logprobs|none],...")
+    parser.add_argument(
+        "--runs", default="1x8,8x32,64x128", help="PARALLELxREQUESTS[:seed=0|1;td=logprobs|none;max=TOKENS],..."
+    )
     args = parser.parse_args()
     python = os.environ.get("VLLM_SERVER_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
     server = vllm_server(python, lora=args.lora)
@@ -110,7 +117,9 @@ def main() -> None:
             parallel, total = map(int, size.split("x"))
             options = dict(pair.split("=") for pair in variant.split(";") if pair)
             token_data = options.get("td", "logprobs")
-            bodies = demo_bodies(prompts, options.get("seed", "1") == "1", None if token_data == "none" else token_data)
+            seeded = options.get("seed", "1") == "1"
+            max_tokens = int(options.get("max", 64))
+            bodies = demo_bodies(prompts, seeded, None if token_data == "none" else token_data, 0.8, max_tokens)
             result = asyncio.run(load(server.url, (bodies * (1 + total // len(bodies)))[:total], parallel))
             print("RESULT", run, orjson.dumps(result).decode(), flush=True)
     finally:

@@ -36,7 +36,7 @@ def _bodies(prompts: Path, repeats: int, out: Path) -> Path:
         for task_index, raw in enumerate(source):
             row = parse_row(raw, prompts, task_index + 1)
             for rollout_index in range(repeats):
-                params = sampling_params("chat", row, SAMPLING, rollout_seed(1, task_index, rollout_index))
+                params = sampling_params("chat", row.row, SAMPLING, rollout_seed(1, task_index, rollout_index))
                 sink.write(dumps(build_body("chat", row, params, MODEL_NAME)) + b"\n")
     return out
 

@@ -153,3 +153,19 @@ def test_the_vllm_benchmark_says_it_is_skipped_and_why_when_the_vllm_tier_is_not
     assert "skipped" in run.stdout
     assert f"the vLLM tier is not installed: no converted model in {tmp_path / 'no-tier' / 'models'}" in run.stdout
     assert "(make setup-vllm)" in run.stdout
+
+
+def test_the_gym_and_vllm_benchmark_says_it_is_skipped_and_names_each_missing_tier(tmp_path):
+    missing_vllm = tmp_path / "no-vllm" / "bin" / "python"
+    run = subprocess.run(
+        [PY, str(ROOT / "bench" / "gym_vllm.py"), "--gym-venv", str(tmp_path / "no-gym")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VLLM_SERVER_PYTHON": str(missing_vllm)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "skipped" in run.stdout
+    assert f"the vLLM tier: no converted model in {tmp_path / 'no-vllm' / 'models'}" in run.stdout
+    assert f"the gym tier: no {tmp_path / 'no-gym' / 'bin' / 'python'} (make setup-gym)" in run.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _server(kind: str, python: str) -> Iterator[tuple[str, str, int]]:
     """(url, model name, parallelism) of a started server of that kind."""
     if kind == "vllm":
         with running(vllm_server(python)) as server:
-            # 32 in flight: 1.7 rollouts/s here, against 1.2 at 8; 64 gains nothing more (bench/RESULTS.md).
+            # 32 in flight: 1.7 rollouts/s here, against 1.2 at 8; 48 and 64 gain nothing more (bench/RESULTS.md).
             yield server.url, MODEL_NAME, 32
     else:
         with llama_server(python) as url:
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     prompts = DEMO_DIR / "prompts.jsonl"
     write_prompt_set(prompts, prompt_count, "easy", seed=1)
+    started = time.monotonic()
     with _server(args.server, args.server_python) as (url, model, parallel):
+        server_s = time.monotonic() - started
         agent = {"protocol": "chat", "url": url, "model": model, "verifier": "math", "token_data": "logprobs"}
         sampling = {"temperature": 0.8, "max_output_tokens": max_output_tokens}
         objective = {"agent_name": "smollm2", "prompts": str(prompts), "num_repeats": args.repeats, "seed": 1}
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         code = collect_main(["--objective", OBJECTIVE, "--params", str(params), "--out", str(ROLLOUTS)])
     if code != 0:
         return code
+    reporting = time.monotonic()
     result = run_metrics(ROLLOUTS, DEMO_DIR / "metrics.json", 1.0)
     print("\n".join(result.lines(DEMO_DIR / "metrics.json")))
     print(json.dumps(result.metrics, indent=2))
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     stats = json.loads(side_path(ROLLOUTS).read_text())
     print(
         f"collected {stats['rollouts']} rollouts in {stats['collect_s']:.1f} s "
-        f"({stats['throughput_rollouts_per_s']:.2f} rollouts/s)"
+        f"({stats['throughput_rollouts_per_s']:.2f} rollouts/s, {stats['tokens']['output']:,} output tokens); "
+        f"the server started in {server_s:.0f} s; metrics and report {time.monotonic() - reporting:.1f} s; "
+        f"{time.monotonic() - started:.0f} s in all"
     )
     return 0
 
