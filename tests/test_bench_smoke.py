@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -139,33 +140,30 @@ def test_run_all_rejects_an_unknown_family():
     assert run.returncode == 2 and "nope" in run.stderr
 
 
-def test_the_vllm_benchmark_says_it_is_skipped_and_why_when_the_vllm_tier_is_not_installed(tmp_path):
-    missing = tmp_path / "no-tier" / "bin" / "python"
+def run_without_its_tier(script: str, vllm_python: Path, *args: str) -> subprocess.CompletedProcess:
+    """A benchmark of the vLLM tier run where that tier is missing: it must end well and say it was skipped."""
     run = subprocess.run(
-        [PY, str(ROOT / "bench" / "vllm_server.py")],
+        [PY, str(ROOT / "bench" / script), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "VLLM_SERVER_PYTHON": str(missing)},
+        env={**os.environ, "VLLM_SERVER_PYTHON": str(vllm_python)},
     )
     assert run.returncode == 0, run.stderr
     assert "skipped" in run.stdout
+    return run
+
+
+def test_the_vllm_benchmark_says_it_is_skipped_and_why_when_the_vllm_tier_is_not_installed(tmp_path):
+    run = run_without_its_tier("vllm_server.py", tmp_path / "no-tier" / "bin" / "python")
     assert f"the vLLM tier is not installed: no converted model in {tmp_path / 'no-tier' / 'models'}" in run.stdout
     assert "(make setup-vllm)" in run.stdout
 
 
 def test_the_gym_and_vllm_benchmark_says_it_is_skipped_and_names_each_missing_tier(tmp_path):
-    missing_vllm = tmp_path / "no-vllm" / "bin" / "python"
-    run = subprocess.run(
-        [PY, str(ROOT / "bench" / "gym_vllm.py"), "--gym-venv", str(tmp_path / "no-gym")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "VLLM_SERVER_PYTHON": str(missing_vllm)},
+    run = run_without_its_tier(
+        "gym_vllm.py", tmp_path / "no-vllm" / "bin" / "python", "--gym-venv", str(tmp_path / "no-gym")
     )
-    assert run.returncode == 0, run.stderr
-    assert "skipped" in run.stdout
     assert f"the vLLM tier: no converted model in {tmp_path / 'no-vllm' / 'models'}" in run.stdout
     assert f"the gym tier: no {tmp_path / 'no-gym' / 'bin' / 'python'} (make setup-gym)" in run.stdout
