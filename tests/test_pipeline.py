@@ -66,6 +66,7 @@ def test_make_run_in_a_fresh_clone_produces_every_output_and_a_second_repro_does
     assert "Data and pipelines are up to date." in again.stdout
 
 
+@pytest.mark.e2e
 def test_changing_one_objective_reruns_only_its_own_stages(small_project):
     params_path = small_project / "params.yaml"
     original = params_path.read_text()
@@ -91,6 +92,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         sh("dvc repro", small_project)
 
 
+@pytest.mark.e2e
 def test_the_pair_stage_takes_its_objective_from_params_and_dvc_sees_the_change(small_project):
     """pair.objective names the rollouts the DPO pairs come from (dvc.yaml interpolates it): switching it to rl is
     one param in `dvc params diff`, and re-runs the pair stage and the report, which shows the pairs on its page."""
