@@ -504,7 +504,9 @@ def test_an_endpoint_that_is_not_up_yet_is_waited_for_within_the_retry_budget(en
 
 def test_connection_refused_for_good_gives_up_after_20_rollouts(endpoint_runs):
     run = result_of(endpoint_runs, "refused")
-    assert run.elapsed < 15
+    # A refused connection fails at once: about 1 s on a quiet machine. The bound only tells a give-up from minutes
+    # of backed-off retries; 15 s was once exceeded at load 10, with this fixture's five other runs going on beside.
+    assert run.elapsed < 25
     assert run.result.returncode == 2 and "Traceback" not in run.result.stderr
     line = last_line(run.result.stderr)
     assert line.startswith("collect.py: error: giving up: the last 20 rollouts all failed"), run.result.stderr
