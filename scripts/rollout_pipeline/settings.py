@@ -20,6 +20,18 @@ from rollout_pipeline.paths import PARAMS_FILE
 # The RL loop's iterations and its evaluations read their fetch overrides from fetch.objectives.rl_loop / rl_eval.
 RL_LOOP_FETCH = "rl_loop"
 RL_EVAL_FETCH = "rl_eval"
+# The rl.train settings that a training command (rl.train.cmd) may name as placeholders.
+TRAIN_SETTINGS = (
+    "lr",
+    "steps",
+    "base",
+    "clip",
+    "lora_rank",
+    "lora_alpha",
+    "divide_by_std",
+    "seed",
+    "max_token_mult_prob_error",
+)
 FETCH_OVERRIDES = ("agents", "objectives")  # fetch's sections of overrides; its other keys are the defaults
 
 PACKAGE_DIR = Path(__file__).resolve().parent

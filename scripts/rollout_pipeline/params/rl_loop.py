@@ -18,27 +18,11 @@ from rollout_pipeline.params.checks import (
 )
 from rollout_pipeline.params.collection import Sampling, moved
 from rollout_pipeline.paths import PROMPTS_DIR
-from rollout_pipeline.settings import RL_EVAL_FETCH, RL_LOOP_FETCH
+from rollout_pipeline.settings import RL_EVAL_FETCH, RL_LOOP_FETCH, TRAIN_SETTINGS
 
 DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"
-TRAIN_PLACEHOLDERS = (
-    "rollouts",
-    "init",
-    "out",
-    "iteration",
-    "prev",
-    "lr",
-    "steps",
-    "python",
-    "metrics",
-    "base",
-    "clip",
-    "lora_rank",
-    "lora_alpha",
-    "divide_by_std",
-    "seed",
-    "max_token_mult_prob_error",
-)
+# A training command names the iteration's files, the interpreter, and any of the rl.train settings.
+TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "python", "metrics", *TRAIN_SETTINGS)
 
 
 class DynamicSampling(Strict):

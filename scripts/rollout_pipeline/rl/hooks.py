@@ -40,6 +40,7 @@ from rollout_pipeline.rl.names import (
     train_metrics_path,
 )
 from rollout_pipeline.rl.schedule import iteration_entry
+from rollout_pipeline.settings import TRAIN_SETTINGS
 
 DEFAULT_UPDATE_BODY = {"model": "{model}", "checkpoint": "{checkpoint}", "iteration": "{iteration}"}
 
@@ -103,19 +104,6 @@ def init_checkpoint(params: dict) -> Path:
         INIT_RECORD, {"init": source_name, "checkpoint": str(target), "fingerprint": checkpoint_fingerprint(target)}
     )
     return target
-
-
-TRAIN_SETTINGS = (
-    "lr",
-    "steps",
-    "base",
-    "clip",
-    "lora_rank",
-    "lora_alpha",
-    "divide_by_std",
-    "seed",
-    "max_token_mult_prob_error",
-)
 
 
 def _placeholder(value: object) -> str:
