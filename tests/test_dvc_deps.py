@@ -30,8 +30,14 @@ _INLINE_SCORING = [
     "rollout_pipeline.collect.verify_pool",
     "rollout_pipeline.verify.verifiers",
 ]
-# The embedded server (its front end, run as a child process) and the Ray executor (imported when chosen).
-_COLLECTING = ["rollout_pipeline.cli.serve", "rollout_pipeline.collect.ray_executor"]
+# The engine (cli/collect imports it once the arguments and params are read), the embedded server (its starter, and
+# its front end run as a child process) and the Ray executor (imported when chosen).
+_COLLECTING = [
+    "rollout_pipeline.collect.collector",
+    "rollout_pipeline.reference.embedded",
+    "rollout_pipeline.cli.serve",
+    "rollout_pipeline.collect.ray_executor",
+]
 # params.yaml is validated by the models (params) when its content was not validated before (cli/stage_args).
 _VALIDATING = ["rollout_pipeline.params"]
 # An RL iteration's collection: its plan and its reward line (cli/collect imports them when it runs one).

@@ -14,18 +14,19 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rollout_pipeline.cli.start_guard import guarded_imports
 
-with guarded_imports():  # the collector's imports take ~0.3 s: a Ctrl-C meanwhile is a clean stop (start_guard)
+# The engine (aiohttp: about half of a run's start-up) is imported once the arguments and params.yaml have been read:
+# a mistake in either, and --help, are answered without it.
+with guarded_imports():  # a Ctrl-C during the imports is a clean stop (start_guard)
     from rollout_pipeline import paths
     from rollout_pipeline.cli.seed_args import parse_seed_args
     from rollout_pipeline.cli.stage_args import load_params
-    from rollout_pipeline.collect.collector import Collector
     from rollout_pipeline.collect.settings import CollectSettings
     from rollout_pipeline.errors import UserError, did_you_mean, run_cli
     from rollout_pipeline.paths import PARAMS_FILE
-    from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
     from rollout_pipeline.settings import (
         RL_EVAL_FETCH,
         RL_LOOP_FETCH,
@@ -33,6 +34,9 @@ with guarded_imports():  # the collector's imports take ~0.3 s: a Ctrl-C meanwhi
         fetch_settings,
         objective_settings,
     )
+
+if TYPE_CHECKING:
+    from rollout_pipeline.reference.embedded import EmbeddedServer
 
 EXECUTORS = ("local", "ray")
 
@@ -241,7 +245,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
         print(f"=== RL Iteration {key} ===", flush=True)
         code = collect_informative(
             settings,
-            lambda run_settings: Collector(run_settings, start_server=start_embedded).run(),
+            run_collection,
             load_params(options.params)["rl"]["collect"]["dynamic_sampling"],
             sampling_metrics_path(key),
         )
@@ -259,11 +263,20 @@ def _main(argv: list[str] | None, prog: str) -> int:
         return 2
     settings.model_revision = options.model_revision or settings.model_revision
     _apply_run_options(settings, options)
+    return run_collection(settings)
+
+
+def run_collection(settings: CollectSettings) -> int:
+    """One collection with these settings (the embedded server started for an agent whose url is `embedded`)."""
+    with guarded_imports():
+        from rollout_pipeline.collect.collector import Collector
     return Collector(settings, start_server=start_embedded).run()
 
 
 def start_embedded(agent: dict) -> EmbeddedServer:
     """The embedded reference server for an agent whose url is `embedded` (its flags and checkpoint folder)."""
+    from rollout_pipeline.reference.embedded import start_embedded_server
+
     args = list(agent.get("embedded_args") or [])
     if agent.get("checkpoint_dir"):
         args += ["--checkpoint-dir", agent["checkpoint_dir"]]
