@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,27 @@ import yaml
 from support import PY, ROOT
 
 VENV_BIN = Path(PY).parent
+# What `make run` writes (a sample: every stage's kind of output).
+OUTPUTS = [
+    "data/prompts/math.jsonl",
+    "data/rollouts/rl.jsonl",
+    "data/rollouts/sft.jsonl",
+    "data/rollouts/dpo.jsonl",
+    "data/sft/train.jsonl",
+    "data/dpo/pairs.jsonl",
+    "metrics/rl.json",
+    "metrics/sft.json",
+    "metrics/dpo.json",
+    "reports/index.html",
+    "reports/rl.html",
+    "reports/rl-loop.html",
+]
 ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` ran, from its output."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def sh(command: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -4,21 +4,16 @@ whose embedded server answers some requests with degenerate generations (empty o
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import yaml
 
-from dvc_testkit import copy_project, sh
+from dvc_testkit import copy_project, sh, stages_run
 from support import read_jsonl
 
 pytestmark = pytest.mark.e2e
 
 PROMPTS = 24
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")

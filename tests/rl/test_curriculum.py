@@ -4,13 +4,12 @@ measured; the choice on files, the params `make rl-iter` writes, and the loop ov
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import pytest
 import yaml
 
-from dvc_testkit import copy_project, sh
+from dvc_testkit import copy_project, sh, stages_run
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.rl.curriculum import select, selection_entry
@@ -143,10 +142,6 @@ def test_extend_in_fixed_mode_writes_no_selection(tmp_path):
 
 
 # ---- over real DVC ---------------------------------------------------------------------------------------------
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def loop_to(project, n: int) -> str:

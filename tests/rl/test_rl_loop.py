@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dvc_testkit import stages_run
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import validate_params
 from rollout_pipeline.reference import policy
@@ -571,10 +572,6 @@ def make_rl_iter(cwd: Path, n: int | None) -> subprocess.CompletedProcess:
         f"VENV={VENV}",
         check=n is not None,
     )
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def progress_table(repo: Path) -> list[dict]:
