@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -19,6 +20,22 @@ ROLLOUT, FAILURE, RETRY, FATAL, NOTE, LATENCIES, SUMMARY = b"R", b"F", b"T", b"X
 ROLLOUT_HEAD = struct.Struct("<qqdqq")
 
 
+@dataclass(frozen=True)
+class RolloutFailure:
+    """A rollout with no record: why (its cause and message), whether it was skipped (an outcome, never retried), and
+    the server's reply, its Responses object and the generation, when there were some."""
+
+    task_index: int
+    rollout_index: int
+    prompt_id: str
+    cause: str
+    message: str
+    skipped: bool = False
+    reply: Any = None
+    response: Any = None
+    generation: dict | None = None
+
+
 class Sink(Protocol):
     """Where finished rollouts, failures and retries go."""
 
@@ -26,18 +43,7 @@ class Sink(Protocol):
         self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
     ) -> None: ...
 
-    def failure(
-        self,
-        task_index: int,
-        rollout_index: int,
-        prompt_id: str,
-        cause: str,
-        message: str,
-        skipped: bool = False,
-        reply: Any = None,
-        response: Any = None,
-        generation: dict | None = None,
-    ) -> None: ...
+    def failure(self, failure: RolloutFailure) -> None: ...
 
     def note(self, message: str) -> None: ...
 
@@ -59,34 +65,8 @@ class EventWriter:
     ) -> None:
         self.send(ROLLOUT, ROLLOUT_HEAD.pack(task_index, rollout_index, reward, input_tokens, output_tokens) + line)
 
-    def failure(
-        self,
-        task_index: int,
-        rollout_index: int,
-        prompt_id: str,
-        cause: str,
-        message: str,
-        skipped: bool = False,
-        reply: Any = None,
-        response: Any = None,
-        generation: dict | None = None,
-    ) -> None:
-        self.send(
-            FAILURE,
-            dumps(
-                {
-                    "task_index": task_index,
-                    "rollout_index": rollout_index,
-                    "prompt_id": prompt_id,
-                    "cause": cause,
-                    "message": message,
-                    "skipped": skipped,
-                    "reply": reply,
-                    "response": response,
-                    "generation": generation,
-                }
-            ),
-        )
+    def failure(self, failure: RolloutFailure) -> None:
+        self.send(FAILURE, dumps(failure))
 
     def note(self, message: str) -> None:
         self.send(NOTE, message.encode())
@@ -129,7 +109,7 @@ class EventReader:
             line = memoryview(payload)[ROLLOUT_HEAD.size :]
             self.sink.rollout(task_index, rollout_index, line, reward, input_tokens, output_tokens)
         elif kind == FAILURE:
-            self.sink.failure(**orjson.loads(payload))
+            self.sink.failure(RolloutFailure(**orjson.loads(payload)))
         elif kind == RETRY:
             self.sink.retry(**orjson.loads(payload))
         elif kind == NOTE:

@@ -1,9 +1,9 @@
-"""The async half of a collection run: stream the work, ask the agent, score, and hand each finished rollout
-(or failure) to a sink.
+"""The async half of a collection run: take the work from a WorkSource, ask the agent, score, and hand each finished
+rollout (or failure) to a sink.
 
-The sink owns the run's files. In a single-process run it is the Collector itself (progress file, stats,
-progress bar); in a multi-process run it is a pipe to the parent process (processes.py), which then
-stays the only writer. Either way the fetcher never writes a file.
+The sink owns the run's files. When the fetcher runs in this process it is the run's sink (run_sink.py: progress
+file, stats, progress bar); in a collector process or on a Ray worker it is an EventWriter (events.py) whose events
+this process takes in, so it stays the only writer. Either way the fetcher never writes a file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
-from rollout_pipeline.collect.events import Sink
+from rollout_pipeline.collect.events import RolloutFailure, Sink
 from rollout_pipeline.collect.protocols import (
     PROTOCOLS,
     ChoicesShortfall,
@@ -174,16 +174,7 @@ class Fetcher:
             await self._fetch(item, sink)
         except RequestFailed as failure:
             for rollout_index in item.rollout_indexes:
-                sink.failure(
-                    item.task_index,
-                    rollout_index,
-                    item.prompt_id,
-                    failure.cause,
-                    str(failure),
-                    failure.skip,
-                    failure.reply,
-                    failure.response,
-                )
+                sink.failure(_failed(item, rollout_index, failure))
         except UserError as exc:
             sink.fatal(exc)
         finally:
@@ -287,28 +278,20 @@ class Fetcher:
                     reward, extras = await self._scoring.score_reply(self.scorer, self.s.agent, row, result, reply)
                 except RequestFailed as failure:
                     # The generation stays in the failures file: a fixed verifier re-scores it (rescore), unsent.
-                    sink.failure(
-                        task_index,
-                        rollout_index,
-                        item.prompt_id,
-                        failure.cause,
-                        str(failure),
-                        failure.skip,
-                        failure.reply,
-                        failure.response,
-                        generation=record,
-                    )
+                    sink.failure(_failed(item, rollout_index, failure, generation=record))
                     continue
                 record = scored_record(record, reward, extras, self.scored_by)
             line = dumps(record) + b"\n"
             if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
                 sink.failure(
-                    task_index,
-                    rollout_index,
-                    item.prompt_id,
-                    "record_too_large",
-                    f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
-                    "limit; lower max_reply_bytes or shorten the prompt",
+                    RolloutFailure(
+                        task_index,
+                        rollout_index,
+                        item.prompt_id,
+                        "record_too_large",
+                        f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
+                        "limit; lower max_reply_bytes or shorten the prompt",
+                    )
                 )
                 continue
             usage = result.response.get("usage") or {}
@@ -351,6 +334,23 @@ class Fetcher:
             if key not in record:
                 record[key] = value
         return record
+
+
+def _failed(
+    item: WorkItem, rollout_index: int, failure: RequestFailed, generation: dict | None = None
+) -> RolloutFailure:
+    """One rollout of `item` that failed as its request (or its scoring) did."""
+    return RolloutFailure(
+        item.task_index,
+        rollout_index,
+        item.prompt_id,
+        failure.cause,
+        str(failure),
+        failure.skip,
+        failure.reply,
+        failure.response,
+        generation,
+    )
 
 
 class _NIgnored(Exception):

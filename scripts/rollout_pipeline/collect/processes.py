@@ -1,4 +1,4 @@
-"""A collection run spread over several processes: what the children send, and how the parent takes it in.
+"""The several-process executor: forked children each run a Fetcher and send its events; the parent takes them in.
 
 Each child runs a Fetcher on its share of the parallelism and claims tasks in small ranges from a shared
 counter as it needs them, so a child that gets slow replies simply claims less. The parent is the only writer:

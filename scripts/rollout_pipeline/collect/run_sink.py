@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any, TextIO
 
+from rollout_pipeline.collect.events import RolloutFailure
 from rollout_pipeline.collect.executor import Executor
 from rollout_pipeline.collect.progress import ProgressStore
 from rollout_pipeline.collect.protocols import PROTOCOLS
@@ -88,21 +89,19 @@ class RunSink:
     def note(self, message: str) -> None:
         self.say(f"note: {message}")
 
-    def failure(
-        self,
-        task_index: int,
-        rollout_index: int,
-        prompt_id: str,
-        cause: str,
-        message: str,
-        skipped: bool = False,
-        reply: Any = None,
-        response: Any = None,
-        generation: dict | None = None,
-    ) -> None:
-        message, cause = self.redact.text(message), printable(cause)
+    def failure(self, failure: RolloutFailure) -> None:
+        task_index, rollout_index, skipped = failure.task_index, failure.rollout_index, failure.skipped
+        message, cause = self.redact.text(failure.message), printable(failure.cause)
         entry = failure_entry(
-            prompt_id, task_index, rollout_index, cause, message, skipped, reply, response, generation
+            failure.prompt_id,
+            task_index,
+            rollout_index,
+            cause,
+            message,
+            skipped,
+            failure.reply,
+            failure.response,
+            failure.generation,
         )
         kind = entry.get("failure_kind")
         self._failures_handle.write(self.redact.json_bytes(dumps(entry)) + b"\n")
