@@ -12,7 +12,7 @@ until TOTAL requests are done. No verifier, no records, no files. Prints one JSO
 real model server the loop then asks for exactly the generations the collector asks for (bench/vllm_server.py).
 
 `--gc-threshold N` sets Python's generation-0 GC threshold as the collector does while collecting
-(rollout_pipeline.collect.collector.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
+(rollout_pipeline.collect.run_loop.GC_YOUNG_THRESHOLD); without it the loop runs with Python's default (700).
 """
 
 from __future__ import annotations

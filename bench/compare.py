@@ -32,7 +32,7 @@ from benchlib import (
     write_params,
     write_prompts,
 )
-from rollout_pipeline.collect.collector import GC_YOUNG_THRESHOLD
+from rollout_pipeline.collect.run_loop import GC_YOUNG_THRESHOLD
 
 
 def resolve(version: str, into: Path) -> Path:

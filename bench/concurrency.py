@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from benchlib import Figure, instant_server, print_figures, run_bare_client, run_collector, scratch, shell
-from rollout_pipeline.collect.collector import GC_YOUNG_THRESHOLD
+from rollout_pipeline.collect.run_loop import GC_YOUNG_THRESHOLD
 
 NAME = "concurrency"
 LATENCY_S = 0.100

@@ -308,3 +308,77 @@ def test_every_phony_make_target_has_a_recipe():
         prerequisites = rule.group(0).split("\n")[0].split("##")[0]
         # A recipe, or an alias for a file rule that has one (setup: $(STAMP)).
         assert rule.group(1).strip() or "$(" in prerequisites, f"{target} has no recipe"
+
+
+def executor_problems(interface: type, executors: list[type]) -> list[str]:
+    """What keeps each executor from being the interface and nothing more: not a subclass of it, a method of it
+    left abstract, one with another signature than the interface's, or a public method the interface lacks (which
+    the Collector could call on one executor and not the others)."""
+    import inspect
+
+    methods = {name for name, _ in inspect.getmembers(interface, inspect.isfunction) if not name.startswith("_")}
+    found = []
+    for executor in executors:
+        name = executor.__name__
+        if not issubclass(executor, interface):
+            found.append(f"{name}: not a subclass of {interface.__name__}")
+            continue
+        found += [f"{name}: {method} not implemented" for method in sorted(executor.__abstractmethods__)]
+        for method in sorted(methods):
+            theirs, ours = inspect.signature(getattr(executor, method)), inspect.signature(getattr(interface, method))
+            if theirs != ours:
+                found.append(f"{name}.{method}{theirs} differs from {interface.__name__}.{method}{ours}")
+        own = {m for m, _ in inspect.getmembers(executor, inspect.isfunction) if not m.startswith("_")}
+        found += [f"{name}.{method}: not in {interface.__name__}" for method in sorted(own - methods)]
+    return found
+
+
+def test_the_three_executors_implement_the_one_executor_interface_and_nothing_beside_it():
+    from rollout_pipeline.collect.executor import Executor
+    from rollout_pipeline.collect.one_process import OneProcess
+    from rollout_pipeline.collect.processes import Processes
+    from rollout_pipeline.collect.ray_executor import RayExecutor
+
+    assert executor_problems(Executor, [OneProcess, Processes, RayExecutor]) == []
+
+
+def test_every_executor_class_in_collect_is_one_the_interface_check_covers():
+    """A fourth executor (or one renamed) would escape the check above: every subclass of Executor in collect/,
+    read from the source, is one of the three."""
+    found = sorted(
+        f"{path.stem}.{node.name}"
+        for path in (PACKAGE_DIR / "collect").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(base) == "Executor" for base in node.bases)
+    )
+    assert found == ["one_process.OneProcess", "processes.Processes", "ray_executor.RayExecutor"]
+
+
+def test_the_executor_check_catches_a_drifted_signature_a_missing_method_an_extra_one_and_a_stranger():
+    from rollout_pipeline.collect.executor import Executor, Job, Outcome
+
+    class Drifted(Executor):
+        def collect(self, job: Job, parallel: int) -> Outcome: ...
+
+        def stop(self) -> None: ...
+
+    class Incomplete(Executor):
+        def collect(self, job: Job) -> Outcome: ...
+
+    class Wider(Executor):
+        def collect(self, job: Job) -> Outcome: ...
+
+        def stop(self) -> None: ...
+
+        def endpoints(self) -> dict: ...
+
+    class Stranger:
+        def collect(self, job: Job) -> Outcome: ...
+
+    assert executor_problems(Executor, [Drifted, Incomplete, Wider, Stranger]) == [
+        "Drifted.collect(self, job: 'Job', parallel: 'int') -> 'Outcome' differs from Executor.collect(self, job: "
+        "'Job') -> 'Outcome'",
+        "Incomplete: stop not implemented",
+        "Wider.endpoints: not in Executor",
+        "Stranger: not a subclass of Executor",
+    ]

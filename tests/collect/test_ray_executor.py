@@ -18,7 +18,8 @@ import pytest
 
 from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
-from rollout_pipeline.collect.ray_executor import NAMESPACE, WorkerSecrets, public_settings, worker_env
+from rollout_pipeline.collect.ray_executor import NAMESPACE
+from rollout_pipeline.collect.ray_worker import WorkerSecrets, public_settings, worker_env
 from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.params import fetch_settings, validate_params
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server

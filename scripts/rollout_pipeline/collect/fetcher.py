@@ -1,22 +1,21 @@
-"""The async half of a collection run: stream the work, ask the agent, score, and hand each finished rollout
-(or failure) to a sink.
+"""The async half of a collection run: take the work from a WorkSource, ask the agent, score, and hand each finished
+rollout (or failure) to a sink.
 
-The sink owns the run's files. In a single-process run it is the Collector itself (progress file, stats,
-progress bar); in a multi-process run it is a pipe to the parent process (processes.py), which then
-stays the only writer. Either way the fetcher never writes a file.
+The sink owns the run's files. When the fetcher runs in this process it is the run's sink (run_sink.py: progress
+file, stats, progress bar); in a collector process or on a Ray worker it is an EventWriter (events.py) whose events
+this process takes in, so it stays the only writer. Either way the fetcher never writes a file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
+from rollout_pipeline.collect.events import RolloutFailure, Sink
 from rollout_pipeline.collect.protocols import (
     PROTOCOLS,
     ChoicesShortfall,
@@ -33,59 +32,12 @@ from rollout_pipeline.collect.protocols import (
 )
 from rollout_pipeline.collect.records import scored_record
 from rollout_pipeline.collect.redact import headers_for
-from rollout_pipeline.collect.run_input import iter_raw_rows, parse_row
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.settings import POOL_CAP, CollectSettings
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.work import WorkItem, WorkSource
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
-from rollout_pipeline.rows import Prompt, prompt_id
-
-
-@dataclass(eq=False)
-class Pending:
-    """How many of one prompt's requests are still to finish: the endpoint pool forgets the prompt after the
-    last. Shared by the work items of that prompt."""
-
-    requests: int
-
-
-@dataclass(frozen=True, eq=False)
-class WorkItem:
-    """One request's worth of rollouts of one prompt: the row as read, its input messages and prompt id."""
-
-    task_index: int
-    rollout_indexes: list[int]
-    prompt: Prompt
-    prompt_id: str
-    pending: Pending
-
-
-class Sink(Protocol):
-    """Where finished rollouts, failures and retries go."""
-
-    def rollout(
-        self, task_index: int, rollout_index: int, line: bytes, reward: float, input_tokens: int, output_tokens: int
-    ) -> None: ...
-
-    def failure(
-        self,
-        task_index: int,
-        rollout_index: int,
-        prompt_id: str,
-        cause: str,
-        message: str,
-        skipped: bool = False,
-        reply: Any = None,
-        response: Any = None,
-        generation: dict | None = None,
-    ) -> None: ...
-
-    def note(self, message: str) -> None: ...
-
-    def retry(self, cause: str, retry_after: float | None) -> None: ...
-
-    def fatal(self, error: UserError) -> None: ...
 
 
 def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
@@ -94,38 +46,8 @@ def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
-def work_items(
-    settings: CollectSettings, is_done: Callable[[int, int], bool], claim: Callable[[], range] | None = None
-) -> Iterator[WorkItem]:
-    """The requests still to make, in input order, rows read as a stream.
-
-    `claim`, when given, hands out this process's next range of task indexes (other processes take the
-    ranges in between); it is called only when the current range is used up, so work is shared as it is
-    needed rather than split up front."""
-    by_n = settings.agent["repeat_mode"] == "n"
-    owned = range(0)
-    rows = settings.limit if settings.scanned_rows is None else settings.scanned_rows  # rows appended later wait
-    for task_index, lineno, raw in iter_raw_rows(settings.input_path, rows):
-        if claim is not None:
-            while task_index >= owned.stop:
-                owned = claim()
-            if task_index < owned.start:
-                continue
-        pending = [r for r in range(settings.num_repeats) if not is_done(task_index, r)]
-        if not pending:
-            continue
-        prompt = parse_row(raw, settings.input_path, lineno)
-        identifier = prompt_id(prompt)
-        requests = Pending(len(pending) if not by_n else 1)
-        if by_n:
-            yield WorkItem(task_index, pending, prompt, identifier, requests)
-        else:
-            for rollout_index in pending:
-                yield WorkItem(task_index, [rollout_index], prompt, identifier, requests)
-
-
 class Fetcher:
-    """`parallel` workers share one stream of work: at most `parallel` requests in flight and as many live
+    """`parallel` slots share one source of work: at most `parallel` requests in flight and as many live
     tasks, whatever the input size. (A worker per slot, not a task per rollout: no task, semaphore or callback
     churn per request.)"""
 
@@ -136,7 +58,7 @@ class Fetcher:
         headers: dict[str, str],
         sink: Sink,
         stats: RunStats,
-        work: Iterator[WorkItem],
+        work: WorkSource,
         parallel: int,
     ) -> None:
         self.s = settings
@@ -214,16 +136,20 @@ class Fetcher:
         running = self.parallel
         finished = self._finished
 
-        async def worker() -> None:
+        async def slot() -> None:
             nonlocal running
             try:
-                for item in self.work:  # next() never awaits, so the workers can share the generator
-                    if self._stopped:
+                while not self._stopped:
+                    item = await self.work.get()
+                    if item is None:
                         break
-                    await self._rollouts(item)
+                    try:
+                        await self._rollouts(item, self.work.sink_for(item) or self.sink)
+                    finally:
+                        self.work.done(item)
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # a bug: surface it rather than hang the other workers
+            except BaseException as exc:  # a bug: surface it rather than hang the other slots
                 if not finished.done():
                     finished.set_exception(exc)
                 raise
@@ -232,55 +158,46 @@ class Fetcher:
                 if running == 0 and not finished.done():
                     finished.set_result(None)
 
-        workers = [asyncio.create_task(worker()) for _ in range(self.parallel)]
+        slots = [asyncio.create_task(slot()) for _ in range(self.parallel)]
         try:
             await finished
         finally:
             # On Ctrl-C, SIGTERM or stop(): cancel what is in flight; finished rollouts are already the sink's.
-            for task in workers:
+            for task in slots:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            self.work.close()  # type: ignore[attr-defined]
+            await asyncio.gather(*slots, return_exceptions=True)
+            self.work.close()
 
-    async def _rollouts(self, item: WorkItem) -> None:
+    async def _rollouts(self, item: WorkItem, sink: Sink) -> None:
         """Fetch, score and hand over the given rollouts of one prompt (one request, or one with n choices)."""
         try:
-            await self._fetch(item)
+            await self._fetch(item, sink)
         except RequestFailed as failure:
             for rollout_index in item.rollout_indexes:
-                self.sink.failure(
-                    item.task_index,
-                    rollout_index,
-                    item.prompt_id,
-                    failure.cause,
-                    str(failure),
-                    failure.skip,
-                    failure.reply,
-                    failure.response,
-                )
+                sink.failure(_failed(item, rollout_index, failure))
         except UserError as exc:
-            self.sink.fatal(exc)
+            sink.fatal(exc)
         finally:
             item.pending.requests -= 1
             if item.pending.requests == 0:
                 self.pool.forget(item.task_index)
 
-    async def _fetch(self, item: WorkItem) -> None:
+    async def _fetch(self, item: WorkItem, sink: Sink) -> None:
         if self.s.agent["repeat_mode"] == "n" and not self.n_ignored:
             try:
-                return await self._fetch_one(item, item.rollout_indexes, by_n=True)
+                return await self._fetch_one(item, item.rollout_indexes, sink, by_n=True)
             except _NIgnored as shortfall:
                 if not self.n_ignored:
                     self.n_ignored = True
-                    self.sink.note(
+                    sink.note(
                         f"the server answered n={shortfall.asked} with {shortfall.got} choice(s): it ignores "
                         "`n`, so each rollout is now its own request (set repeat_mode: separate for this "
                         "agent to skip this probe)"
                     )
         for rollout_index in item.rollout_indexes:
-            await self._fetch_one(item, [rollout_index], by_n=False)
+            await self._fetch_one(item, [rollout_index], sink, by_n=False)
 
-    async def _fetch_one(self, item: WorkItem, rollout_indexes: list[int], by_n: bool) -> None:
+    async def _fetch_one(self, item: WorkItem, rollout_indexes: list[int], sink: Sink, by_n: bool) -> None:
         s = self.s
         task_index, row = item.task_index, item.prompt.row
         protocol = s.agent["protocol"]
@@ -333,7 +250,7 @@ class Fetcher:
                 except InvalidReply as exc:
                     raise RequestFailed("invalid_reply", f"{endpoint.url + path}: {exc}", True, reply=reply) from None
                 label_logprobs(results, wants_logprobs, self.logprobs_mode, endpoint.url + path)
-                self._note_other_model(results[0].response)
+                self._note_other_model(results[0].response, sink)
                 if len(rollout_indexes) < n:
                     results = [results[index] for index in rollout_indexes]
                 ok = True
@@ -348,7 +265,7 @@ class Fetcher:
                 self.pool.release(endpoint, ok)
 
         generated = await with_retries(
-            attempt, self.retry_policy, lambda failure: self.sink.retry(failure.cause, failure.retry_after)
+            attempt, self.retry_policy, lambda failure: sink.retry(failure.cause, failure.retry_after)
         )
         # Scored once each, outside the retries: an output the verifier cannot score fails as it is, and is never
         # replaced by a new sample (which would keep only the outputs the verifier likes).
@@ -361,28 +278,20 @@ class Fetcher:
                     reward, extras = await self._scoring.score_reply(self.scorer, self.s.agent, row, result, reply)
                 except RequestFailed as failure:
                     # The generation stays in the failures file: a fixed verifier re-scores it (rescore), unsent.
-                    self.sink.failure(
-                        task_index,
-                        rollout_index,
-                        item.prompt_id,
-                        failure.cause,
-                        str(failure),
-                        failure.skip,
-                        failure.reply,
-                        failure.response,
-                        generation=record,
-                    )
+                    sink.failure(_failed(item, rollout_index, failure, generation=record))
                     continue
                 record = scored_record(record, reward, extras, self.scored_by)
             line = dumps(record) + b"\n"
             if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
-                self.sink.failure(
-                    task_index,
-                    rollout_index,
-                    item.prompt_id,
-                    "record_too_large",
-                    f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
-                    "limit; lower max_reply_bytes or shorten the prompt",
+                sink.failure(
+                    RolloutFailure(
+                        task_index,
+                        rollout_index,
+                        item.prompt_id,
+                        "record_too_large",
+                        f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
+                        "limit; lower max_reply_bytes or shorten the prompt",
+                    )
                 )
                 continue
             usage = result.response.get("usage") or {}
@@ -390,17 +299,17 @@ class Fetcher:
             output_tokens = usage.get("output_tokens")
             if output_tokens is None and rollout_index == rollout_indexes[0]:
                 output_tokens = usage.get("output_tokens_all_choices")
-            self.sink.rollout(
+            sink.rollout(
                 task_index, rollout_index, line, reward, int(usage.get("input_tokens") or 0), int(output_tokens or 0)
             )
 
-    def _note_other_model(self, response: dict) -> None:
+    def _note_other_model(self, response: dict, sink: Sink) -> None:
         """Say once per name (per process) when replies come from another model than the one asked (an alias, or
         another model behind the URL): the records keep the server's name."""
         answered = other_model(response, self.s.agent["model"])
         if answered is not None and answered not in self._other_models:
             self._other_models.add(answered)
-            self.sink.note(
+            sink.note(
                 f"the server answers as model {printable(repr(answered[:200]))} although "
                 f"{printable(repr(self.s.agent['model']))} "
                 "was asked (an alias or served-model-name, or another model behind the URL); the records "
@@ -425,6 +334,23 @@ class Fetcher:
             if key not in record:
                 record[key] = value
         return record
+
+
+def _failed(
+    item: WorkItem, rollout_index: int, failure: RequestFailed, generation: dict | None = None
+) -> RolloutFailure:
+    """One rollout of `item` that failed as its request (or its scoring) did."""
+    return RolloutFailure(
+        item.task_index,
+        rollout_index,
+        item.prompt_id,
+        failure.cause,
+        str(failure),
+        failure.skip,
+        failure.reply,
+        failure.response,
+        generation,
+    )
 
 
 class _NIgnored(Exception):

@@ -8,6 +8,13 @@ from array import array
 from dataclasses import dataclass, field
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class LatencyHistogram:
     """Request latencies in log-spaced buckets (0.5% wide, 10 us to 1 h): fixed memory (32 KB) whatever the
     number of requests, and percentiles within 0.25% of the exact ones. Keeping every latency instead cost
