@@ -515,7 +515,8 @@ class Collector:
             # decoded again.
             written = store.write_output()
             reward_mean = store.reward_sum.mean(written) if written and not self.unscored else None
-            store.discard()
+            if not s.keep_progress:
+                store.discard()
         else:
             written, reward_mean = 0, None
         stats_doc = self._stats_doc(wall, written)
