@@ -5,11 +5,7 @@ and the sampling metrics and the report say how many were drawn and kept."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +15,7 @@ import yaml
 from dvc_testkit import ENV, VENV_BIN, copy_project, sh
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import count_lines, ctrl_c_default, held_requests, paused, read_jsonl, wait_for
+from support import count_lines, held_requests, paused, read_jsonl, start_in_own_group, stop_group, wait_for
 
 PROMPTS = 60
 REPEATS = 4
@@ -71,48 +67,33 @@ class FirstRun:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, start_server_module):
+def first_run(tmp_path_factory):
     """A copy of the project whose dpo objective keeps 12 informative groups of 4 (at most 60 prompts), served by a
     server of its own that logs every request, two at a time."""
     log = tmp_path_factory.mktemp("log") / "requests.jsonl"
-    server = start_server_module("--request-log", str(log), "--latency-ms", "25")
-    project = copy_project(tmp_path_factory.mktemp("dynsamp"), prompt_count=PROMPTS)
-    params_path = project / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["agents"]["dpo_agent"] = {**params["agents"]["math_agent"], "url": server.url}
-    params["objectives"]["dpo"].update(agent_name="dpo_agent", num_repeats=REPEATS)
-    params["fetch"]["objectives"] = {"dpo": {"num_samples_in_parallel": 2}}
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    set_sampling(project, groups=12)
-    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm dynsamp", project)
-    sh("dvc repro report", project, timeout=900)
-    return FirstRun(
-        project=project,
-        log=log,
-        server_url=server.url,
-        sampling=json.loads((project / "metrics/sampling/dpo.json").read_text()),
-        other_sampling=json.loads((project / "metrics/sampling/sft.json").read_text()),
-        kept=reward_sets(project / "data/rollouts/dpo.jsonl"),
-        generations_kept=reward_sets(project / GENERATIONS / "dpo.jsonl"),
-        seeds=requested_seeds(log),
-        page=(project / "reports/dpo.html").read_text(),
-        hidden_files=sorted(p.name for p in (project / GENERATIONS).glob(".*")),
-    )
-
-
-@pytest.fixture(scope="module")
-def start_server_module():
-    """The conftest's start_server, for a module's fixtures: every server started is stopped after the module."""
-    started = []
-
-    def start(*flags: str):
-        server = start_embedded_server(list(flags))
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with start_embedded_server(["--request-log", str(log), "--latency-ms", "25"]) as server:
+        project = copy_project(tmp_path_factory.mktemp("dynsamp"), prompt_count=PROMPTS)
+        params_path = project / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        params["agents"]["dpo_agent"] = {**params["agents"]["math_agent"], "url": server.url}
+        params["objectives"]["dpo"].update(agent_name="dpo_agent", num_repeats=REPEATS)
+        params["fetch"]["objectives"] = {"dpo": {"num_samples_in_parallel": 2}}
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        set_sampling(project, groups=12)
+        sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm dynsamp", project)
+        sh("dvc repro report", project, timeout=900)
+        yield FirstRun(
+            project=project,
+            log=log,
+            server_url=server.url,
+            sampling=json.loads((project / "metrics/sampling/dpo.json").read_text()),
+            other_sampling=json.loads((project / "metrics/sampling/sft.json").read_text()),
+            kept=reward_sets(project / "data/rollouts/dpo.jsonl"),
+            generations_kept=reward_sets(project / GENERATIONS / "dpo.jsonl"),
+            seeds=requested_seeds(log),
+            page=(project / "reports/dpo.html").read_text(),
+            hidden_files=sorted(p.name for p in (project / GENERATIONS).glob(".*")),
+        )
 
 
 def test_the_objectives_rollout_file_keeps_exactly_the_requested_groups_all_with_reward_variance(first_run):
@@ -162,26 +143,12 @@ def test_a_repro_interrupted_in_a_later_round_resumes_that_round_and_draws_nothi
     start = count_lines(log)
     round_one = 20 * REPEATS
     # Interrupt like Ctrl-C in a terminal (SIGINT to dvc's process group) while the server holds round 2's requests.
-    process = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro", "score@dpo"],
-        cwd=project,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=ctrl_c_default,
-    )
-    try:
-        wait_for(lambda: count_lines(log) - start > round_one or process.poll() is not None, timeout=300)
-        with paused(first_run.server_url):
-            assert process.poll() is None, "the collection ended before its second round"
-            wait_for(lambda: held_requests(first_run.server_url) > 0, timeout=60)
-            os.killpg(process.pid, signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    process = start_in_own_group([str(VENV_BIN / "dvc"), "repro", "score@dpo"], project, ENV)
+    wait_for(lambda: count_lines(log) - start > round_one or process.poll() is not None, timeout=300)
+    with paused(first_run.server_url):
+        assert process.poll() is None, "the collection ended before its second round"
+        wait_for(lambda: held_requests(first_run.server_url) > 0, timeout=60)
+        stdout, stderr = stop_group(process, timeout=120)
     assert process.returncode != 0, stdout + stderr
     assert "interrupted: " in stdout + stderr
     note = json.loads((project / ROUND_NOTE).read_text())
