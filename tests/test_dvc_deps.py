@@ -43,9 +43,10 @@ _VALIDATING = ["rollout_pipeline.params"]
 # An RL iteration's collection: its plan and its reward line (cli/collect imports them when it runs one).
 _RL_COLLECTING = ["rollout_pipeline.rl.plans", "rollout_pipeline.rl.progress"]
 RUNS_ALSO = {
-    # The pipeline's collect stages only generate (--generate-only): scoring is the score stages', but for an
-    # objective with dynamic_sampling, whose rounds score as they collect to keep the groups with reward variance.
-    "collect": _COLLECTING + _INLINE_SCORING + _VALIDATING,
+    # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'. (An objective with
+    # dynamic_sampling scores as it collects, as an agent with protocol: agent does; like it, its verifier is not a
+    # dep, so that an edit to verify/ never asks the model again: after one, `dvc repro -f collect@<objective>`.)
+    "collect": _COLLECTING + _VALIDATING,
     **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],
     # The RL loop scores as it collects: a new verdict changes the next checkpoint, and every later generation.
