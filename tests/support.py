@@ -29,6 +29,32 @@ def ctrl_c_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_in_own_group(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """A child (and what it starts) in a process group of its own, with Ctrl-C's default meaning, so that the test
+    can stop the whole group as a terminal's Ctrl-C does (stop_group)."""
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ctrl_c_default,
+    )
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 60) -> tuple[str, str]:
+    """Send `sig` to the child's whole process group and wait for it; (stdout, stderr). Whatever still runs after
+    is killed."""
+    try:
+        os.killpg(process.pid, sig)
+        return process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:

@@ -43,7 +43,9 @@ _VALIDATING = ["rollout_pipeline.params"]
 # An RL iteration's collection: its plan and its reward line (cli/collect imports them when it runs one).
 _RL_COLLECTING = ["rollout_pipeline.rl.plans", "rollout_pipeline.rl.progress"]
 RUNS_ALSO = {
-    # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'.
+    # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'. (An objective with
+    # dynamic_sampling scores as it collects, as an agent with protocol: agent does; like it, its verifier is not a
+    # dep, so that an edit to verify/ never asks the model again: after one, `dvc repro -f collect@<objective>`.)
     "collect": _COLLECTING + _VALIDATING,
     **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],

@@ -108,3 +108,18 @@ def test_an_override_for_an_agent_that_does_not_exist_is_an_error_not_a_silent_n
         UserError, match=re.escape("fetch.agents.math_agnt: no such agent (did you mean 'math_agent'?)")
     ):
         validate_params(params)
+
+
+def test_dynamic_sampling_on_an_objective_of_one_rollout_per_prompt_is_refused_before_any_request():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["objectives"]["sft"]["dynamic_sampling"] = {"groups": 10, "max_prompts": 20}
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            "objectives.sft.dynamic_sampling needs num_repeats >= 2 (it is 1): "
+            "a group of one rollout never has reward variance"
+        ),
+    ):
+        validate_params(params)
+    params["objectives"]["sft"]["num_repeats"] = 2
+    assert validate_params(params)["objectives"]["sft"]["dynamic_sampling"] == {"groups": 10, "max_prompts": 20}

@@ -21,6 +21,7 @@ SFT_FILTER_SUMMARY = METRICS_DIR / "sft_filter.json"
 DPO_PAIRS_SUMMARY = METRICS_DIR / "dpo_pairs.json"
 PASS_AT_K_DIR = METRICS_DIR / "pass_at_k"
 PROFILE_BANDS_DIR = METRICS_DIR / "profile"
+SAMPLING_DIR = METRICS_DIR / "sampling"
 
 REPORTS_DIR = Path("reports")
 
@@ -46,6 +47,7 @@ class PerObjective:
 
 
 generations = PerObjective(GENERATIONS_DIR, ".jsonl")  # the collect stage's rollouts, not yet scored
+sampling_metrics = PerObjective(SAMPLING_DIR, ".json")  # ... and what its dynamic sampling drew and kept
 rollouts = PerObjective(ROLLOUTS_DIR, ".jsonl")  # the score stage's
 objective_metrics = PerObjective(METRICS_DIR, ".json")  # the metrics stage's figures
 pass_at_k_curve = PerObjective(PASS_AT_K_DIR, ".json")  # ... and its pass@k curve

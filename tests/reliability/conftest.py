@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ import yaml
 
 from reliability_support import count_lines, fast_agent, run_collect
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import PY, ROOT, ctrl_c_default, make_prompts
+from support import PY, ROOT, make_prompts, start_in_own_group, stop_group
 
 # The baseline shape every fault test compares against: 12 prompts x 2 repeats, seed 21.
 BASE_RUN = {"num_repeats": 2, "seed": 21}
@@ -124,25 +122,11 @@ def dvc_project(tmp_path_factory) -> DvcProject:
     }
     progress = root / "data" / "generations" / ".rl.jsonl.progress.jsonl"  # the collect stage generates
     # Interrupt like Ctrl-C in a terminal: SIGINT to the whole process group (dvc, its shell, the collector).
-    process = subprocess.Popen(
-        [str(Path(PY).parent / "dvc"), "repro"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=ctrl_c_default,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while count_lines(progress) < 40 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    process = start_in_own_group([str(Path(PY).parent / "dvc"), "repro"], root, env)
+    deadline = time.monotonic() + 120
+    while count_lines(progress) < 40 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stdout, stderr = stop_group(process)
     first = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     kept = count_lines(progress) - 1
     second = subprocess.run(

@@ -34,7 +34,7 @@ from reliability_support import (
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.processes import SLOTS_PER_PROCESS, auto_processes
 from rollout_pipeline.reference.embedded import start_embedded_server
-from support import ctrl_c_default, held_requests, make_prompts, paused, read_jsonl
+from support import ctrl_c_default, held_requests, make_prompts, paused, read_jsonl, start_in_own_group, stop_group
 
 PROMPTS, REPEATS, SEED = 40, 3, 5
 TOTAL = PROMPTS * REPEATS
@@ -212,22 +212,12 @@ def test_a_signal_to_the_whole_process_group_stops_cleanly_and_keeps_what_every_
     # What a terminal's Ctrl-C does (and a job scheduler's SIGTERM): every process of the group gets it.
     out = tmp_path / "out.jsonl"
     command = collect_command(tmp_path, many_prompts, out, fast_agent(slow_server.url), extra=THREE, **RUN)
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=ctrl_c_default,
-    )
+    process = start_in_own_group(command, tmp_path)
     try:
         assert wait_until(lambda: count_lines(tmp_path / PROGRESS) > 20 or process.poll() is not None, 30)
         workers = children_of(process.pid)
-        os.killpg(process.pid, sig)
-        _, stderr = process.communicate(timeout=30)
     finally:
-        process.kill()
+        _, stderr = stop_group(process, sig, timeout=30)
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     summary = last_line(stderr)

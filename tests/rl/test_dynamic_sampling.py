@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dvc_testkit import copy_project, sh
-from rollout_pipeline.rl.dynamic_sampling import count_groups, keep_informative, next_limit
+from rollout_pipeline.stages.dynamic_sampling import count_groups, keep_informative, next_limit
 from stage_testkit import groups, write_rollouts
 from support import read_jsonl
 

@@ -34,6 +34,7 @@ with guarded_imports():  # a Ctrl-C during the imports is a clean stop (start_gu
         fetch_settings,
         objective_settings,
     )
+    from rollout_pipeline.stages.dynamic_sampling import collect_informative
 
 if TYPE_CHECKING:
     from rollout_pipeline.reference.embedded import EmbeddedServer
@@ -236,18 +237,14 @@ def _main(argv: list[str] | None, prog: str) -> int:
         raise UserError("give one of --objective, --rl-iteration or +key=value arguments")
     if options.rl_iteration:
         with guarded_imports():
-            from rollout_pipeline.rl.dynamic_sampling import collect_informative, sampling_metrics_path
-            from rollout_pipeline.rl.names import iteration_key
+            from rollout_pipeline.rl.names import iteration_key, sampling_metrics_path
             from rollout_pipeline.rl.progress import average_reward, reward_line
         key = iteration_key(options.rl_iteration)
         settings = settings_from_rl_iteration(key, options.params, options.out, not options.no_progress)
         _apply_run_options(settings, options)
         print(f"=== RL Iteration {key} ===", flush=True)
-        code = collect_informative(
-            settings,
-            run_collection,
-            load_params(options.params)["rl"]["collect"]["dynamic_sampling"],
-            sampling_metrics_path(key),
+        code = _collect_informative(
+            settings, load_params(options.params)["rl"]["collect"]["dynamic_sampling"], sampling_metrics_path(key)
         )
         if code == 0:
             print(reward_line(key, average_reward(settings.output_path)))
@@ -263,7 +260,24 @@ def _main(argv: list[str] | None, prog: str) -> int:
         return 2
     settings.model_revision = options.model_revision or settings.model_revision
     _apply_run_options(settings, options)
-    return run_collection(settings)
+    if not options.objective:
+        return run_collection(settings)
+    spec = load_params(options.params)["objectives"][options.objective]["dynamic_sampling"]
+    # Dynamic sampling keeps groups by their verdicts, so its rounds score as they collect (the score stage then
+    # scores the kept groups again, with the same verifier: the same verdicts).
+    settings.generate_only = settings.generate_only and spec is None
+    return _collect_informative(settings, spec, paths.sampling_metrics(options.objective))
+
+
+def _collect_informative(settings: CollectSettings, spec: dict | None, metrics_path: Path) -> int:
+    """The collection, in rounds of DAPO-style dynamic sampling when `spec` asks for it (stages/dynamic_sampling.py)."""
+    return collect_informative(settings, run_collection, spec, metrics_path, _discard_progress)
+
+
+def _discard_progress(output: Path) -> None:
+    from rollout_pipeline.collect.progress import progress_path
+
+    progress_path(output).unlink(missing_ok=True)
 
 
 def run_collection(settings: CollectSettings) -> int:

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,14 +43,17 @@ def merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def recipe_params(project: Path, recipe: Path, iterations: dict) -> dict:
-    """The project's params.yaml with the recipe merged in and the copy's own rl.iterations (what rl-iter added)."""
-    params = merge(yaml.safe_load((project / PARAMS_FILE).read_text()), yaml.safe_load(recipe.read_text()))
+def recipe_params(project: Path, recipe: Path, iterations: dict, extra: Sequence[Path] = ()) -> dict:
+    """The project's params.yaml with the recipe (then each `extra` file) merged in and the copy's own rl.iterations
+    (what rl-iter added)."""
+    params = yaml.safe_load((project / PARAMS_FILE).read_text())
+    for overlay in (recipe, *extra):
+        params = merge(params, yaml.safe_load(overlay.read_text()))
     params["rl"]["iterations"] = iterations
     return params
 
 
-def sync_copy(project: Path, copy: Path, recipe: Path, vllm_venv: Path) -> dict:
+def sync_copy(project: Path, copy: Path, recipe: Path, vllm_venv: Path, extra: Sequence[Path] = ()) -> dict:
     """Bring the copy up to date with the project's files (tracked, and new ones git does not ignore) and the recipe;
     returns its params."""
     tracked = subprocess.run(
@@ -67,7 +71,7 @@ def sync_copy(project: Path, copy: Path, recipe: Path, vllm_venv: Path) -> dict:
             shutil.copy2(source, target)
     params_path = copy / PARAMS_FILE
     iterations = (yaml.safe_load(params_path.read_text())["rl"].get("iterations") or {}) if params_path.exists() else {}
-    params = recipe_params(project, recipe, iterations)
+    params = recipe_params(project, recipe, iterations, extra)
     text = yaml.safe_dump(params, sort_keys=False)
     if not params_path.exists() or params_path.read_text() != text:
         params_path.write_text(text)
@@ -152,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vllm-venv", default=".venv-vllm", help="the vLLM tier's virtualenv (make setup-vllm)")
     parser.add_argument("--iterations", type=int, default=5, metavar="N", help="bring the loop up to iteration N")
     parser.add_argument("--dir", default=str(DEMO_DIR), help=f"the project copy (default {DEMO_DIR})")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help=f"params merged in after {RECIPE} (repeatable), e.g. params.rl-real-adaptive.yaml; give each variant "
+        "its own --dir: existing iterations are never rewritten",
+    )
     args = parser.parse_args(argv)
     vllm_venv = Path(args.vllm_venv).resolve()
     server_python = str(vllm_venv / "bin" / "python")
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.vllm_venv}: no vLLM tier here (run `make setup-vllm`)")
     copy = Path(args.dir).resolve()
     copy.mkdir(parents=True, exist_ok=True)
-    params = sync_copy(ROOT, copy, ROOT / RECIPE, vllm_venv)
+    params = sync_copy(ROOT, copy, ROOT / RECIPE, vllm_venv, [Path(path).resolve() for path in args.also])
     python = sys.executable
     venv = Path(python).parent.parent
     started = time.monotonic()

@@ -5,8 +5,8 @@
     python scripts/report.py --rl-loop-only       # only the RL loop's page, from metrics/rl_progress.csv alone
 
 Reads data/rollouts/<objective>.jsonl (and .failures.ndjson, and the run's .stats.json for retries),
-metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, metrics/profile/<objective>.json, and
-metrics/rl_progress.csv.
+metrics/sft_filter.json, metrics/dpo_pairs.json and data/dpo/pairs.jsonl, metrics/profile/<objective>.json,
+metrics/sampling/<objective>.json, and metrics/rl_progress.csv.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def build_report(params: dict, out_dir: str, rollouts_dir: str | Path = paths.RO
         )
         summaries.append(summary)
         # The filter stage reads filter.objective's rollouts and the pair stage pair.objective's (dvc.yaml).
-        extras = ObjectiveExtras(profile=read_json_file(paths.profile_bands(name)))
+        extras = ObjectiveExtras(
+            profile=read_json_file(paths.profile_bands(name)), sampling=read_json_file(paths.sampling_metrics(name))
+        )
         if name == sft_source:
             extras.sft_filter = read_json_file(paths.SFT_FILTER_SUMMARY)
         if name == dpo_source:

@@ -41,7 +41,8 @@ def finish(settings: CollectSettings, sink: RunSink, outcome: Outcome, out: Text
         # decoded again.
         written = store.write_output()
         reward_mean = store.reward_sum.mean(written) if written and not unscored(s) else None
-        store.discard()
+        if not s.keep_progress:  # dynamic sampling's next round takes the progress over (a raised limit)
+            store.discard()
     else:
         written, reward_mean = 0, None
     stats_doc = _stats_doc(s, store, stats, outcome, wall, written)

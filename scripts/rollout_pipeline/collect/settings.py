@@ -74,6 +74,9 @@ class CollectSettings:
     # Generate only: records without a verdict, for a separate scoring step (the pipeline's score stage), so a
     # verifier change re-scores them without asking the model again. An agent's own reward is kept.
     generate_only: bool = False
+    # Keep the progress file after a complete run (a round of dynamic sampling, stages/dynamic_sampling.py): the next
+    # round, with a raised limit, takes its rollouts over instead of drawing them again.
+    keep_progress: bool = False
 
     @classmethod
     def from_params(

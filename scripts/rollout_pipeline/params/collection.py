@@ -138,6 +138,13 @@ class Sampling(Open):
     max_output_tokens: int | None = Field(None, ge=1)
 
 
+class DynamicSampling(Strict):
+    """rl.collect.dynamic_sampling, or an objective's (stages/dynamic_sampling.py)."""
+
+    groups: int = Field(ge=1, description="groups with reward variance the collection keeps")
+    max_prompts: int = Field(ge=1, description="the cap: prompts drawn at most to find them")
+
+
 class Objective(Strict):
     """One objective's data: which prompts, how many rollouts, sampled how. Each key is a DVC param."""
 
@@ -149,6 +156,9 @@ class Objective(Strict):
     limit: int | None = Field(None, ge=1, description="max prompts (null = all)")
     seed: int | None = Field(None, description="per-rollout sampling seeds derive from it (null = fresh draws)")
     responses_create_params: Sampling = Field(default_factory=Sampling)
+    dynamic_sampling: DynamicSampling | None = Field(
+        None, description="DAPO-style: draw prompts until `groups` groups have reward variance, keep only those"
+    )
 
 
 class PromptSet(Strict):

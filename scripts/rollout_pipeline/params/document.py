@@ -38,6 +38,7 @@ class Params(Strict):
         """Cross-checks the schema cannot express: references between keys (a typo would silently change nothing)."""
         problem = (
             self._unknown_agent()
+            or self._groups_of_one()
             or self._unknown_fetch_override()
             or self._unknown_stage_objective()
             or rl_problem(self.rl, list(self.agents))
@@ -53,6 +54,15 @@ class Params(Strict):
                 return (
                     f"objectives.{name}.agent_name: unknown agent {objective.agent_name!r}"
                     f"{did_you_mean(objective.agent_name, agents)}; known agents: {', '.join(agents) or '(none)'}"
+                )
+        return None
+
+    def _groups_of_one(self) -> str | None:
+        for name, objective in self.objectives.items():
+            if objective.dynamic_sampling is not None and objective.num_repeats < 2:
+                return (
+                    f"objectives.{name}.dynamic_sampling needs num_repeats >= 2 (it is {objective.num_repeats}): "
+                    "a group of one rollout never has reward variance"
                 )
         return None
 

@@ -16,20 +16,13 @@ from rollout_pipeline.params.checks import (
     check_update_body,
     template,
 )
-from rollout_pipeline.params.collection import Sampling, moved
+from rollout_pipeline.params.collection import DynamicSampling, Sampling, moved
 from rollout_pipeline.paths import PROMPTS_DIR
 from rollout_pipeline.settings import RL_EVAL_FETCH, RL_LOOP_FETCH, TRAIN_SETTINGS
 
 DEFAULT_TRAIN_CMD = "python scripts/train.py --rollouts {rollouts} --init {init} --out {out} --lr {lr} --steps {steps}"
 # A training command names the iteration's files, the interpreter, and any of the rl.train settings.
 TRAIN_PLACEHOLDERS = ("rollouts", "init", "out", "iteration", "prev", "python", "metrics", *TRAIN_SETTINGS)
-
-
-class DynamicSampling(Strict):
-    """rl.collect.dynamic_sampling (rl/dynamic_sampling.py)."""
-
-    groups: int = Field(ge=1, description="groups with reward variance each iteration keeps")
-    max_prompts: int = Field(ge=1, description="the cap: prompts drawn at most to find them")
 
 
 class RlCollect(Strict):

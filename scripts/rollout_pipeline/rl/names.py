@@ -47,6 +47,11 @@ def eval_metrics_path(key: str) -> Path:
     return METRICS_DIR / f"eval_{key}.json"
 
 
+def sampling_metrics_path(key: str) -> Path:
+    """What rl_collect@NNN reports of its dynamic sampling (stages/dynamic_sampling.py): prompts drawn, groups kept."""
+    return METRICS_DIR / f"sampling_{key}.json"
+
+
 def train_metrics_path(key: str) -> Path:
     """What rl_train@NNN reports: the trainer's own metrics ({metrics}), such as its on-policy check."""
     return METRICS_DIR / f"train_{key}.json"

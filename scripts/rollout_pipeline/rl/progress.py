@@ -12,8 +12,13 @@ import orjson
 
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import read_records
-from rollout_pipeline.rl.dynamic_sampling import sampling_metrics_path
-from rollout_pipeline.rl.names import eval_metrics_path, metrics_path, prompt_set_name, train_metrics_path
+from rollout_pipeline.rl.names import (
+    eval_metrics_path,
+    metrics_path,
+    prompt_set_name,
+    sampling_metrics_path,
+    train_metrics_path,
+)
 
 PROGRESS_COLUMNS = (
     "iteration",
@@ -61,7 +66,7 @@ def read_iteration_metrics(key: str, path: Path | None = None, stage: str = "rl_
 
 def progress_rows(params: dict, upto: str | None = None, missing_ok: bool = False) -> list[dict[str, Any]]:
     """One row per iteration of params.yaml (up to `upto`): the collection's reward_mean, pass@1, temperature, prompt
-    set, zero_variance_fraction, prompts drawn and groups kept (rl/dynamic_sampling.py), and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
+    set, zero_variance_fraction, prompts drawn and groups kept (stages/dynamic_sampling.py), and the fixed-temperature evaluation's eval_reward_mean and eval_pass@1 (empty
     when `missing_ok` and the evaluation has not run)."""
     rows = []
     for key, entry in sorted(params["rl"]["iterations"].items()):

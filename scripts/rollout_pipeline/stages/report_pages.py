@@ -35,6 +35,7 @@ class ObjectiveExtras:
     dpo_pairs: dict | None = None  # metrics/dpo_pairs.json
     margins: Counter[float] | None = None
     profile: dict | None = None  # metrics/profile/<objective>.json (the profile stage's bands)
+    sampling: dict | None = None  # metrics/sampling/<objective>.json (what the collect stage drew and kept)
 
 
 def _pct(part: int, whole: int) -> str:
@@ -73,7 +74,7 @@ def objective_page(
             ("not scored", sum(summary.not_scored.values())),
         ]
     )
-    parts = [f"<h1>Objective {h.esc(name)}</h1>", head, "<h2>Rewards</h2>"]
+    parts = [f"<h1>Objective {h.esc(name)}</h1>", head, *_dynamic_sampling(extras.sampling), "<h2>Rewards</h2>"]
     rewards = [{"reward": f"{reward:g}", "rollouts": count} for reward, count in sorted(summary.reward_counts.items())]
     figures = []
     if len(rewards) <= 12:
@@ -174,6 +175,25 @@ def objective_page(
     parts.append("<h2>Rollout browser</h2>")
     parts.append(h.browser(summary.browser, min(browser_prompts, summary.prompts)))
     return h.page(f"Report: {name}", f"{name}.html", nav, "\n".join(parts), script=h.FILTER_SCRIPT)
+
+
+def _dynamic_sampling(sampling: dict | None) -> list[str]:
+    """What DAPO-style dynamic sampling drew and kept; nothing when the objective collects without it."""
+    if not sampling or not sampling.get("dynamic_sampling"):
+        return []
+    drawn, kept = sampling["prompts_drawn"], sampling["groups_kept"]
+    return [
+        "<h2>Dynamic sampling</h2>",
+        h.cards(
+            [
+                ("prompts drawn / groups kept", f"drawn {drawn}, kept {kept}"),
+                ("groups with reward variance", f"{sampling['informative_groups']} of {drawn}"),
+                ("groups requested", sampling["requested_groups"]),
+                ("prompts drawn at most", sampling["max_prompts"]),
+                ("rounds", sampling["rounds"]),
+            ]
+        ),
+    ]
 
 
 def _extraction_text(summary: ObjectiveSummary) -> str:
