@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from rollout_pipeline.collect.executor import Job, Outcome
 from rollout_pipeline.collect.executor_choice import choose_executor
@@ -42,16 +42,17 @@ class Collector:
     def __init__(
         self,
         settings: CollectSettings,
-        out=sys.stdout,
-        err=sys.stderr,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
         start_server: Callable[[dict], Any] | None = None,
     ) -> None:
         # `url: embedded` needs a server started for the run; the front end that wires layers supplies how
         # (the engine never imports the reference server). It returns an object with `.url` and `.stop()`.
         self.s = settings
         self.start_server = start_server
-        self.out = out
-        self.err = err
+        # The streams of the moment of the call, not of the import (a caller may have replaced sys.stdout since).
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.stats = RunStats()
         self.store: ProgressStore | None = None
         self.sink: RunSink | None = None

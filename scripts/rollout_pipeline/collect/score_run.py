@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 import orjson
@@ -69,10 +69,11 @@ class _Item:
 class ScoreRun:
     """Score one file. `run()` returns the exit code."""
 
-    def __init__(self, settings: ScoreSettings, out=sys.stdout, err=sys.stderr) -> None:
+    def __init__(self, settings: ScoreSettings, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.s = settings
-        self.out = out
-        self.err = err
+        # The streams of the moment of the call, not of the import (a caller may have replaced sys.stdout since).
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.scored_by = verifier_fingerprint(settings.agent["protocol"], settings.agent["verifier"])
         self.headers, self.redact = agent_headers(settings.agent_name, settings.agent)
         self.failures: list[dict] = []  # this run's, then written with the copied ones
