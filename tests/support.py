@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from rollout_pipeline.params import FETCH_KEYS  # the keys write_params moves to the fetch block
+from rollout_pipeline.collect.settings import CollectSettings
+from rollout_pipeline.params import FETCH_KEYS, fetch_settings, validate_params  # FETCH_KEYS: what write_params moves
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -111,6 +112,19 @@ def write_params(directory: Path, agents: dict, objectives: dict | None = None, 
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def objective_run_settings(params: dict, out: Path, objective: str = "sft") -> CollectSettings:
+    """The typed settings of a run of one objective of a params document, validated as params.yaml is."""
+    validated = validate_params(params)
+    name = validated["objectives"][objective]["agent_name"]
+    return CollectSettings.from_params(
+        name,
+        validated["agents"][name],
+        validated["objectives"][objective],
+        fetch_settings(validated, name, objective),
+        out,
+    )
 
 
 def _split_fetch(settings: dict, overrides: dict, name: str) -> dict:

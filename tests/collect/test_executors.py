@@ -15,9 +15,8 @@ from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.collect.work import work_items
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.params import fetch_settings, validate_params
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from support import make_prompts
+from support import make_prompts, objective_run_settings
 
 
 class RecordingSink:
@@ -89,19 +88,13 @@ def server() -> Iterator[EmbeddedServer]:
 
 def _settings(tmp_path: Path, url: str) -> CollectSettings:
     make_prompts(tmp_path / "prompts.jsonl", 12)
-    params = validate_params(
+    return objective_run_settings(
         {
             "agents": {"math_agent": {"url": url, "verifier": "math"}},
             "objectives": {
                 "sft": {"agent_name": "math_agent", "prompts": str(tmp_path / "prompts.jsonl"), "num_repeats": 2}
             },
-        }
-    )
-    return CollectSettings.from_params(
-        "math_agent",
-        params["agents"]["math_agent"],
-        params["objectives"]["sft"],
-        fetch_settings(params, "math_agent", "sft"),
+        },
         tmp_path / "out.jsonl",
     )
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pickle
 
 from rollout_pipeline.collect.settings import CollectSettings, RequestOptions
-from rollout_pipeline.params import FETCH_KEYS, fetch_settings, validate_params
+from rollout_pipeline.params import FETCH_KEYS
+from support import objective_run_settings
 
 
 def _settings(tmp_path) -> CollectSettings:
-    params = validate_params(
+    return objective_run_settings(
         {
             "agents": {"math_agent": {"url": "http://127.0.0.1:8000", "verifier": "math"}},
             "objectives": {
@@ -21,13 +22,7 @@ def _settings(tmp_path) -> CollectSettings:
                 "agents": {"math_agent": {"max_retries": 3, "timeout_s": 60.0}},
                 "objectives": {"sft": {"timeout_s": 90.0, "num_samples_in_parallel": 8}},
             },
-        }
-    )
-    return CollectSettings.from_params(
-        "math_agent",
-        params["agents"]["math_agent"],
-        params["objectives"]["sft"],
-        fetch_settings(params, "math_agent", "sft"),
+        },
         tmp_path / "out.jsonl",
     )
 
