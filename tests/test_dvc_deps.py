@@ -26,6 +26,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGE = "scripts/rollout_pipeline"
 # What a stage runs beyond its script's imports: modules it imports lazily, and scripts it runs as child processes.
 _INLINE_SCORING = [
+    "rollout_pipeline.collect.fingerprint",
     "rollout_pipeline.collect.scoring",
     "rollout_pipeline.collect.verify_pool",
     "rollout_pipeline.verify.verifiers",
@@ -44,11 +45,14 @@ _VALIDATING = ["rollout_pipeline.params"]
 _RL_COLLECTING = ["rollout_pipeline.rl.plans", "rollout_pipeline.rl.progress"]
 RUNS_ALSO = {
     # The pipeline's collect stages only generate (--generate-only): scoring is the score stages'. (An objective with
-    # dynamic_sampling scores as it collects, as an agent with protocol: agent does; like it, its verifier is not a
-    # dep, so that an edit to verify/ never asks the model again: after one, `dvc repro -f collect@<objective>`.)
+    # dynamic_sampling scores as it collects: its verifier's fingerprint is data/settings/objectives/<objective>.json,
+    # a dep. An agent with protocol: agent scores inside its /run, and its verifier is not a dep: after an edit to
+    # verify/, `dvc repro -f collect@<objective>`.)
     "collect": _COLLECTING + _VALIDATING,
     **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],
+    # A dynamic-sampling objective's file holds the built-in verifiers' fingerprint: a hash of verify/'s sources.
+    "objective_settings": ["rollout_pipeline.verify.verifiers"],
     # The RL loop scores as it collects: a new verdict changes the next checkpoint, and every later generation.
     "rl_collect": _COLLECTING + _INLINE_SCORING + _VALIDATING + _RL_COLLECTING,
     "rl_eval": _COLLECTING + _INLINE_SCORING,

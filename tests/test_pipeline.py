@@ -148,7 +148,12 @@ def test_changing_an_agents_verifier_rescores_the_generations_with_no_request_to
         params = yaml.safe_load(original)
         params["agents"]["math_agent"]["verifier"] = "exact"
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"agent_settings", *SCORED_AND_AFTER}
+        # objective_settings runs too: its files change only for objectives with dynamic_sampling (none here)
+        assert stages_run(sh("dvc repro", small_project).stdout) == {
+            "agent_settings",
+            "objective_settings",
+            *SCORED_AND_AFTER,
+        }
         assert _requests_served(small_project) == served
         assert {name: digest(small_project / name) for name in GENERATIONS} == generations
         rollouts = (small_project / "data/rollouts/rl.jsonl").read_text()
@@ -166,7 +171,7 @@ def test_editing_the_verifiers_code_rescores_and_never_regenerates(small_project
     served = _requests_served(small_project)
     try:
         source.write_text(original + "\n# an edit to the math verifier\n")
-        assert stages_run(sh("dvc repro", small_project).stdout) == SCORED_AND_AFTER
+        assert stages_run(sh("dvc repro", small_project).stdout) == {"objective_settings", *SCORED_AND_AFTER}
         assert _requests_served(small_project) == served
     finally:
         source.write_text(original)
@@ -200,7 +205,8 @@ SCORE = {"score@rl", "score@sft", "score@dpo"}
         ("scripts/rollout_pipeline/collect/transport.py", COLLECT | SCORE),  # scoring posts to /verify URLs with it
         ("scripts/rollout_pipeline/collect/fetcher.py", COLLECT),
         ("scripts/rollout_pipeline/collect/score_run.py", SCORE),
-        ("scripts/rollout_pipeline/verify/math_answer.py", SCORE),
+        # objective_settings fingerprints the verifier, for the objectives whose groups it chooses
+        ("scripts/rollout_pipeline/verify/math_answer.py", SCORE | {"objective_settings"}),
         ("scripts/rollout_pipeline/reference/server.py", COLLECT),
         ("scripts/rollout_pipeline/rl/trainer.py", set()),  # the RL loop's (tests/rl: rl_train@* only)
     ],

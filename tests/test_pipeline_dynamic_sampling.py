@@ -1,7 +1,8 @@
 """DAPO-style dynamic sampling for any objective, over real DVC: collect@<objective> with
 `objectives.<objective>.dynamic_sampling` draws prompts in rounds until enough groups have reward variance, the
 objective's rollout file keeps only those, no rollout is ever drawn twice (across rounds, or after an interruption),
-and the sampling metrics and the report say how many were drawn and kept."""
+the sampling metrics and the report say how many were drawn and kept, and an edit to the verifier, which chose the
+groups, collects that objective again."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvc_testkit import ENV, VENV_BIN, copy_project, sh
+from dvc_testkit import ENV, VENV_BIN, copy_project, sh, stages_run
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.reference.embedded import start_embedded_server
 from support import count_lines, held_requests, paused, read_jsonl, start_in_own_group, stop_group, wait_for
@@ -170,3 +171,15 @@ def test_a_repro_interrupted_in_a_later_round_resumes_that_round_and_draws_nothi
     assert sampling["groups_kept"] == len(kept) == 20
     assert all(len(rewards) > 1 for rewards in kept.values())
     assert not (project / ROUND_NOTE).exists() and not (project / PROGRESS).exists()
+
+
+def test_an_edit_to_the_verifier_collects_again_the_objective_whose_groups_it_chose_and_no_other(first_run):
+    project = first_run.project
+    verifier = project / "scripts/rollout_pipeline/verify/math_answer.py"
+    verifier.write_text(verifier.read_text() + "\n# an edit to the math verifier\n")
+    assert stages_run(sh("dvc repro objective_settings", project).stdout) == {"objective_settings"}
+    changed = set(json.loads(sh("dvc status --json", project).stdout))
+    # dpo's rounds kept the groups the old verifier gave reward variance: choosing them again needs new draws; the
+    # other objectives' generations stand, and are only scored again
+    assert {stage for stage in changed if stage.startswith("collect@")} == {"collect@dpo"}
+    assert {"score@sft", "score@rl"} <= changed

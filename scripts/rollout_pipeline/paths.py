@@ -10,6 +10,7 @@ PARAMS_FILE = "params.yaml"
 
 PROMPTS_DIR = Path("data/prompts")
 AGENT_SETTINGS_DIR = Path("data/settings/agents")
+OBJECTIVE_SETTINGS_DIR = Path("data/settings/objectives")
 GENERATIONS_DIR = Path("data/generations")
 ROLLOUTS_DIR = Path("data/rollouts")
 SFT_DATA = Path("data/sft/train.jsonl")

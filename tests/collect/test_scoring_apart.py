@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout_pipeline.collect.scoring import verifier_fingerprint
+from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.stages.rollout_metrics import compute_metrics
 from support import PY, ROOT, SCRIPTS, collect, make_prompts, read_jsonl, seed_args, server_stats, write_params

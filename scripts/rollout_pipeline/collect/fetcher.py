@@ -80,9 +80,10 @@ class Fetcher:
         self.scoring = not settings.generate_only or PROTOCOLS[agent["protocol"]].agent_server
         if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
             from rollout_pipeline.collect import scoring
+            from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 
             self._scoring = scoring
-            self.scored_by = scoring.verifier_fingerprint(agent["protocol"], agent["verifier"])
+            self.scored_by = verifier_fingerprint(agent["protocol"], agent["verifier"])
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None

@@ -26,11 +26,12 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 
+from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 from rollout_pipeline.collect.protocols import Result
 from rollout_pipeline.collect.protocols.common import response_text
 from rollout_pipeline.collect.records import failure_entry, generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
-from rollout_pipeline.collect.scoring import make_scorer, score_reply, verifier_fingerprint
+from rollout_pipeline.collect.scoring import make_scorer, score_reply
 from rollout_pipeline.collect.settings import RequestOptions
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
 from rollout_pipeline.collect.verify_pool import VerifyPool

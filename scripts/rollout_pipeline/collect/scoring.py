@@ -9,13 +9,11 @@ retry would sample the output again and keep only the outputs the verifier likes
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import importlib.metadata
 import inspect
 import math
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +21,6 @@ import orjson
 
 from rollout_pipeline.collect.protocols import PROTOCOLS, NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
-from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
 from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
@@ -69,40 +66,6 @@ def verdict_of(verdict: Any, source: str) -> tuple[float, dict]:
         extras = {k: v for k, v in verdict.items() if k != "reward"}
         return finite_reward(verdict.get("reward"), source), json_extras(extras, source)
     return finite_reward(verdict, source), {}
-
-
-# The packages the built-in verifiers decide with: their versions are part of what scored a record.
-VERIFIER_PACKAGES = ("math-verify", "latex2sympy2_extended", "sympy")
-
-
-def verifier_fingerprint(protocol: str, verifier: str) -> dict:
-    """What scores an agent's rollouts, as recorded on each record (`scored_by`): the verifier, and a hash of its
-    code and settings, so a file scored by two versions of a verifier is detectable. The built-in verifiers hash
-    their source and the versions of the packages they decide with; module:function its module's source; a
-    /verify URL (code on another host) its URL, credentials masked; an agent's own reward, the agent."""
-    if PROTOCOLS[protocol].agent_server:
-        return {"verifier": "agent"}
-    digest = hashlib.sha256(verifier.encode())
-    kind = verifier_kind(verifier)
-    if kind == "builtin":
-        from rollout_pipeline import verify
-
-        for source in sorted(Path(verify.__file__).parent.glob("*.py")):
-            digest.update(source.name.encode() + b"\0" + source.read_bytes())
-        for package in VERIFIER_PACKAGES:
-            try:
-                digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
-            except importlib.metadata.PackageNotFoundError:
-                digest.update(f"{package} absent".encode())
-    elif kind == "url":
-        verifier = without_credentials(verifier)
-        digest = hashlib.sha256(verifier.encode())
-    else:
-        module = importlib.import_module(verifier.partition(":")[0])
-        source = getattr(module, "__file__", None)
-        if source and Path(source).is_file():
-            digest.update(Path(source).read_bytes())
-    return {"verifier": verifier, "hash": digest.hexdigest()[:16]}
 
 
 def make_scorer(
