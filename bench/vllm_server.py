@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 from benchlib import ROOT, Figure, print_figures, run_bare_client, run_collector, scratch, shell, write_prompts
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 from rollout_pipeline.collect.fetcher import rollout_seed
 from rollout_pipeline.collect.protocols import build_body, sampling_params
 from rollout_pipeline.collect.run_input import parse_row
 from rollout_pipeline.jsonl import dumps
 from rollout_pipeline.tooling.local_server import running
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 
 NAME = "vllm_server"
 PROMPTS, REPEATS, PARALLEL, MAX_TOKENS, TEMPERATURE = 50, 4, 32, 64, 0.8  # make demo-real's settings

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from rollout_pipeline.cli.vllm_server import cpu_dtype, vllm_server
+from rollout_pipeline.tooling.vllm_server import cpu_dtype, vllm_server
+from support import PY, SCRIPTS
 
 
 def _tier(tmp_path: Path) -> tuple[str, Path]:
@@ -42,3 +44,19 @@ def test_the_server_preloads_the_tiers_openmp_runtime_and_keeps_a_preload_alread
     server = vllm_server(python, model, port=1)
     assert server.env["LD_PRELOAD"] == f"{tmp_path / 'lib' / 'libiomp5.so'} /opt/other.so"
     assert server.command[server.command.index("--dtype") + 1] in ("bfloat16", "float32")
+
+
+def test_serving_by_hand_without_a_converted_model_is_one_line_naming_the_folder_and_the_make_target(tmp_path):
+    """`python -m rollout_pipeline.cli.serve_vllm`, the front end over tooling/vllm_server, exits 2 before it starts
+    anything."""
+    python, model = _tier(tmp_path)
+    (model / "config.json").unlink()
+    result = subprocess.run(
+        [PY, "-m", "rollout_pipeline.cli.serve_vllm", "--python", python],
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"serve_vllm: error: {model}: no converted model (run `make setup-vllm`)\n"

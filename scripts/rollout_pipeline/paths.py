@@ -8,6 +8,7 @@ from pathlib import Path
 
 PARAMS_FILE = "params.yaml"
 
+DATA_DIR = Path("data")  # what the stages and the demos write, besides metrics and reports
 PROMPTS_DIR = Path("data/prompts")
 AGENT_SETTINGS_DIR = Path("data/settings/agents")
 OBJECTIVE_SETTINGS_DIR = Path("data/settings/objectives")
@@ -34,6 +35,11 @@ CURRICULUM_DIR = RL_DIR / "curriculum"
 RL_METRICS_DIR = METRICS_DIR / "rl"
 RL_INIT_RECORD = RL_METRICS_DIR / "init.json"
 RL_PROGRESS_CSV = METRICS_DIR / "rl_progress.csv"
+
+# The real-model demos' folders (make demo-real, make demo-rl-real: tooling/), which no stage reads.
+DEMO_DIR = DATA_DIR / "demo"
+DEMO_RL_REAL_DIR = DATA_DIR / "demo-rl-real"  # a copy of the project: the paths above are inside it
+RL_BASE_EVAL = RL_EVAL_DIR / "base.jsonl"  # in that copy: the base model evaluated as rl_eval evaluates checkpoints
 
 
 @dataclass(frozen=True)

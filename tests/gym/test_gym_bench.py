@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout_pipeline.cli.vllm_server import default_model_dir
+from rollout_pipeline.tooling.vllm_server import default_model_dir
 from support import ROOT
 
 

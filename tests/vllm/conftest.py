@@ -16,8 +16,8 @@ import orjson
 import pytest
 import requests
 
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 from rollout_pipeline.tooling.local_server import LocalServer, running
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME, default_model_dir, vllm_server
 from support import agent, mark_folder, tier_interpreter
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +35,7 @@ def vllm_python() -> str:
 @pytest.fixture(scope="session")
 def vllm(vllm_python) -> LocalServer:
     """The session's vLLM server (default flags: raw logprobs). VLLM_TIER_PORT reuses a tier server already
-    running on that loopback port (started by `python -m rollout_pipeline.cli.vllm_server`), for quick edits."""
+    running on that loopback port (started by `python -m rollout_pipeline.cli.serve_vllm`), for quick edits."""
     port = os.environ.get("VLLM_TIER_PORT")
     if port:
         yield vllm_server(vllm_python, lora=True, port=int(port))  # not started: it is already up

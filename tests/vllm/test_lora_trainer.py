@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import post, vllm_agent
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, default_model_dir
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME, default_model_dir
 from support import ROOT, collect, make_prompts, read_jsonl, seed_args, write_params
 
 TRAINER = ROOT / "scripts" / "rollout_pipeline" / "rl" / "lora_trainer.py"

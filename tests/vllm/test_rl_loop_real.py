@@ -17,9 +17,9 @@ import pytest
 import requests
 import yaml
 
-from rollout_pipeline.cli.demo_rl_real import RECIPE, sync_copy
-from rollout_pipeline.cli.vllm_server import MODEL_NAME
 from rollout_pipeline.rl.names import checkpoint_fingerprint
+from rollout_pipeline.tooling.demo_rl_real import RECIPE, sync_copy
+from rollout_pipeline.tooling.vllm_server import MODEL_NAME
 from support import PY, ROOT, read_jsonl, wait_for
 
 VENV = Path(PY).parent.parent

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import post, prompt_of_length, tokenizer_verdicts, vllm_agent
-from rollout_pipeline.cli.vllm_server import MAX_MODEL_LEN, MODEL_NAME
+from rollout_pipeline.tooling.vllm_server import MAX_MODEL_LEN, MODEL_NAME
 from support import PY, SCRIPTS, collect, make_prompts, read_jsonl, seed_args, wait_for, write_params
 
 MAX_OUTPUT_TOKENS = 24

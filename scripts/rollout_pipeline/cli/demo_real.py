@@ -7,45 +7,28 @@ cheap tier: one request at a time, about 0.2 rollouts/s).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import yaml
 
 from rollout_pipeline.cli.collect import main as collect_main
 from rollout_pipeline.cli.report import build_report
 from rollout_pipeline.cli.stage_args import load_params
-from rollout_pipeline.cli.vllm_server import MODEL_NAME, vllm_server
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import side_path
+from rollout_pipeline.paths import DEMO_DIR, PARAMS_FILE
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 from rollout_pipeline.stages.rollout_metrics import run_metrics
-from rollout_pipeline.tooling.llama_server import MODEL_ALIAS, llama_server
-from rollout_pipeline.tooling.local_server import running
+from rollout_pipeline.tooling.demo_server import KINDS, demo_server
 
-DEMO_DIR = Path("data/demo")
 OBJECTIVE = "smollm2"  # the report's page: data/demo/report/smollm2.html
 ROLLOUTS = DEMO_DIR / "rollouts" / f"{OBJECTIVE}.jsonl"
 
 
-@contextlib.contextmanager
-def _server(kind: str, python: str) -> Iterator[tuple[str, str, int]]:
-    """(url, model name, parallelism) of a started server of that kind."""
-    if kind == "vllm":
-        with running(vllm_server(python)) as server:
-            # 32 in flight: 1.7 rollouts/s here, against 1.2 at 8; 48 and 64 gain nothing more (bench/RESULTS.md).
-            yield server.url, MODEL_NAME, 32
-    else:
-        with llama_server(python) as url:
-            yield url, MODEL_ALIAS, 1  # it answers one request at a time
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo_real.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=["vllm", "llama"], default="vllm")
+    parser.add_argument("--server", choices=KINDS, default="vllm")
     parser.add_argument(
         "--server-python", required=True, help="the interpreter that has the server (.venv-vllm or .venv-real)"
     )
@@ -59,25 +42,31 @@ def main(argv: list[str] | None = None) -> int:
     prompts = DEMO_DIR / "prompts.jsonl"
     write_prompt_set(prompts, prompt_count, "easy", seed=1)
     started = time.monotonic()
-    with _server(args.server, args.server_python) as (url, model, parallel):
+    with demo_server(args.server, args.server_python) as server:
         server_s = time.monotonic() - started
-        agent = {"protocol": "chat", "url": url, "model": model, "verifier": "math", "token_data": "logprobs"}
+        agent = {
+            "protocol": "chat",
+            "url": server.url,
+            "model": server.model,
+            "verifier": "math",
+            "token_data": "logprobs",
+        }
         sampling = {"temperature": 0.8, "max_output_tokens": max_output_tokens}
         objective = {"agent_name": "smollm2", "prompts": str(prompts), "num_repeats": args.repeats, "seed": 1}
-        params = DEMO_DIR / "params.yaml"
+        params = DEMO_DIR / PARAMS_FILE
         # One objective and its parallelism in the demo's own params file: the collector and the report read it.
         params.write_text(
             yaml.safe_dump(
                 {
                     "agents": {"smollm2": agent},
                     "objectives": {OBJECTIVE: {**objective, "responses_create_params": sampling}},
-                    "fetch": {"objectives": {OBJECTIVE: {"num_samples_in_parallel": parallel}}},
+                    "fetch": {"objectives": {OBJECTIVE: {"num_samples_in_parallel": server.parallel}}},
                 },
                 sort_keys=False,
             )
         )
         print(
-            f"SmolLM2-135M ({args.server}) at {url}; agent settings:\n"
+            f"SmolLM2-135M ({args.server}) at {server.url}; agent settings:\n"
             + yaml.safe_dump({"smollm2": {**agent, "url": "http://127.0.0.1:PORT"}}, sort_keys=False)
         )
         code = collect_main(["--objective", OBJECTIVE, "--params", str(params), "--out", str(ROLLOUTS)])

