@@ -11,6 +11,7 @@ import time
 import pytest
 
 from rollout_pipeline.collect.fanout import ChildCrashed, fan_out
+from rollout_pipeline.collect.frames import FRAME_HEADER, take_frames
 from rollout_pipeline.collect.processes import SharedCounter
 
 
@@ -20,6 +21,16 @@ def _collect(count: int, child_main, should_stop=lambda: False) -> tuple[list, l
         count, child_main, lambda index, kind, payload: frames.append((index, kind, payload)), should_stop
     )
     return frames, children
+
+
+def test_only_whole_frames_are_taken_off_a_buffer_and_a_partial_one_waits_for_the_rest_of_its_bytes():
+    first, second = FRAME_HEADER.pack(b"A", 3) + b"abc", FRAME_HEADER.pack(b"B", 4) + b"wxyz"
+    buffer = bytearray(first + second[:6])
+    assert take_frames(buffer) == [(b"A", b"abc")]
+    assert buffer == second[:6]
+    assert take_frames(buffer) == []
+    buffer += second[6:]
+    assert (take_frames(buffer), buffer) == ([(b"B", b"wxyz")], bytearray())
 
 
 def test_every_frame_arrives_in_order_however_the_pipe_splits_it():
