@@ -13,9 +13,12 @@ from pathlib import Path
 
 import orjson
 
-from rollout_pipeline.params import Filter, Health
+from rollout_pipeline.params import Filter, Health, Metrics, Profile, Report
 from rollout_pipeline.params import Pair as PairSection
 from rollout_pipeline.stages.dpo_pairs import PairConfig
+from rollout_pipeline.stages.health import HealthConfig
+from rollout_pipeline.stages.prompt_profile import ProfileConfig
+from rollout_pipeline.stages.report_data import BrowserConfig
 from rollout_pipeline.stages.sft_filter import FilterConfig
 from support import PY, ROOT, SCRIPTS, agent, write_params
 
@@ -133,3 +136,20 @@ def pair_config(**changes) -> PairConfig:
     """The pair stage's settings as params.yaml's defaults give them (the `Pair` and `Health` models'), with
     `changes` to the `pair` section."""
     return PairConfig.from_params({"pair": PairSection(**changes).model_dump(), "health": Health().model_dump()})
+
+
+def health_config(**changes) -> HealthConfig:
+    """The health checks' thresholds as params.yaml's defaults give them (the `Health` model's), with `changes`."""
+    return HealthConfig.from_params(Health(**changes).model_dump())
+
+
+def profile_config(**changes) -> ProfileConfig:
+    """The profile stage's settings as params.yaml's defaults give them (the `Profile`, `Metrics` and `Health`
+    models'), with `changes` to the `profile` section."""
+    sections = {"profile": Profile(**changes), "metrics": Metrics(), "health": Health()}
+    return ProfileConfig.from_params({name: model.model_dump() for name, model in sections.items()})
+
+
+def browser_config(**changes) -> BrowserConfig:
+    """The report's rollout browser as params.yaml's defaults give it (the `Report` model's), with `changes`."""
+    return BrowserConfig.from_params(Report(**changes).model_dump())

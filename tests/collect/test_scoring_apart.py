@@ -22,6 +22,7 @@ import pytest
 from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.stages.rollout_metrics import compute_metrics
+from stage_testkit import health_config
 from support import PY, ROOT, SCRIPTS, collect, make_prompts, read_jsonl, seed_args, server_stats, write_params
 
 RUN = {"num_repeats": 2, "seed": 5}
@@ -169,10 +170,10 @@ def test_the_metrics_warn_about_a_file_that_mixes_verdicts_of_two_verifier_versi
     first, second = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("".join(json.dumps(r) + "\n" for r in first[: ROLLOUTS // 2] + second[ROLLOUTS // 2 :]))
-    result = compute_metrics(mixed, pass_threshold=1.0)
+    result = compute_metrics(mixed, pass_threshold=1.0, health=health_config())
     assert any("mixes rewards from different verifiers or versions" in note for note in result.notes)
     assert sorted(result.metrics["scored_by"].values()) == [ROLLOUTS // 2, ROLLOUTS // 2]
-    assert "scored_by" not in compute_metrics(tmp_path / "a.jsonl", pass_threshold=1.0).metrics
+    assert "scored_by" not in compute_metrics(tmp_path / "a.jsonl", pass_threshold=1.0, health=health_config()).metrics
 
 
 def test_what_scored_a_record_changes_with_the_verifier_code_and_never_holds_url_credentials(tmp_path, monkeypatch):

@@ -10,10 +10,10 @@ import pytest
 from rollout_pipeline.reference.embedded import start_embedded_server
 from rollout_pipeline.reference.tokens import token_id, tokens
 from rollout_pipeline.stages.dpo_pairs import run_pair
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, check_rollout
+from rollout_pipeline.stages.health import check_rollout
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 from rollout_pipeline.stages.sft_filter import run_filter
-from stage_testkit import filter_config, pair_config
+from stage_testkit import filter_config, health_config, pair_config
 from support import agent, collect, make_prompts, read_jsonl, seed_args, server_stats, write_params
 
 CASES = [
@@ -81,7 +81,7 @@ def test_metrics_count_the_skips_by_cause_and_sft_and_dpo_see_only_scored_rollou
         out = tmp_path / "out.jsonl"
         assert collect(seed_args(prompts, out, num_repeats=4), tmp_path, params).returncode == 0
     skipped = len(read_jsonl(tmp_path / "out.failures.ndjson"))
-    run_metrics(out, tmp_path / "m.json", 1.0, curve_path=tmp_path / "curve.json")
+    run_metrics(out, tmp_path / "m.json", 1.0, curve_path=tmp_path / "curve.json", health=health_config())
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["skipped"] == skipped and metrics["not_scored"] == {"context_length": skipped}
     assert metrics["rollouts"] == 12 - skipped and metrics["failures"] == 0
@@ -111,7 +111,7 @@ def test_token_ids_and_logprobs_are_kept_under_nemo_gyms_names_with_exact_usage(
         assert all(lp <= 0.0 for lp in last["generation_log_probs"])
         assert last["prompt_token_ids"] == [token_id(t) for m in record["input"] for t in tokens(m["content"])]
         assert "output_tokens_estimated" not in record["response"]["usage"]  # exact per choice, even with n
-        assert check_rollout(record, DEFAULT_HEALTH).verdict == "healthy"  # the token data agrees with usage
+        assert check_rollout(record, health_config()).verdict == "healthy"  # the token data agrees with usage
 
 
 def test_reasoning_is_kept_as_a_reasoning_item_and_becomes_sfts_reasoning_content(prompts, tmp_path):
@@ -132,7 +132,7 @@ def test_a_refusal_is_a_finished_answer_kept_as_a_refusal_part(prompts, tmp_path
         assert record["response"]["output"][-1]["content"] == [
             {"type": "refusal", "refusal": "I'm sorry, I can't help with that."}
         ]
-        assert check_rollout(record, DEFAULT_HEALTH).verdict == "healthy", "a refusal is an answer, not a hollow turn"
+        assert check_rollout(record, health_config()).verdict == "healthy", "a refusal is an answer, not a hollow turn"
 
 
 @pytest.mark.parametrize("protocol", ["chat", "responses"])
@@ -159,5 +159,5 @@ def test_a_degenerate_generation_is_scored_and_the_health_checks_name_it(protoco
             assert record["response"]["status"] == "incomplete" and usage == 64 == len(record["output"].split())
         else:
             assert record["output"] == "" and usage == 0
-        health = check_rollout(record, DEFAULT_HEALTH)
+        health = check_rollout(record, health_config())
         assert health.verdict == "unhealthy" and set(health.findings) == findings

@@ -9,7 +9,7 @@ from pathlib import Path
 from reliability_support import Misbehaving, one_line_error, run_collect
 from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.rollout_metrics import run_metrics
-from stage_testkit import make_rollout, pair_config, write_rollouts
+from stage_testkit import health_config, make_rollout, pair_config, write_rollouts
 from support import agent, read_jsonl
 
 
@@ -56,7 +56,7 @@ def test_stages_group_by_task_so_rows_sharing_an_id_never_pair_across_prompts(tm
         task = pair["chosen"][0]["content"].split()[1].split("-")[0]
         assert pair["rejected"][0]["content"].startswith(f"answer {task}-")
         assert pair["prompt"][-1]["content"] == f"question {task}"
-    metrics = run_metrics(source, tmp_path / "m.json", 1.0).metrics
+    metrics = run_metrics(source, tmp_path / "m.json", 1.0, health=health_config()).metrics
     assert metrics["prompts"] == 2 and metrics["group_size_max"] == 2
 
 

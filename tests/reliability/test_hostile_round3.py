@@ -25,6 +25,7 @@ from reliability_support import (
     run_collect,
     wait_until,
 )
+from stage_testkit import health_config
 from support import agent, read_jsonl
 
 
@@ -247,7 +248,9 @@ def test_terminal_escapes_in_server_text_reach_no_line_stats_key_or_metrics_key(
         tmp_path, prompts, upstream.url, kind, 0.5, protocol=protocol, max_retries=0, max_failure_rate=1.0
     )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    not_scored = run_metrics(tmp_path / "out.jsonl", tmp_path / "m.json", 1.0).metrics["not_scored"]
+    not_scored = run_metrics(tmp_path / "out.jsonl", tmp_path / "m.json", 1.0, health=health_config()).metrics[
+        "not_scored"
+    ]
     shown = result.stdout + result.stderr
     keys = " ".join([*stats["failure_causes"], *stats["retries"], *not_scored])
     for raw in ("\x1b", "\x07", "\r", "\u202e"):

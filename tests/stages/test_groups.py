@@ -15,12 +15,12 @@ from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.groups import iter_groups
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 from rollout_pipeline.stages.sft_filter import run_filter
-from stage_testkit import filter_config, group, groups, make_rollout, pair_config, write_rollouts
+from stage_testkit import filter_config, group, groups, health_config, make_rollout, pair_config, write_rollouts
 
 STAGES = {
     "filter": lambda src, out: run_filter(src, out, filter_config()),
     "pair": lambda src, out: run_pair(src, out, pair_config()),
-    "metrics": lambda src, out: run_metrics(src, out, 1.0),
+    "metrics": lambda src, out: run_metrics(src, out, 1.0, health=health_config()),
 }
 
 

@@ -10,7 +10,6 @@ import pytest
 from rollout_pipeline.stages.dpo_pairs import run_pair
 from rollout_pipeline.stages.health import (
     CHECKS,
-    DEFAULT_HEALTH,
     HealthConfig,
     HealthTally,
     check_rollout,
@@ -19,9 +18,19 @@ from rollout_pipeline.stages.health import (
     repetition_ratio,
 )
 from rollout_pipeline.stages.rollout_metrics import compute_metrics
-from stage_testkit import group, make_rollout, pair_config, run_script, stage_params, with_reasoning, write_rollouts
+from stage_testkit import (
+    group,
+    health_config,
+    make_rollout,
+    pair_config,
+    run_script,
+    stage_params,
+    with_reasoning,
+    write_rollouts,
+)
 from support import read_jsonl
 
+DEFAULT_HEALTH = health_config()  # params.yaml's health section with nothing set: the `Health` model's defaults
 RUNAWAY = " ".join(["so", "the", "answer", "is", "the", "answer", "is"] * 60)
 
 
@@ -110,7 +119,7 @@ def test_the_repetition_ratio_is_the_share_of_word_ngrams_seen_before():
 def test_an_output_that_repeats_over_the_threshold_is_output_repetition_and_the_threshold_is_a_param():
     record = make_rollout("p", 0, 0, 0.0, RUNAWAY, output_tokens=420)
     assert verdict_and_findings(record)[1] == {"output_repetition"}
-    assert verdict_and_findings(record, HealthConfig(repetition_ratio=0.99))[0] == "healthy"
+    assert verdict_and_findings(record, health_config(repetition_ratio=0.99))[0] == "healthy"
     varied = " ".join(f"step {i}: add {i} and {i + 1} to get {2 * i + 1}." for i in range(40))
     assert verdict_and_findings(make_rollout("p", 0, 0, 1.0, varied, output_tokens=400))[0] == "healthy"
 
@@ -135,7 +144,7 @@ def test_an_answer_in_a_writing_system_the_prompt_never_uses_is_a_script_mismatc
     mostly_english = "First add the two numbers, then multiply by six (шесть) to get \\boxed{413}"
     assert verdict_and_findings(make_rollout("p", 0, 0, 1.0, mostly_english, output_tokens=20))[0] == "healthy"
     assert verdict_and_findings(make_rollout("p", 0, 0, 1.0, "Ответ: 85", output_tokens=4))[0] == "healthy"
-    assert verdict_and_findings(record, HealthConfig(script_mismatch_ratio=1.0))[0] == "healthy"
+    assert verdict_and_findings(record, health_config(script_mismatch_ratio=1.0))[0] == "healthy"
 
 
 def _consistently_unhealthy(tally: HealthTally, records: list[dict]) -> bool:
@@ -145,7 +154,7 @@ def _consistently_unhealthy(tally: HealthTally, records: list[dict]) -> bool:
 
 
 def test_a_prompt_is_consistently_unhealthy_when_two_or_more_rollouts_have_a_verdict_and_every_one_is_unhealthy():
-    tally = HealthTally()
+    tally = HealthTally(DEFAULT_HEALTH)
     hollow = make_rollout("p", 0, 0, 0.0, "")
     fine = make_rollout("p", 0, 1, 1.0, "\\boxed{3}")
     unobserved = make_rollout("p", 0, 2, 1.0, "\\boxed{3}")
@@ -188,7 +197,7 @@ def test_a_record_without_task_or_rollout_index_is_unobserved_for_duplicate_iden
 def test_metrics_count_each_copy_of_a_duplicated_identity(tmp_path):
     records = group("p0", 0, [(1.0, "\\boxed{3}"), (0.0, "\\boxed{4}")])
     path = write_rollouts(tmp_path / "rl.jsonl", [records[0], records[0], records[1]])
-    health = compute_metrics(path, 1.0).metrics["health"]
+    health = compute_metrics(path, 1.0, health=DEFAULT_HEALTH).metrics["health"]
     assert (health["healthy"], health["unhealthy"]) == (1, 2)
     assert health["checks"]["rollout_duplicate_identity"] == 2
 
@@ -199,7 +208,7 @@ def test_metrics_count_rollouts_by_verdict_and_findings_by_check(tmp_path):
         *group("p1", 1, [(0.0, ""), (0.0, "")]),
     ]
     path = write_rollouts(tmp_path / "rl.jsonl", records)
-    health = compute_metrics(path, 1.0).metrics["health"]
+    health = compute_metrics(path, 1.0, health=DEFAULT_HEALTH).metrics["health"]
     assert health == {
         "healthy": 1,
         "unhealthy": 4,

@@ -13,7 +13,16 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import side_path
 from rollout_pipeline.stages.health import CHECKS
 from rollout_pipeline.stages.rollout_metrics import compute_metrics, run_metrics
-from stage_testkit import group, groups, make_rollout, random_rollouts, run_script, stage_params, write_rollouts
+from stage_testkit import (
+    group,
+    groups,
+    health_config,
+    make_rollout,
+    random_rollouts,
+    run_script,
+    stage_params,
+    write_rollouts,
+)
 from support import read_jsonl
 
 RUN_STATS = {
@@ -44,7 +53,7 @@ def three_prompts(tmp_path):
 def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
     (three_prompts.parent / "rl.stats.json").write_text(json.dumps(RUN_STATS))
     rewards = [1, 0, 1, 0, 1, 1, 1, 1, 0, 0.5, 0, 0]
-    assert compute_metrics(three_prompts, pass_threshold=1.0).metrics == {
+    assert compute_metrics(three_prompts, pass_threshold=1.0, health=health_config()).metrics == {
         "prompts": 3,
         "rollouts": 12,
         "failures": 1,
@@ -66,14 +75,14 @@ def test_metrics_of_a_small_file_computed_by_hand(three_prompts):
 
 
 def test_pass_threshold_decides_what_passes(three_prompts):
-    metrics = compute_metrics(three_prompts, pass_threshold=0.5).metrics
+    metrics = compute_metrics(three_prompts, pass_threshold=0.5, health=health_config()).metrics
     assert metrics["pass@1"] == round((2 / 4 + 1 + 1 / 4) / 3, 6)
 
 
 def test_reward_mean_agrees_with_the_design_docs_jq_one_liner(tmp_path):
     source = write_rollouts(tmp_path / "rl.jsonl", random_rollouts(50, 8, seed=3))
     jq_mean = jq.compile("map(.reward) | add/length").input_value(read_jsonl(source)).first()
-    assert compute_metrics(source, 1.0).metrics["reward_mean"] == round(jq_mean, 6)
+    assert compute_metrics(source, 1.0, health=health_config()).metrics["reward_mean"] == round(jq_mean, 6)
 
 
 def test_reward_std_is_stable_on_large_offsets(tmp_path):
@@ -83,14 +92,16 @@ def test_reward_std_is_stable_on_large_offsets(tmp_path):
     source = write_rollouts(
         tmp_path / "rl.jsonl", [make_rollout(f"p{i // 4}", i // 4, i % 4, r, "x") for i, r in enumerate(rewards)]
     )
-    assert compute_metrics(source, 1.0).metrics["reward_std"] == pytest.approx(statistics.pstdev(rewards), abs=1e-6)
+    assert compute_metrics(source, 1.0, health=health_config()).metrics["reward_std"] == pytest.approx(
+        statistics.pstdev(rewards), abs=1e-6
+    )
 
 
 def test_unequal_group_sizes_use_each_prompts_own_n(tmp_path):
     source = write_rollouts(
         tmp_path / "rl.jsonl", groups([(1.0, "a"), (0.0, "b"), (0.0, "c"), (0.0, "d")], [(0.0, "e"), (1.0, "f")])
     )
-    result = compute_metrics(source, 1.0)
+    result = compute_metrics(source, 1.0, health=health_config())
     assert (result.metrics["group_size_min"], result.metrics["group_size_max"]) == (2, 4)
     assert result.metrics["pass@1"] == round((1 / 4 + 1 / 2) / 2, 6)
     assert result.metrics["pass@2"] == round((1 / 2 + 1) / 2, 6)
@@ -100,11 +111,11 @@ def test_unequal_group_sizes_use_each_prompts_own_n(tmp_path):
 
 def test_a_single_rollout_prompt_counts_as_zero_variance(tmp_path):
     source = write_rollouts(tmp_path / "sft.jsonl", groups([(1.0, "a")], [(0.0, "b")], [(0.0, "c"), (1.0, "d")]))
-    assert compute_metrics(source, 1.0).metrics["zero_variance_fraction"] == round(2 / 3, 6)
+    assert compute_metrics(source, 1.0, health=health_config()).metrics["zero_variance_fraction"] == round(2 / 3, 6)
 
 
 def test_without_a_failures_file_or_run_stats_failures_are_null_not_invented(three_prompts):
-    result = compute_metrics(three_prompts, 1.0)
+    result = compute_metrics(three_prompts, 1.0, health=health_config())
     assert result.metrics["failures"] is None and "throughput_rollouts_per_s" not in result.metrics
     assert result.notes == [f"note: no failures file or run stats beside {three_prompts}; failures are null"]
 
@@ -121,7 +132,7 @@ def test_failures_and_skips_are_counted_from_the_failures_file_and_timing_stays_
             ]
         )
     )
-    metrics = compute_metrics(three_prompts, 1.0).metrics
+    metrics = compute_metrics(three_prompts, 1.0, health=health_config()).metrics
     assert (metrics["failures"], metrics["skipped"]) == (1, 2)
     assert metrics["not_scored"] == {"context_length": 2, "http_500": 1}
     assert not any("throughput" in key or key.endswith("_s") for key in metrics)
@@ -130,23 +141,29 @@ def test_failures_and_skips_are_counted_from_the_failures_file_and_timing_stays_
 def test_stats_that_count_other_rollouts_are_flagged_as_stale(three_prompts):
     stats = three_prompts.parent / "rl.stats.json"
     stats.write_text(json.dumps({**RUN_STATS, "rollouts": 99}))
-    assert "may be from another run" in compute_metrics(three_prompts, 1.0).notes[0]
+    assert "may be from another run" in compute_metrics(three_prompts, 1.0, health=health_config()).notes[0]
     stats.write_text("{not json")
     with pytest.raises(UserError, match=r"rl\.stats\.json: not valid JSON"):
-        compute_metrics(three_prompts, 1.0)
+        compute_metrics(three_prompts, 1.0, health=health_config())
 
 
 def test_rollouts_without_usage_are_left_out_of_the_token_mean(tmp_path):
     no_usage = make_rollout("p0", 0, 1, 0.0, "b")
     del no_usage["response"]
     source = write_rollouts(tmp_path / "rl.jsonl", [make_rollout("p0", 0, 0, 1.0, "a", output_tokens=7), no_usage])
-    result = compute_metrics(source, 1.0)
+    result = compute_metrics(source, 1.0, health=health_config())
     assert result.metrics["output_tokens_mean"] == 7.0
     assert "note: 1 rollouts have no response.usage.output_tokens; output_tokens_mean covers the rest" in result.notes
 
 
 def test_writes_metrics_and_curve_as_json(three_prompts, tmp_path):
-    run_metrics(three_prompts, tmp_path / "m" / "rl.json", 1.0, curve_path=tmp_path / "m" / "pass_at_k" / "rl.json")
+    run_metrics(
+        three_prompts,
+        tmp_path / "m" / "rl.json",
+        1.0,
+        curve_path=tmp_path / "m" / "pass_at_k" / "rl.json",
+        health=health_config(),
+    )
     assert json.loads((tmp_path / "m" / "rl.json").read_text())["pass@4"] == round(2 / 3, 6)
     assert [point["k"] for point in json.loads((tmp_path / "m" / "pass_at_k" / "rl.json").read_text())] == [1, 2, 4]
 

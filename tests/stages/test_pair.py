@@ -3,13 +3,11 @@ pairs per prompt with `pairs_per_prompt`, picked best vs worst or as all pairs a
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import typing
 
-from rollout_pipeline.params import Filter, Pair
-from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairConfig, PairSummary, pair_rollouts, run_pair
-from rollout_pipeline.stages.sft_filter import FilterConfig
+from rollout_pipeline.params import Pair
+from rollout_pipeline.stages.dpo_pairs import STRATEGIES, PairSummary, pair_rollouts, run_pair
 from stage_testkit import group, groups, make_rollout, pair_config, run_script, stage_params, write_rollouts
 from support import PY, SCRIPTS, read_jsonl
 
@@ -223,13 +221,6 @@ def test_a_flag_is_validated_as_the_params_key_it_overrides_and_the_error_names_
         "pair: error: --min-margin: -1.0 is out of range; it must be >= 0.0\n",
     )
     assert not out.exists()
-
-
-def test_the_stage_settings_restate_no_default_of_the_params_models():
-    # Defaults live in the params models alone: the stages' settings take every key of their section.
-    for config in (PairConfig, FilterConfig):
-        params_keys = [f for f in dataclasses.fields(config) if f.name in {*Pair.model_fields, *Filter.model_fields}]
-        assert params_keys and all(f.default is dataclasses.MISSING for f in params_keys), config
 
 
 def test_params_offer_exactly_the_strategies_the_stage_has_and_check_the_cap(tmp_path):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rollout_pipeline.stages.prompt_profile import ProfileConfig, band_of, run_profile
-from stage_testkit import group, random_rollouts, run_script, stage_params, write_rollouts
+from rollout_pipeline.stages.prompt_profile import band_of, run_profile
+from stage_testkit import group, profile_config, random_rollouts, run_script, stage_params, write_rollouts
 from support import read_jsonl
 
 
@@ -34,7 +34,7 @@ def three_prompts(tmp_path):
 
 
 def test_per_prompt_statistics_of_a_small_file_computed_by_hand(three_prompts, tmp_path):
-    run_profile(three_prompts, tmp_path / "profile.jsonl", tmp_path / "bands.json", ProfileConfig())
+    run_profile(three_prompts, tmp_path / "profile.jsonl", tmp_path / "bands.json", profile_config())
     lines = read_jsonl(tmp_path / "profile.jsonl")
     assert lines == [
         {
@@ -110,7 +110,7 @@ def test_a_group_by_field_with_too_many_values_gives_no_split_and_a_missing_one_
     records = [r for i in range(25) for r in group(f"p{i}", i, [(1.0, "a"), (0.0, "b")], topic=f"t{i}")]
     source = write_rollouts(tmp_path / "rl.jsonl", records)
     for group_by in ("topic", "difficulty", None):
-        summary = run_profile(source, tmp_path / "p.jsonl", tmp_path / "b.json", ProfileConfig(group_by=group_by))
+        summary = run_profile(source, tmp_path / "p.jsonl", tmp_path / "b.json", profile_config(group_by=group_by))
         assert "by" not in summary.as_dict() and summary.as_dict()["bands"]["learnable"] == 25
 
 

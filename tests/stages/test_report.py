@@ -9,9 +9,9 @@ import pytest
 
 from report_testkit import EVIL, EXPECTED_ROWS, PROGRESS, build_report, build_sample_run, run
 from rollout_pipeline.stages.groups import iter_groups
-from rollout_pipeline.stages.report_data import BrowserConfig, pick_rows, summarize_rollouts
+from rollout_pipeline.stages.report_data import pick_rows, summarize_rollouts
 from rollout_pipeline.stages.report_pages import navigation, rl_loop_page
-from stage_testkit import group, write_rollouts
+from stage_testkit import browser_config, group, health_config, write_rollouts
 
 EVAL = {"temperature": 1.0, "prompts": "data/prompts/heldout.jsonl", "seed": 300}
 
@@ -66,7 +66,9 @@ def test_each_objective_page_lists_the_browser_rows_and_draws_its_charts(sample_
 
 def test_the_summary_counts_what_the_page_shows(sample_run):
     run = sample_run
-    summary = summarize_rollouts("rl", run / "data/rollouts/rl.jsonl", 1.0, BrowserConfig(browser_prompts=2))
+    summary = summarize_rollouts(
+        "rl", run / "data/rollouts/rl.jsonl", 1.0, browser_config(browser_prompts=2), health_config()
+    )
     assert (summary.prompts, summary.rollouts) == (6, 24)
     assert (summary.truncated, summary.extraction_failures) == (1, 1)
     assert dict(summary.not_scored) == {"failed: timeout": 1, "skipped: context_length": 1, "not scored: masked": 1}
@@ -99,12 +101,12 @@ def test_the_browser_shows_the_first_best_the_last_worst_and_seeded_others(tmp_p
         tmp_path / "r.jsonl", group("p", 0, [(0.0, "a"), (1.0, "b"), (1.0, "c"), (0.0, "d"), (0.5, "e")])
     )
     rollouts = list(next(iter_groups(path))[1])
-    rows = pick_rows(rollouts, BrowserConfig(random_per_prompt=2, seed=3))
+    rows = pick_rows(rollouts, browser_config(random_per_prompt=2, seed=3))
     assert [(row.kind, row.output) for row in rows[:2]] == [("best", "b"), ("worst", "d")]
     assert [row.kind for row in rows[2:]] == ["random", "random"]
     assert {row.output for row in rows[2:]} < {"a", "c", "e"}
-    assert pick_rows(rollouts, BrowserConfig(random_per_prompt=2, seed=3)) == rows
-    assert [row.kind for row in pick_rows(rollouts[:1], BrowserConfig())] == ["best"]
+    assert pick_rows(rollouts, browser_config(random_per_prompt=2, seed=3)) == rows
+    assert [row.kind for row in pick_rows(rollouts[:1], browser_config())] == ["best"]
 
 
 def test_the_rl_page_draws_pass_at_1_only_where_it_differs_from_the_mean_reward():

@@ -18,6 +18,7 @@ from rollout_pipeline.cli.stage_args import load_params
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import side_path
 from rollout_pipeline.paths import DEMO_DIR, PARAMS_FILE
+from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.prompt_sets import write_prompt_set
 from rollout_pipeline.stages.rollout_metrics import run_metrics
 from rollout_pipeline.tooling.demo_server import KINDS, demo_server
@@ -73,11 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return code
     reporting = time.monotonic()
-    result = run_metrics(ROLLOUTS, DEMO_DIR / "metrics.json", 1.0)
+    settings = load_params(str(params))  # the demo's params with every default the params models give
+    result = run_metrics(
+        ROLLOUTS,
+        DEMO_DIR / "metrics.json",
+        settings["metrics"]["pass_threshold"],
+        health=HealthConfig.from_params(settings["health"]),
+    )
     print("\n".join(result.lines(DEMO_DIR / "metrics.json")))
     print(json.dumps(result.metrics, indent=2))
     # The pipeline's own report (the health checks' counts and examples included), over this run alone.
-    build_report(load_params(str(params)), str(DEMO_DIR / "report"), rollouts_dir=str(ROLLOUTS.parent))
+    build_report(settings, str(DEMO_DIR / "report"), rollouts_dir=str(ROLLOUTS.parent))
     print(f"report -> {DEMO_DIR / 'report' / f'{OBJECTIVE}.html'}; open it in a browser, no network needed")
     stats = json.loads(side_path(ROLLOUTS).read_text())
     print(

@@ -15,7 +15,6 @@ import argparse
 from rollout_pipeline import paths
 from rollout_pipeline.cli.stage_args import load_params, stage_parser
 from rollout_pipeline.errors import UserError, run_cli
-from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.prompt_profile import ProfileConfig, run_profile
 
 
@@ -38,12 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.objective is None and None in (args.input, args.output, args.summary):
         raise UserError("give --objective, or all of --in, --out and --summary")
     params = load_params(args.params)
-    config = ProfileConfig(
-        band=tuple(params["profile"]["band"]),
-        group_by=params["profile"]["group_by"],
-        pass_threshold=params["metrics"]["pass_threshold"],
-        health=HealthConfig.from_params(params["health"]),
-    )
+    config = ProfileConfig.from_params(params)
     output = args.output or str(paths.prompt_profile(args.objective))
     summary_path = args.summary or str(paths.profile_bands(args.objective))
     summary = run_profile(args.input or str(paths.rollouts(args.objective)), output, summary_path, config)

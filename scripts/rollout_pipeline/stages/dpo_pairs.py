@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from rollout_pipeline.jsonl import write_jsonl
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, checked_group, record_of
+from rollout_pipeline.stages.health import HealthConfig, checked_group, record_of
 
 SINGLE_ROLLOUT = "single_rollout"
 ALL_TIED = "all_tied"
@@ -76,7 +76,7 @@ class Pair:
         return self.chosen.reward - self.rejected.reward
 
 
-def ranked(group: Iterable[Rollout], health: HealthConfig = DEFAULT_HEALTH) -> list[Rollout]:
+def ranked(group: Iterable[Rollout], health: HealthConfig) -> list[Rollout]:
     """A group's rollouts best first (reward descending, ties in file order), each slimmed to what a pair record
     needs (a record's `response` can hold the output again and per-token data, which a pair never uses) and
     whether it may be chosen (`unhealthy`)."""

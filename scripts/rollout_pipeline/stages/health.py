@@ -68,21 +68,20 @@ Item = TypeVar("Item")
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """The `health` section of params.yaml: the thresholds of the repetition and script checks."""
+    """The `health` section of params.yaml as validated (its defaults are the model's: params/stages.py): the
+    thresholds of the repetition and script checks."""
 
-    repetition_ngram: int = 4
-    repetition_min_ngrams: int = 16
-    repetition_ratio: float = 0.5
-    runaway_repetition_ratio: float = 0.2
-    script_mismatch_ratio: float = 0.5
-    script_min_letters: int = 20
+    repetition_ngram: int
+    repetition_min_ngrams: int
+    repetition_ratio: float
+    runaway_repetition_ratio: float
+    script_mismatch_ratio: float
+    script_min_letters: int
 
     @classmethod
-    def from_params(cls, section: dict | None) -> HealthConfig:
-        return cls(**(section or {}))
-
-
-DEFAULT_HEALTH = HealthConfig()
+    def from_params(cls, section: dict) -> HealthConfig:
+        """From validated params' `health` section (every key present)."""
+        return cls(**section)
 
 
 @dataclass(frozen=True)
@@ -287,7 +286,7 @@ def group_consistently_unhealthy(verdicts: Iterable[str]) -> bool:
 class HealthTally:
     """A run's health, streaming: verdicts and findings by check, and the first few examples of each check."""
 
-    config: HealthConfig = field(default_factory=HealthConfig)
+    config: HealthConfig
     verdicts: Counter[str] = field(default_factory=Counter)
     checks: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[dict]] = field(default_factory=dict)

@@ -35,12 +35,24 @@ MAX_VALUES = 20  # a group_by field with more distinct values is no category; it
 
 @dataclass(frozen=True)
 class ProfileConfig:
-    """The `profile` section of params.yaml, with metrics.pass_threshold and the health thresholds."""
+    """The `profile` section of params.yaml as validated (its defaults are the model's: params/stages.py), with
+    metrics.pass_threshold and the health thresholds."""
 
-    band: tuple[float, float] = (0.1, 0.9)
-    group_by: str | None = "difficulty"
-    pass_threshold: float = 1.0
-    health: HealthConfig = HealthConfig()
+    band: tuple[float, float]
+    group_by: str | None
+    pass_threshold: float
+    health: HealthConfig
+
+    @classmethod
+    def from_params(cls, params: dict) -> ProfileConfig:
+        """From validated params (`profile`, `metrics` and `health`)."""
+        section = params["profile"]
+        return cls(
+            band=tuple(section["band"]),
+            group_by=section["group_by"],
+            pass_threshold=params["metrics"]["pass_threshold"],
+            health=HealthConfig.from_params(params["health"]),
+        )
 
 
 def band_of(pass_rate: float, band: tuple[float, float]) -> str:

@@ -85,7 +85,7 @@ def hard_expression(rng: random.Random) -> tuple[str, int]:
 _EXPRESSIONS = {"tiny": tiny_expression, "easy": easy_expression, "hard": hard_expression}
 
 
-def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[dict[str, Any]]:
+def generate_rows(count: int, difficulty: str, seed: int) -> list[dict[str, Any]]:
     """`count` distinct prompt rows; UserError if the difficulty has fewer distinct prompts than that."""
     if difficulty not in DIFFICULTIES:
         raise UserError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
@@ -115,6 +115,6 @@ def generate_rows(count: int, difficulty: str = "mixed", seed: int = 0) -> list[
     return rows
 
 
-def write_prompt_set(path: str | os.PathLike, count: int, difficulty: str = "mixed", seed: int = 0) -> int:
+def write_prompt_set(path: str | os.PathLike, count: int, difficulty: str, seed: int) -> int:
     """Generate and atomically write one prompt set; returns the number of rows."""
     return write_jsonl(path, generate_rows(count, difficulty, seed))

@@ -20,7 +20,7 @@ import orjson
 
 from rollout_pipeline.jsonl import iter_jsonl, side_path
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally
+from rollout_pipeline.stages.health import HealthConfig, HealthTally
 from rollout_pipeline.stages.rollout_metrics import MetricsAccumulator, read_failures, read_run_stats
 from rollout_pipeline.stages.sft_filter import reasoning_text
 
@@ -48,11 +48,17 @@ MAX_TEXT_CHARS = 4000  # longer model text is cut in the browser (the rollout fi
 
 @dataclass(frozen=True)
 class BrowserConfig:
-    """The `report` section of params.yaml: what the rollout browser samples."""
+    """The `report` section of params.yaml as validated (its defaults are the model's: params/stages.py): what the
+    rollout browser samples."""
 
-    browser_prompts: int = 40
-    random_per_prompt: int = 1
-    seed: int = 0
+    browser_prompts: int
+    random_per_prompt: int
+    seed: int
+
+    @classmethod
+    def from_params(cls, section: dict) -> BrowserConfig:
+        """From validated params' `report` section (every key present)."""
+        return cls(**section)
 
 
 @dataclass(frozen=True)
@@ -215,8 +221,8 @@ def summarize_rollouts(
     name: str,
     path: str | os.PathLike,
     pass_threshold: float,
-    config: BrowserConfig = BrowserConfig(),
-    health: HealthConfig = DEFAULT_HEALTH,
+    config: BrowserConfig,
+    health: HealthConfig,
 ) -> ObjectiveSummary:
     """One streaming pass over a collector output file, plus its failures file (and the run stats' retries)."""
     accumulator = MetricsAccumulator(pass_threshold=pass_threshold, health=HealthTally(health))

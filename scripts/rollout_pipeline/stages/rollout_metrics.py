@@ -43,7 +43,7 @@ from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import iter_jsonl, side_path, write_json
 from rollout_pipeline.stages.groups import Rollout, iter_groups
-from rollout_pipeline.stages.health import DEFAULT_HEALTH, HealthConfig, HealthTally, record_of
+from rollout_pipeline.stages.health import HealthConfig, HealthTally, record_of
 from rollout_pipeline.stages.passk import mean_pass_at_k
 
 DIGITS = 6
@@ -96,7 +96,8 @@ def _output_tokens(rollout: Rollout) -> int | None:
 class MetricsAccumulator:
     """Streaming accumulation of the rollout-file metrics, one prompt group at a time."""
 
-    pass_threshold: float = 1.0
+    pass_threshold: float
+    health: HealthTally
     prompts: int = 0
     rollouts: int = 0
     zero_variance_prompts: int = 0
@@ -104,7 +105,6 @@ class MetricsAccumulator:
     token_total: int = 0
     group_counts: Counter[tuple[int, int]] = field(default_factory=Counter)  # (n, c) -> prompts
     scored_by: Counter[str] = field(default_factory=Counter)  # "verifier hash" -> rollouts: more than one = mixed
-    health: HealthTally = field(default_factory=HealthTally)
     # Welford's running mean / sum of squared deviations: stable where sum-of-squares cancels.
     _mean: float = 0.0
     _m2: float = 0.0
@@ -224,7 +224,8 @@ def compute_metrics(
     in_path: str | os.PathLike,
     pass_threshold: float,
     stats_path: str | os.PathLike | None = None,
-    health: HealthConfig = DEFAULT_HEALTH,
+    *,
+    health: HealthConfig,
 ) -> MetricsResult:
     """Read the rollout file (streaming), and its failures file (else its run stats); nothing is written."""
     accumulator = MetricsAccumulator(pass_threshold=pass_threshold, health=HealthTally(health))
@@ -263,10 +264,10 @@ def run_metrics(
     *,
     curve_path: str | os.PathLike | None = None,
     stats_path: str | os.PathLike | None = None,
-    health: HealthConfig = DEFAULT_HEALTH,
+    health: HealthConfig,
 ) -> MetricsResult:
     """Compute the metrics of `in_path` and write them (and the pass@k curve) atomically."""
-    result = compute_metrics(in_path, pass_threshold, stats_path, health)
+    result = compute_metrics(in_path, pass_threshold, stats_path, health=health)
     write_json(out_path, result.metrics)
     if curve_path is not None:
         write_json(curve_path, result.curve)

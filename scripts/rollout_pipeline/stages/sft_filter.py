@@ -125,7 +125,7 @@ def compile_where(expression: str, source: str = "filter.where") -> Callable[[Ro
     return accepts
 
 
-def sft_record(rollout: Rollout, keep_reasoning: bool = True, format: str = MESSAGES) -> dict:
+def sft_record(rollout: Rollout, keep_reasoning: bool, format: str) -> dict:
     """The SFT record for one rollout in `format` (one of FORMATS): the output is the assistant turn that ends the
     conversation (`messages`) or makes the completion (`prompt_completion`); the model's reasoning, when it has some,
     is the assistant's `reasoning_content` (what reasoning models' chat templates read)."""

@@ -1,0 +1,86 @@
+"""Each default of a stage's settings lives in the params models alone (params/stages.py, and the prompt sets' model):
+the stages' settings objects take every key of their section from validated params, and no setting in stages/ is
+given a default of its own, which could drift from the model's."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+from rollout_pipeline.params import Filter, Health, Metrics, Pair, Profile, PromptSet, Report, validate_params
+from rollout_pipeline.stages.health import HealthConfig
+from rollout_pipeline.stages.prompt_profile import ProfileConfig
+from rollout_pipeline.stages.report_data import BrowserConfig
+from support import SCRIPTS
+
+STAGES_DIR = SCRIPTS / "rollout_pipeline" / "stages"
+# The params models whose settings the stages read.
+MODELS = (Filter, Pair, Metrics, Health, Profile, Report, PromptSet)
+SETTINGS = frozenset(name for model in MODELS for name in model.model_fields)
+
+
+def restated_defaults(folder: Path, settings: frozenset[str] = SETTINGS) -> list[str]:
+    """`file:line name = default` for each class attribute and each function parameter in `folder` that is named
+    after a setting of the params models and given a default: a second place for what the model says."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            named: list[tuple[str, ast.expr, int]] = []
+            if isinstance(node, ast.ClassDef):
+                named += [
+                    (statement.target.id, statement.value, statement.lineno)
+                    for statement in node.body
+                    if isinstance(statement, ast.AnnAssign)
+                    and isinstance(statement.target, ast.Name)
+                    and statement.value is not None
+                ]
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                arguments = node.args
+                positional = [*arguments.posonlyargs, *arguments.args]
+                defaulted = zip(positional[len(positional) - len(arguments.defaults) :], arguments.defaults)
+                keyword = [(a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults) if d is not None]
+                named += [(argument.arg, default, node.lineno) for argument, default in [*defaulted, *keyword]]
+            found += [
+                f"{path.name}:{line} {name} = {ast.unparse(value)}" for name, value, line in named if name in settings
+            ]
+    return found
+
+
+def test_no_stage_gives_a_setting_of_the_params_models_a_default_of_its_own():
+    assert restated_defaults(STAGES_DIR) == []
+
+
+def test_the_check_catches_a_restated_default_in_a_settings_class_and_in_a_parameter_but_not_a_plain_one(tmp_path):
+    (tmp_path / "stage.py").write_text(
+        "class Config:\n"
+        "    pass_threshold: float = 1.0\n"
+        "    health: object\n"
+        "def run(path, seed: int = 0, *, band=(0.1, 0.9), chunk: int = 64) -> None: ...\n"
+        "def plain(path, seed: int) -> None: ...\n"
+    )
+    assert restated_defaults(tmp_path) == [
+        "stage.py:2 pass_threshold = 1.0",
+        "stage.py:4 seed = 0",
+        "stage.py:4 band = (0.1, 0.9)",
+    ]
+
+
+def _field_names(config: type) -> set[str]:
+    return {field.name for field in dataclasses.fields(config)}
+
+
+def test_each_stage_settings_object_takes_every_setting_of_its_section_so_a_new_setting_cannot_be_left_out():
+    assert _field_names(HealthConfig) == set(Health.model_fields)
+    assert _field_names(BrowserConfig) == set(Report.model_fields)
+    assert _field_names(ProfileConfig) == {*Profile.model_fields, *Metrics.model_fields, "health"}
+
+
+def test_a_params_file_that_sets_no_stage_setting_gives_the_stages_the_models_defaults():
+    params = validate_params({"agents": {}, "objectives": {}})
+    profile = ProfileConfig.from_params(params)
+    assert (list(profile.band), profile.group_by) == (Profile().band, Profile().group_by)
+    assert profile.pass_threshold == Metrics().pass_threshold
+    assert dataclasses.asdict(profile.health) == dataclasses.asdict(HealthConfig.from_params(params["health"]))
+    assert dataclasses.asdict(profile.health) == Health().model_dump()
+    assert dataclasses.asdict(BrowserConfig.from_params(params["report"])) == Report().model_dump()
