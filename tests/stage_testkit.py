@@ -152,4 +152,4 @@ def profile_config(**changes) -> ProfileConfig:
 
 def browser_config(**changes) -> BrowserConfig:
     """The report's rollout browser as params.yaml's defaults give it (the `Report` model's), with `changes`."""
-    return BrowserConfig.from_params(Report(**changes).model_dump())
+    return BrowserConfig(**Report(**changes).model_dump())

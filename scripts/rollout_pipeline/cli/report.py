@@ -35,7 +35,7 @@ from rollout_pipeline.stages.report_pages import (
 
 def build_report(params: dict, out_dir: str, rollouts_dir: str | Path = paths.ROLLOUTS_DIR) -> list[str]:
     """Write the report; returns the page names."""
-    config = BrowserConfig.from_params(params["report"])
+    config = BrowserConfig(**params["report"])
     objectives = list(params["objectives"])
     nav = navigation(objectives)
     sft_source, dpo_source = params["filter"]["objective"], params["pair"]["objective"]

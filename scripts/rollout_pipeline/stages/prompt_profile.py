@@ -48,8 +48,7 @@ class ProfileConfig:
         """From validated params (`profile`, `metrics` and `health`)."""
         section = params["profile"]
         return cls(
-            band=tuple(section["band"]),
-            group_by=section["group_by"],
+            **{**section, "band": tuple(section["band"])},
             pass_threshold=params["metrics"]["pass_threshold"],
             health=HealthConfig.from_params(params["health"]),
         )

@@ -55,11 +55,6 @@ class BrowserConfig:
     random_per_prompt: int
     seed: int
 
-    @classmethod
-    def from_params(cls, section: dict) -> BrowserConfig:
-        """From validated params' `report` section (every key present)."""
-        return cls(**section)
-
 
 @dataclass(frozen=True)
 class BrowserRow:
