@@ -1,4 +1,4 @@
-"""`make demo-rl-real`'s work: the RL loop on a real model (SmolLM2-135M under vLLM, a LoRA trainer), in a copy of the project.
+"""`make demo-rl-real`: the RL loop on a real model (SmolLM2-135M under vLLM, a LoRA trainer), in a copy of the project.
 
 The copy (data/demo-rl-real/, a git repository of its own) has the project's tracked files with params.rl-real.yaml
 merged into params.yaml and `.venv-vllm` linked to the vLLM tier; it is kept between runs, so running the demo again
