@@ -18,6 +18,7 @@ import pytest
 
 from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.ray_executor import NAMESPACE
 from rollout_pipeline.collect.ray_worker import WorkerSecrets, public_settings, worker_env
 from rollout_pipeline.collect.settings import CollectSettings
@@ -272,10 +273,14 @@ def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_
         }
     )
     settings = CollectSettings.from_params(
-        "a", params["agents"]["a"], params["objectives"]["o"], fetch_settings(params, "a", "o"), tmp_path / "out.jsonl"
+        "a",
+        AgentSettings.named(params, "a"),
+        params["objectives"]["o"],
+        fetch_settings(params, "a", "o"),
+        tmp_path / "out.jsonl",
     )
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
-    secrets = WorkerSecrets(settings.agent["url"], settings.agent["verifier"], headers)
+    secrets = WorkerSecrets(settings.agent.urls, settings.agent.verifier, headers)
     shown = pickle.dumps(public_settings(settings)) + orjson.dumps(worker_env()) + repr(secrets).encode()
     for secret in ("url-secret", "verify-secret", "sk-key-secret"):
         assert secret.encode() not in shown

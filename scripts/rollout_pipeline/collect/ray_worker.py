@@ -8,7 +8,6 @@ import dataclasses
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from rollout_pipeline.collect.events import FATAL, EventWriter, Sink
 from rollout_pipeline.collect.fetcher import Fetcher
@@ -28,7 +27,7 @@ class WorkerSecrets:
     API key among them). Its repr shows none of it, should Ray ever print an argument."""
 
     urls: list[str]
-    verifier: Any
+    verifier: str
     headers: dict[str, str]
 
     def __repr__(self) -> str:
@@ -44,8 +43,8 @@ def worker_env() -> dict[str, str]:
 
 def public_settings(settings: CollectSettings) -> CollectSettings:
     """The run's settings as the workers' arguments: URLs and the verifier (either may hold credentials) left out."""
-    agent = {**settings.agent, "url": "(in the worker's environment)", "verifier": "(in the worker's environment)"}
-    return dataclasses.replace(settings, agent=agent)
+    hidden = "(in the worker's environment)"
+    return dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, url=hidden, verifier=hidden))
 
 
 class Chunk:
@@ -97,7 +96,7 @@ class RolloutWorker:
     """One Ray actor (async): a fetcher over the chunks the driver hands it. Built by `ray.remote` in the driver."""
 
     def __init__(self, settings: CollectSettings, parallel: int, secrets: WorkerSecrets) -> None:
-        agent = {**settings.agent, "url": secrets.urls, "verifier": secrets.verifier}
+        agent = dataclasses.replace(settings.agent, url=secrets.urls, verifier=secrets.verifier)
         self.settings = dataclasses.replace(settings, agent=agent)
         self.stats = RunStats()
         self.work = ChunkQueue()
