@@ -31,9 +31,10 @@ from rollout_pipeline.collect.protocols import (
     sampling_params,
 )
 from rollout_pipeline.collect.redact import headers_for
+from rollout_pipeline.collect.retries import RetryPolicy, with_retries
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.settings import POOL_CAP, CollectSettings
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.transport import RequestFailed, post_json
 from rollout_pipeline.collect.work import WorkItem, WorkSource
 from rollout_pipeline.errors import UserError, printable
 from rollout_pipeline.jsonl import dumps

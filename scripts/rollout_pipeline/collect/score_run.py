@@ -32,9 +32,10 @@ from rollout_pipeline.collect.protocols import Result
 from rollout_pipeline.collect.protocols.common import response_text
 from rollout_pipeline.collect.records import failure_entry, generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
+from rollout_pipeline.collect.retries import RetryPolicy
 from rollout_pipeline.collect.scoring import make_scorer, score_reply
 from rollout_pipeline.collect.settings import RequestOptions
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
+from rollout_pipeline.collect.transport import RequestFailed
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable

@@ -22,7 +22,8 @@ import orjson
 from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.protocols import PROTOCOLS, NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.retries import RetryPolicy, with_retries
+from rollout_pipeline.collect.transport import RequestFailed, post_json
 from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
 from rollout_pipeline.errors import UserError, printable
