@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.settings import CollectSettings
 from rollout_pipeline.params import FETCH_KEYS, fetch_settings, validate_params  # FETCH_KEYS: what write_params moves
 
@@ -120,7 +121,7 @@ def objective_run_settings(params: dict, out: Path, objective: str = "sft") -> C
     name = validated["objectives"][objective]["agent_name"]
     return CollectSettings.from_params(
         name,
-        validated["agents"][name],
+        AgentSettings.named(validated, name),
         validated["objectives"][objective],
         fetch_settings(validated, name, objective),
         out,

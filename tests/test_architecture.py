@@ -195,41 +195,63 @@ def test_each_path_of_the_pipelines_files_is_named_once_in_paths_py():
     assert path_literals(PACKAGE_DIR) == []
 
 
+# What a settings parameter or field must not be annotated as: nothing, anything, or a bare mapping (a dict's keys
+# are read as strings a reader and a type checker cannot follow, and two shapes of one idea come back).
+UNTYPED = re.compile(r"(typing\.)?(Any|object|dict|Dict|Mapping|MutableMapping)(\[.*\])?( \| None)?")
+
+
+def _is_settings(name: str) -> bool:
+    return name in ("settings", "agent") or name.endswith("_settings")
+
+
 def untyped_settings(package_dir: Path, layer: str) -> list[str]:
-    """Parameters named `settings` (or `*_settings`) in a layer that are annotated `Any`, or not at all: the run's
-    settings are typed (collect/settings.py), so that a reader and a type checker know what a function receives."""
+    """Parameters and class fields named `settings`, `*_settings` or `agent` in a layer that are annotated `Any`, a
+    `dict` (or another mapping), or not at all: a run's settings and its agent's are typed (collect/settings.py,
+    collect/agent_settings.py), so that a reader and a type checker know what a function receives."""
     found = []
     for path in sorted((package_dir / layer).rglob("*.py")):
+        where = path.relative_to(package_dir)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            arguments = node.args
-            for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
-                if not (argument.arg == "settings" or argument.arg.endswith("_settings")):
-                    continue
-                annotation = ast.unparse(argument.annotation) if argument.annotation else None
-                if annotation in (None, "Any", "typing.Any", "object"):
-                    found.append(
-                        f"{path.relative_to(package_dir)}:{node.lineno} {node.name}({argument.arg}: {annotation})"
-                    )
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                arguments = node.args
+                for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                    annotation = ast.unparse(argument.annotation) if argument.annotation else None
+                    if _is_settings(argument.arg) and (annotation is None or UNTYPED.fullmatch(annotation)):
+                        found.append(f"{where}:{node.lineno} {node.name}({argument.arg}: {annotation})")
+            elif isinstance(node, ast.ClassDef):
+                for field in node.body:
+                    if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name):
+                        annotation = ast.unparse(field.annotation)
+                        if _is_settings(field.target.id) and UNTYPED.fullmatch(annotation):
+                            found.append(f"{where}:{field.lineno} {node.name}.{field.target.id}: {annotation}")
     return found
 
 
-def test_the_collector_engine_takes_typed_settings_never_any():
+def test_the_collector_engine_takes_typed_settings_and_a_typed_agent_never_a_dict_or_any():
     assert untyped_settings(PACKAGE_DIR, "collect") == []
 
 
-def test_the_settings_check_catches_an_any_typed_and_an_unannotated_settings_parameter(tmp_path):
+def test_the_settings_check_catches_settings_or_an_agent_taken_as_any_as_a_dict_or_unannotated(tmp_path):
     (tmp_path / "collect").mkdir()
     (tmp_path / "collect" / "engine.py").write_text(
         "from typing import Any\n"
         "def run(settings: Any) -> None: ...\n"
         "def fetch(run_settings) -> None: ...\n"
-        "def typed(settings: CollectSettings) -> None: ...\n"
+        "def typed(settings: CollectSettings, agent: AgentSettings, agent_name: str) -> None: ...\n"
+        "def score(row: dict, agent: dict) -> None: ...\n"
+        "async def ask(agent: dict[str, Any] | None, fetch_settings: Mapping[str, Any]) -> None: ...\n"
+        "class ScoreSettings:\n"
+        "    agent_name: str\n"
+        "    agent: dict  # the agent's section of params.yaml\n"
+        "    settings: CollectSettings\n"
     )
     assert untyped_settings(tmp_path, "collect") == [
         "collect/engine.py:2 run(settings: Any)",
         "collect/engine.py:3 fetch(run_settings: None)",
+        "collect/engine.py:5 score(agent: dict)",
+        "collect/engine.py:6 ask(agent: dict[str, Any] | None)",
+        "collect/engine.py:6 ask(fetch_settings: Mapping[str, Any])",
+        "collect/engine.py:9 ScoreSettings.agent: dict",
     ]
 
 

@@ -107,7 +107,7 @@ def test_a_ray_worker_returns_each_chunk_its_own_rollouts_while_two_chunks_share
     chunks = [items[: len(items) // 2], items[len(items) // 2 :]]
 
     async def collect_both() -> tuple[list, list]:
-        worker = RolloutWorker(settings, 4, WorkerSecrets([server.url], "math", {}))
+        worker = RolloutWorker(settings, 4, WorkerSecrets([server.url], settings.agent, {}))
         answers = await asyncio.gather(*(worker.collect(chunk) for chunk in chunks))
         return answers, await worker.finish()
 

@@ -19,11 +19,21 @@ import pytest
 from dvc_testkit import copy_project, sh
 from ray_testkit import RAY_ENV, Cluster, ray_cluster
 from rollout_pipeline.collect.ray_executor import NAMESPACE
-from rollout_pipeline.collect.ray_worker import WorkerSecrets, public_settings, worker_env
-from rollout_pipeline.collect.settings import CollectSettings
-from rollout_pipeline.params import fetch_settings, validate_params
+from rollout_pipeline.collect.ray_worker import RolloutWorker, WorkerSecrets, public_settings, worker_env
 from rollout_pipeline.reference.embedded import EmbeddedServer, start_embedded_server
-from support import PY, SCRIPTS, agent, collect, ctrl_c_default, free_port, make_prompts, paused, wait_for, write_params
+from support import (
+    PY,
+    SCRIPTS,
+    agent,
+    collect,
+    ctrl_c_default,
+    free_port,
+    make_prompts,
+    objective_run_settings,
+    paused,
+    wait_for,
+    write_params,
+)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +269,7 @@ def test_an_unknown_COLLECT_EXECUTOR_is_one_line_with_the_closest_name(project):
 
 
 def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_path):
-    params = validate_params(
+    settings = objective_run_settings(
         {
             "agents": {
                 "a": {
@@ -269,16 +279,33 @@ def test_secrets_are_in_neither_the_workers_arguments_nor_their_environment(tmp_
                 }
             },
             "objectives": {"o": {"agent_name": "a", "prompts": str(tmp_path / "in.jsonl")}},
-        }
-    )
-    settings = CollectSettings.from_params(
-        "a", params["agents"]["a"], params["objectives"]["o"], fetch_settings(params, "a", "o"), tmp_path / "out.jsonl"
+        },
+        tmp_path / "out.jsonl",
+        "o",
     )
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-key-secret"}
-    secrets = WorkerSecrets(settings.agent["url"], settings.agent["verifier"], headers)
+    secrets = WorkerSecrets(settings.agent.urls, settings.agent, headers)
     shown = pickle.dumps(public_settings(settings)) + orjson.dumps(worker_env()) + repr(secrets).encode()
     for secret in ("url-secret", "verify-secret", "sk-key-secret"):
         assert secret.encode() not in shown
+
+
+def test_a_worker_states_the_logprobs_kind_of_the_agents_own_url_not_of_the_embedded_server_it_asks(tmp_path):
+    """`url: embedded` means processed logprobs (the embedded server's are those it sampled from); a worker asks the
+    server the run started, by its URL, and must still say so, as a collection in this process does."""
+    settings = objective_run_settings(
+        {
+            "agents": {"a": {"url": "embedded", "token_data": "logprobs"}},
+            "objectives": {"o": {"agent_name": "a", "prompts": str(tmp_path / "in.jsonl")}},
+        },
+        tmp_path / "out.jsonl",
+        "o",
+    )
+    started = ["http://127.0.0.1:8123"]
+    worker = RolloutWorker(public_settings(settings), 1, WorkerSecrets(started, settings.agent, {}))
+    assert worker.settings == settings
+    assert worker.fetcher.logprobs_mode == "processed_logprobs"
+    assert worker.fetcher.urls == started
 
 
 @pytest.mark.e2e

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from rollout_pipeline.collect.transport import GiveUp, RequestFailed, Retry, RetryPolicy
+from rollout_pipeline.collect.retries import GiveUp, Retry, RetryPolicy
+from rollout_pipeline.collect.transport import RequestFailed
 
 
 def policy(give_up_after_s: float = 30.0, last_success: float | None = None) -> RetryPolicy:

@@ -484,7 +484,7 @@ def test_collect_settings_ask_for_the_previous_checkpoint_and_a_retrained_one_is
     checkpoint.parent.mkdir(parents=True)
     shutil.copy(REFERENCE_PATH, checkpoint)
     settings = settings_from_rl_iteration("1", str(params), None)
-    assert (settings.agent["model"], settings.agent["checkpoint_dir"]) == ("iter_000", str(checkpoint.parent))
+    assert (settings.agent.model, settings.agent.checkpoint_dir) == ("iter_000", str(checkpoint.parent))
     assert settings.output_path == Path("data/rl/rl_iter_001.jsonl") and settings.num_repeats == 4
     assert settings.responses_create_params == {"temperature": 0.7, "top_p": 0.9} and settings.seed == 7
     identity = settings.identity("sha")

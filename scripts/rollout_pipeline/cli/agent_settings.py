@@ -5,13 +5,15 @@ the second)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from rollout_pipeline import paths
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.redact import without_credentials
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
-from rollout_pipeline.params import PARAMS_FILE, generation_settings, load_params, scoring_settings
+from rollout_pipeline.params import PARAMS_FILE, load_params
 
 
 def main() -> int:
@@ -24,13 +26,17 @@ def main() -> int:
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     options = parser.parse_args()
     out = Path(options.out)
-    agents = load_params(options.params)["agents"]
+    params = load_params(options.params)
+    agents = params["agents"]
     suffixes = (".generation.json", ".scoring.json")
-    for name, agent in agents.items():
+    for name in agents:
+        agent = AgentSettings.named(params, name, options.params)
         # URL credentials are secrets, and never what a rollout is: masked (DVC tracks these files' content).
-        agent = {**agent, "url": without_credentials(agent["url"]), "verifier": without_credentials(agent["verifier"])}
-        write_json(out / f"{name}{suffixes[0]}", generation_settings(agent))
-        write_json(out / f"{name}{suffixes[1]}", scoring_settings(agent))
+        agent = dataclasses.replace(
+            agent, url=without_credentials(agent.url), verifier=without_credentials(agent.verifier)
+        )
+        write_json(out / f"{name}{suffixes[0]}", agent.generation_settings())
+        write_json(out / f"{name}{suffixes[1]}", agent.scoring_settings())
     for stale in out.glob("*.json"):  # an agent removed from params.yaml leaves no file behind
         if not any(stale.name.removesuffix(suffix) in agents for suffix in suffixes if stale.name.endswith(suffix)):
             stale.unlink()

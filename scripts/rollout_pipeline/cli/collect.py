@@ -24,13 +24,13 @@ with guarded_imports():  # a Ctrl-C during the imports is a clean stop (start_gu
     from rollout_pipeline import paths
     from rollout_pipeline.cli.seed_args import parse_seed_args
     from rollout_pipeline.cli.stage_args import load_params
+    from rollout_pipeline.collect.agent_settings import AgentSettings
     from rollout_pipeline.collect.settings import CollectSettings
     from rollout_pipeline.errors import UserError, did_you_mean, run_cli
     from rollout_pipeline.paths import PARAMS_FILE
     from rollout_pipeline.settings import (
         RL_EVAL_FETCH,
         RL_LOOP_FETCH,
-        agent_settings,
         fetch_settings,
         objective_settings,
     )
@@ -48,7 +48,7 @@ def settings_from_seed_args(
     run, fetch_overrides = parse_seed_args(argv)
     params = load_params(params_path)
     agent_name = str(run["agent_name"])
-    agent = agent_settings(params, agent_name, params_path)
+    agent = AgentSettings.named(params, agent_name, params_path)
     objective = {
         "agent_name": agent_name,
         "prompts": run["input_jsonl_fpath"],
@@ -72,7 +72,7 @@ def settings_from_objective(
 ) -> CollectSettings:
     params = load_params(params_path)
     objective = objective_settings(params, objective_name, params_path)
-    agent = agent_settings(params, objective["agent_name"], params_path)
+    agent = AgentSettings.named(params, objective["agent_name"], params_path)
     out = Path(output) if output else paths.rollouts(objective_name)
     fetch = fetch_settings(params, objective["agent_name"], objective_name)
     return CollectSettings.from_params(objective["agent_name"], agent, objective, fetch, out, show_progress)
@@ -287,13 +287,13 @@ def run_collection(settings: CollectSettings) -> int:
     return Collector(settings, start_server=start_embedded).run()
 
 
-def start_embedded(agent: dict) -> EmbeddedServer:
+def start_embedded(agent: AgentSettings) -> EmbeddedServer:
     """The embedded reference server for an agent whose url is `embedded` (its flags and checkpoint folder)."""
     from rollout_pipeline.reference.embedded import start_embedded_server
 
-    args = list(agent.get("embedded_args") or [])
-    if agent.get("checkpoint_dir"):
-        args += ["--checkpoint-dir", agent["checkpoint_dir"]]
+    args = list(agent.embedded_args)
+    if agent.checkpoint_dir:
+        args += ["--checkpoint-dir", agent.checkpoint_dir]
     return start_embedded_server(args)
 
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from rollout_pipeline import paths
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
@@ -27,10 +28,10 @@ def main() -> int:
     params = load_params(options.params)
     objectives = params["objectives"]
     for name, objective in objectives.items():
-        agent = params["agents"][objective["agent_name"]]
+        agent = AgentSettings.named(params, objective["agent_name"], options.params)
         chosen_by = None
         if objective["dynamic_sampling"] is not None:
-            chosen_by = verifier_fingerprint(agent["protocol"], agent["verifier"])
+            chosen_by = verifier_fingerprint(agent.protocol, agent.verifier)
         write_json(out / f"{name}.json", {"rollouts_chosen_by_verifier": chosen_by})
     for stale in out.glob("*.json"):  # an objective removed from params.yaml leaves no file behind
         if stale.stem not in objectives:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,13 +17,13 @@ from rollout_pipeline.cli.start_guard import guarded_imports
 
 with guarded_imports():  # the scorer's imports (the verifiers, pydantic): a Ctrl-C meanwhile is a clean stop
     from rollout_pipeline import paths
+    from rollout_pipeline.collect.agent_settings import AgentSettings
     from rollout_pipeline.collect.score_run import ScoreRun, ScoreSettings
     from rollout_pipeline.collect.settings import RequestOptions
     from rollout_pipeline.errors import UserError, run_cli
     from rollout_pipeline.params import (
         PARAMS_FILE,
         Agent,
-        agent_settings,
         fetch_settings,
         load_params,
         objective_settings,
@@ -67,11 +68,13 @@ def settings_from_args(options: argparse.Namespace) -> ScoreSettings:
     else:
         raise UserError("give an input file (rescore FILE --verifier math) or --objective NAME")
     # --verifier alone: no agent's URL or key is involved (a /verify URL gets no Authorization header).
-    agent = dict(
-        agent_settings(params, agent_name, options.params) if agent_name != "(--verifier)" else Agent().model_dump()
+    agent = (
+        AgentSettings.named(params, agent_name, options.params)
+        if agent_name != "(--verifier)"
+        else AgentSettings.from_model(Agent())
     )
     if options.verifier:  # a verifier named here scores whatever the agent's protocol: the reward is ours
-        agent.update(verifier=validated_verifier(options.verifier), protocol="chat")
+        agent = dataclasses.replace(agent, verifier=validated_verifier(options.verifier), protocol="chat")
     return ScoreSettings(
         agent_name=agent_name,
         agent=agent,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.executor import Job, Outcome
 from rollout_pipeline.collect.executor_choice import choose_executor
 from rollout_pipeline.collect.progress import ProgressStore
@@ -44,7 +45,7 @@ class Collector:
         settings: CollectSettings,
         out: TextIO | None = None,
         err: TextIO | None = None,
-        start_server: Callable[[dict], Any] | None = None,
+        start_server: Callable[[AgentSettings], Any] | None = None,
     ) -> None:
         # `url: embedded` needs a server started for the run; the front end that wires layers supplies how
         # (the engine never imports the reference server). It returns an object with `.url` and `.stop()`.
@@ -81,10 +82,10 @@ class Collector:
 
     def _run(self) -> int:
         agent = self.s.agent
-        scoring = not PROTOCOLS[agent["protocol"]].agent_server and not self.s.generate_only
+        scoring = not PROTOCOLS[agent.protocol].agent_server and not self.s.generate_only
         # A row the agent's verifier could never score is found before any request, generate-only or not.
-        in_process = not PROTOCOLS[agent["protocol"]].agent_server and verifier_kind(agent["verifier"]) == "builtin"
-        scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent["verifier"] if in_process else None)
+        in_process = not PROTOCOLS[agent.protocol].agent_server and verifier_kind(agent.verifier) == "builtin"
+        scan = scan_input(self.s.input_path, self.s.limit, answer_for=agent.verifier if in_process else None)
         self.s.scanned_rows = scan.rows
         if scan.rows * self.s.num_repeats > MAX_ROLLOUTS:
             raise UserError(
@@ -92,13 +93,13 @@ class Collector:
                 f"{scan.rows * self.s.num_repeats:,} rollouts, over the {MAX_ROLLOUTS:,} one run can index; "
                 "split the input, or use +limit"
             )
-        headers, self.redact = agent_headers(self.s.agent_name, self.s.agent)
+        headers, self.redact = agent_headers(self.s.agent_name, agent)
         check_output_path(self.s)
         if scoring:  # a verifier that cannot be imported is a configuration error: say so before any file is touched
             from rollout_pipeline.collect.scoring import make_scorer
 
-            make_scorer(agent["protocol"], agent["verifier"], lambda: None, None, headers)
-        if self.s.agent["repeat_mode"] == "n" and not PROTOCOLS[self.s.agent["protocol"]].n_choices:
+            make_scorer(agent.protocol, agent.verifier, lambda: None, None, headers)
+        if agent.repeat_mode == "n" and not PROTOCOLS[agent.protocol].n_choices:
             raise UserError(f"agent {self.s.agent_name!r}: repeat_mode: n needs protocol: chat")
         identity = self.s.identity(scan.sha256)
         if not self.s.force:
@@ -124,7 +125,7 @@ class Collector:
             identity,
             scan.rows,
             self.s.num_repeats,
-            source=without_credentials(agent["url"]),
+            source=without_credentials(agent.url),
             input=InputPrefix(self.s.input_path, scan.bytes),
             retry_skipped=(MASKED,) if self.s.retry_masked else (),
         )
@@ -137,17 +138,15 @@ class Collector:
         self.sink = RunSink(self.s, self.store, self.stats, self.redact, self.err)
         server = None
         try:
-            urls = self.s.agent["url"]
-            if urls == "embedded":
+            urls = agent.urls
+            if agent.url == "embedded":
                 if self.start_server is None:
                     raise UserError(
                         f"agent {self.s.agent_name!r}: url: embedded needs a front end that starts "
                         "the embedded server (scripts/collect.py or ng_collect_rollouts)"
                     )
-                server = self.start_server(self.s.agent)
+                server = self.start_server(agent)
                 urls = [server.url]
-            elif isinstance(urls, str):
-                urls = [urls]
             outcome = self._collect(urls, headers)
         finally:  # Ctrl-C and SIGTERM pass through to run(), which reports what was kept
             if server is not None:
@@ -181,7 +180,7 @@ class Collector:
         store, sink = self.store, self.sink
         pending = store.total - store.settled
         parallel = max(1, min(self.s.parallel, pending))
-        requests = pending if self.s.agent["repeat_mode"] == "separate" else -(-pending // self.s.num_repeats)
+        requests = pending if self.s.agent.repeat_mode == "separate" else -(-pending // self.s.num_repeats)
         executor = choose_executor(self.s, parallel, requests)
         executor.connect()  # an unreachable cluster: said before any file is written
         sink.executor = executor

@@ -1,5 +1,5 @@
-"""The async half of a collection run: take the work from a WorkSource, ask the agent, score, and hand each finished
-rollout (or failure) to a sink.
+"""The async half of a collection run: take the work from a WorkSource and ask the agent; each finished rollout (or
+failure) goes to a sink, scored on the way (handover.py).
 
 The sink owns the run's files. When the fetcher runs in this process it is the run's sink (run_sink.py: progress
 file, stats, progress bar); in a collector process or on a Ray worker it is an EventWriter (events.py) whose events
@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 
 from rollout_pipeline.collect.endpoints import EndpointPool
-from rollout_pipeline.collect.events import RolloutFailure, Sink
+from rollout_pipeline.collect.events import Sink
+from rollout_pipeline.collect.handover import Handover, failed
 from rollout_pipeline.collect.protocols import (
     PROTOCOLS,
     ChoicesShortfall,
@@ -23,21 +24,20 @@ from rollout_pipeline.collect.protocols import (
     NotFinished,
     asks_for_logprobs,
     build_body,
-    choice_params,
     label_logprobs,
     logprobs_mode,
     other_model,
     parse_reply,
     sampling_params,
 )
-from rollout_pipeline.collect.records import scored_record
 from rollout_pipeline.collect.redact import headers_for
+from rollout_pipeline.collect.retries import RetryPolicy, with_retries
 from rollout_pipeline.collect.run_stats import RunStats
 from rollout_pipeline.collect.settings import POOL_CAP, CollectSettings
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.transport import RequestFailed, post_json
 from rollout_pipeline.collect.work import WorkItem, WorkSource
 from rollout_pipeline.errors import UserError, printable
-from rollout_pipeline.jsonl import MAX_LINE_BYTES, dumps
+from rollout_pipeline.jsonl import dumps
 
 
 def rollout_seed(base: int, task_index: int, rollout_index: int) -> int:
@@ -74,16 +74,8 @@ class Fetcher:
         self.retry_policy = RetryPolicy(
             fetch.max_retries, fetch.retry_backoff_s, fetch.give_up_after_s, lambda: self.pool.last_success
         )
-        self.logprobs_mode = logprobs_mode(agent)
-        # A generate-only run (the pipeline's collect stages: the score stage scores) writes records without a
-        # verdict; an agent's own reward comes with its reply, so it is kept either way.
-        self.scoring = not settings.generate_only or PROTOCOLS[agent["protocol"]].agent_server
-        if self.scoring:  # imported only then: a generate-only run never runs (nor depends on) the scoring code
-            from rollout_pipeline.collect import scoring
-            from rollout_pipeline.collect.fingerprint import verifier_fingerprint
-
-            self._scoring = scoring
-            self.scored_by = verifier_fingerprint(agent["protocol"], agent["verifier"])
+        self.logprobs_mode = logprobs_mode(agent.logprobs_mode, agent.url)
+        self.handover = Handover(settings)
         self._stopped = False
         self._finished: asyncio.Future | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -111,18 +103,19 @@ class Fetcher:
             connector=connector, json_serialize=None, raise_for_status=False, skip_auto_headers=("User-Agent",)
         ) as session:
             self._session = session
-            if not self.scoring:
+            if not self.handover.scoring:
                 await self._schedule()
             else:
+                from rollout_pipeline.collect.scoring import make_scorer
                 from rollout_pipeline.collect.verify_pool import VerifyPool
 
                 with VerifyPool(fetch.verify_timeout_s) as pool:
-                    self.scorer = self._scoring.make_scorer(
-                        agent["protocol"],
-                        agent["verifier"],
+                    self.handover.scorer = make_scorer(
+                        agent.protocol,
+                        agent.verifier,
                         lambda: session,
                         self.timeout,
-                        headers_for(agent["verifier"], self.urls, self.headers),
+                        headers_for(agent.verifier, self.urls, self.headers),
                         pool,
                         self.retry_policy,
                         lambda failure: self.sink.retry(failure.cause, failure.retry_after),
@@ -175,7 +168,7 @@ class Fetcher:
             await self._fetch(item, sink)
         except RequestFailed as failure:
             for rollout_index in item.rollout_indexes:
-                sink.failure(_failed(item, rollout_index, failure))
+                sink.failure(failed(item, rollout_index, failure))
         except UserError as exc:
             sink.fatal(exc)
         finally:
@@ -184,7 +177,7 @@ class Fetcher:
                 self.pool.forget(item.task_index)
 
     async def _fetch(self, item: WorkItem, sink: Sink) -> None:
-        if self.s.agent["repeat_mode"] == "n" and not self.n_ignored:
+        if self.s.agent.repeat_mode == "n" and not self.n_ignored:
             try:
                 return await self._fetch_one(item, item.rollout_indexes, sink, by_n=True)
             except _NIgnored as shortfall:
@@ -201,7 +194,7 @@ class Fetcher:
     async def _fetch_one(self, item: WorkItem, rollout_indexes: list[int], sink: Sink, by_n: bool) -> None:
         s = self.s
         task_index, row = item.task_index, item.prompt.row
-        protocol = s.agent["protocol"]
+        protocol = s.agent.protocol
         # repeat_mode n always asks for every choice with the seed of choice 0, and keeps the ones still missing:
         # a resume after a kill between two choices of one reply then gets exactly an uninterrupted run's choices.
         choices = list(range(s.num_repeats)) if by_n else rollout_indexes
@@ -210,7 +203,7 @@ class Fetcher:
         params = sampling_params(protocol, row, s.responses_create_params, seed)
         try:
             request = build_body(
-                protocol, item.prompt, params, s.agent["model"], n, s.agent.get("token_data"), (task_index, choices[0])
+                protocol, item.prompt, params, s.agent.model, n, s.agent.token_data, (task_index, choices[0])
             )
         except UserError as exc:
             raise UserError(f"{s.input_path} row {task_index + 1}: {exc}") from None
@@ -268,90 +261,20 @@ class Fetcher:
         generated = await with_retries(
             attempt, self.retry_policy, lambda failure: sink.retry(failure.cause, failure.retry_after)
         )
-        # Scored once each, outside the retries: an output the verifier cannot score fails as it is, and is never
-        # replaced by a new sample (which would keep only the outputs the verifier likes).
-        for rollout_index, (result, reply) in zip(rollout_indexes, generated):
-            # Each record carries the settings that reproduce it alone, choice k of an n request included.
-            record = self._record(item, rollout_index, choice_params(params, rollout_index if by_n else 0), result)
-            reward = 0.0  # a generate-only run has no mean reward to keep
-            if self.scoring:
-                try:
-                    reward, extras = await self._scoring.score_reply(self.scorer, self.s.agent, row, result, reply)
-                except RequestFailed as failure:
-                    # The generation stays in the failures file: a fixed verifier re-scores it (rescore), unsent.
-                    sink.failure(_failed(item, rollout_index, failure, generation=record))
-                    continue
-                record = scored_record(record, reward, extras, self.scored_by)
-            line = dumps(record) + b"\n"
-            if len(line) > MAX_LINE_BYTES:  # every record written must be readable by the stages
-                sink.failure(
-                    RolloutFailure(
-                        task_index,
-                        rollout_index,
-                        item.prompt_id,
-                        "record_too_large",
-                        f"the record is {len(line):,} bytes, over the stages' {MAX_LINE_BYTES:,}-byte line "
-                        "limit; lower max_reply_bytes or shorten the prompt",
-                    )
-                )
-                continue
-            usage = result.response.get("usage") or {}
-            # n choices whose own counts are unknown: the reply's sum is counted once, with the first of them.
-            output_tokens = usage.get("output_tokens")
-            if output_tokens is None and rollout_index == rollout_indexes[0]:
-                output_tokens = usage.get("output_tokens_all_choices")
-            sink.rollout(
-                task_index, rollout_index, line, reward, int(usage.get("input_tokens") or 0), int(output_tokens or 0)
-            )
+        await self.handover.deliver(item, rollout_indexes, generated, params, by_n, sink)
 
     def _note_other_model(self, response: dict, sink: Sink) -> None:
         """Say once per name (per process) when replies come from another model than the one asked (an alias, or
         another model behind the URL): the records keep the server's name."""
-        answered = other_model(response, self.s.agent["model"])
+        answered = other_model(response, self.s.agent.model)
         if answered is not None and answered not in self._other_models:
             self._other_models.add(answered)
             sink.note(
                 f"the server answers as model {printable(repr(answered[:200]))} although "
-                f"{printable(repr(self.s.agent['model']))} "
+                f"{printable(repr(self.s.agent.model))} "
                 "was asked (an alias or served-model-name, or another model behind the URL); the records "
                 "keep the server's name"
             )
-
-    def _record(self, item: WorkItem, rollout_index: int, params: dict, result: Any) -> dict:
-        """The generation record (scoring.GENERATION_FIELDS, then the row's own fields); scoring adds the verdict."""
-        record = {
-            "prompt_id": item.prompt_id,
-            "task_index": item.task_index,
-            "rollout_index": rollout_index,
-            "agent_name": self.s.agent_name,
-            "input": item.prompt.messages,
-            "output": result.output,
-            "responses_create_params": params,
-            "response": result.response,
-        }
-        if self.s.model_revision:  # the policy version: which model and checkpoint generated this rollout
-            record["policy_version"] = {"model": self.s.agent["model"], "checkpoint": self.s.model_revision}
-        for key, value in item.prompt.row.items():
-            if key not in record:
-                record[key] = value
-        return record
-
-
-def _failed(
-    item: WorkItem, rollout_index: int, failure: RequestFailed, generation: dict | None = None
-) -> RolloutFailure:
-    """One rollout of `item` that failed as its request (or its scoring) did."""
-    return RolloutFailure(
-        item.task_index,
-        rollout_index,
-        item.prompt_id,
-        failure.cause,
-        str(failure),
-        failure.skip,
-        failure.reply,
-        failure.response,
-        generation,
-    )
 
 
 class _NIgnored(Exception):

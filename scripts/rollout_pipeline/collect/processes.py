@@ -83,7 +83,7 @@ class Processes(Executor):
         (the caller decides what that means for the run)."""
         count, settings = self.count, job.settings
         next_range = SharedCounter()
-        requests_per_task = 1 if settings.agent["repeat_mode"] == "n" else settings.num_repeats
+        requests_per_task = 1 if settings.agent.repeat_mode == "n" else settings.num_repeats
         tasks_per_claim = max(
             1, min(CLAIM_REQUESTS // requests_per_task, job.pending_tasks // (count * CLAIMS_PER_PROCESS))
         )

@@ -85,7 +85,7 @@ class RayExecutor(Executor):
             "runtime_env": {"env_vars": worker_env()},
         }
         arguments = public_settings(job.settings)
-        secrets = ray.put(WorkerSecrets(job.urls, job.settings.agent.get("verifier"), job.headers))
+        secrets = ray.put(WorkerSecrets(job.urls, job.settings.agent, job.headers))
         actors = [
             worker_class.options(**options, name=f"rollout-worker-{os.getpid()}-{index}", namespace=NAMESPACE).remote(
                 arguments, share, secrets

@@ -8,8 +8,8 @@ import dataclasses
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.events import FATAL, EventWriter, Sink
 from rollout_pipeline.collect.fetcher import Fetcher
 from rollout_pipeline.collect.run_stats import RunStats
@@ -24,11 +24,12 @@ class WorkerCrashed(Exception):
 
 @dataclass(frozen=True, repr=False)
 class WorkerSecrets:
-    """What a worker needs that may hold credentials: the agent's URLs, its verifier and the request headers (the
-    API key among them). Its repr shows none of it, should Ray ever print an argument."""
+    """What a worker needs that may hold credentials: the URLs to ask, the agent's settings as they are (its URL and
+    verifier) and the request headers (the API key among them). Its repr shows none of it, should Ray ever print an
+    argument."""
 
     urls: list[str]
-    verifier: Any
+    agent: AgentSettings
     headers: dict[str, str]
 
     def __repr__(self) -> str:
@@ -44,8 +45,8 @@ def worker_env() -> dict[str, str]:
 
 def public_settings(settings: CollectSettings) -> CollectSettings:
     """The run's settings as the workers' arguments: URLs and the verifier (either may hold credentials) left out."""
-    agent = {**settings.agent, "url": "(in the worker's environment)", "verifier": "(in the worker's environment)"}
-    return dataclasses.replace(settings, agent=agent)
+    hidden = "(in the worker's environment)"
+    return dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, url=hidden, verifier=hidden))
 
 
 class Chunk:
@@ -97,8 +98,9 @@ class RolloutWorker:
     """One Ray actor (async): a fetcher over the chunks the driver hands it. Built by `ray.remote` in the driver."""
 
     def __init__(self, settings: CollectSettings, parallel: int, secrets: WorkerSecrets) -> None:
-        agent = {**settings.agent, "url": secrets.urls, "verifier": secrets.verifier}
-        self.settings = dataclasses.replace(settings, agent=agent)
+        # The agent as the driver has it: its own url (`embedded` decides the logprobs kind its records state), not
+        # the URLs asked, which for an embedded server are the one this run started.
+        self.settings = dataclasses.replace(settings, agent=secrets.agent)
         self.stats = RunStats()
         self.work = ChunkQueue()
         # Events tied to no request (a /verify request's retries) go with the next chunk answered.

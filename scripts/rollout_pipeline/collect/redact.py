@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.errors import UserError, printable
 
 MASK = "***"
@@ -70,11 +71,11 @@ class Redactor:
         return data
 
 
-def agent_headers(agent_name: str, agent: dict) -> tuple[dict[str, str], Redactor]:
+def agent_headers(agent_name: str, agent: AgentSettings) -> tuple[dict[str, str], Redactor]:
     """The request headers for an agent (its API key, from the variable api_key_env names, as a Bearer token), and
     the redactor that masks that key and the credentials of its URLs and /verify URL."""
     headers = {"Content-Type": "application/json"}
-    env_name = agent.get("api_key_env")
+    env_name = agent.api_key_env
     if env_name:
         key = (os.environ.get(env_name) or "").strip()  # a trailing newline from `$(cat keyfile)` is common
         if not key:
@@ -89,9 +90,9 @@ def agent_headers(agent_name: str, agent: dict) -> tuple[dict[str, str], Redacto
                 f"character (value not shown); export {env_name} as the bare key and run again"
             )
         headers["Authorization"] = f"Bearer {key}"
-    urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
+    urls = agent.urls
     key = [headers["Authorization"][len("Bearer ") :]] if "Authorization" in headers else []
-    verifier = str(agent.get("verifier") or "")
+    verifier = agent.verifier
     redactor = Redactor(key + url_credentials([*urls, verifier]))
     keyed = [*urls, *([verifier] if "Authorization" in headers_for(verifier, urls, headers) else [])]
     if key and url_credentials(keyed):

@@ -29,7 +29,7 @@ WAIT_NOTICE_EVERY_S = 30.0
 
 def unscored(settings: CollectSettings) -> bool:
     """A generate-only run of an agent with a verifier: its records have no reward yet."""
-    return settings.generate_only and not PROTOCOLS[settings.agent["protocol"]].agent_server
+    return settings.generate_only and not PROTOCOLS[settings.agent.protocol].agent_server
 
 
 class GiveUp(UserError):

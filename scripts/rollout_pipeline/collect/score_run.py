@@ -26,14 +26,16 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.fingerprint import verifier_fingerprint
 from rollout_pipeline.collect.protocols import Result
 from rollout_pipeline.collect.protocols.common import response_text
 from rollout_pipeline.collect.records import failure_entry, generation_of, row_of, scored_record
 from rollout_pipeline.collect.redact import agent_headers, headers_for
+from rollout_pipeline.collect.retries import RetryPolicy
 from rollout_pipeline.collect.scoring import make_scorer, score_reply
 from rollout_pipeline.collect.settings import RequestOptions
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy
+from rollout_pipeline.collect.transport import RequestFailed
 from rollout_pipeline.collect.verify_pool import VerifyPool
 from rollout_pipeline.coverage import coverage, scored_line
 from rollout_pipeline.errors import UserError, printable
@@ -49,7 +51,7 @@ class ScoreSettings:
     retries)."""
 
     agent_name: str
-    agent: dict
+    agent: AgentSettings
     fetch: RequestOptions
     input_path: Path
     output_path: Path
@@ -75,7 +77,7 @@ class ScoreRun:
         # The streams of the moment of the call, not of the import (a caller may have replaced sys.stdout since).
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.scored_by = verifier_fingerprint(settings.agent["protocol"], settings.agent["verifier"])
+        self.scored_by = verifier_fingerprint(settings.agent.protocol, settings.agent.verifier)
         self.headers, self.redact = agent_headers(settings.agent_name, settings.agent)
         self.failures: list[dict] = []  # this run's, then written with the copied ones
         self.copied: list[dict] = []  # the input's failures that are not a scoring's to decide
@@ -198,15 +200,14 @@ class ScoreRun:
         policy = RetryPolicy(
             fetch.max_retries, fetch.retry_backoff_s, fetch.give_up_after_s, lambda: self._last_verdict
         )
-        urls = agent["url"] if isinstance(agent["url"], list) else [agent["url"]]
         async with aiohttp.ClientSession(json_serialize=None, skip_auto_headers=("User-Agent",)) as session:
             with VerifyPool(fetch.verify_timeout_s) as pool:
                 scorer = make_scorer(
-                    agent["protocol"],
-                    agent["verifier"],
+                    agent.protocol,
+                    agent.verifier,
                     lambda: session,
                     timeout,
-                    headers_for(agent["verifier"], urls, self.headers),
+                    headers_for(agent.verifier, agent.urls, self.headers),
                     pool,
                     policy,
                     self._count_retry,

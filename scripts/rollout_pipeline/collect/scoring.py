@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.protocols import PROTOCOLS, NotFinished, Result
 from rollout_pipeline.collect.protocols.agent import check_nemo_gym_sentinels
-from rollout_pipeline.collect.transport import RequestFailed, RetryPolicy, post_json, with_retries
+from rollout_pipeline.collect.retries import RetryPolicy, with_retries
+from rollout_pipeline.collect.transport import RequestFailed, post_json
 from rollout_pipeline.collect.verifier_kind import verifier_kind
 from rollout_pipeline.collect.verify_pool import VERIFY_TIMEOUT_S, VerifyPool
 from rollout_pipeline.errors import UserError, printable
@@ -153,7 +155,9 @@ def make_scorer(
     return custom
 
 
-async def score_reply(scorer: Scorer, agent: dict, row: dict, result: Result, reply: dict) -> tuple[float, dict]:
+async def score_reply(
+    scorer: Scorer, agent: AgentSettings, row: dict, result: Result, reply: dict
+) -> tuple[float, dict]:
     """One rollout's verdict: (reward, extras), or RequestFailed with the cause it was not scored. An agent's reply
     (protocol: agent) brings its own fields (NeMo Gym's agent_ref, _ng_environment_server, _ng_result_type,
     ng_trajectory, the run indices, its verifier's extras): they are the extras, as the agent returned them."""
@@ -164,8 +168,8 @@ async def score_reply(scorer: Scorer, agent: dict, row: dict, result: Result, re
     except (RequestFailed, UserError):
         raise
     except Exception as exc:  # a verifier's own bug fails this rollout, not the whole run
-        raise verifier_error(repr(agent["verifier"]), f"raised {shown(exc, 300)}") from None
-    if PROTOCOLS[agent["protocol"]].agent_server:
+        raise verifier_error(repr(agent.verifier), f"raised {shown(exc, 300)}") from None
+    if PROTOCOLS[agent.protocol].agent_server:
         extras = json_extras(
             {
                 k: v

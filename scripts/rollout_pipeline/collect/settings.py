@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.protocols import PROTOCOLS
 from rollout_pipeline.collect.redact import without_credentials
 
@@ -40,7 +41,7 @@ class CollectSettings:
     """Everything one collection run needs, whichever front end built it."""
 
     agent_name: str
-    agent: dict  # the agent's section of params.yaml, validated
+    agent: AgentSettings
     fetch: RequestOptions
     input_path: Path
     output_path: Path
@@ -82,14 +83,14 @@ class CollectSettings:
     def from_params(
         cls,
         agent_name: str,
-        agent: dict,
+        agent: AgentSettings,
         objective: dict,
         fetch: dict,
         output_path: Path,
         show_progress: bool = True,
         model_revision: str | None = None,
     ) -> CollectSettings:
-        """From validated params: an agent's section, an objective's data keys (prompts, num_repeats, limit, seed,
+        """From validated params: an agent, an objective's data keys (prompts, num_repeats, limit, seed,
         responses_create_params) and the fetch settings that apply to them (settings.fetch_settings)."""
         return cls(
             agent_name=agent_name,
@@ -118,20 +119,20 @@ class CollectSettings:
         return {
             "input_sha256": input_sha256,
             "agent_name": self.agent_name,
-            "protocol": self.agent["protocol"],
-            "model": self.agent["model"],
+            "protocol": self.agent.protocol,
+            "model": self.agent.model,
             # A /verify URL's password is not what the rollouts are: it stays out of the progress and stats files.
             "verifier": (
-                without_credentials(self.agent["verifier"])
-                if not PROTOCOLS[self.agent["protocol"]].agent_server and not self.generate_only
+                without_credentials(self.agent.verifier)
+                if not PROTOCOLS[self.agent.protocol].agent_server and not self.generate_only
                 else None
             ),
             **({"generate_only": True} if self.generate_only else {}),
-            "repeat_mode": self.agent["repeat_mode"],
+            "repeat_mode": self.agent.repeat_mode,
             "num_repeats": self.num_repeats,
             "seed": self.seed,
             "responses_create_params": {k: v for k, v in sorted(self.responses_create_params.items()) if v is not None},
             **({"model_revision": self.model_revision} if self.model_revision else {}),
-            **({"token_data": self.agent["token_data"]} if self.agent.get("token_data") else {}),
-            **({"logprobs_mode": self.agent["logprobs_mode"]} if self.agent.get("logprobs_mode") else {}),
+            **({"token_data": self.agent.token_data} if self.agent.token_data else {}),
+            **({"logprobs_mode": self.agent.logprobs_mode} if self.agent.logprobs_mode else {}),
         }

@@ -79,7 +79,7 @@ def work_items(
     `claim`, when given, hands out this process's next range of task indexes (other processes take the
     ranges in between); it is called only when the current range is used up, so work is shared as it is
     needed rather than split up front."""
-    by_n = settings.agent["repeat_mode"] == "n"
+    by_n = settings.agent.repeat_mode == "n"
     owned = range(0)
     rows = settings.limit if settings.scanned_rows is None else settings.scanned_rows  # rows appended later wait
     for task_index, lineno, raw in iter_raw_rows(settings.input_path, rows):

@@ -12,8 +12,6 @@ from rollout_pipeline.params.collection import (
     PromptSet,
     PromptSets,
     Sampling,
-    generation_settings,
-    scoring_settings,
 )
 from rollout_pipeline.params.document import (
     Params,
@@ -60,7 +58,6 @@ __all__ = [
     "agent_settings",
     "apply_flags",
     "fetch_settings",
-    "generation_settings",
     "load_params",
     "load_yaml",
     "objective_settings",
@@ -68,7 +65,6 @@ __all__ = [
     "parse_params",
     "parse_section",
     "parse_yaml",
-    "scoring_settings",
     "stage_objective",
     "validate_params",
     "validated_verifier",

@@ -173,21 +173,3 @@ class PromptSets(Strict):
     """The `prompts` section."""
 
     sets: NamedMap(PromptSet) = Field(default_factory=dict)
-
-
-# The agent keys that decide a verdict and not a generation: the score stages track these, the collect stages the
-# rest, so a verifier change re-scores and never asks the model again.
-SCORING_KEYS = ("verifier",)
-
-
-def generation_settings(agent: dict) -> dict:
-    """What of an agent's settings decides its generations: all but the verifier (an agent's own reward comes with
-    the generation, so protocol: agent's verdicts are covered here too)."""
-    return {key: value for key, value in agent.items() if key not in SCORING_KEYS}
-
-
-def scoring_settings(agent: dict) -> dict:
-    """What of an agent's settings decides its verdicts: the verifier (none for protocol: agent: the agent's)."""
-    if agent["protocol"] == "agent":
-        return {"protocol": "agent"}
-    return {"protocol": agent["protocol"], **{key: agent[key] for key in SCORING_KEYS}}

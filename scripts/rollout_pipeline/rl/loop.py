@@ -36,8 +36,7 @@ import yaml
 from rollout_pipeline.errors import UserError
 from rollout_pipeline.jsonl import atomic_writer
 from rollout_pipeline.params import load_params, validate_params
-from rollout_pipeline.rl.plans import collect_agent
-from rollout_pipeline.rl.schedule import iteration_entry, scheduled_entry, scheduled_selection
+from rollout_pipeline.rl.schedule import collect_agent, iteration_entry, scheduled_entry, scheduled_selection
 
 
 def _round_trip_yaml():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
+from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.errors import UserError
-from rollout_pipeline.params import PARAMS_FILE, agent_settings
+from rollout_pipeline.params import PARAMS_FILE
 from rollout_pipeline.rl.names import (
     CHECKPOINT_DIR,
     INIT_KEY,
@@ -15,7 +17,7 @@ from rollout_pipeline.rl.names import (
     model_name,
     rollouts_path,
 )
-from rollout_pipeline.rl.schedule import iteration_entry
+from rollout_pipeline.rl.schedule import collect_agent, iteration_entry
 
 
 class CollectionPlan(NamedTuple):
@@ -23,19 +25,9 @@ class CollectionPlan(NamedTuple):
     settings (prompts, repeats, sampling) and where the rollouts go."""
 
     agent_name: str
-    agent: dict
+    agent: AgentSettings
     objective: dict
     output: Path
-
-
-def collect_agent(params: dict, source: str = PARAMS_FILE) -> str:
-    """rl.collect.agent_name, which must be set for the loop to run."""
-    name = params["rl"]["collect"]["agent_name"]
-    if name is None:
-        raise UserError(
-            f"{source}: rl.collect.agent_name is not set; name the agent (a key of agents:) that serves the policy"
-        )
-    return name
 
 
 def collect_plan(params: dict, key: str, source: str = PARAMS_FILE) -> CollectionPlan:
@@ -72,10 +64,11 @@ def _plan(params: dict, checkpoint: str, used_by: str, settings: dict, output: P
     num_repeats, limit, seed, responses_create_params). A missing checkpoint of the embedded server names the stage
     that writes it; `used_by` says which collection needs it."""
     agent_name = collect_agent(params, source)
-    agent = dict(agent_settings(params, agent_name, source))
-    agent["model"] = model_name(params["rl"], checkpoint)
-    if agent["url"] == "embedded":
-        agent["checkpoint_dir"] = str(CHECKPOINT_DIR.resolve())
+    agent = dataclasses.replace(
+        AgentSettings.named(params, agent_name, source), model=model_name(params["rl"], checkpoint)
+    )
+    if agent.url == "embedded":
+        agent = dataclasses.replace(agent, checkpoint_dir=str(CHECKPOINT_DIR.resolve()))
         if not checkpoint_path(checkpoint).exists():
             stage = "rl_init" if checkpoint == INIT_KEY else f"rl_train@{checkpoint}"
             raise UserError(

@@ -1,4 +1,5 @@
-"""The RL loop's schedule: each iteration's temperature, prompts and seed, and the rl.iterations entry it runs with."""
+"""The RL loop's schedule: each iteration's temperature, prompts and seed, the rl.iterations entry it runs with, and
+the agent it collects from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from rollout_pipeline.errors import UserError
 from rollout_pipeline.params import PARAMS_FILE
 from rollout_pipeline.rl import curriculum
 from rollout_pipeline.rl.names import rollouts_path
+
+
+def collect_agent(params: dict, source: str = PARAMS_FILE) -> str:
+    """rl.collect.agent_name, which must be set for the loop to run."""
+    name = params["rl"]["collect"]["agent_name"]
+    if name is None:
+        raise UserError(
+            f"{source}: rl.collect.agent_name is not set; name the agent (a key of agents:) that serves the policy"
+        )
+    return name
 
 
 def scheduled_temperature(spec: dict, iteration: int) -> float:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollout_pipeline.collect.protocols.agent import build_agent_body, parse_agent_reply
-from rollout_pipeline.collect.protocols.chat import ChoicesShortfall, build_chat_body, parse_chat_reply
+from rollout_pipeline.collect.protocols.chat import build_chat_body
+from rollout_pipeline.collect.protocols.chat_reply import ChoicesShortfall, parse_chat_reply
 from rollout_pipeline.collect.protocols.common import (
     InvalidReply,
     NotFinished,

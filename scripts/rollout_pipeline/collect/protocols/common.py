@@ -264,13 +264,13 @@ def asks_for_logprobs(body: dict) -> bool:
     return body.get("logprobs") is True or LOGPROBS_INCLUDE in (body.get("include") or [])
 
 
-def logprobs_mode(agent: dict) -> str:
-    """What kind of logprobs the agent's server returns: its `logprobs_mode`, else vLLM's default (raw_logprobs:
-    before temperature and top_p) or, for the embedded server, processed_logprobs (its logprobs are those of the
-    distribution it sampled from)."""
-    if agent.get("logprobs_mode"):
-        return agent["logprobs_mode"]
-    return "processed_logprobs" if agent.get("url") == "embedded" else "raw_logprobs"
+def logprobs_mode(stated: str | None, url: str | list[str]) -> str:
+    """What kind of logprobs the agent's server returns: its `logprobs_mode` as `stated`, else vLLM's default
+    (raw_logprobs: before temperature and top_p) or, for the embedded server, processed_logprobs (its logprobs are
+    those of the distribution it sampled from)."""
+    if stated:
+        return stated
+    return "processed_logprobs" if url == "embedded" else "raw_logprobs"
 
 
 def label_logprobs(results: list[Result], asked: bool, mode: str, where: str) -> None:
