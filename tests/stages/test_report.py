@@ -10,7 +10,8 @@ import pytest
 from report_testkit import EVIL, EXPECTED_ROWS, PROGRESS, build_report, build_sample_run, run
 from rollout_pipeline.stages.groups import iter_groups
 from rollout_pipeline.stages.report_data import pick_rows, summarize_rollouts
-from rollout_pipeline.stages.report_pages import navigation, rl_loop_page
+from rollout_pipeline.stages.report_pages import navigation
+from rollout_pipeline.stages.report_rl_loop import rl_loop_page
 from stage_testkit import browser_config, group, health_config, write_rollouts
 
 EVAL = {"temperature": 1.0, "prompts": "data/prompts/heldout.jsonl", "seed": 300}

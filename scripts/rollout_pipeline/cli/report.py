@@ -21,16 +21,9 @@ from rollout_pipeline.settings import PARAMS_FILE
 from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.report_charts import offline_plots_template
 from rollout_pipeline.stages.report_data import BrowserConfig, pair_margins, read_json_file, summarize_rollouts
-from rollout_pipeline.stages.report_pages import (
-    RL_LOOP_PAGE,
-    ObjectiveExtras,
-    index_page,
-    navigation,
-    objective_page,
-    read_progress,
-    rl_loop_page,
-    write_pages,
-)
+from rollout_pipeline.stages.report_objective import ObjectiveExtras, objective_page
+from rollout_pipeline.stages.report_pages import RL_LOOP_PAGE, index_page, navigation, write_pages
+from rollout_pipeline.stages.report_rl_loop import read_progress, rl_loop_page
 
 
 def build_report(params: dict, out_dir: str, rollouts_dir: str | Path = paths.ROLLOUTS_DIR) -> list[str]:
