@@ -49,7 +49,7 @@ RUNS_ALSO = {
     # a dep. An agent with protocol: agent scores inside its /run, and its verifier is not a dep: after an edit to
     # verify/, `dvc repro -f collect@<objective>`.)
     "collect": _COLLECTING + _VALIDATING,
-    **{stage: _VALIDATING for stage in ("filter", "pair", "metrics", "report")},
+    **{stage: _VALIDATING for stage in ("prompts", "filter", "pair", "metrics", "report")},
     "score": ["rollout_pipeline.verify.verifiers"],
     # A dynamic-sampling objective's file holds the built-in verifiers' fingerprint: a hash of verify/'s sources.
     "objective_settings": ["rollout_pipeline.verify.verifiers"],

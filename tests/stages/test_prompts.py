@@ -101,6 +101,7 @@ def test_without_arguments_every_set_in_params_yaml_is_written(tmp_path):
         (["--count", "3"], "needs both --count N and --out PATH"),
         (["--set", "mth"], "did you mean 'math'"),
         (["--count", "20000", "--difficulty", "easy", "--out", "x.jsonl"], "distinct easy prompts"),
+        (["--count", "0", "--out", "x.jsonl"], "count"),
     ],
 )
 def test_mistakes_are_one_line_errors(tmp_path, args, message):

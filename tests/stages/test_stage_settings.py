@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import typing
 from pathlib import Path
 
 from rollout_pipeline.params import Filter, Health, Metrics, Pair, Profile, PromptSet, Report, validate_params
 from rollout_pipeline.stages.health import HealthConfig
 from rollout_pipeline.stages.prompt_profile import ProfileConfig
+from rollout_pipeline.stages.prompt_sets import DIFFICULTIES, write_prompt_set
 from rollout_pipeline.stages.report_data import BrowserConfig
-from support import SCRIPTS
+from support import PY, SCRIPTS
 
 STAGES_DIR = SCRIPTS / "rollout_pipeline" / "stages"
 # The params models whose settings the stages read.
@@ -84,3 +87,23 @@ def test_a_params_file_that_sets_no_stage_setting_gives_the_stages_the_models_de
     assert dataclasses.asdict(profile.health) == dataclasses.asdict(HealthConfig.from_params(params["health"]))
     assert dataclasses.asdict(profile.health) == Health().model_dump()
     assert dataclasses.asdict(BrowserConfig(**params["report"])) == Report().model_dump()
+
+
+def test_an_ad_hoc_prompt_set_takes_its_unset_options_from_the_prompt_set_model(tmp_path):
+    out = tmp_path / "adhoc.jsonl"
+    result = subprocess.run(
+        [PY, str(SCRIPTS / "prompts.py"), "--count", "3", "--out", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    defaults = PromptSet(count=3)
+    assert f"wrote 3 {defaults.difficulty} prompts (seed {defaults.seed})" in result.stdout
+    assert out.read_bytes() == _prompt_set_bytes(tmp_path / "model.jsonl", defaults)
+
+
+def _prompt_set_bytes(path: Path, spec: PromptSet) -> bytes:
+    write_prompt_set(path, spec.count, spec.difficulty, spec.seed)
+    return path.read_bytes()
+
+
+def test_the_prompt_set_models_difficulties_are_the_ones_the_stage_writes():
+    assert typing.get_args(PromptSet.model_fields["difficulty"].annotation) == DIFFICULTIES

@@ -24,10 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="set_name", metavar="NAME", help="write only this set of params.yaml")
     parser.add_argument("--out", help="write one ad-hoc set to this path instead")
     parser.add_argument("--count", type=int, help="rows in the ad-hoc set")
-    parser.add_argument(
-        "--difficulty", choices=DIFFICULTIES, default="mixed", help="ad-hoc set difficulty (default mixed)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="ad-hoc set seed (default 0)")
+    # No defaults here: an ad-hoc set is a prompts.sets entry, and its defaults are the PromptSet model's.
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, help="ad-hoc set difficulty (default: as in params)")
+    parser.add_argument("--seed", type=int, help="ad-hoc set seed (default: as in params)")
     return parser
 
 
@@ -37,8 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None or args.count is not None:
         if args.out is None or args.count is None:
             raise UserError("an ad-hoc set needs both --count N and --out PATH")
-        written = write_prompt_set(args.out, args.count, args.difficulty, args.seed)
-        print(f"wrote {written} {args.difficulty} prompts (seed {args.seed}) to {args.out}")
+        from rollout_pipeline.params.base import parse_section
+        from rollout_pipeline.params.collection import PromptSet
+
+        given = {"count": args.count, "difficulty": args.difficulty, "seed": args.seed}
+        spec = parse_section(
+            PromptSet, {key: value for key, value in given.items() if value is not None}, "the ad-hoc set"
+        )
+        written = write_prompt_set(args.out, spec.count, spec.difficulty, spec.seed)
+        print(f"wrote {written} {spec.difficulty} prompts (seed {spec.seed}) to {args.out}")
         return 0
     from rollout_pipeline.params import load_params
 
