@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""For each objective, what chooses its rollouts beyond its generation settings (its collect stage tracks it)."""
+"""What chooses an objective's rollouts beyond its generation settings (its collect stage tracks it)."""
 
 from rollout_pipeline.cli.objective_settings import script_main
 

@@ -45,6 +45,7 @@ def test_changing_one_objective_reruns_only_its_own_stages(small_project):
         assert len(changed) == 1 and "objectives.dpo.responses_create_params.temperature" in changed[0]
 
         assert stages_run(sh("dvc repro", small_project).stdout) == {
+            "objective_settings@dpo",
             "collect@dpo",
             "score@dpo",
             "pair",
@@ -131,6 +132,9 @@ SCORED_AND_AFTER = {
     "report",
 }
 GENERATIONS = [f"data/generations/{objective}.jsonl" for objective in ("rl", "sft", "dpo")]
+# What chooses each objective's rollouts beyond its generation settings: the verifier's fingerprint, for an objective
+# with dynamic_sampling (none in this project: the files stay null, and no collect stage follows).
+OBJECTIVE_SETTINGS = {"objective_settings@rl", "objective_settings@sft", "objective_settings@dpo"}
 
 
 def _requests_served(project: Path) -> int:
@@ -148,10 +152,10 @@ def test_changing_an_agents_verifier_rescores_the_generations_with_no_request_to
         params = yaml.safe_load(original)
         params["agents"]["math_agent"]["verifier"] = "exact"
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        # objective_settings runs too: its files change only for objectives with dynamic_sampling (none here)
+        # objective_settings@* run too: their files change only for objectives with dynamic_sampling (none here)
         assert stages_run(sh("dvc repro", small_project).stdout) == {
             "agent_settings",
-            "objective_settings",
+            *OBJECTIVE_SETTINGS,
             *SCORED_AND_AFTER,
         }
         assert _requests_served(small_project) == served
@@ -171,7 +175,7 @@ def test_editing_the_verifiers_code_rescores_and_never_regenerates(small_project
     served = _requests_served(small_project)
     try:
         source.write_text(original + "\n# an edit to the math verifier\n")
-        assert stages_run(sh("dvc repro", small_project).stdout) == {"objective_settings", *SCORED_AND_AFTER}
+        assert stages_run(sh("dvc repro", small_project).stdout) == OBJECTIVE_SETTINGS | SCORED_AND_AFTER
         assert _requests_served(small_project) == served
     finally:
         source.write_text(original)
@@ -206,7 +210,7 @@ SCORE = {"score@rl", "score@sft", "score@dpo"}
         ("scripts/rollout_pipeline/collect/fetcher.py", COLLECT),
         ("scripts/rollout_pipeline/collect/score_run.py", SCORE),
         # objective_settings fingerprints the verifier, for the objectives whose groups it chooses
-        ("scripts/rollout_pipeline/verify/math_answer.py", SCORE | {"objective_settings"}),
+        ("scripts/rollout_pipeline/verify/math_answer.py", SCORE | OBJECTIVE_SETTINGS),
         ("scripts/rollout_pipeline/reference/server.py", COLLECT),
         ("scripts/rollout_pipeline/rl/trainer.py", set()),  # the RL loop's (tests/rl: rl_train@* only)
     ],

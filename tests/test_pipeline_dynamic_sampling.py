@@ -177,7 +177,8 @@ def test_an_edit_to_the_verifier_collects_again_the_objective_whose_groups_it_ch
     project = first_run.project
     verifier = project / "scripts/rollout_pipeline/verify/math_answer.py"
     verifier.write_text(verifier.read_text() + "\n# an edit to the math verifier\n")
-    assert stages_run(sh("dvc repro objective_settings", project).stdout) == {"objective_settings"}
+    ran = stages_run(sh("dvc repro objective_settings", project).stdout)
+    assert ran == {f"objective_settings@{objective}" for objective in ("rl", "sft", "dpo")}
     changed = set(json.loads(sh("dvc status --json", project).stdout))
     # dpo's rounds kept the groups the old verifier gave reward variance: choosing them again needs new draws; the
     # other objectives' generations stand, and are only scored again
