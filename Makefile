@@ -61,7 +61,7 @@ lint: setup ## ruff: the lint rules and the format (pyproject.toml's [tool.ruff]
 # a module's shared fixture (a reproduced project, a Ray cluster) is built once.
 XDIST := -n auto --dist loadfile
 LEFT_OUT := e2e or ray or bench or timing
-test: setup lint ## lint, then the default test tier (every test but those `make test-more` runs): about 6.5 min on 2 cores
+test: setup lint ## lint, then the default test tier (every test but those `make test-more` runs): about 3.5 min on 2 cores
 	$(PY) -m pytest -q $(XDIST) -m "not ($(LEFT_OUT))"
 
 test-more: setup setup-ray ## the tests `make test` leaves out: end-to-end DVC runs, Ray, the benchmark smoke, wall-clock
