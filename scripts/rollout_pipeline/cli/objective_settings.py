@@ -12,9 +12,10 @@ from pathlib import Path
 from rollout_pipeline import paths
 from rollout_pipeline.collect.agent_settings import AgentSettings
 from rollout_pipeline.collect.fingerprint import verifier_fingerprint
-from rollout_pipeline.errors import UserError, did_you_mean, run_cli
+from rollout_pipeline.errors import run_cli
 from rollout_pipeline.jsonl import write_json
 from rollout_pipeline.params import PARAMS_FILE, load_params
+from rollout_pipeline.settings import objective_settings
 
 
 def main() -> int:
@@ -24,12 +25,7 @@ def main() -> int:
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: params.yaml)")
     options = parser.parse_args()
     params = load_params(options.params)
-    objective = params["objectives"].get(options.objective)
-    if objective is None:
-        raise UserError(
-            f"{options.params}: no objective {options.objective!r}"
-            f"{did_you_mean(options.objective, params['objectives'])}; objectives: {', '.join(params['objectives'])}"
-        )
+    objective = objective_settings(params, options.objective, options.params)
     chosen_by = None
     if objective["dynamic_sampling"] is not None:
         agent = AgentSettings.named(params, objective["agent_name"], options.params)
